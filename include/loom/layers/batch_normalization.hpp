@@ -1,0 +1,171 @@
+#pragma once
+/// \file batch_normalization.hpp
+/// `BatchNormalization` over the last axis (channels), with Keras's semantics:
+///
+///     train:      mu, var = mean and biased variance per channel over N*H*W
+///                 y = gamma * (x - mu) / sqrt(var + eps) + beta
+///                 moving_mean     <- m * moving_mean     + (1 - m) * mu
+///                 moving_variance <- m * moving_variance + (1 - m) * var * n / (n - 1)
+///     inference:  the same formula with the moving statistics.
+///
+/// gamma and beta are trainable; the moving statistics are buffers. The
+/// input is viewed as a [rows, channels] matrix; sums run in double.
+
+#include <cmath>
+#include <vector>
+
+#include "layer.hpp"
+
+namespace loom {
+
+/// Keras's BatchNormalization arguments and defaults.
+class BatchNormalizationOptions {
+ public:
+  BatchNormalizationOptions() = default;
+  LOOM_OPTION(double, momentum, 0.99)
+  LOOM_OPTION(double, epsilon, 1e-3)
+};
+
+template <class T>
+class BatchNormalization : public Layer<T> {
+ public:
+  explicit BatchNormalization(const BatchNormalizationOptions& options = {}) : opt_(options) {
+    if (!(opt_.momentum() >= 0 && opt_.momentum() <= 1) || !(opt_.epsilon() > 0)) {
+      throw ConfigError(detail::str("BatchNormalization: momentum must be in [0, 1] and epsilon > 0, got momentum=",
+                                    opt_.momentum(), " epsilon=", opt_.epsilon()));
+    }
+  }
+
+  std::string type() const override { return "BatchNormalization"; }
+  std::string base_name() const override { return "batch_normalization"; }
+  const BatchNormalizationOptions& options() const { return opt_; }
+
+  std::vector<Parameter<T>> parameters() override {
+    const std::string& n = this->name();
+    return {{n + "/gamma", &gamma_, &dgamma_},
+            {n + "/beta", &beta_, &dbeta_},
+            {n + "/moving_mean", &moving_mean_, nullptr},
+            {n + "/moving_variance", &moving_var_, nullptr}};
+  }
+
+ protected:
+  Shape build_impl(const Shape& in, Rng&) override {
+    if (in.rank() < 1) this->reject_input(in, "of rank >= 1 (features last)");
+    const Index c = in.back();
+    gamma_ = Tensor<T>(Shape{c}, T(1));
+    beta_ = Tensor<T>(Shape{c});
+    moving_mean_ = Tensor<T>(Shape{c});
+    moving_var_ = Tensor<T>(Shape{c}, T(1));
+    dgamma_ = Tensor<T>(Shape{c});
+    dbeta_ = Tensor<T>(Shape{c});
+    for (Tensor<T>* t : {&inv_std_, &mean_, &mean_dy_, &mean_dyh_, &scale_}) *t = Tensor<T>(Shape{c});
+    sum_.assign(static_cast<std::size_t>(c), 0.0);
+    sum2_.assign(static_cast<std::size_t>(c), 0.0);
+    return in;
+  }
+
+  const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
+    const Index c = channels(), rows = x.size() / c;
+    y_.resize(x.shape());
+    if (mode == Mode::Inference) {
+      for (Index k = 0; k < c; ++k) {
+        inv_std_[k] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(moving_var_[k]) + opt_.epsilon()));
+      }
+      normalize(x, moving_mean_.data(), rows, c, y_.data());
+      return y_;
+    }
+    // Batch statistics, two passes in double.
+    column_sums(x.data(), rows, c);
+    for (Index k = 0; k < c; ++k) sum_[k] /= static_cast<double>(rows);
+    std::fill(sum2_.begin(), sum2_.end(), 0.0);
+    for (Index r = 0; r < rows; ++r) {
+      const T* xr = x.data() + r * c;
+      for (Index k = 0; k < c; ++k) {
+        const double d = static_cast<double>(xr[k]) - sum_[k];
+        sum2_[k] += d * d;
+      }
+    }
+    const double m = opt_.momentum(), n = static_cast<double>(rows);
+    for (Index k = 0; k < c; ++k) {
+      const double var = sum2_[k] / n;
+      inv_std_[k] = static_cast<T>(1.0 / std::sqrt(var + opt_.epsilon()));
+      const double unbiased = rows > 1 ? var * n / (n - 1) : var;
+      moving_mean_[k] = static_cast<T>(m * moving_mean_[k] + (1 - m) * sum_[k]);
+      moving_var_[k] = static_cast<T>(m * moving_var_[k] + (1 - m) * unbiased);
+      mean_[k] = static_cast<T>(sum_[k]);
+    }
+    // xhat is kept for backward; y = gamma * xhat + beta.
+    xhat_.resize(x.shape());
+    for (Index r = 0; r < rows; ++r) {
+      const T* xr = x.data() + r * c;
+      T* hr = xhat_.data() + r * c;
+      T* yr = y_.data() + r * c;
+      for (Index k = 0; k < c; ++k) {
+        hr[k] = (xr[k] - mean_[k]) * inv_std_[k];
+        yr[k] = gamma_[k] * hr[k] + beta_[k];
+      }
+    }
+    return y_;
+  }
+
+  /// dx = gamma * inv_std / n * (n * dy - sum(dy) - xhat * sum(dy * xhat))
+  const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
+    const Index c = channels(), rows = dy.size() / c;
+    std::fill(sum_.begin(), sum_.end(), 0.0);
+    std::fill(sum2_.begin(), sum2_.end(), 0.0);
+    for (Index r = 0; r < rows; ++r) {
+      const T* g = dy.data() + r * c;
+      const T* h = xhat_.data() + r * c;
+      for (Index k = 0; k < c; ++k) {
+        sum_[k] += g[k];
+        sum2_[k] += static_cast<double>(g[k]) * h[k];
+      }
+    }
+    for (Index k = 0; k < c; ++k) {
+      dbeta_[k] = static_cast<T>(sum_[k]);
+      dgamma_[k] = static_cast<T>(sum2_[k]);
+    }
+    if (!this->needs_input_grad()) return this->empty_;
+    dx_.resize(dy.shape());
+    const double n = static_cast<double>(rows);
+    for (Index k = 0; k < c; ++k) {
+      mean_dy_[k] = static_cast<T>(sum_[k] / n);
+      mean_dyh_[k] = static_cast<T>(sum2_[k] / n);
+      scale_[k] = gamma_[k] * inv_std_[k];
+    }
+    for (Index r = 0; r < rows; ++r) {
+      const T* g = dy.data() + r * c;
+      const T* h = xhat_.data() + r * c;
+      T* d = dx_.data() + r * c;
+      for (Index k = 0; k < c; ++k) d[k] = scale_[k] * (g[k] - mean_dy_[k] - h[k] * mean_dyh_[k]);
+    }
+    return dx_;
+  }
+
+ private:
+  Index channels() const { return gamma_.size(); }
+
+  void column_sums(const T* x, Index rows, Index c) {
+    std::fill(sum_.begin(), sum_.end(), 0.0);
+    for (Index r = 0; r < rows; ++r) {
+      const T* xr = x + r * c;
+      for (Index k = 0; k < c; ++k) sum_[k] += xr[k];
+    }
+  }
+
+  void normalize(const Tensor<T>& x, const T* mean, Index rows, Index c, T* y) const {
+    for (Index r = 0; r < rows; ++r) {
+      const T* xr = x.data() + r * c;
+      T* yr = y + r * c;
+      for (Index k = 0; k < c; ++k) yr[k] = gamma_[k] * (xr[k] - mean[k]) * inv_std_[k] + beta_[k];
+    }
+  }
+
+  BatchNormalizationOptions opt_;
+  Tensor<T> gamma_, beta_, moving_mean_, moving_var_, dgamma_, dbeta_;
+  Tensor<T> inv_std_, mean_, mean_dy_, mean_dyh_, scale_;
+  Tensor<T> y_, xhat_, dx_;
+  std::vector<double> sum_, sum2_;
+};
+
+}  // namespace loom

@@ -1,0 +1,126 @@
+#pragma once
+/// \file detail/im2col.hpp
+/// Window geometry (Keras's "valid"/"same"), and im2col / col2im for NHWC.
+///
+/// im2col lays every output pixel's receptive field out as one row:
+///
+///     x: [N, H, W, C]                 col: [N*Ho*Wo, kh*kw*C]
+///                                      row (n, oh, ow) =
+///     +----+----+----+                  | x[n, ih0, iw0, 0..C) | x[n, ih0, iw0+1, 0..C) | ... |
+///     | kh x kw window |  ------>        (i, j, c) with ih = oh*sh - pad_top + i,
+///     +----+----+----+                                   iw = ow*sw - pad_left + j
+///
+/// Cells of the window that fall in the padding are zero. The column order
+/// (i, j, c) matches Keras's kernel layout [kh, kw, cin, cout], so with the
+/// kernel viewed as a [kh*kw*cin, cout] matrix, col * kernel is the NHWC
+/// output [N*Ho*Wo, cout]. col2im is the adjoint: it adds each row back into
+/// the window it came from.
+
+#include <algorithm>
+#include <cstring>
+
+#include "../../error.hpp"
+#include "../../tensor.hpp"
+#include "../layer.hpp"
+
+namespace loom::detail {
+
+/// One spatial axis of a sliding window: output length and padding before.
+struct AxisGeometry {
+  Index out = 0;
+  Index pad_before = 0;
+};
+
+/// Keras's rule. valid: out = floor((in - window) / stride) + 1, no padding.
+/// same: out = ceil(in / stride), pad_total = max((out - 1) * stride + window - in, 0),
+/// pad_before = floor(pad_total / 2) (the extra cell goes after).
+inline AxisGeometry window_axis(Index in, Index window, Index stride, Padding padding) {
+  AxisGeometry g;
+  if (padding == Padding::Same) {
+    g.out = (in + stride - 1) / stride;
+    const Index total = std::max<Index>((g.out - 1) * stride + window - in, 0);
+    g.pad_before = total / 2;
+  } else {
+    g.out = in >= window ? (in - window) / stride + 1 : 0;
+  }
+  return g;
+}
+
+/// The geometry of a 2-D window over an NHWC batch.
+struct Window2D {
+  Index n = 0, h = 0, w = 0, c = 0;  // input
+  Index kh = 1, kw = 1, sh = 1, sw = 1;
+  Index pad_top = 0, pad_left = 0;
+  Index ho = 0, wo = 0;  // output
+
+  Index rows() const { return n * ho * wo; }   // rows of the column matrix
+  Index patch() const { return kh * kw * c; }  // columns of the column matrix
+};
+
+/// x [N, H, W, C] -> col [N*Ho*Wo, kh*kw*C]. Rows are independent: parallel.
+template <class T>
+void im2col(const T* x, const Window2D& g, T* col) {
+  const Index row_len = g.patch();
+  const Index span = g.kw * g.c;
+#pragma omp parallel for schedule(static) if (g.rows() * row_len > 32768)
+  for (Index r = 0; r < g.rows(); ++r) {
+    const Index n = r / (g.ho * g.wo);
+    const Index oh = (r / g.wo) % g.ho;
+    const Index ow = r % g.wo;
+    T* out = col + r * row_len;
+    const Index iw0 = ow * g.sw - g.pad_left;
+    for (Index i = 0; i < g.kh; ++i, out += span) {
+      const Index ih = oh * g.sh - g.pad_top + i;
+      if (ih < 0 || ih >= g.h) {
+        std::fill(out, out + span, T(0));
+        continue;
+      }
+      const T* in_row = x + ((n * g.h + ih) * g.w) * g.c;
+      if (iw0 >= 0 && iw0 + g.kw <= g.w) {  // the whole window row is inside
+        std::memcpy(out, in_row + iw0 * g.c, sizeof(T) * static_cast<std::size_t>(span));
+        continue;
+      }
+      for (Index j = 0; j < g.kw; ++j) {
+        const Index iw = iw0 + j;
+        T* o = out + j * g.c;
+        if (iw < 0 || iw >= g.w) {
+          std::fill(o, o + g.c, T(0));
+        } else {
+          std::memcpy(o, in_row + iw * g.c, sizeof(T) * static_cast<std::size_t>(g.c));
+        }
+      }
+    }
+  }
+}
+
+/// col [N*Ho*Wo, kh*kw*C] -> dx [N, H, W, C]: dx is overwritten with the sum
+/// of every column entry that im2col copied from each input cell. Samples
+/// never share input cells, so the batch is split across threads.
+template <class T>
+void col2im(const T* col, const Window2D& g, T* dx) {
+  const Index row_len = g.patch();
+  const Index sample = g.h * g.w * g.c;
+#pragma omp parallel for schedule(static) if (g.rows() * row_len > 32768)
+  for (Index n = 0; n < g.n; ++n) {
+    T* dxn = dx + n * sample;
+    std::fill(dxn, dxn + sample, T(0));
+    for (Index oh = 0; oh < g.ho; ++oh) {
+      for (Index ow = 0; ow < g.wo; ++ow) {
+        const T* in = col + ((n * g.ho + oh) * g.wo + ow) * row_len;
+        for (Index i = 0; i < g.kh; ++i) {
+          const Index ih = oh * g.sh - g.pad_top + i;
+          if (ih < 0 || ih >= g.h) continue;
+          for (Index j = 0; j < g.kw; ++j) {
+            const Index iw = ow * g.sw - g.pad_left + j;
+            if (iw < 0 || iw >= g.w) continue;
+            T* d = dxn + (ih * g.w + iw) * g.c;
+            const T* s = in + (i * g.kw + j) * g.c;
+            for (Index c = 0; c < g.c; ++c) d[c] += s[c];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace loom::detail

@@ -1,0 +1,65 @@
+#pragma once
+/// \file dropout.hpp
+/// `Dropout`, inverted: in training each value is kept with probability
+/// 1 - rate and scaled by 1 / (1 - rate); in inference it is the identity
+/// (forward returns its input unchanged, without a copy). The mask comes from
+/// the layer's own seeded stream, so a fixed seed gives the same masks.
+
+#include <optional>
+
+#include "layer.hpp"
+
+namespace loom {
+
+template <class T>
+class Dropout : public Layer<T> {
+ public:
+  /// Without a `seed`, the stream is seeded from the model's generator at build.
+  explicit Dropout(double rate, std::optional<std::uint64_t> seed = std::nullopt) : rate_(rate), seed_(seed) {
+    if (!(rate >= 0 && rate < 1)) throw ConfigError(detail::str("Dropout: rate must be in [0, 1), got ", rate));
+  }
+
+  std::string type() const override { return "Dropout"; }
+  std::string base_name() const override { return "dropout"; }
+  double rate() const { return rate_; }
+  void seed(std::uint64_t seed) override { rng_.seed(seed); }
+
+ protected:
+  Shape build_impl(const Shape& in, Rng& rng) override {
+    const std::uint64_t drawn = rng.next_u64();
+    rng_.seed(seed_.value_or(drawn));
+    return in;
+  }
+
+  const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
+    if (mode == Mode::Inference || rate_ == 0) {
+      identity_ = true;
+      return x;
+    }
+    identity_ = false;
+    mask_.resize(x.shape());
+    y_.resize(x.shape());
+    const T scale = static_cast<T>(1.0 / (1.0 - rate_));
+    for (Index i = 0; i < x.size(); ++i) {
+      mask_[i] = rng_.uniform() >= rate_ ? scale : T(0);
+      y_[i] = x[i] * mask_[i];
+    }
+    return y_;
+  }
+
+  const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
+    if (!this->needs_input_grad()) return this->empty_;
+    dx_.resize(dy.shape());
+    for (Index i = 0; i < dy.size(); ++i) dx_[i] = identity_ ? dy[i] : dy[i] * mask_[i];
+    return dx_;
+  }
+
+ private:
+  double rate_;
+  std::optional<std::uint64_t> seed_;
+  Rng rng_;
+  bool identity_ = true;
+  Tensor<T> mask_, y_, dx_;
+};
+
+}  // namespace loom

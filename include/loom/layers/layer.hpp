@@ -1,0 +1,184 @@
+#pragma once
+/// \file layer.hpp
+/// `Layer<T>`, the interface every layer implements, and the small enums that
+/// layers share.
+///
+/// Contract. A layer learns its per-sample input shape once, in `build`, and
+/// fixes its parameters and scratch buffers then. `forward(x, mode)` writes
+/// the layer's own output tensor and returns it; `backward(dy)` (after a
+/// forward in `Mode::Train`) overwrites every parameter gradient and returns
+/// the gradient with respect to the input. Returned references stay valid
+/// until the next call on the same layer. A layer keeps whatever backward
+/// needs (never a pointer to its caller's input), and reuses its buffers
+/// across calls: in steady state, forward and backward allocate nothing.
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../error.hpp"
+#include "../random.hpp"
+#include "../tensor.hpp"
+
+namespace loom {
+
+/// Whether a forward pass is part of training (batch statistics, dropout on)
+/// or inference (moving statistics, dropout off). Passed on every call.
+enum class Mode { Train, Inference };
+
+/// Activations that Dense and Conv2D apply in the same pass as their bias.
+enum class Activation { None, ReLU, Softmax };
+
+/// Keras's padding modes for convolution and pooling.
+enum class Padding { Valid, Same };
+
+inline const char* to_string(Activation a) {
+  switch (a) {
+    case Activation::ReLU: return "relu";
+    case Activation::Softmax: return "softmax";
+    default: return "linear";
+  }
+}
+inline const char* to_string(Padding p) { return p == Padding::Same ? "same" : "valid"; }
+
+/// A named view of a layer's parameter. Trainable parameters have a gradient;
+/// buffers (BatchNormalization's moving statistics) have `grad == nullptr`:
+/// they are saved and counted as non-trainable, never touched by an optimizer.
+template <class T>
+struct Parameter {
+  std::string name;  ///< "<layer name>/<parameter name>", e.g. "conv2d/kernel"
+  Tensor<T>* value = nullptr;
+  Tensor<T>* grad = nullptr;
+  bool trainable() const { return grad != nullptr; }
+};
+
+/// Declares a Keras-style option with a chained setter and a getter:
+/// `Conv2DOptions(75, {3, 3}).padding(Padding::Same)`.
+#define LOOM_OPTION(Type, name_, default_value)      \
+ public:                                            \
+  auto& name_(Type value) {                         \
+    name_##_ = std::move(value);                    \
+    return *this;                                   \
+  }                                                 \
+  const auto& name_() const { return name_##_; }    \
+                                                    \
+ private:                                           \
+  Type name_##_ = default_value;
+
+template <class T>
+class Layer {
+ public:
+  virtual ~Layer() = default;
+  Layer() = default;
+  Layer(const Layer&) = delete;
+  Layer& operator=(const Layer&) = delete;
+  Layer(Layer&&) noexcept = default;
+  Layer& operator=(Layer&&) noexcept = default;
+
+  /// Keras's class name, as `summary()` prints it ("Conv2D").
+  virtual std::string type() const = 0;
+  /// The stem of automatic names ("conv2d" gives conv2d, conv2d_1, ...).
+  virtual std::string base_name() const = 0;
+
+  const std::string& name() const { return name_; }
+  void set_name(std::string name) { name_ = std::move(name); }
+
+  /// Fixes the per-sample input shape (without the batch dimension), creates
+  /// and initializes parameters from `rng`, and returns the per-sample output
+  /// shape. Throws ShapeError, naming the layer, if it cannot take `input`.
+  Shape build(const Shape& input, Rng& rng) {
+    output_shape_ = build_impl(input, rng);
+    input_shape_ = input;
+    built_ = true;
+    return output_shape_;
+  }
+  bool built() const { return built_; }
+  const Shape& input_shape() const { return input_shape_; }
+  const Shape& output_shape() const { return output_shape_; }
+
+  /// Computes the output for a batch `x` of shape (N, input_shape...).
+  const Tensor<T>& forward(const Tensor<T>& x, Mode mode) {
+    if (!built_) throw ConfigError(where() + ": forward() before build()");
+    if (x.rank() != input_shape_.rank() + 1 || x.shape().without_batch() != input_shape_) {
+      throw ShapeError(detail::str(where(), ": expected input ", input_shape_.str("N"), ", got ", x.shape()));
+    }
+    batch_ = x.dim(0);
+    last_mode_ = mode;
+    forward_done_ = true;
+    return forward_impl(x, mode);
+  }
+
+  /// Given dL/d(output) of the last forward (which must have run in
+  /// Mode::Train), overwrites the parameter gradients and returns dL/d(input)
+  /// (an empty tensor when `set_needs_input_grad(false)`).
+  const Tensor<T>& backward(const Tensor<T>& dy) {
+    if (!forward_done_ || last_mode_ != Mode::Train) {
+      throw ConfigError(where() + ": backward() needs a forward() in Mode::Train first");
+    }
+    if (dy.shape() != output_shape_.with_batch(batch_)) {
+      throw ShapeError(detail::str(where(), ": expected output gradient ", output_shape_.with_batch(batch_),
+                                   ", got ", dy.shape()));
+    }
+    return backward_impl(dy);
+  }
+
+  /// Trainable parameters and buffers, with names.
+  virtual std::vector<Parameter<T>> parameters() { return {}; }
+
+  Index count_params() { return count(false); }
+  Index count_trainable_params() { return count(true); }
+
+  /// The activation the layer applies last (Dense, Conv2D, and the activation layers).
+  virtual Activation activation() const { return Activation::None; }
+
+  /// When on and `activation()` is Softmax, `backward` takes dL/d(logits)
+  /// (the fused, stable p - y of a cross-entropy loss) instead of dL/d(p).
+  void set_fused_softmax_grad(bool on) { fused_softmax_grad_ = on; }
+  bool fused_softmax_grad() const { return fused_softmax_grad_; }
+
+  /// The first layer of a model need not compute its input gradient.
+  void set_needs_input_grad(bool on) { needs_input_grad_ = on; }
+  bool needs_input_grad() const { return needs_input_grad_; }
+
+  /// Restarts the layer's own random stream (used by Dropout).
+  virtual void seed(std::uint64_t /*seed*/) {}
+
+ protected:
+  virtual Shape build_impl(const Shape& input, Rng& rng) = 0;
+  virtual const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) = 0;
+  virtual const Tensor<T>& backward_impl(const Tensor<T>& dy) = 0;
+
+  /// "Conv2D 'conv2d_1'", the prefix of every message about this layer.
+  std::string where() const { return type() + " '" + (name_.empty() ? base_name() : name_) + "'"; }
+
+  /// Throws the ShapeError for an input this layer cannot take.
+  [[noreturn]] void reject_input(const Shape& input, const std::string& expected) const {
+    throw ShapeError(detail::str(where(), ": expected input ", expected, ", got ", input.str("None")));
+  }
+
+  Index batch() const { return batch_; }
+  bool skip_softmax_grad() const { return fused_softmax_grad_ && activation() == Activation::Softmax; }
+
+  Tensor<T> empty_;  ///< returned by backward when no input gradient is needed
+
+ private:
+  Index count(bool trainable_only) {
+    Index n = 0;
+    for (const auto& p : parameters()) {
+      if (!trainable_only || p.trainable()) n += p.value->size();
+    }
+    return n;
+  }
+
+  std::string name_;
+  Shape input_shape_, output_shape_;
+  bool built_ = false;
+  bool forward_done_ = false;
+  Mode last_mode_ = Mode::Inference;
+  Index batch_ = 0;
+  bool fused_softmax_grad_ = false;
+  bool needs_input_grad_ = true;
+};
+
+}  // namespace loom

@@ -1,0 +1,110 @@
+#pragma once
+/// \file max_pool2d.hpp
+/// `MaxPool2D` over NHWC images. With "same" padding the window is clipped to
+/// the image (padded cells never win), so 2x2/2 on 7x7 gives 4x4 and the last
+/// row and column each see one real row or column, as in Keras. Forward
+/// remembers the winning input cell of every output; backward routes each
+/// output gradient to it.
+
+#include <limits>
+#include <optional>
+#include <vector>
+
+#include "detail/im2col.hpp"
+#include "layer.hpp"
+
+namespace loom {
+
+/// Keras's MaxPool2D arguments; strides default to the pool size.
+class MaxPool2DOptions {
+ public:
+  explicit MaxPool2DOptions(Size2 pool_size = {2, 2}) : pool_size_(pool_size) {}
+  LOOM_OPTION(Size2, pool_size, (Size2{2, 2}))
+  LOOM_OPTION(std::optional<Size2>, strides, std::nullopt)
+  LOOM_OPTION(Padding, padding, Padding::Valid)
+};
+
+template <class T>
+class MaxPool2D : public Layer<T> {
+ public:
+  explicit MaxPool2D(const MaxPool2DOptions& options = MaxPool2DOptions()) : opt_(options) {
+    const Size2 s = strides();
+    if (opt_.pool_size()[0] < 1 || opt_.pool_size()[1] < 1 || s[0] < 1 || s[1] < 1) {
+      throw ConfigError(detail::str("MaxPool2D: pool_size and strides must be >= 1, got pool_size=(",
+                                    opt_.pool_size()[0], ", ", opt_.pool_size()[1], ") strides=(", s[0], ", ", s[1],
+                                    ")"));
+    }
+  }
+
+  /// Keras's summary prints the class this is an alias of.
+  std::string type() const override { return "MaxPooling2D"; }
+  std::string base_name() const override { return "max_pooling2d"; }
+  const MaxPool2DOptions& options() const { return opt_; }
+  Size2 strides() const { return opt_.strides().value_or(opt_.pool_size()); }
+
+ protected:
+  Shape build_impl(const Shape& in, Rng&) override {
+    if (in.rank() != 3) this->reject_input(in, "(None, height, width, channels)");
+    const auto [ph, pw] = opt_.pool_size();
+    const auto [sh, sw] = strides();
+    const auto rows = detail::window_axis(in[0], ph, sh, opt_.padding());
+    const auto cols = detail::window_axis(in[1], pw, sw, opt_.padding());
+    if (rows.out < 1 || cols.out < 1) {
+      this->reject_input(in, detail::str("at least ", ph, "x", pw, " pixels for 'valid' pooling"));
+    }
+    geo_ = {0, in[0], in[1], in[2], ph, pw, sh, sw, rows.pad_before, cols.pad_before, rows.out, cols.out};
+    return Shape{rows.out, cols.out, in[2]};
+  }
+
+  const Tensor<T>& forward_impl(const Tensor<T>& x, Mode) override {
+    const auto& g = geo_;
+    geo_.n = x.dim(0);
+    y_.resize(Shape{g.n, g.ho, g.wo, g.c});
+    argmax_.resize(static_cast<std::size_t>(y_.size()));
+    const T* xd = x.data();
+#pragma omp parallel for schedule(static) if (y_.size() > 32768)
+    for (Index n = 0; n < g.n; ++n) {
+      for (Index oh = 0; oh < g.ho; ++oh) {
+        const Index h0 = std::max<Index>(oh * g.sh - g.pad_top, 0);
+        const Index h1 = std::min<Index>(oh * g.sh - g.pad_top + g.kh, g.h);
+        for (Index ow = 0; ow < g.wo; ++ow) {
+          const Index w0 = std::max<Index>(ow * g.sw - g.pad_left, 0);
+          const Index w1 = std::min<Index>(ow * g.sw - g.pad_left + g.kw, g.w);
+          const Index out = ((n * g.ho + oh) * g.wo + ow) * g.c;
+          for (Index c = 0; c < g.c; ++c) {
+            T best = -std::numeric_limits<T>::infinity();
+            Index at = ((n * g.h + h0) * g.w + w0) * g.c + c;
+            for (Index ih = h0; ih < h1; ++ih) {
+              for (Index iw = w0; iw < w1; ++iw) {
+                const Index i = ((n * g.h + ih) * g.w + iw) * g.c + c;
+                if (xd[i] > best) {
+                  best = xd[i];
+                  at = i;
+                }
+              }
+            }
+            y_[out + c] = best;
+            argmax_[static_cast<std::size_t>(out + c)] = at;
+          }
+        }
+      }
+    }
+    return y_;
+  }
+
+  const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
+    if (!this->needs_input_grad()) return this->empty_;
+    dx_.resize(this->input_shape().with_batch(geo_.n));
+    dx_.set_zero();
+    for (Index i = 0; i < dy.size(); ++i) dx_[argmax_[static_cast<std::size_t>(i)]] += dy[i];
+    return dx_;
+  }
+
+ private:
+  MaxPool2DOptions opt_;
+  detail::Window2D geo_;
+  Tensor<T> y_, dx_;
+  std::vector<Index> argmax_;
+};
+
+}  // namespace loom

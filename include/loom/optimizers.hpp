@@ -1,0 +1,197 @@
+#pragma once
+/// \file optimizers.hpp
+/// SGD (momentum, Nesterov), RMSprop and Adam with Keras's update rules and
+/// defaults. An optimizer keeps one state slot per trainable parameter,
+/// created by `build` and matched to the parameter by name and shape; `step`
+/// updates every trainable parameter in place and advances the step counter
+/// once.
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layers/layer.hpp"
+
+namespace loom {
+
+template <class T>
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  virtual std::string type() const = 0;
+
+  /// Creates the state for `params` (buffers are skipped). Building again for
+  /// the same parameters keeps the state; for different ones it throws.
+  void build(const std::vector<Parameter<T>>& params) {
+    std::vector<Slot> slots;
+    for (const auto& p : params) {
+      if (p.trainable()) slots.push_back({p.name, p.value->shape(), {}});
+    }
+    if (built_) {
+      bool same = slots.size() == slots_.size();
+      for (std::size_t i = 0; same && i < slots.size(); ++i) {
+        same = slots[i].name == slots_[i].name && slots[i].shape == slots_[i].shape;
+      }
+      if (!same) throw ConfigError(type() + ": already built for other parameters");
+      return;
+    }
+    for (auto& s : slots) {
+      for (int j = 0; j < states_per_param(); ++j) s.state.emplace_back(s.shape);
+    }
+    slots_ = std::move(slots);
+    built_ = true;
+  }
+
+  /// One update of every trainable parameter from its gradient.
+  void step(const std::vector<Parameter<T>>& params) {
+    if (!built_) build(params);
+    ++iterations_;
+    begin_step();
+    std::size_t i = 0;
+    for (const auto& p : params) {
+      if (!p.trainable()) continue;
+      if (i >= slots_.size() || slots_[i].name != p.name || p.value->shape() != slots_[i].shape) {
+        throw ConfigError(type() + ": parameter '" + p.name + "' does not match the state built for it");
+      }
+      update(*p.value, *p.grad, slots_[i].state);
+      ++i;
+    }
+  }
+
+  /// Number of steps taken (Keras's `optimizer.iterations`).
+  long long iterations() const { return iterations_; }
+
+ protected:
+  virtual int states_per_param() const = 0;
+  virtual void begin_step() {}
+  virtual void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) = 0;
+
+ private:
+  struct Slot {
+    std::string name;
+    Shape shape;
+    std::vector<Tensor<T>> state;
+  };
+  std::vector<Slot> slots_;
+  bool built_ = false;
+  long long iterations_ = 0;
+};
+
+class SGDOptions {
+ public:
+  SGDOptions() = default;
+  LOOM_OPTION(double, learning_rate, 0.01)
+  LOOM_OPTION(double, momentum, 0.0)
+  LOOM_OPTION(bool, nesterov, false)
+};
+
+/// v <- momentum * v - lr * g;  w <- w + v   (Nesterov: w <- w + momentum * v - lr * g)
+template <class T>
+class SGD : public Optimizer<T> {
+ public:
+  explicit SGD(const SGDOptions& options = {}) : opt_(options) {}
+  std::string type() const override { return "SGD"; }
+
+ protected:
+  int states_per_param() const override { return opt_.momentum() != 0 ? 1 : 0; }
+  void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) override {
+    const T lr = static_cast<T>(opt_.learning_rate()), mu = static_cast<T>(opt_.momentum());
+    if (state.empty()) {
+      w.flat() -= lr * g.flat();
+      return;
+    }
+    auto v = state[0].flat();
+    v = mu * v - lr * g.flat();
+    if (opt_.nesterov()) {
+      w.flat() += mu * v - lr * g.flat();
+    } else {
+      w.flat() += v;
+    }
+  }
+
+ private:
+  SGDOptions opt_;
+};
+
+class RMSpropOptions {
+ public:
+  RMSpropOptions() = default;
+  LOOM_OPTION(double, learning_rate, 1e-3)
+  LOOM_OPTION(double, rho, 0.9)
+  LOOM_OPTION(double, epsilon, 1e-7)
+};
+
+/// Keras 2's RMSprop (no momentum, not centered), what compile() uses by default:
+/// a <- rho * a + (1 - rho) * g^2;  w <- w - lr * g / (sqrt(a) + eps)
+template <class T>
+class RMSprop : public Optimizer<T> {
+ public:
+  explicit RMSprop(const RMSpropOptions& options = {}) : opt_(options) {}
+  std::string type() const override { return "RMSprop"; }
+
+ protected:
+  int states_per_param() const override { return 1; }
+  void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) override {
+    const T lr = static_cast<T>(opt_.learning_rate()), rho = static_cast<T>(opt_.rho()),
+            eps = static_cast<T>(opt_.epsilon());
+    auto a = state[0].flat().array();
+    const auto ga = g.flat().array();
+    a = rho * a + (T(1) - rho) * ga.square();
+    w.flat().array() -= lr * ga / (a.sqrt() + eps);
+  }
+
+ private:
+  RMSpropOptions opt_;
+};
+
+class AdamOptions {
+ public:
+  AdamOptions() = default;
+  LOOM_OPTION(double, learning_rate, 1e-3)
+  LOOM_OPTION(double, beta_1, 0.9)
+  LOOM_OPTION(double, beta_2, 0.999)
+  LOOM_OPTION(double, epsilon, 1e-7)
+};
+
+/// m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+/// lr_t = lr sqrt(1 - b2^t) / (1 - b1^t);  w <- w - lr_t m / (sqrt(v) + eps)
+template <class T>
+class Adam : public Optimizer<T> {
+ public:
+  explicit Adam(const AdamOptions& options = {}) : opt_(options) {}
+  std::string type() const override { return "Adam"; }
+
+ protected:
+  int states_per_param() const override { return 2; }
+  void begin_step() override {
+    const double t = static_cast<double>(this->iterations());
+    lr_t_ = static_cast<T>(opt_.learning_rate() * std::sqrt(1 - std::pow(opt_.beta_2(), t)) /
+                           (1 - std::pow(opt_.beta_1(), t)));
+  }
+  void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) override {
+    const T b1 = static_cast<T>(opt_.beta_1()), b2 = static_cast<T>(opt_.beta_2()),
+            eps = static_cast<T>(opt_.epsilon());
+    auto m = state[0].flat().array();
+    auto v = state[1].flat().array();
+    const auto ga = g.flat().array();
+    m = b1 * m + (T(1) - b1) * ga;
+    v = b2 * v + (T(1) - b2) * ga.square();
+    w.flat().array() -= lr_t_ * m / (v.sqrt() + eps);
+  }
+
+ private:
+  AdamOptions opt_;
+  T lr_t_ = 0;
+};
+
+/// Keras's optimizer names: "sgd", "rmsprop", "adam", with default arguments.
+template <class T>
+std::unique_ptr<Optimizer<T>> make_optimizer(const std::string& name) {
+  if (name == "rmsprop") return std::make_unique<RMSprop<T>>();
+  if (name == "adam") return std::make_unique<Adam<T>>();
+  if (name == "sgd") return std::make_unique<SGD<T>>();
+  throw ConfigError("unknown optimizer '" + name + "': expected 'rmsprop', 'adam' or 'sgd'");
+}
+
+}  // namespace loom

@@ -1,0 +1,390 @@
+// Every layer: finite-difference gradient checks in double (training mode,
+// inputs and every parameter), hand-computed small cases, Keras's shapes.
+#include <doctest/doctest.h>
+
+#include "gradient_check.hpp"
+
+using namespace loom;
+using loom::testing::check_layer_gradients;
+using loom::testing::random_fill;
+
+namespace {
+
+/// A batch of random inputs for `layer` built on per-sample shape `in`.
+Tensor<double> random_input(Layer<double>& layer, const Shape& in, Index batch, std::uint64_t seed = 5) {
+  Rng rng(seed);
+  layer.build(in, rng);
+  Tensor<double> x(in.with_batch(batch));
+  random_fill(x, rng);
+  return x;
+}
+
+template <class T>
+void set_param(Layer<T>& layer, std::size_t i, std::initializer_list<T> values) {
+  Tensor<T>& v = *layer.parameters()[i].value;
+  REQUIRE(static_cast<Index>(values.size()) == v.size());
+  std::copy(values.begin(), values.end(), v.begin());
+}
+
+Conv2DOptions conv(Index filters, Size2 kernel, Padding padding, Size2 strides = {1, 1},
+                   Activation a = Activation::None) {
+  return Conv2DOptions(filters, kernel).padding(padding).strides(strides).activation(a);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- gradients
+
+TEST_CASE("gradient check: Conv2D") {
+  SUBCASE("same padding, ReLU, several channels") {
+    Conv2D<double> layer(conv(4, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU));
+    check_layer_gradients(layer, random_input(layer, {6, 5, 3}, 2));
+  }
+  SUBCASE("valid padding, stride 2, no activation") {
+    Conv2D<double> layer(conv(3, {3, 2}, Padding::Valid, {2, 2}));
+    check_layer_gradients(layer, random_input(layer, {7, 6, 2}, 2));
+  }
+  SUBCASE("same padding, stride 2 on an even size, softmax over channels") {
+    Conv2D<double> layer(conv(3, {3, 3}, Padding::Same, {2, 2}, Activation::Softmax));
+    check_layer_gradients(layer, random_input(layer, {4, 4, 2}, 2));
+  }
+}
+
+TEST_CASE("gradient check: Dense") {
+  SUBCASE("linear") {
+    Dense<double> layer(DenseOptions(5));
+    check_layer_gradients(layer, random_input(layer, {7}, 3));
+  }
+  SUBCASE("relu") {
+    Dense<double> layer(DenseOptions(6).activation(Activation::ReLU));
+    check_layer_gradients(layer, random_input(layer, {4}, 3));
+  }
+  SUBCASE("softmax") {
+    Dense<double> layer(DenseOptions(4).activation(Activation::Softmax));
+    check_layer_gradients(layer, random_input(layer, {5}, 3));
+  }
+}
+
+TEST_CASE("gradient check: BatchNormalization in training mode") {
+  SUBCASE("images") {
+    BatchNormalization<double> layer;
+    auto x = random_input(layer, {3, 4, 3}, 2);
+    set_param(layer, 0, {0.5, 1.5, -2.0});  // gamma
+    set_param(layer, 1, {0.1, -0.2, 0.3});  // beta
+    check_layer_gradients(layer, x);
+  }
+  SUBCASE("features") {
+    BatchNormalization<double> layer;
+    check_layer_gradients(layer, random_input(layer, {5}, 6));
+  }
+}
+
+TEST_CASE("gradient check: MaxPool2D") {
+  SUBCASE("2x2/2 same on an odd size") {
+    MaxPool2D<double> layer(MaxPool2DOptions({2, 2}).padding(Padding::Same));
+    check_layer_gradients(layer, random_input(layer, {5, 7, 2}, 2));
+  }
+  SUBCASE("3x3/2 valid, overlapping windows") {
+    MaxPool2D<double> layer(MaxPool2DOptions({3, 3}).strides(Size2{2, 2}));
+    check_layer_gradients(layer, random_input(layer, {7, 7, 2}, 2));
+  }
+}
+
+TEST_CASE("gradient check: Dropout, Flatten, ReLU, Softmax") {
+  SUBCASE("Dropout") {
+    Dropout<double> layer(0.4);
+    check_layer_gradients(layer, random_input(layer, {4, 3, 2}, 2));
+  }
+  SUBCASE("Flatten") {
+    Flatten<double> layer;
+    check_layer_gradients(layer, random_input(layer, {3, 2, 2}, 2));
+  }
+  SUBCASE("ReLU") {
+    ReLU<double> layer;
+    check_layer_gradients(layer, random_input(layer, {9}, 3));
+  }
+  SUBCASE("Softmax") {
+    Softmax<double> layer;
+    check_layer_gradients(layer, random_input(layer, {2, 5}, 3));
+  }
+}
+
+TEST_CASE("gradient check: the notebook's model end to end, through the loss") {
+  // d(loss)/d(every parameter) of a whole (small) model in training mode,
+  // with the fused softmax + cross-entropy gradient.
+  Sequential<double> model(3);
+  model.add(Conv2D<double>(conv(3, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU)), Shape{6, 6, 1});
+  model.add(BatchNormalization<double>());
+  model.add(MaxPool2D<double>(MaxPool2DOptions({2, 2}).padding(Padding::Same)));
+  model.add(Conv2D<double>(conv(2, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU)));
+  model.add(Dropout<double>(0.2));
+  model.add(BatchNormalization<double>());
+  model.add(Flatten<double>());
+  model.add(Dense<double>(DenseOptions(5).activation(Activation::ReLU)));
+  model.add(Dense<double>(DenseOptions(3).activation(Activation::Softmax)));
+  model.compile(SparseCategoricalCrossentropy<double>(), SGD<double>(SGDOptions().learning_rate(0)));
+  Rng rng(9);
+  Tensor<double> x(Shape{4, 6, 6, 1}), y(Shape{4}, {0, 2, 1, 2});
+  random_fill(x, rng);
+
+  auto loss = [&] {
+    for (auto& l : model.layers()) l->seed(77);
+    return model.loss().value(model.forward(x, Mode::Train), y);
+  };
+  for (auto& l : model.layers()) l->seed(77);
+  model.train_step(x, y);  // lr 0: computes gradients, leaves weights as they are
+  std::vector<Tensor<double>> grads;
+  for (const auto& p : model.parameters()) {
+    if (p.trainable()) grads.push_back(*p.grad);
+  }
+  std::size_t g = 0;
+  for (const auto& p : model.parameters()) {
+    if (p.trainable()) loom::testing::compare(p.name, *p.value, grads[g++], loss, 40, rng);
+  }
+}
+
+// ---------------------------------------------------------------- hand-computed cases
+
+TEST_CASE_TEMPLATE("Conv2D, same padding: 3x3 ones kernel on 1..9 sums each neighbourhood", T, float, double) {
+  Conv2D<T> layer(conv(1, {3, 3}, Padding::Same));
+  Rng rng(0);
+  CHECK(layer.build({3, 3, 1}, rng) == Shape{3, 3, 1});
+  set_param<T>(layer, 0, {1, 1, 1, 1, 1, 1, 1, 1, 1});
+  set_param<T>(layer, 1, {1});
+  Tensor<T> x(Shape{1, 3, 3, 1}, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+  const auto& y = layer.forward(x, Mode::Inference);
+  const T expected[] = {13, 22, 17, 28, 46, 34, 25, 40, 29};  // neighbourhood sums + bias 1
+  for (Index i = 0; i < 9; ++i) CHECK(y[i] == doctest::Approx(expected[i]));
+}
+
+TEST_CASE("Conv2D, valid padding, stride 2") {
+  // x[i][j] = 5i + j on 5x5; kernel 2 at (0,0) and 1 at the centre:
+  // out = 2 x[r][c] + x[r+1][c+1] for r, c in {0, 2}.
+  Conv2D<double> layer(conv(1, {3, 3}, Padding::Valid, {2, 2}));
+  Rng rng(0);
+  CHECK(layer.build({5, 5, 1}, rng) == Shape{2, 2, 1});
+  set_param<double>(layer, 0, {2, 0, 0, 0, 1, 0, 0, 0, 0});
+  Tensor<double> x(Shape{1, 5, 5, 1});
+  for (Index i = 0; i < 25; ++i) x[i] = static_cast<double>(i);
+  const auto& y = layer.forward(x, Mode::Inference);
+  CHECK(y[0] == 6.0);
+  CHECK(y[1] == 12.0);
+  CHECK(y[2] == 36.0);
+  CHECK(y[3] == 42.0);
+}
+
+TEST_CASE("Conv2D, same padding, stride 2: the extra padding goes bottom and right") {
+  Rng rng(0);
+  // 5x5: out 3x3, pad 1 on each side; centre-only kernel picks x[2i][2j].
+  Conv2D<double> odd(conv(1, {3, 3}, Padding::Same, {2, 2}));
+  CHECK(odd.build({5, 5, 1}, rng) == Shape{3, 3, 1});
+  set_param<double>(odd, 0, {0, 0, 0, 0, 1, 0, 0, 0, 0});
+  Tensor<double> x5(Shape{1, 5, 5, 1});
+  for (Index i = 0; i < 25; ++i) x5[i] = static_cast<double>(i);
+  const auto& y5 = odd.forward(x5, Mode::Inference);
+  const double e5[] = {0, 2, 4, 10, 12, 14, 20, 22, 24};
+  for (Index i = 0; i < 9; ++i) CHECK(y5[i] == e5[i]);
+  // 4x4: out 2x2, pad_total 1, all of it after; the centre sees x[2i+1][2j+1].
+  Conv2D<double> even(conv(1, {3, 3}, Padding::Same, {2, 2}));
+  CHECK(even.build({4, 4, 1}, rng) == Shape{2, 2, 1});
+  set_param<double>(even, 0, {0, 0, 0, 0, 1, 0, 0, 0, 0});
+  Tensor<double> x4(Shape{1, 4, 4, 1});
+  for (Index i = 0; i < 16; ++i) x4[i] = static_cast<double>(i);
+  const auto& y4 = even.forward(x4, Mode::Inference);
+  CHECK(y4[0] == 5.0);
+  CHECK(y4[1] == 7.0);
+  CHECK(y4[2] == 13.0);
+  CHECK(y4[3] == 15.0);
+}
+
+TEST_CASE("Conv2D: kernel layout is Keras's [kh, kw, cin, cout]") {
+  Conv2D<double> layer(conv(2, {1, 1}, Padding::Valid));
+  Rng rng(0);
+  layer.build({1, 1, 2}, rng);
+  CHECK(layer.parameters()[0].value->shape() == Shape{1, 1, 2, 2});
+  set_param<double>(layer, 0, {1, 2, 3, 4});  // K[0][0][cin][cout]
+  Tensor<double> x(Shape{1, 1, 1, 2}, {1, 2});
+  const auto& y = layer.forward(x, Mode::Inference);
+  CHECK(y[0] == 1 * 1 + 2 * 3);
+  CHECK(y[1] == 1 * 2 + 2 * 4);
+}
+
+TEST_CASE("Conv2D: ReLU is applied after the bias") {
+  Conv2D<double> layer(conv(1, {1, 1}, Padding::Valid, {1, 1}, Activation::ReLU));
+  Rng rng(0);
+  layer.build({1, 3, 1}, rng);
+  set_param<double>(layer, 0, {1});
+  set_param<double>(layer, 1, {-1});
+  Tensor<double> x(Shape{1, 1, 3, 1}, {0.5, 1, 3});
+  const auto& y = layer.forward(x, Mode::Inference);
+  CHECK(y[0] == 0.0);
+  CHECK(y[1] == 0.0);
+  CHECK(y[2] == 2.0);
+}
+
+TEST_CASE("MaxPool2D, same padding on an odd size ignores the padded cells") {
+  MaxPool2D<double> layer(MaxPool2DOptions({2, 2}).strides(Size2{2, 2}).padding(Padding::Same));
+  Rng rng(0);
+  CHECK(layer.build({3, 3, 1}, rng) == Shape{2, 2, 1});
+  // All negative: a zero-padded pool would wrongly return 0 at the edges.
+  Tensor<double> x(Shape{1, 3, 3, 1}, {-1, -2, -3, -4, -5, -6, -7, -8, -9});
+  const auto& y = layer.forward(x, Mode::Inference);
+  CHECK(y[0] == -1.0);  // max of x00 x01 x10 x11
+  CHECK(y[1] == -3.0);  // max of x02 x12
+  CHECK(y[2] == -7.0);  // max of x20 x21
+  CHECK(y[3] == -9.0);  // x22 alone
+  MaxPool2D<double> nb(MaxPool2DOptions({2, 2}).strides(Size2{2, 2}).padding(Padding::Same));
+  CHECK(nb.build({7, 7, 50}, rng) == Shape{4, 4, 50});
+  MaxPool2D<double> valid(MaxPool2DOptions({2, 2}));
+  CHECK(valid.build({7, 7, 50}, rng) == Shape{3, 3, 50});
+}
+
+TEST_CASE("MaxPool2D routes the gradient to the winning cell, per channel") {
+  MaxPool2D<double> layer(MaxPool2DOptions({2, 2}));
+  Rng rng(0);
+  layer.build({2, 2, 2}, rng);
+  Tensor<double> x(Shape{1, 2, 2, 2}, {1, 8, 4, 5, 3, 6, 2, 7});  // channel 0: 1 4 3 2; channel 1: 8 5 6 7
+  const auto& y = layer.forward(x, Mode::Train);
+  CHECK(y[0] == 4.0);
+  CHECK(y[1] == 8.0);
+  Tensor<double> dy(Shape{1, 1, 1, 2}, {10, 20});
+  const auto& dx = layer.backward(dy);
+  const double expected[] = {0, 20, 10, 0, 0, 0, 0, 0};
+  for (Index i = 0; i < 8; ++i) CHECK(dx[i] == expected[i]);
+}
+
+TEST_CASE_TEMPLATE("BatchNormalization, training then inference, by hand", T, float, double) {
+  BatchNormalization<T> layer;
+  Rng rng(0);
+  layer.build({1}, rng);
+  set_param<T>(layer, 0, {2});    // gamma
+  set_param<T>(layer, 1, {0.5});  // beta
+  Tensor<T> x(Shape{4, 1}, {1, 2, 3, 4});
+  // Batch statistics: mean 2.5, biased variance 1.25.
+  const auto& y = layer.forward(x, Mode::Train);
+  const double s = std::sqrt(1.25 + 1e-3);
+  for (Index i = 0; i < 4; ++i) CHECK(y[i] == doctest::Approx(2 * (i + 1 - 2.5) / s + 0.5).epsilon(1e-5));
+  // Moving statistics: 0.99 * (0, 1) + 0.01 * (2.5, 1.25 * 4 / 3).
+  const auto params = layer.parameters();
+  CHECK((*params[2].value)[0] == doctest::Approx(0.025));
+  CHECK((*params[3].value)[0] == doctest::Approx(0.99 + 0.01 * 1.25 * 4 / 3));
+  CHECK_FALSE(params[2].trainable());
+  CHECK_FALSE(params[3].trainable());
+  CHECK(layer.count_params() == 4);
+  CHECK(layer.count_trainable_params() == 2);
+  // Inference uses the moving statistics.
+  const auto& yi = layer.forward(x, Mode::Inference);
+  const double mv = 0.99 + 0.01 * 1.25 * 4 / 3;
+  for (Index i = 0; i < 4; ++i) {
+    CHECK(yi[i] == doctest::Approx(2 * (i + 1 - 0.025) / std::sqrt(mv + 1e-3) + 0.5).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("BatchNormalization normalizes each channel of NHWC data separately") {
+  BatchNormalization<double> layer;
+  Rng rng(0);
+  layer.build({2, 2, 2}, rng);
+  Tensor<double> x(Shape{2, 2, 2, 2});
+  for (Index i = 0; i < x.size(); ++i) x[i] = (i % 2 == 0) ? static_cast<double>(i) : 100.0 + 3.0 * i;
+  const auto& y = layer.forward(x, Mode::Train);
+  for (Index c = 0; c < 2; ++c) {
+    double mean = 0, sq = 0;
+    for (Index i = c; i < y.size(); i += 2) mean += y[i];
+    mean /= 8;
+    for (Index i = c; i < y.size(); i += 2) sq += (y[i] - mean) * (y[i] - mean);
+    CHECK(mean == doctest::Approx(0).epsilon(1e-9));
+    CHECK(sq / 8 == doctest::Approx(1).epsilon(1e-2));  // var / (var + eps)
+  }
+}
+
+TEST_CASE("Dropout: inverted in training, identity in inference, seeded") {
+  Dropout<float> layer(0.3);
+  Rng rng(0);
+  layer.build({10000}, rng);
+  Tensor<float> x(Shape{1, 10000}, 1.0f);
+  CHECK(&layer.forward(x, Mode::Inference) == &x);
+  layer.seed(5);
+  const Tensor<float> y = layer.forward(x, Mode::Train);
+  Index zeros = 0;
+  for (float v : y) {
+    if (v == 0) {
+      ++zeros;
+    } else {
+      CHECK(v == doctest::Approx(1 / 0.7));
+    }
+  }
+  CHECK(static_cast<double>(zeros) / 10000 == doctest::Approx(0.3).epsilon(0.05));
+  layer.seed(5);
+  const Tensor<float> again = layer.forward(x, Mode::Train);
+  CHECK(std::equal(y.begin(), y.end(), again.begin()));
+  CHECK_THROWS_AS(Dropout<float>(1.0), ConfigError);
+  CHECK_THROWS_AS(Dropout<float>(-0.1), ConfigError);
+}
+
+TEST_CASE("Flatten keeps NHWC (h, w, c) order") {
+  Flatten<double> layer;
+  Rng rng(0);
+  CHECK(layer.build({2, 2, 2}, rng) == Shape{8});
+  Tensor<double> x(Shape{1, 2, 2, 2});
+  x(0, 1, 0, 1) = 7;
+  const auto& y = layer.forward(x, Mode::Inference);
+  CHECK(y(0, (1 * 2 + 0) * 2 + 1) == 7.0);
+}
+
+TEST_CASE("Dense: y = x W + b with W [in, units]") {
+  Dense<double> layer(DenseOptions(3));
+  Rng rng(0);
+  layer.build({2}, rng);
+  CHECK(layer.parameters()[0].value->shape() == Shape{2, 3});
+  set_param<double>(layer, 0, {1, 2, 3, 4, 5, 6});
+  set_param<double>(layer, 1, {0.5, 0.5, 0.5});
+  Tensor<double> x(Shape{1, 2}, {1, 2});
+  const auto& y = layer.forward(x, Mode::Inference);
+  CHECK(y[0] == 9.5);
+  CHECK(y[1] == 12.5);
+  CHECK(y[2] == 15.5);
+}
+
+TEST_CASE("Softmax and ReLU layers, by hand") {
+  Softmax<double> sm;
+  Rng rng(0);
+  sm.build({3}, rng);
+  Tensor<double> x(Shape{1, 3}, {1, 2, 3});
+  const auto& p = sm.forward(x, Mode::Inference);
+  const double z = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
+  CHECK(p[0] == doctest::Approx(std::exp(1.0) / z));
+  CHECK(p[2] == doctest::Approx(std::exp(3.0) / z));
+  Tensor<double> big(Shape{1, 2}, {1000, 0});  // stable: no overflow
+  Softmax<double> sm2;
+  sm2.build({2}, rng);
+  CHECK(sm2.forward(big, Mode::Inference)[0] == doctest::Approx(1.0));
+  ReLU<double> relu;
+  relu.build({3}, rng);
+  Tensor<double> r(Shape{1, 3}, {-1, 0, 2});
+  const auto& ry = relu.forward(r, Mode::Inference);
+  CHECK(ry[0] == 0.0);
+  CHECK(ry[2] == 2.0);
+}
+
+TEST_CASE("layers reject inputs they cannot take, naming themselves and both shapes") {
+  Rng rng(0);
+  Dense<float> dense(DenseOptions(4));
+  dense.set_name("dense");
+  CHECK_THROWS_WITH_AS(dense.build({28, 28, 1}, rng),
+                       "Dense 'dense': expected input (None, features): add a Flatten layer before Dense, got "
+                       "(None, 28, 28, 1)",
+                       ShapeError);
+  Conv2D<float> c(conv(8, {3, 3}, Padding::Valid));
+  c.set_name("conv2d_1");
+  CHECK_THROWS_WITH_AS(c.build({784}, rng),
+                       "Conv2D 'conv2d_1': expected input (None, height, width, channels), got (None, 784)",
+                       ShapeError);
+  CHECK_THROWS_AS(c.build({2, 2, 1}, rng), ShapeError);  // smaller than the kernel
+  c.build({28, 28, 1}, rng);
+  Tensor<float> wrong(Shape{32, 784});
+  CHECK_THROWS_WITH_AS(c.forward(wrong, Mode::Train),
+                       "Conv2D 'conv2d_1': expected input (N, 28, 28, 1), got (32, 784)", ShapeError);
+  Tensor<float> dy(Shape{1, 26, 26, 8});
+  CHECK_THROWS_AS(c.backward(dy), ConfigError);  // no training forward yet
+  CHECK_THROWS_AS(Conv2D<float>(Conv2DOptions(0, {3, 3})), ConfigError);
+}

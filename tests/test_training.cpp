@@ -1,0 +1,358 @@
+// Losses, optimizers, and Sequential: gradient checks of both losses, two
+// optimizer steps against golden values (tests/golden/optimizer_steps.py),
+// the notebook model's summary, the errors a user meets, and a short
+// end-to-end training run on a synthetic problem.
+#include <doctest/doctest.h>
+
+#include <sstream>
+
+#include "gradient_check.hpp"
+#include "notebook_model.hpp"
+
+using namespace loom;
+using loom::testing::compare;
+using loom::testing::random_fill;
+
+namespace {
+
+using loom::examples::notebook_model;
+
+/// Random probabilities: rows of a softmax of random logits.
+Tensor<double> random_probs(Index n, Index k, Rng& rng) {
+  Tensor<double> p(Shape{n, k});
+  random_fill(p, rng, -2, 2);
+  detail::softmax_rows(p.data(), n, k);
+  return p;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- losses
+
+TEST_CASE("gradient check: both cross-entropies, w.r.t. probabilities and fused w.r.t. logits") {
+  Rng rng(11);
+  const Index n = 5, k = 4;
+  Tensor<double> onehot(Shape{n, k}), labels(Shape{n});
+  for (Index i = 0; i < n; ++i) {
+    labels[i] = static_cast<double>(i % k);
+    onehot(i, i % k) = 1;
+  }
+  CategoricalCrossentropy<double> cce;
+  SparseCategoricalCrossentropy<double> scce;
+  for (const auto& [loss, y] : {std::pair<const Loss<double>*, Tensor<double>*>{&cce, &onehot}, {&scce, &labels}}) {
+    CAPTURE(loss->type());
+    Tensor<double> p = random_probs(n, k, rng), grad;
+    loss->gradient(p, *y, grad, false);
+    compare(loss->type() + " dL/dp", p, grad, [&] { return loss->value(p, *y); }, 100, rng);
+
+    Tensor<double> z(Shape{n, k}), pz(Shape{n, k});
+    random_fill(z, rng, -2, 2);
+    auto through_softmax = [&] {
+      std::copy(z.begin(), z.end(), pz.begin());
+      detail::softmax_rows(pz.data(), n, k);
+      return loss->value(pz, *y);
+    };
+    through_softmax();
+    loss->gradient(pz, *y, grad, true);
+    compare(loss->type() + " fused dL/dz", z, grad, through_softmax, 100, rng);
+  }
+}
+
+TEST_CASE("cross-entropy values by hand, with Keras's clipping") {
+  Tensor<double> p(Shape{2, 3}, {0.2, 0.7, 0.1, 0.0, 0.5, 0.5});
+  Tensor<double> onehot(Shape{2, 3}, {0, 1, 0, 1, 0, 0}), labels(Shape{2}, {1, 0});
+  const double expected = (-std::log(0.7) - std::log(1e-7)) / 2;  // p = 0 is clipped to 1e-7
+  CHECK(CategoricalCrossentropy<double>().value(p, onehot) == doctest::Approx(expected));
+  CHECK(SparseCategoricalCrossentropy<double>().value(p, labels) == doctest::Approx(expected));
+  Tensor<double> labels_col(Shape{2, 1}, {1, 0});  // (N, 1) labels are accepted too
+  CHECK(SparseCategoricalCrossentropy<double>().value(p, labels_col) == doctest::Approx(expected));
+}
+
+// ---------------------------------------------------------------- optimizers
+
+namespace {
+
+/// Two steps on w = [1, -2] with gradients g1 = [0.5, -1] then g2 = [0.1, 0.2].
+template <class T>
+std::pair<std::vector<double>, std::vector<double>> two_steps(Optimizer<T>& opt) {
+  Tensor<T> w(Shape{2}, {1, -2}), g(Shape{2});
+  std::vector<Parameter<T>> params{{"w", &w, &g}};
+  std::vector<double> after1, after2;
+  g[0] = T(0.5);
+  g[1] = T(-1);
+  opt.step(params);
+  after1 = {double(w[0]), double(w[1])};
+  g[0] = T(0.1);
+  g[1] = T(0.2);
+  opt.step(params);
+  after2 = {double(w[0]), double(w[1])};
+  CHECK(opt.iterations() == 2);
+  return {after1, after2};
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("optimizers: two steps against hand-computed values", T, float, double) {
+  const double tol = std::is_same_v<T, float> ? 1e-6 : 1e-11;
+  SUBCASE("SGD with momentum 0.9, lr 0.1") {
+    // v1 = -0.1 g1 = [-0.05, 0.1]; w1 = [0.95, -1.9]; v2 = 0.9 v1 - 0.1 g2 = [-0.055, 0.07]; w2 = [0.895, -1.83]
+    SGD<T> sgd(SGDOptions().learning_rate(0.1).momentum(0.9));
+    auto [a, b] = two_steps(sgd);
+    CHECK(a[0] == doctest::Approx(0.95).epsilon(tol));
+    CHECK(a[1] == doctest::Approx(-1.9).epsilon(tol));
+    CHECK(b[0] == doctest::Approx(0.895).epsilon(tol));
+    CHECK(b[1] == doctest::Approx(-1.83).epsilon(tol));
+  }
+  SUBCASE("SGD, Nesterov") {
+    // w1 = w + 0.9 v1 - 0.1 g1 = [0.905, -1.81]; w2 = w1 + 0.9 v2 - 0.1 g2 = [0.8455, -1.767]
+    SGD<T> sgd(SGDOptions().learning_rate(0.1).momentum(0.9).nesterov(true));
+    auto [a, b] = two_steps(sgd);
+    CHECK(a[0] == doctest::Approx(0.905).epsilon(tol));
+    CHECK(a[1] == doctest::Approx(-1.81).epsilon(tol));
+    CHECK(b[0] == doctest::Approx(0.8455).epsilon(tol));
+    CHECK(b[1] == doctest::Approx(-1.767).epsilon(tol));
+  }
+  SUBCASE("plain SGD, Keras's default lr 0.01") {
+    SGD<T> sgd;
+    auto [a, b] = two_steps(sgd);
+    CHECK(b[0] == doctest::Approx(1 - 0.01 * 0.6).epsilon(tol));
+    CHECK(b[1] == doctest::Approx(-2 - 0.01 * -0.8).epsilon(tol));
+  }
+  SUBCASE("RMSprop, Keras's defaults") {
+    RMSprop<T> rms;
+    auto [a, b] = two_steps(rms);
+    CHECK(a[0] == doctest::Approx(0.996837724340).epsilon(tol));
+    CHECK(a[1] == doctest::Approx(-1.996837723340).epsilon(tol));
+    CHECK(b[0] == doctest::Approx(0.996185396692).epsilon(tol));
+    CHECK(b[1] == doctest::Approx(-1.997490051200).epsilon(tol));
+  }
+  SUBCASE("Adam, Keras's defaults") {
+    Adam<T> adam;
+    auto [a, b] = two_steps(adam);
+    CHECK(a[0] == doctest::Approx(0.999000006325).epsilon(tol));
+    CHECK(a[1] == doctest::Approx(-1.999000003162).epsilon(tol));
+    CHECK(b[0] == doctest::Approx(0.998196970329).epsilon(tol));
+    CHECK(b[1] == doctest::Approx(-1.998488978670).epsilon(tol));
+  }
+}
+
+TEST_CASE("optimizers skip buffers and refuse parameters they were not built for") {
+  Tensor<float> w(Shape{2}, {1, 1}), g(Shape{2}, {1, 1}), buf(Shape{2}, {5, 5});
+  RMSprop<float> rms;
+  rms.step({{"w", &w, &g}, {"buf", &buf, nullptr}});
+  CHECK(buf[0] == 5.0f);
+  CHECK(w[0] < 1.0f);
+  Tensor<float> other(Shape{3}), og(Shape{3});
+  CHECK_THROWS_AS(rms.step({{"other", &other, &og}}), ConfigError);
+  CHECK_THROWS_AS(make_optimizer<float>("adagrad"), ConfigError);
+}
+
+// ---------------------------------------------------------------- the notebook's model
+
+TEST_CASE("the notebook's model: Keras's summary, shapes and parameter counts") {
+  auto model = notebook_model<float>();
+  CHECK(model.count_params() == 256867);
+  CHECK(model.count_trainable_params() == 256567);
+  std::ostringstream out;
+  model.summary(out);
+  const std::string expected =
+      "Model: \"sequential\"\n"
+      "_________________________________________________________________\n"
+      "Layer (type)                 Output Shape              Param #   \n"
+      "=================================================================\n"
+      "conv2d (Conv2D)              (None, 28, 28, 75)        750       \n"
+      "_________________________________________________________________\n"
+      "batch_normalization (BatchNo (None, 28, 28, 75)        300       \n"
+      "_________________________________________________________________\n"
+      "max_pooling2d (MaxPooling2D) (None, 14, 14, 75)        0         \n"
+      "_________________________________________________________________\n"
+      "conv2d_1 (Conv2D)            (None, 14, 14, 50)        33800     \n"
+      "_________________________________________________________________\n"
+      "dropout (Dropout)            (None, 14, 14, 50)        0         \n"
+      "_________________________________________________________________\n"
+      "batch_normalization_1 (Batch (None, 14, 14, 50)        200       \n"
+      "_________________________________________________________________\n"
+      "max_pooling2d_1 (MaxPooling2 (None, 7, 7, 50)          0         \n"
+      "_________________________________________________________________\n"
+      "conv2d_2 (Conv2D)            (None, 7, 7, 25)          11275     \n"
+      "_________________________________________________________________\n"
+      "batch_normalization_2 (Batch (None, 7, 7, 25)          100       \n"
+      "_________________________________________________________________\n"
+      "max_pooling2d_2 (MaxPooling2 (None, 4, 4, 25)          0         \n"
+      "_________________________________________________________________\n"
+      "flatten (Flatten)            (None, 400)               0         \n"
+      "_________________________________________________________________\n"
+      "dense (Dense)                (None, 512)               205312    \n"
+      "_________________________________________________________________\n"
+      "dropout_1 (Dropout)          (None, 512)               0         \n"
+      "_________________________________________________________________\n"
+      "dense_1 (Dense)              (None, 10)                5130      \n"
+      "=================================================================\n"
+      "Total params: 256,867\n"
+      "Trainable params: 256,567\n"
+      "Non-trainable params: 300\n"
+      "_________________________________________________________________\n";
+  CHECK(out.str() == expected);
+}
+
+TEST_CASE("the notebook's model trains a batch and predicts probabilities") {
+  auto model = notebook_model<float>(1);
+  model.compile("sparse_categorical_crossentropy", {"accuracy"});
+  Tensor<float> x(Shape{8, 28, 28, 1}), y(Shape{8});
+  Rng rng(2);
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (Index i = 0; i < 8; ++i) y[i] = static_cast<float>(i % 10);
+  const double first = model.train_step(x, y);
+  CHECK(std::isfinite(first));
+  for (int i = 0; i < 20; ++i) model.train_step(x, y);
+  CHECK(model.evaluate(x, y).loss < first);
+  const Tensor<float> p = model.predict(x);
+  CHECK(p.shape() == Shape{8, 10});
+  for (Index i = 0; i < 8; ++i) CHECK(p.matrix().row(i).sum() == doctest::Approx(1.0).epsilon(1e-5));
+}
+
+// ---------------------------------------------------------------- errors a user meets
+
+TEST_CASE("Sequential: clear errors for bad data and bad order") {
+  Sequential<float> model;
+  model.add(Flatten<float>(), Shape{2, 2, 1});
+  model.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
+  Tensor<float> x(Shape{4, 2, 2, 1}), onehot(Shape{4, 3}), labels(Shape{4}, {0, 1, 2, 1});
+  for (Index i = 0; i < 4; ++i) onehot(i, i % 3) = 1;
+
+  CHECK_THROWS_WITH_AS(model.fit(x, onehot),
+                       "fit: model 'sequential' is not compiled: call compile() first", ConfigError);
+  model.compile("categorical_crossentropy", {"accuracy"});
+  const auto silent = FitOptions<float>().verbose(0);
+
+  CHECK_THROWS_WITH_AS(model.fit(x, Tensor<float>(Shape{3, 3}), silent),
+                       "fit: x and y must hold the same number of samples, got x (4, 2, 2, 1) and y (3, 3)",
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(model.fit(x, Tensor<float>(Shape{4, 5}), silent),
+                       "CategoricalCrossentropy expects one-hot targets of shape (N, 3) to match the model's 3 "
+                       "outputs, got (4, 5)",
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(model.fit(x, labels, silent),
+                       "CategoricalCrossentropy expects one-hot targets of shape (N, 3), got integer labels of "
+                       "shape (4,): use SparseCategoricalCrossentropy for integer labels, or one-hot encode them "
+                       "with to_categorical",
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(model.fit(Tensor<float>(Shape{0, 2, 2, 1}), Tensor<float>(Shape{0, 3}), silent),
+                       "fit: empty dataset, x has shape (0, 2, 2, 1)", ShapeError);
+  CHECK_THROWS_WITH_AS(model.fit(Tensor<float>(Shape{4, 3, 3, 1}), onehot, silent),
+                       "model 'sequential' expects inputs (N, 2, 2, 1), got (N, 3, 3, 1)", ShapeError);
+  CHECK_THROWS_AS(model.fit(x, onehot, FitOptions<float>().batch_size(0)), ConfigError);
+
+  model.compile("sparse_categorical_crossentropy", {"accuracy"});
+  Tensor<float> out_of_range(Shape{4}, {0, 1, 3, 1});
+  CHECK_THROWS_WITH_AS(model.fit(x, out_of_range, silent),
+                       "SparseCategoricalCrossentropy: label 3 of sample 2 is not an integer in [0, 3)", FormatError);
+  Tensor<float> fractional(Shape{4}, {0, 1, 1.5f, 1});
+  CHECK_THROWS_AS(model.fit(x, fractional, silent), FormatError);
+  CHECK_THROWS_WITH_AS(model.fit(x, onehot, silent),
+                       "SparseCategoricalCrossentropy expects integer labels of shape (N,) or (N, 1), got (4, 3): "
+                       "these look one-hot, use CategoricalCrossentropy",
+                       ShapeError);
+  CHECK_THROWS_AS(model.compile("mse"), ConfigError);
+  CHECK_THROWS_AS(model.compile("categorical_crossentropy", {"auc"}), ConfigError);
+}
+
+TEST_CASE("Sequential: a layer that cannot take its input fails at add, naming itself and both shapes") {
+  Sequential<float> model;
+  model.add(Conv2D<float>(Conv2DOptions(8, {3, 3})), Shape{28, 28, 1});
+  CHECK_THROWS_WITH_AS(model.add(Dense<float>(DenseOptions(10))),
+                       "Dense 'dense': expected input (None, features): add a Flatten layer before Dense, got "
+                       "(None, 26, 26, 8)",
+                       ShapeError);
+  CHECK_THROWS_AS(model.add(Flatten<float>(), Shape{4}), ConfigError);  // only the first layer takes a shape
+  Sequential<float> unbuilt;
+  unbuilt.add(Flatten<float>());
+  CHECK_THROWS_AS(unbuilt.summary(), ConfigError);
+}
+
+// ---------------------------------------------------------------- training end to end
+
+namespace {
+
+/// A 3-class problem of 8x8 images: a horizontal bar, a vertical bar or a
+/// diagonal, at a random position, on noise.
+void make_bars(Index n, Rng& rng, Tensor<float>& x, Tensor<float>& y) {
+  x = Tensor<float>(Shape{n, 8, 8, 1});
+  y = Tensor<float>(Shape{n});
+  for (Index i = 0; i < n; ++i) {
+    const Index cls = static_cast<Index>(rng.below(3)), pos = static_cast<Index>(rng.below(6)) + 1;
+    y[i] = static_cast<float>(cls);
+    for (Index r = 0; r < 8; ++r) {
+      for (Index c = 0; c < 8; ++c) {
+        const bool on = cls == 0 ? r == pos : cls == 1 ? c == pos : r == c;
+        x(i, r, c, 0) = (on ? 1.0f : 0.0f) + static_cast<float>(rng.uniform(-0.3, 0.3));
+      }
+    }
+  }
+}
+
+Sequential<float> small_cnn(std::uint64_t seed) {
+  Sequential<float> model(seed);
+  model.add(Conv2D<float>(Conv2DOptions(8, {3, 3}).padding(Padding::Same).activation(Activation::ReLU)),
+            Shape{8, 8, 1});
+  model.add(BatchNormalization<float>());
+  model.add(MaxPool2D<float>(MaxPool2DOptions({2, 2}).padding(Padding::Same)));
+  model.add(Dropout<float>(0.1));
+  model.add(Flatten<float>());
+  model.add(Dense<float>(DenseOptions(16).activation(Activation::ReLU)));
+  model.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
+  model.compile("sparse_categorical_crossentropy", {"accuracy"});
+  return model;
+}
+
+}  // namespace
+
+TEST_CASE("end to end: a small CNN learns a synthetic 3-class problem to >= 95 % held-out accuracy") {
+  Rng rng(2024);
+  Tensor<float> x, y, xt, yt;
+  make_bars(600, rng, x, y);
+  make_bars(300, rng, xt, yt);
+  auto model = small_cnn(1);
+  std::ostringstream log;
+  const History h = model.fit(x, y, FitOptions<float>().epochs(8).verbose(2).output(&log).validation_data(xt, yt));
+  CHECK(h.epochs() == 8);
+  CHECK(h["loss"].back() < h["loss"].front());
+  CHECK(h["val_accuracy"].size() == 8);
+  const Evaluation e = model.evaluate(xt, yt);
+  MESSAGE("held-out accuracy " << e.accuracy << ", loss " << e.loss);
+  CHECK(e.accuracy >= 0.95);
+  CHECK(e.accuracy == doctest::Approx(h["val_accuracy"].back()));
+  // verbose 2 prints "Epoch i/8" and one finished line per epoch.
+  const std::string text = log.str();
+  CHECK(text.find("Epoch 8/8\n19/19 - ") != std::string::npos);
+  CHECK(text.find("/step - loss: ") != std::string::npos);
+  CHECK(text.find(" - val_accuracy: ") != std::string::npos);
+}
+
+TEST_CASE("progress line in Keras's format when the output is not a terminal") {
+  std::ostringstream out;
+  Progress p(&out, 1, 1500, false);
+  p.begin_epoch(3, 20);
+  p.update(10, {{"loss", 1.0}});  // not a terminal: nothing until the end
+  p.end_epoch({{"loss", 0.26012}, {"accuracy", 0.90461}, {"val_loss", 0.2672}, {"val_accuracy", 0.9038}});
+  const std::string s = out.str();
+  CHECK(s.rfind("Epoch 3/20\n1500/1500 [==============================] - ", 0) == 0);
+  CHECK(s.find("/step - loss: 0.2601 - accuracy: 0.9046 - val_loss: 0.2672 - val_accuracy: 0.9038\n") !=
+        std::string::npos);
+}
+
+TEST_CASE("the same seed gives the same weights, another seed does not") {
+  Rng rng(5);
+  Tensor<float> x, y;
+  make_bars(96, rng, x, y);
+  auto train = [&](std::uint64_t seed) {
+    auto model = small_cnn(seed);
+    model.fit(x, y, FitOptions<float>().epochs(2).verbose(0));
+    std::vector<float> w;
+    for (const auto& p : model.parameters()) w.insert(w.end(), p.value->begin(), p.value->end());
+    return w;
+  };
+  const auto a = train(7), b = train(7), c = train(8);
+  CHECK(a == b);
+  CHECK(a != c);
+}
