@@ -27,7 +27,7 @@ namespace loom {
 /// or inference (moving statistics, dropout off). Passed on every call.
 enum class Mode { Train, Inference };
 
-/// Activations that Dense and Conv2D apply in the same pass as their bias.
+/// Activations that Dense and Conv2D apply to their output after the bias.
 enum class Activation { None, ReLU, Softmax };
 
 /// Keras's padding modes for convolution and pooling.

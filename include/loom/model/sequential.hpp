@@ -41,8 +41,8 @@ class FitOptions {
   LOOM_OPTION(int, epochs, 1)
   LOOM_OPTION(Index, batch_size, 32)
   LOOM_OPTION(bool, shuffle, true)
-  /// Restarts shuffling and dropout from this seed; without it they continue
-  /// the model's own stream.
+  /// Restarts shuffling and every layer's random stream (dropout) from this
+  /// seed; without it they continue the streams the model's seed started.
   LOOM_OPTION(std::optional<std::uint64_t>, seed, std::nullopt)
   /// 0 silent, 1 progress bar, 2 one line per epoch.
   LOOM_OPTION(int, verbose, 1)
@@ -211,13 +211,10 @@ class Sequential {
     if (xv) check_data(*xv, *yv, "fit (validation_data)");
     prepare_training();
 
-    if (options.seed()) {
+    if (options.seed()) {  // restart shuffling and every layer's random stream
       train_rng_.seed(*options.seed());
       for (auto& l : layers_) l->seed(train_rng_.next_u64());
-    } else if (!dropout_seeded_) {
-      for (auto& l : layers_) l->seed(train_rng_.next_u64());
     }
-    dropout_seeded_ = true;
 
     const Index n = x.dim(0), bs = std::min(options.batch_size(), n);
     const long steps = static_cast<long>((n + bs - 1) / bs);
@@ -362,6 +359,7 @@ class Sequential {
     require_built("fit");
     parameters();
     optimizer_->build(params_);
+    for (auto& l : layers_) l->set_fused_softmax_grad(false);  // layers may have been added since
     Layer<T>& last = *layers_.back();
     fused_softmax_ = last.activation() == Activation::Softmax;
     last.set_fused_softmax_grad(fused_softmax_);
@@ -407,7 +405,6 @@ class Sequential {
   std::vector<std::string> metrics_;
   bool compiled_layers_ = false;
   bool fused_softmax_ = false;
-  bool dropout_seeded_ = false;
   // Reused across steps.
   Tensor<T> xb_, yb_, grad_;
   std::vector<Index> order_;
