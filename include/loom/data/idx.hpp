@@ -1,0 +1,256 @@
+#pragma once
+/// \file data/idx.hpp
+/// Reads IDX files (the MNIST family's format), plain or gzipped.
+/// **Needs zlib** (link `loom::data`, or ZLIB::ZLIB): not part of loom.hpp.
+///
+/// An IDX file is a big-endian header and a payload:
+///
+///     bytes 0-1  0x00 0x00
+///     byte  2    element type: 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64
+///     byte  3    number of dimensions d
+///     4 * d      each dimension, u32 big-endian
+///     payload    prod(dims) elements, big-endian, row-major
+///
+/// Compression is detected from the content (gzip's 1f 8b), not the name.
+/// Everything the header claims is checked against what the file really
+/// holds before it is trusted: the payload must be exactly prod(dims)
+/// elements, and memory grows only with data actually read (up to a limit),
+/// so a lying header or a gzip bomb is an error, not an allocation.
+
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "../error.hpp"
+#include "../tensor.hpp"
+
+namespace loom::data {
+
+/// Limits on what read_idx accepts.
+struct IdxLimits {
+  /// Largest payload accepted, in bytes (Fashion-MNIST's training images are 47 MB).
+  std::uint64_t max_payload_bytes = std::uint64_t(1) << 30;
+};
+
+/// An IDX file's header: element type code and dimensions.
+struct IdxHeader {
+  std::uint8_t type = 0;
+  std::vector<std::uint32_t> dims;
+  std::size_t header_bytes() const { return 4 + 4 * dims.size(); }
+};
+
+namespace detail {
+
+inline std::size_t idx_element_size(std::uint8_t type) {
+  switch (type) {
+    case 0x08:
+    case 0x09: return 1;
+    case 0x0B: return 2;
+    case 0x0C:
+    case 0x0D: return 4;
+    case 0x0E: return 8;
+    default: return 0;
+  }
+}
+
+inline std::string hex_byte(unsigned v) {
+  static const char* digits = "0123456789abcdef";
+  return std::string("0x") + digits[(v >> 4) & 15] + digits[v & 15];
+}
+
+/// Reads the whole file (its real size bounds every allocation).
+inline std::vector<unsigned char> read_file(const std::string& path, std::uint64_t max_bytes) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) throw IOError(path + ": cannot open: " + std::strerror(errno));
+  const std::streamoff size = in.tellg();
+  if (size < 0) throw IOError(path + ": cannot read its size");
+  if (static_cast<std::uint64_t>(size) > max_bytes) {
+    throw FormatError(loom::detail::str(path, ": ", size, " bytes is larger than the limit of ", max_bytes,
+                                        " bytes for an IDX file"));
+  }
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
+  in.seekg(0);
+  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size)) throw IOError(path + ": read failed");
+  return bytes;
+}
+
+/// Inflates a gzip stream (one or more members). Output grows with the data
+/// actually inflated; more than `max_bytes` is an error.
+inline std::vector<unsigned char> gunzip(const std::string& path, const std::vector<unsigned char>& in,
+                                         std::uint64_t max_bytes) {
+  z_stream z{};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) throw FormatError(path + ": zlib could not start");
+  std::vector<unsigned char> out;
+  z.next_in = const_cast<Bytef*>(in.data());
+  z.avail_in = static_cast<uInt>(in.size());
+  unsigned char chunk[1 << 16];
+  int rc = Z_OK;
+  for (;;) {
+    z.next_out = chunk;
+    z.avail_out = sizeof chunk;
+    rc = inflate(&z, Z_NO_FLUSH);
+    const std::size_t got = sizeof chunk - z.avail_out;
+    if (rc != Z_OK && rc != Z_STREAM_END && !(rc == Z_BUF_ERROR && got > 0)) break;
+    if (out.size() + got > max_bytes) {
+      inflateEnd(&z);
+      throw FormatError(loom::detail::str(path, ": inflates to more than the limit of ", max_bytes, " bytes"));
+    }
+    out.insert(out.end(), chunk, chunk + got);
+    if (rc == Z_STREAM_END) {
+      if (z.avail_in == 0) break;
+      inflateReset(&z);  // another gzip member follows
+      continue;
+    }
+    if (z.avail_in == 0 && got == 0) {  // input ran out before the stream ended
+      rc = Z_BUF_ERROR;
+      break;
+    }
+  }
+  const std::string msg = z.msg ? z.msg : "";
+  inflateEnd(&z);
+  if (rc != Z_STREAM_END) {
+    throw FormatError(path + ": corrupt or truncated gzip stream" + (msg.empty() ? "" : " (" + msg + ")"));
+  }
+  return out;
+}
+
+inline std::uint32_t big_endian_u32(const unsigned char* p) {
+  return (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) | std::uint32_t(p[3]);
+}
+
+/// Element `i` of a big-endian payload of `type`, as double.
+inline double idx_element(const unsigned char* p, std::uint8_t type) {
+  switch (type) {
+    case 0x08: return p[0];
+    case 0x09: return static_cast<std::int8_t>(p[0]);
+    case 0x0B: return static_cast<std::int16_t>((p[0] << 8) | p[1]);
+    case 0x0C: return static_cast<std::int32_t>(big_endian_u32(p));
+    case 0x0D: {
+      const std::uint32_t u = big_endian_u32(p);
+      float f;
+      std::memcpy(&f, &u, 4);
+      return f;
+    }
+    default: {
+      const std::uint64_t u = (std::uint64_t(big_endian_u32(p)) << 32) | big_endian_u32(p + 4);
+      double d;
+      std::memcpy(&d, &u, 8);
+      return d;
+    }
+  }
+}
+
+/// Parses and checks the header of `bytes` against their real length.
+inline IdxHeader parse_idx_header(const std::string& path, const std::vector<unsigned char>& bytes,
+                                  const IdxLimits& limits) {
+  if (bytes.size() < 4) {
+    throw FormatError(loom::detail::str(path, ": truncated: ", bytes.size(), " bytes, too short for an IDX header"));
+  }
+  IdxHeader h;
+  h.type = bytes[2];
+  const unsigned rank = bytes[3];
+  if (bytes[0] != 0 || bytes[1] != 0 || idx_element_size(h.type) == 0) {
+    throw FormatError(path + ": not an IDX file: magic " + hex_byte(bytes[0]) + " " + hex_byte(bytes[1]) + " " +
+                      hex_byte(bytes[2]) + " " + hex_byte(bytes[3]) +
+                      ", expected 0x00 0x00, a type (0x08 0x09 0x0b 0x0c 0x0d 0x0e) and a rank");
+  }
+  if (rank < 1 || rank > static_cast<unsigned>(Shape::max_rank)) {
+    throw FormatError(loom::detail::str(path, ": IDX rank ", rank, " is not in [1, ", Shape::max_rank, "]"));
+  }
+  if (bytes.size() < 4 + 4 * std::size_t(rank)) {
+    throw FormatError(loom::detail::str(path, ": truncated: the header needs ", 4 + 4 * rank, " bytes, the data has ",
+                                        bytes.size()));
+  }
+  std::uint64_t count = 1;
+  std::string dims;
+  for (unsigned i = 0; i < rank; ++i) {
+    const std::uint32_t d = big_endian_u32(bytes.data() + 4 + 4 * i);
+    h.dims.push_back(d);
+    dims += (i ? "x" : "") + std::to_string(d);
+    count *= d;
+    if (count * idx_element_size(h.type) > limits.max_payload_bytes) {
+      throw FormatError(loom::detail::str(path, ": dimensions ", dims, "... need more than the limit of ",
+                                          limits.max_payload_bytes, " bytes"));
+    }
+  }
+  const std::uint64_t payload = count * idx_element_size(h.type);
+  const std::uint64_t have = bytes.size() - h.header_bytes();
+  if (have != payload) {
+    throw FormatError(loom::detail::str(path, ": ", have < payload ? "truncated" : "too long", ": the header says ",
+                                        dims, " (", payload, " bytes of data), the file holds ", have));
+  }
+  return h;
+}
+
+}  // namespace detail
+
+/// Reads an IDX file (plain or gzip) into a Tensor of the file's dimensions,
+/// converting elements to T. Throws IOError if it cannot be read and
+/// FormatError, naming the path, if it is not a well-formed IDX file.
+template <class T>
+Tensor<T> read_idx(const std::string& path, const IdxLimits& limits = {}) {
+  // A plain file is at most header + payload; a gzip file is at most ~1/1000 of that smaller.
+  std::vector<unsigned char> bytes = detail::read_file(path, limits.max_payload_bytes + 4 + 4 * Shape::max_rank);
+  if (bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b) {
+    bytes = detail::gunzip(path, bytes, limits.max_payload_bytes + 4 + 4 * Shape::max_rank);
+  }
+  const IdxHeader h = detail::parse_idx_header(path, bytes, limits);
+  Shape shape;
+  for (std::uint32_t d : h.dims) shape.push_back(static_cast<Index>(d));
+  Tensor<T> t(shape);
+  const std::size_t size = detail::idx_element_size(h.type);
+  const unsigned char* p = bytes.data() + h.header_bytes();
+  if (h.type == 0x08) {
+    for (Index i = 0; i < t.size(); ++i) t[i] = static_cast<T>(p[i]);
+  } else {
+    for (Index i = 0; i < t.size(); ++i) t[i] = static_cast<T>(detail::idx_element(p + i * size, h.type));
+  }
+  return t;
+}
+
+/// Writes `t` as an IDX file of unsigned bytes (values must be integers in
+/// [0, 255]), gzipped when `gzip` is true. Written to `path + ".tmp"` and
+/// renamed into place.
+template <class T>
+void write_idx_u8(const std::string& path, const Tensor<T>& t, bool gzip) {
+  std::vector<unsigned char> bytes{0, 0, 0x08, static_cast<unsigned char>(t.rank())};
+  for (Index d : t.shape()) {
+    for (int s = 24; s >= 0; s -= 8) bytes.push_back(static_cast<unsigned char>((static_cast<std::uint64_t>(d) >> s) & 0xff));
+  }
+  for (T v : t) {
+    if (!(v >= 0 && v <= 255) || v != static_cast<T>(static_cast<int>(v))) {
+      throw FormatError(loom::detail::str(path, ": value ", v, " is not a byte"));
+    }
+    bytes.push_back(static_cast<unsigned char>(v));
+  }
+  const std::string tmp = path + ".tmp";
+  if (gzip) {
+    gzFile f = gzopen(tmp.c_str(), "wb");
+    if (!f) throw IOError(tmp + ": cannot open for writing: " + std::strerror(errno));
+    const int n = gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
+    if (gzclose(f) != Z_OK || n != static_cast<int>(bytes.size())) {
+      std::remove(tmp.c_str());
+      throw IOError(tmp + ": write failed");
+    }
+  } else {
+    std::ofstream out(tmp, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.close();
+    if (!out) {
+      std::remove(tmp.c_str());
+      throw IOError(tmp + ": write failed");
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw IOError(path + ": cannot rename into place: " + std::strerror(errno));
+  }
+}
+
+}  // namespace loom::data
