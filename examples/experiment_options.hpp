@@ -1,0 +1,103 @@
+#pragma once
+// The command line of fashion_mnist_experiment, parsed by CLI11, and the
+// four models of the notebook. Kept apart from main() so the tests can parse
+// command lines too.
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <loom/data/fashion_mnist.hpp>
+#include <loom/parallel.hpp>
+
+namespace loom::examples {
+
+/// One of the notebook's four models: its data, its labels, its loss, its epochs.
+struct ModelSpec {
+  int id;
+  bool normalized;  ///< pixels / 255, or raw 0..255
+  bool one_hot;     ///< one-hot labels + categorical cross-entropy, or integer labels + sparse
+  int epochs;
+  double notebook_test_accuracy;  ///< what the notebook reports, in %
+
+  std::string loss() const { return one_hot ? "categorical_crossentropy" : "sparse_categorical_crossentropy"; }
+  std::string description() const {
+    return std::string(normalized ? "normalized pixels" : "raw 0..255 pixels") +
+           (one_hot ? ", one-hot labels, categorical cross-entropy" : ", integer labels, sparse categorical cross-entropy");
+  }
+};
+
+/// The notebook's models 1-4, with its epochs and its test accuracies.
+inline const std::vector<ModelSpec>& notebook_models() {
+  static const std::vector<ModelSpec> specs{
+      {1, true, true, 20, 92.05}, {2, true, false, 20, 91.63}, {3, false, true, 20, 91.49}, {4, false, false, 10, 91.69}};
+  return specs;
+}
+
+struct ExperimentOptions {
+  std::string data_dir = datasets::fashion_mnist::default_dir();
+  std::string out = "results";
+  std::vector<int> models{1, 2, 3, 4};
+  std::optional<int> epochs;  ///< overrides every model's epochs
+  Index batch_size = 32;
+  int threads = num_threads();
+  std::uint64_t seed = 120695;  ///< the notebook's own seed ("my birthday digits")
+  bool quick = false;
+  int verbose = 1;
+
+  /// Epochs for `spec`, after --epochs and --quick.
+  int epochs_for(const ModelSpec& spec) const { return epochs.value_or(quick ? 1 : spec.epochs); }
+};
+
+/// Parses the command line into `opt`. Returns -1 to go on, or the exit code
+/// to stop with (0 after --help, 2 after a bad option, with one line on `err`).
+inline int parse_options(int argc, const char* const* argv, ExperimentOptions& opt, std::ostream& out,
+                         std::ostream& err) {
+  CLI::App app{"The Keras Fashion-MNIST notebook, reproduced with loom: four models, test accuracy, per-class "
+               "analysis, figures, results.json and report.md",
+               "fashion_mnist_experiment"};
+  app.add_option("--data-dir", opt.data_dir,
+                 "directory with the four Fashion-MNIST IDX files (default: $LOOM_FASHION_MNIST_DIR or " +
+                     std::string(datasets::fashion_mnist::debian_dir) + ")");
+  app.add_option("--out", opt.out, "output folder for figures, results.json and report.md")->capture_default_str();
+  app.add_option("--models", opt.models, "which of the notebook's models to train (1-4), e.g. --models 1 3")
+      ->check(CLI::Range(1, 4))
+      ->expected(1, 4);
+  app.add_option("--epochs", opt.epochs, "epochs for every model (default: the notebook's 20, 20, 20, 10)")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--batch-size", opt.batch_size, "batch size")->check(CLI::Range(Index(1), Index(4096)))->capture_default_str();
+  app.add_option("--threads", opt.threads, "threads for OpenMP and Eigen")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--seed", opt.seed, "seed of weights, shuffling and dropout (model i uses seed + i)")->capture_default_str();
+  app.add_flag("--quick", opt.quick, "smoke run: 3,000 training and 1,000 validation images, one epoch (unless --epochs)");
+  app.add_option("--verbose", opt.verbose, "0 silent, 1 progress bar, 2 one line per epoch")
+      ->check(CLI::Range(0, 2))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    out << app.help();
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    err << "fashion_mnist_experiment: " << e.what() << " (see --help)\n";
+    return 2;
+  }
+  std::set<int> unique(opt.models.begin(), opt.models.end());
+  if (unique.size() != opt.models.size()) {
+    err << "fashion_mnist_experiment: --models: each model may be named once\n";
+    return 2;
+  }
+  if (opt.out.empty()) {
+    err << "fashion_mnist_experiment: --out: the output folder must not be empty\n";
+    return 2;
+  }
+  std::sort(opt.models.begin(), opt.models.end());
+  return -1;
+}
+
+}  // namespace loom::examples

@@ -1,0 +1,200 @@
+// The Keras notebook's Fashion-MNIST experiment, reproduced with loom:
+// the same split (first 48,000 training images, last 12,000 for validation),
+// the same model four times over {normalized, raw} x {one-hot + categorical
+// cross-entropy, integer labels + sparse categorical cross-entropy}, Keras's
+// default optimizer (RMSprop), 20/20/20/10 epochs at batch 32; then each
+// model's test accuracy and per-class analysis, with figures.
+//
+//   fashion_mnist_experiment [--out results] [--models 1 2 3 4] [--quick] ... (see --help)
+//
+// Output folder: model<i>_misclassified.png, model<i>_classes.png,
+// training_curves.png, results.json, report.md.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <loom/data/encoding.hpp>
+#include <loom/data/fashion_mnist.hpp>
+#include <loom/loom.hpp>
+
+#include "analysis_report.hpp"
+#include "experiment_options.hpp"
+#include "notebook_model.hpp"
+#include "plots.hpp"
+
+namespace fs = std::filesystem;
+using namespace loom;
+using loom::examples::ModelResult;
+using loom::examples::ModelSpec;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+/// Creates the output folder and proves it writable, or throws IOError.
+void prepare_output(const std::string& out) {
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) throw IOError(out + ": cannot create the output folder: " + ec.message());
+  const std::string probe = (fs::path(out) / ".loom_write_test").string();
+  examples::write_file_atomically(probe, "ok\n");
+  fs::remove(probe, ec);
+}
+
+std::vector<Index> labels_of(const Tensor<float>& y) {
+  std::vector<Index> v(static_cast<std::size_t>(y.size()));
+  for (Index i = 0; i < y.size(); ++i) v[static_cast<std::size_t>(i)] = static_cast<Index>(y[i]);
+  return v;
+}
+
+/// The figures of one model, drawn from its own predictions.
+void draw_model_figures(const std::string& out, const ModelResult& r, const Tensor<float>& x_test_raw,
+                        const Tensor<float>& y_test) {
+  namespace plots = examples::plots;
+  const auto& names = datasets::fashion_mnist::class_names;
+  const ConfusionMatrix& cm = r.confusion;
+  std::vector<std::string> labels(names.begin(), names.end());
+  std::vector<double> misses;
+  std::vector<std::vector<float>> images;
+  std::vector<std::string> captions;
+  std::vector<std::vector<long long>> mistaken_for;
+  for (Index k = 0; k < cm.classes(); ++k) {
+    misses.push_back(static_cast<double>(cm.misses(k)));
+    // The first test image of the class, as the notebook shows.
+    Index first = 0;
+    while (first < y_test.size() && static_cast<Index>(y_test[first]) != k) ++first;
+    const float* img = x_test_raw.data() + std::min(first, y_test.size() - 1) * 784;
+    images.emplace_back(img, img + 784);
+    char cap[96];
+    std::snprintf(cap, sizeof cap, "%s, recall %.2f%%", names[static_cast<std::size_t>(k)].c_str(), 100 * cm.recall(k));
+    captions.emplace_back(cap);
+    std::vector<long long> row;
+    for (Index p = 0; p < cm.classes(); ++p) row.push_back(cm.count(k, p));
+    mistaken_for.push_back(row);
+  }
+  const std::string id = std::to_string(r.spec.id);
+  plots::horizontal_bars((fs::path(out) / ("model" + id + "_misclassified.png")).string(),
+                         "Model " + id + ": test images missed per class (total " +
+                             std::to_string(cm.total() - cm.correct()) + ")",
+                         "test images of the class predicted as another class", labels, misses);
+  plots::class_grid((fs::path(out) / ("model" + id + "_classes.png")).string(),
+                    "Model " + id + ": what each class was mistaken for", labels, images, captions, mistaken_for);
+}
+
+void write_outputs(const examples::ExperimentOptions& opt, const std::vector<ModelResult>& results, double wall,
+                   const std::string& command) {
+  const fs::path out(opt.out);
+  examples::write_file_atomically((out / "results.json").string(),
+                                  examples::results_json(opt, results, wall, command).dump(2) + "\n");
+  examples::write_file_atomically((out / "report.md").string(), examples::report_markdown(opt, results, wall, command));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  examples::ExperimentOptions opt;
+  const int rc = examples::parse_options(argc, argv, opt, std::cout, std::cerr);
+  if (rc >= 0) return rc;
+  std::string command = "fashion_mnist_experiment";
+  for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
+
+  try {
+    const auto start = Clock::now();
+    set_num_threads(opt.threads);
+    prepare_output(opt.out);
+
+    // The notebook: (X, Y), (x_test, y_test) = fashion_mnist.load_data(); first 48,000 train, last 12,000 valid.
+    auto data = datasets::fashion_mnist::load<float>(opt.data_dir);
+    const Index n_train = opt.quick ? 3000 : 48000, n_valid = opt.quick ? 1000 : 12000;
+    Tensor<float> x_train = data::take(data.x_train, 0, n_train), y_train = data::take(data.y_train, 0, n_train);
+    Tensor<float> x_valid = data::take(data.x_train, 48000, 48000 + n_valid);
+    Tensor<float> y_valid = data::take(data.y_train, 48000, 48000 + n_valid);
+    data.x_train = Tensor<float>();  // the split copies are all that is needed from here on
+    data.y_train = Tensor<float>();
+    for (Tensor<float>* x : {&x_train, &x_valid, &data.x_test}) data::add_channel_axis(*x);
+    const Tensor<float>& x_test = data.x_test;
+    const Tensor<float>& y_test = data.y_test;
+    std::cout << "x_train is now a " << x_train.shape() << " shaped array\n"
+              << "x_valid is now a " << x_valid.shape() << " shaped array\n"
+              << " and x_test is now a " << x_test.shape() << " shaped array\n"
+              << "threads " << opt.threads << ", batch size " << opt.batch_size << ", seed " << opt.seed
+              << (opt.quick ? ", quick smoke run" : "") << "\n\n";
+
+    examples::notebook_model<float>(opt.seed).summary();
+
+    std::vector<ModelResult> results;
+    std::vector<examples::plots::Curves> curves;
+    for (int id : opt.models) {
+      const ModelSpec& spec = examples::notebook_models()[static_cast<std::size_t>(id - 1)];
+      ModelResult r;
+      r.spec = spec;
+      r.epochs = opt.epochs_for(spec);
+      r.seed = opt.seed + static_cast<std::uint64_t>(id);
+      std::cout << "\nModel " << id << ": " << spec.description() << ", " << r.epochs << " epochs\n";
+
+      // Inputs as the model wants them: normalized copies, or the raw tensors themselves.
+      Tensor<float> xt_n, xv_n, xs_n;
+      if (spec.normalized) {
+        xt_n = data::scaled(x_train, 1.0 / 255);
+        xv_n = data::scaled(x_valid, 1.0 / 255);
+        xs_n = data::scaled(x_test, 1.0 / 255);
+      }
+      const Tensor<float>& xt = spec.normalized ? xt_n : x_train;
+      const Tensor<float>& xv = spec.normalized ? xv_n : x_valid;
+      const Tensor<float>& xs = spec.normalized ? xs_n : x_test;
+      Tensor<float> yt_1h, yv_1h, ys_1h;
+      if (spec.one_hot) {
+        yt_1h = data::to_categorical(y_train, 10);
+        yv_1h = data::to_categorical(y_valid, 10);
+        ys_1h = data::to_categorical(y_test, 10);
+      }
+      const Tensor<float>& yt = spec.one_hot ? yt_1h : y_train;
+      const Tensor<float>& yv = spec.one_hot ? yv_1h : y_valid;
+      const Tensor<float>& ys = spec.one_hot ? ys_1h : y_test;
+
+      auto model = examples::notebook_model<float>(r.seed);
+      model.compile(spec.loss(), {"accuracy"});
+      const auto t0 = Clock::now();
+      r.history = model.fit(xt, yt,
+                            FitOptions<float>()
+                                .epochs(r.epochs)
+                                .batch_size(opt.batch_size)
+                                .verbose(opt.verbose)
+                                .validation_data(xv, yv));
+      r.train_seconds = seconds_since(t0);
+      r.test = model.evaluate(xs, ys, opt.batch_size);
+      r.confusion = ConfusionMatrix(labels_of(y_test), argmax_rows(model.predict(xs, opt.batch_size)), 10);
+      std::cout << "\nModel " << id << " on the 10,000 test images (notebook: " << spec.notebook_test_accuracy
+                << " %)\n"
+                << examples::analysis_text(r.confusion);
+      try {
+        draw_model_figures(opt.out, r, x_test, y_test);
+      } catch (const Error& e) {
+        std::cerr << "fashion_mnist_experiment: figures of model " << id << " skipped: " << e.what() << "\n";
+      }
+      curves.push_back({"model " + std::to_string(id), r.history["loss"], r.history["val_loss"],
+                        r.history["accuracy"], r.history["val_accuracy"]});
+      results.push_back(std::move(r));
+      write_outputs(opt, results, seconds_since(start), command);  // a crash later keeps what is done
+    }
+    try {
+      examples::plots::training_curves((fs::path(opt.out) / "training_curves.png").string(),
+                                       "Training curves of the notebook's models in loom", curves);
+    } catch (const Error& e) {
+      std::cerr << "fashion_mnist_experiment: training curves skipped: " << e.what() << "\n";
+    }
+    const double wall = seconds_since(start);
+    write_outputs(opt, results, wall, command);
+    std::printf("\nTest accuracy:");
+    for (const auto& r : results) std::printf("  model %d %.2f %% (notebook %.2f %%)", r.spec.id, 100 * r.test.accuracy, r.spec.notebook_test_accuracy);
+    std::printf("\nWall time %.0f s. Results, figures and report in %s/\n", wall, opt.out.c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "fashion_mnist_experiment: " << e.what() << "\n";
+    return 1;
+  }
+}
