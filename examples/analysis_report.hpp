@@ -96,15 +96,21 @@ inline std::string analysis_text(const ConfusionMatrix& cm) {
   o << line;
   o << "Per class. 'missed': images of the class predicted as another class (recall = 1 - missed / images).\n"
        "'false alarms': images of other classes predicted as this class (precision = 1 - false alarms / predicted).\n\n";
-  std::snprintf(line, sizeof line, "%-12s %6s %6s %8s %9s %6s %9s %9s %7s  %s\n", "class", "images", "missed", "recall",
-                "predicted", "false", "precision", "F1", "", "most often mistaken for");
+  const char* row = "%-12s %6s %6s %8s %9s %6s %9s %8s   %s\n";
+  std::snprintf(line, sizeof line, row, "class", "images", "missed", "recall", "predicted", "false", "precision", "F1",
+                "most often mistaken for");
   o << line;
-  std::snprintf(line, sizeof line, "%-12s %6s %6s %8s %9s %6s %9s %9s\n", "", "", "", "", "as it", "alarms", "", "");
+  std::snprintf(line, sizeof line, row, "", "", "", "", "as it", "alarms", "", "", "");
   o << line;
+  const auto pct = [](double v) {
+    char b[16];
+    std::snprintf(b, sizeof b, "%.2f%%", 100 * v);
+    return std::string(b);
+  };
   for (Index k = 0; k < cm.classes(); ++k) {
-    std::snprintf(line, sizeof line, "%-12s %6lld %6lld %8.2f%% %9lld %6lld %8.2f%% %8.2f%%   %s\n",
-                  names[static_cast<std::size_t>(k)].c_str(), cm.support(k), cm.misses(k), 100 * cm.recall(k),
-                  cm.predicted(k), cm.false_alarms(k), 100 * cm.precision(k), 100 * cm.f1(k),
+    std::snprintf(line, sizeof line, row, names[static_cast<std::size_t>(k)].c_str(), std::to_string(cm.support(k)).c_str(),
+                  std::to_string(cm.misses(k)).c_str(), pct(cm.recall(k)).c_str(), std::to_string(cm.predicted(k)).c_str(),
+                  std::to_string(cm.false_alarms(k)).c_str(), pct(cm.precision(k)).c_str(), pct(cm.f1(k)).c_str(),
                   most_mistaken_for(cm, k).c_str());
     o << line;
   }

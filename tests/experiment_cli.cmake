@@ -1,0 +1,58 @@
+# Runs the fashion_mnist_experiment program as a user would: the --quick
+# smoke run on the real data, and bad inputs, each of which must give one
+# readable line on stderr and a non-zero exit (never a signal).
+#   cmake -DEXE=<program> -DWORK_DIR=<scratch dir> -P experiment_cli.cmake
+file(REMOVE_RECURSE ${WORK_DIR})
+file(MAKE_DIRECTORY ${WORK_DIR})
+
+# expect(<name> <exit code> <stderr regex> args...)
+function(expect name code pattern)
+  execute_process(COMMAND ${EXE} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT "${rc}" STREQUAL "${code}")
+    message(FATAL_ERROR "${name}: exit '${rc}', expected ${code}\nstdout:\n${out}\nstderr:\n${err}")
+  endif()
+  if(NOT code EQUAL 0)
+    string(REGEX MATCHALL "\n" newlines "${err}")
+    list(LENGTH newlines lines)
+    if(NOT lines EQUAL 1 OR NOT err MATCHES "${pattern}")
+      message(FATAL_ERROR "${name}: stderr should be one line matching '${pattern}', got:\n${err}")
+    endif()
+  endif()
+  message(STATUS "${name}: ok (exit ${rc}) ${err}")
+endfunction()
+
+# Bad options and bad places.
+expect(help 0 "" --help)
+expect(unknown_model 2 "^fashion_mnist_experiment: --models: Value 5 not in range" --models 5)
+expect(repeated_model 2 "each model may be named once" --models 1 1)
+expect(zero_batch 2 "^fashion_mnist_experiment: --batch-size" --batch-size 0)
+expect(nonsense_epochs 2 "^fashion_mnist_experiment: --epochs" --epochs many)
+expect(unknown_option 2 "^fashion_mnist_experiment: The following argument was not expected" --frobnicate)
+expect(missing_data 1 "Fashion-MNIST not found: ${WORK_DIR}/nothing has no train-images-idx3-ubyte\\[.gz\\]; install Debian's package"
+       --data-dir ${WORK_DIR}/nothing --out ${WORK_DIR}/out_missing)
+file(WRITE ${WORK_DIR}/a_file "not a folder")
+expect(unwritable_output 1 "cannot create the output folder" --out ${WORK_DIR}/a_file/results)
+
+# A data set whose training images are truncated and whose labels have the wrong magic.
+set(bad ${WORK_DIR}/bad_data)
+file(MAKE_DIRECTORY ${bad})
+foreach(f train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
+  file(WRITE ${bad}/${f} "")
+endforeach()
+expect(empty_files 1 "train-images-idx3-ubyte: truncated: 0 bytes" --data-dir ${bad} --out ${WORK_DIR}/out_bad)
+
+# The smoke run on the real data: every output file is there.
+expect(quick 0 "" --quick --verbose 2 --out ${WORK_DIR}/quick)
+foreach(f results.json report.md training_curves.png model1_misclassified.png model1_classes.png
+          model2_classes.png model3_classes.png model4_misclassified.png)
+  if(NOT EXISTS ${WORK_DIR}/quick/${f})
+    message(FATAL_ERROR "quick: ${f} was not written")
+  endif()
+endforeach()
+file(READ ${WORK_DIR}/quick/results.json json)
+string(JSON models LENGTH "${json}" models)
+string(JSON acc GET "${json}" models 2 test_accuracy)
+if(NOT models EQUAL 4 OR acc LESS 0.5)
+  message(FATAL_ERROR "quick: results.json has ${models} models, model 3 test accuracy ${acc}")
+endif()
+message(STATUS "quick: results.json has 4 models; model 3 test accuracy ${acc}")
