@@ -329,6 +329,21 @@ TEST_CASE("end to end: a small CNN learns a synthetic 3-class problem to >= 95 %
   CHECK(text.find(" - val_accuracy: ") != std::string::npos);
 }
 
+TEST_CASE("on_epoch_end sees each epoch's history and can stop training") {
+  Rng rng(3);
+  Tensor<float> x, y;
+  make_bars(64, rng, x, y);
+  auto model = small_cnn(2);
+  std::vector<int> seen;
+  const History h = model.fit(x, y, FitOptions<float>().epochs(5).verbose(0).on_epoch_end([&](int epoch, const History& so_far) {
+    seen.push_back(epoch);
+    CHECK(so_far.epochs() == static_cast<std::size_t>(epoch));
+    return epoch < 3;
+  }));
+  CHECK(seen == std::vector<int>{1, 2, 3});
+  CHECK(h.epochs() == 3);
+}
+
 TEST_CASE("progress line in Keras's format when the output is not a terminal") {
   std::ostringstream out;
   Progress p(&out, 1, 1500, false);

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -32,6 +33,9 @@
 
 namespace loom {
 
+/// Called by fit after each epoch (1-based) with the history so far; false stops training.
+using EpochCallback = std::function<bool(int, const History&)>;
+
 /// Keras's fit() arguments. `validation_data` keeps pointers: the tensors must
 /// outlive the call to fit.
 template <class T>
@@ -48,6 +52,9 @@ class FitOptions {
   LOOM_OPTION(int, verbose, 1)
   /// Where progress goes (std::cout by default).
   LOOM_OPTION(std::ostream*, output, &std::cout)
+  /// Called after every epoch (1-based) with the history so far, once the
+  /// epoch's line is printed; returning false stops training after it.
+  LOOM_OPTION(EpochCallback, on_epoch_end, nullptr)
 
  public:
   FitOptions& validation_data(const Tensor<T>& x, const Tensor<T>& y) {
@@ -248,6 +255,7 @@ class Sequential {
       }
       for (const auto& m : metrics) history.append(m.first, m.second);
       progress.end_epoch(metrics);
+      if (options.on_epoch_end() && !options.on_epoch_end()(epoch, history)) break;
     }
     return history;
   }
