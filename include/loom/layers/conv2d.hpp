@@ -53,6 +53,17 @@ class Conv2D : public Layer<T> {
   Activation activation() const override { return opt_.activation(); }
   const Conv2DOptions& options() const { return opt_; }
 
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    const auto& k = opt_.kernel_size();
+    const auto& s = opt_.strides();
+    return {{"filters", std::to_string(opt_.filters())},
+            {"kernel_size", std::to_string(k[0]) + "," + std::to_string(k[1])},
+            {"strides", std::to_string(s[0]) + "," + std::to_string(s[1])},
+            {"padding", to_string(opt_.padding())},
+            {"activation", to_string(opt_.activation())},
+            {"use_bias", opt_.use_bias() ? "1" : "0"}};
+  }
+
   std::vector<Parameter<T>> parameters() override {
     std::vector<Parameter<T>> p{{this->name() + "/kernel", &kernel_, &dkernel_}};
     if (opt_.use_bias()) p.push_back({this->name() + "/bias", &bias_, &dbias_});
@@ -121,7 +132,7 @@ class Conv2D : public Layer<T> {
       T* row = y + r * cout;
       for (Index c = 0; c < cout; ++c) {
         const T v = b ? row[c] + b[c] : row[c];
-        row[c] = relu ? (v > T(0) ? v : T(0)) : v;
+        row[c] = relu && v < T(0) ? T(0) : v;  // NaN passes through, as in std::max(v, 0)
       }
     }
     if (opt_.activation() == Activation::Softmax) detail::softmax_rows(y, m, cout);

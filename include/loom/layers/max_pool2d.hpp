@@ -4,7 +4,7 @@
 /// the image (padded cells never win), so 2x2/2 on 7x7 gives 4x4 and the last
 /// row and column each see one real row or column, as in Keras. Forward
 /// remembers the winning input cell of every output; backward routes each
-/// output gradient to it.
+/// output gradient to it. A NaN in a window wins, so it is not hidden.
 
 #include <limits>
 #include <optional>
@@ -42,6 +42,14 @@ class MaxPool2D : public Layer<T> {
   const MaxPool2DOptions& options() const { return opt_; }
   Size2 strides() const { return opt_.strides().value_or(opt_.pool_size()); }
 
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    const auto& p = opt_.pool_size();
+    const Size2 s = strides();
+    return {{"pool_size", std::to_string(p[0]) + "," + std::to_string(p[1])},
+            {"strides", std::to_string(s[0]) + "," + std::to_string(s[1])},
+            {"padding", to_string(opt_.padding())}};
+  }
+
  protected:
   Shape build_impl(const Shape& in, Rng&) override {
     if (in.rank() != 3) this->reject_input(in, "(None, height, width, channels)");
@@ -77,7 +85,7 @@ class MaxPool2D : public Layer<T> {
             for (Index ih = h0; ih < h1; ++ih) {
               for (Index iw = w0; iw < w1; ++iw) {
                 const Index i = ((n * g.h + ih) * g.w + iw) * g.c + c;
-                if (xd[i] > best) {
+                if (!(xd[i] <= best)) {  // a larger value, or NaN: NaN propagates
                   best = xd[i];
                   at = i;
                 }
