@@ -3,6 +3,7 @@
 /// loom's exceptions. Every check at a public boundary throws one of these,
 /// with a message that says what was expected and what was given.
 
+#include <cstdio>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -41,6 +42,12 @@ class FormatError : public Error {
   using Error::Error;
 };
 
+/// Training produced a value that is not finite (NaN or infinity).
+class NumericError : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 
 /// Concatenates its arguments with operator<<, for error messages.
@@ -49,6 +56,13 @@ std::string str(Args&&... args) {
   std::ostringstream out;
   (out << ... << std::forward<Args>(args));
   return out.str();
+}
+
+/// A double as text that reads back to the same value ("%.17g").
+inline std::string exact(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
 }
 
 }  // namespace detail

@@ -18,8 +18,41 @@ namespace loom {
 template <class T>
 class Optimizer {
  public:
+  /// The state kept for one trainable parameter.
+  struct Slot {
+    std::string name;
+    Shape shape;
+    std::vector<Tensor<T>> state;
+  };
+
   virtual ~Optimizer() = default;
   virtual std::string type() const = 0;
+  /// Hyperparameters as (key, value) text pairs, for saving.
+  virtual std::vector<std::pair<std::string, std::string>> config() const = 0;
+
+  /// The state slots, in parameter order (empty before the first build).
+  const std::vector<Slot>& slots() const { return slots_; }
+
+  /// Restores saved state: every slot must hold states_per_param() tensors of
+  /// its shape (FormatError otherwise). Parameters are matched at the next step.
+  void restore(std::vector<Slot> slots, long long iterations) {
+    for (const auto& s : slots) {
+      if (static_cast<int>(s.state.size()) != states_per_param()) {
+        throw FormatError(detail::str(type(), ": slot '", s.name, "' has ", s.state.size(), " state tensors, expected ",
+                                      states_per_param()));
+      }
+      for (const auto& t : s.state) {
+        if (t.shape() != s.shape) {
+          throw FormatError(detail::str(type(), ": slot '", s.name, "' holds a state of shape ", t.shape(),
+                                        ", expected ", s.shape));
+        }
+      }
+    }
+    if (iterations < 0) throw FormatError(detail::str(type(), ": negative step count ", iterations));
+    slots_ = std::move(slots);
+    iterations_ = iterations;
+    built_ = true;
+  }
 
   /// Creates the state for `params` (buffers are skipped). Building again for
   /// the same parameters keeps the state; for different ones it throws.
@@ -68,11 +101,6 @@ class Optimizer {
   virtual void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) = 0;
 
  private:
-  struct Slot {
-    std::string name;
-    Shape shape;
-    std::vector<Tensor<T>> state;
-  };
   std::vector<Slot> slots_;
   bool built_ = false;
   long long iterations_ = 0;
@@ -92,6 +120,11 @@ class SGD : public Optimizer<T> {
  public:
   explicit SGD(const SGDOptions& options = {}) : opt_(options) {}
   std::string type() const override { return "SGD"; }
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    return {{"learning_rate", detail::exact(opt_.learning_rate())},
+            {"momentum", detail::exact(opt_.momentum())},
+            {"nesterov", opt_.nesterov() ? "1" : "0"}};
+  }
 
  protected:
   int states_per_param() const override { return opt_.momentum() != 0 ? 1 : 0; }
@@ -129,6 +162,11 @@ class RMSprop : public Optimizer<T> {
  public:
   explicit RMSprop(const RMSpropOptions& options = {}) : opt_(options) {}
   std::string type() const override { return "RMSprop"; }
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    return {{"learning_rate", detail::exact(opt_.learning_rate())},
+            {"rho", detail::exact(opt_.rho())},
+            {"epsilon", detail::exact(opt_.epsilon())}};
+  }
 
  protected:
   int states_per_param() const override { return 1; }
@@ -161,6 +199,12 @@ class Adam : public Optimizer<T> {
  public:
   explicit Adam(const AdamOptions& options = {}) : opt_(options) {}
   std::string type() const override { return "Adam"; }
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    return {{"learning_rate", detail::exact(opt_.learning_rate())},
+            {"beta_1", detail::exact(opt_.beta_1())},
+            {"beta_2", detail::exact(opt_.beta_2())},
+            {"epsilon", detail::exact(opt_.epsilon())}};
+  }
 
  protected:
   int states_per_param() const override { return 2; }

@@ -4,6 +4,7 @@
 /// same on every platform and compiler, unlike std::*_distribution. Every
 /// random draw in loom (initialization, shuffling, dropout) comes from one.
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -23,6 +24,13 @@ class Rng {
       z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
       s = z ^ (z >> 31);
     }
+  }
+
+  /// The generator's whole state, to save and restore a stream exactly.
+  using State = std::array<std::uint64_t, 4>;
+  State state() const { return {state_[0], state_[1], state_[2], state_[3]}; }
+  void set_state(const State& s) {
+    for (int i = 0; i < 4; ++i) state_[i] = s[static_cast<std::size_t>(i)];
   }
 
   std::uint64_t next_u64() {

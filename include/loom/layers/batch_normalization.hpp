@@ -40,6 +40,10 @@ class BatchNormalization : public Layer<T> {
   std::string base_name() const override { return "batch_normalization"; }
   const BatchNormalizationOptions& options() const { return opt_; }
 
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    return {{"momentum", detail::exact(opt_.momentum())}, {"epsilon", detail::exact(opt_.epsilon())}};
+  }
+
   std::vector<Parameter<T>> parameters() override {
     const std::string& n = this->name();
     return {{n + "/gamma", &gamma_, &dgamma_},

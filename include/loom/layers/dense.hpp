@@ -32,6 +32,12 @@ class Dense : public Layer<T> {
   Activation activation() const override { return opt_.activation(); }
   const DenseOptions& options() const { return opt_; }
 
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    return {{"units", std::to_string(opt_.units())},
+            {"activation", to_string(opt_.activation())},
+            {"use_bias", opt_.use_bias() ? "1" : "0"}};
+  }
+
   std::vector<Parameter<T>> parameters() override {
     std::vector<Parameter<T>> p{{this->name() + "/kernel", &kernel_, &dkernel_}};
     if (opt_.use_bias()) p.push_back({this->name() + "/bias", &bias_, &dbias_});

@@ -23,6 +23,15 @@ class Dropout : public Layer<T> {
   std::string base_name() const override { return "dropout"; }
   double rate() const { return rate_; }
   void seed(std::uint64_t seed) override { rng_.seed(seed); }
+  bool has_rng() const override { return true; }
+  Rng::State rng_state() const override { return rng_.state(); }
+  void set_rng_state(const Rng::State& state) override { rng_.set_state(state); }
+
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    std::vector<std::pair<std::string, std::string>> c{{"rate", detail::exact(rate_)}};
+    if (seed_) c.emplace_back("seed", std::to_string(*seed_));
+    return c;
+  }
 
  protected:
   Shape build_impl(const Shape& in, Rng& rng) override {

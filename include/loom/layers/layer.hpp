@@ -144,6 +144,16 @@ class Layer {
   /// Restarts the layer's own random stream (used by Dropout).
   virtual void seed(std::uint64_t /*seed*/) {}
 
+  /// The layer's own random stream, if it has one (saved with the model so
+  /// that training resumes exactly).
+  virtual bool has_rng() const { return false; }
+  virtual Rng::State rng_state() const { return {}; }
+  virtual void set_rng_state(const Rng::State& /*state*/) {}
+
+  /// The layer's configuration as (key, value) text pairs: what `summary()`
+  /// and the model file need to rebuild it (see model/serialization.hpp).
+  virtual std::vector<std::pair<std::string, std::string>> config() const { return {}; }
+
  protected:
   virtual Shape build_impl(const Shape& input, Rng& rng) = 0;
   virtual const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) = 0;

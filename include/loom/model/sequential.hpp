@@ -11,6 +11,8 @@
 /// Once the first batch has run, a step allocates nothing.
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -23,6 +25,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../io.hpp"
 #include "../layers/layer.hpp"
 #include "../losses.hpp"
 #include "../metrics.hpp"
@@ -35,6 +38,18 @@ namespace loom {
 
 /// Called by fit after each epoch (1-based) with the history so far; false stops training.
 using EpochCallback = std::function<bool(int, const History&)>;
+
+template <class T>
+class Sequential;
+
+/// A fit() callback (see model/callbacks.hpp): runs after every epoch, once
+/// its line is printed; returning false stops training.
+template <class T>
+class Callback {
+ public:
+  virtual ~Callback() = default;
+  virtual bool on_epoch_end(Sequential<T>& model, int epoch, const History& history) = 0;
+};
 
 /// Keras's fit() arguments. `validation_data` keeps pointers: the tensors must
 /// outlive the call to fit.
@@ -55,6 +70,22 @@ class FitOptions {
   /// Called after every epoch (1-based) with the history so far, once the
   /// epoch's line is printed; returning false stops training after it.
   LOOM_OPTION(EpochCallback, on_epoch_end, nullptr)
+  /// Continue from the model's saved position (after an interrupted fit, or
+  /// a model loaded from a checkpoint) instead of starting at epoch 1.
+  LOOM_OPTION(bool, resume, false)
+  /// Checked after every batch: when it reads true, fit returns after that
+  /// batch with `interrupted()` set (for Ctrl-C). Not owned.
+  LOOM_OPTION(const std::atomic<bool>*, stop_flag, nullptr)
+  /// Stop with a NumericError when a batch's loss is not finite, naming the
+  /// epoch, the batch and the first layer whose output is not finite.
+  LOOM_OPTION(bool, stop_on_nan, true)
+
+ public:
+  FitOptions& callback(std::shared_ptr<Callback<T>> cb) {
+    callbacks_.push_back(std::move(cb));
+    return *this;
+  }
+  const std::vector<std::shared_ptr<Callback<T>>>& callbacks() const { return callbacks_; }
 
  public:
   FitOptions& validation_data(const Tensor<T>& x, const Tensor<T>& y) {
@@ -68,7 +99,13 @@ class FitOptions {
  private:
   const Tensor<T>* x_val_ = nullptr;
   const Tensor<T>* y_val_ = nullptr;
+  std::vector<std::shared_ptr<Callback<T>>> callbacks_;
 };
+
+namespace detail {
+template <class T>
+struct ModelFile;  // model/serialization.hpp
+}
 
 /// Loss and metrics from `evaluate`.
 struct Evaluation {
@@ -218,62 +255,108 @@ class Sequential {
     if (xv) check_data(*xv, *yv, "fit (validation_data)");
     prepare_training();
 
-    if (options.seed()) {  // restart shuffling and every layer's random stream
-      train_rng_.seed(*options.seed());
-      for (auto& l : layers_) l->seed(train_rng_.next_u64());
-    }
-
     const Index n = x.dim(0), bs = std::min(options.batch_size(), n);
     const long steps = static_cast<long>((n + bs - 1) / bs);
-    order_.resize(static_cast<std::size_t>(n));
-    std::iota(order_.begin(), order_.end(), Index(0));
+    if (options.resume()) {
+      if (order_.size() != static_cast<std::size_t>(n) || position_.step > steps) {
+        throw ConfigError(detail::str("fit: cannot resume: the saved position is for ", order_.size(),
+                                      " samples in batches of a different size, x has ", n));
+      }
+    } else {
+      if (options.seed()) {  // restart shuffling and every layer's random stream
+        train_rng_.seed(*options.seed());
+        for (auto& l : layers_) l->seed(train_rng_.next_u64());
+      }
+      position_ = {};
+      history_ = {};
+      order_.resize(static_cast<std::size_t>(n));
+      std::iota(order_.begin(), order_.end(), Index(0));
+    }
+    interrupted_ = false;
 
-    History history;
     Progress progress(options.output(), options.verbose(), steps, stdout_is_terminal());
     const bool live = options.verbose() == 1 && options.output() != nullptr && stdout_is_terminal();
     const bool accuracy = !metrics_.empty();
-    for (int epoch = 1; epoch <= options.epochs(); ++epoch) {
-      if (options.shuffle()) train_rng_.shuffle(order_.begin(), order_.end());
+    TrainingPosition& at = position_;
+    for (int epoch = at.epoch + 1; epoch <= options.epochs(); ++epoch) {
+      if (at.step == 0 && options.shuffle()) train_rng_.shuffle(order_.begin(), order_.end());
       progress.begin_epoch(epoch, options.epochs());
-      double loss_sum = 0;
-      Index correct = 0, seen = 0;
-      for (long step = 0; step < steps; ++step) {
+      for (long step = at.step; step < steps; ++step) {
         const Index start = step * bs, b = std::min(bs, n - start);
         gather(x, order_.data() + start, b, xb_);
         gather(y, order_.data() + start, b, yb_);
-        const double loss = train_step(xb_, yb_);
-        loss_sum += loss * static_cast<double>(b);
-        if (accuracy) correct += count_correct(*output_, yb_, *loss_);
-        seen += b;
-        if (live) progress.update(step + 1, epoch_metrics(loss_sum, correct, seen));
+        double loss = 0;
+        try {
+          loss = step_impl(xb_, yb_, options.stop_on_nan());
+        } catch (const NumericError& e) {
+          throw NumericError(detail::str("fit: epoch ", epoch, ", batch ", step + 1, " of ", steps, ": ", e.what()));
+        }
+        at.loss_sum += loss * static_cast<double>(b);
+        if (accuracy) at.correct += count_correct(*output_, yb_, *loss_);
+        at.seen += b;
+        at.step = step + 1;
+        if (live) progress.update(step + 1, epoch_metrics(at.loss_sum, at.correct, at.seen));
+        if (options.stop_flag() && options.stop_flag()->load()) {  // after this batch; resume() continues here
+          interrupted_ = true;
+          if (options.output() && options.verbose() > 0) *options.output() << "\n";
+          return history_;
+        }
       }
-      auto metrics = epoch_metrics(loss_sum, correct, seen);
+      auto metrics = epoch_metrics(at.loss_sum, at.correct, at.seen);
       if (xv) {
         const Evaluation v = evaluate(*xv, *yv, options.batch_size());
         metrics.emplace_back("val_loss", v.loss);
         if (accuracy) metrics.emplace_back("val_accuracy", v.accuracy);
       }
-      for (const auto& m : metrics) history.append(m.first, m.second);
+      for (const auto& m : metrics) history_.append(m.first, m.second);
+      at = {epoch, 0, 0.0, 0, 0};
       progress.end_epoch(metrics);
-      if (options.on_epoch_end() && !options.on_epoch_end()(epoch, history)) break;
+      bool go_on = true;
+      for (const auto& cb : options.callbacks()) go_on = cb->on_epoch_end(*this, epoch, history_) && go_on;
+      if (options.on_epoch_end()) go_on = options.on_epoch_end()(epoch, history_) && go_on;
+      if (!go_on) break;
     }
-    return history;
+    return history_;
   }
 
   /// One optimizer step on the batch (x, y); returns the batch's mean loss.
-  /// The batch's output stays available as `last_output()`.
+  /// The batch's output stays available as `last_output()`. A loss that is
+  /// not finite throws NumericError naming the first layer whose output is
+  /// not finite, before any weight changes.
   double train_step(const Tensor<T>& x, const Tensor<T>& y) {
     require_compiled("train_step");
     prepare_training();
-    const Tensor<T>* out = &x;
-    for (auto& l : layers_) out = &l->forward(*out, Mode::Train);
-    output_ = out;
-    const double loss = loss_->gradient(*out, y, grad_, fused_softmax_);
-    const Tensor<T>* g = &grad_;
-    for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) g = &(*it)->backward(*g);
-    optimizer_->step(params_);
-    return loss;
+    return step_impl(x, y, true);
   }
+
+  /// The history of every epoch trained so far (kept across fit(resume) and save/load).
+  const History& history() const { return history_; }
+
+  /// Where training stands: epochs finished, and batches done in the next.
+  struct TrainingPosition {
+    int epoch = 0;
+    long step = 0;
+    double loss_sum = 0;  ///< running sums of the unfinished epoch
+    Index correct = 0, seen = 0;
+  };
+  const TrainingPosition& position() const { return position_; }
+  /// True when the last fit stopped at a stop_flag, mid-epoch.
+  bool interrupted() const { return interrupted_; }
+
+  /// Saves architecture, parameters, buffers and, with `include_optimizer`,
+  /// the loss, optimizer state and training position (to resume exactly), to
+  /// one file written to a temporary name in the same folder and renamed into
+  /// place. See model/serialization.hpp for the format.
+  void save(const std::string& path, bool include_optimizer = true) const;
+  /// The model (compiled, if saved with its optimizer) from a file by save().
+  static Sequential load(const std::string& path);
+  /// load() from the bytes of a file; `source` names them in errors.
+  static Sequential load_bytes(const std::string& bytes, const std::string& source);
+  /// The bytes save() writes.
+  std::string to_bytes(bool include_optimizer = true) const;
+  /// Parameters and buffers only, into / from a model of the same architecture.
+  void save_weights(const std::string& path) const;
+  void load_weights(const std::string& path);
 
   const Tensor<T>& last_output() const { return *output_; }
 
@@ -321,6 +404,38 @@ class Sequential {
   }
 
  private:
+  friend struct detail::ModelFile<T>;
+
+  double step_impl(const Tensor<T>& x, const Tensor<T>& y, bool guard) {
+    const Tensor<T>* out = &x;
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      out = &layers_[i]->forward(*out, Mode::Train);
+      outputs_[i] = out;
+    }
+    output_ = out;
+    const double loss = loss_->gradient(*out, y, grad_, fused_softmax_);
+    if (guard && !std::isfinite(loss)) throw NumericError(describe_non_finite(x, loss));
+    const Tensor<T>* g = &grad_;
+    for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) g = &(*it)->backward(*g);
+    optimizer_->step(params_);
+    return loss;
+  }
+
+  /// Which of the input and the layers' outputs of the last forward first holds a value that is not finite.
+  std::string describe_non_finite(const Tensor<T>& x, double loss) const {
+    const auto finite = [](const Tensor<T>& t) {
+      return std::all_of(t.begin(), t.end(), [](T v) { return std::isfinite(v); });
+    };
+    const std::string head = std::string("loss is ") + (std::isnan(loss) ? "NaN" : "infinite") + ": ";
+    if (!finite(x)) return head + "the input batch holds values that are not finite";
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      if (!finite(*outputs_[i])) {
+        return head + "first non-finite output in layer '" + layers_[i]->name() + "' (" + layers_[i]->type() + ")";
+      }
+    }
+    return head + "every layer's output is finite (the loss overflowed)";
+  }
+
   void require_built(const char* what) const {
     if (layers_.empty()) throw ConfigError(detail::str(what, ": model '", name_, "' has no layers"));
     if (!input_shape_) {
@@ -342,8 +457,15 @@ class Sequential {
     }
     const std::string base = layer.base_name();
     int& count = name_counts_[base];
-    layer.set_name(count == 0 ? base : base + "_" + std::to_string(count));
-    ++count;
+    const auto taken = [&](const std::string& n) {
+      return std::any_of(layers_.begin(), layers_.end(), [&](const auto& l) { return l->name() == n; });
+    };
+    std::string name;
+    do {
+      name = count == 0 ? base : base + "_" + std::to_string(count);
+      ++count;
+    } while (taken(name));
+    layer.set_name(name);
   }
 
   void check_inputs(const Tensor<T>& x, const char* what) {
@@ -372,6 +494,7 @@ class Sequential {
     fused_softmax_ = last.activation() == Activation::Softmax;
     last.set_fused_softmax_grad(fused_softmax_);
     layers_.front()->set_needs_input_grad(false);
+    outputs_.assign(layers_.size(), nullptr);
     compiled_layers_ = true;
   }
 
@@ -415,8 +538,15 @@ class Sequential {
   bool fused_softmax_ = false;
   // Reused across steps.
   Tensor<T> xb_, yb_, grad_;
-  std::vector<Index> order_;
+  std::vector<Index> order_;  ///< the current epoch's sample order (reshuffled in place each epoch)
   const Tensor<T>* output_ = nullptr;
+  std::vector<const Tensor<T>*> outputs_;  ///< every layer's output of the last training forward
+  // Training progress, saved with the model.
+  TrainingPosition position_;
+  History history_;
+  bool interrupted_ = false;
 };
 
 }  // namespace loom
+
+#include "serialization.hpp"  // the definitions of save, load, to_bytes, save_weights, load_weights
