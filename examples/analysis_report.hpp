@@ -1,8 +1,7 @@
 #pragma once
 // The notebook's per-class analysis (mis_cls_stats), done right, and the
 // experiment's written outputs: the text tables, results.json (nlohmann/json)
-// and report.md. Every file is written to a temporary name and renamed into
-// place.
+// and report.md. Every file is written with loom::write_file_atomically.
 //
 // What the notebook's mis_cls_stats printed, and what this prints instead:
 // - its first line swaps the words: "an error rate of 0.9205 and an accuracy
@@ -51,25 +50,6 @@ inline const std::vector<std::vector<int>>& notebook_false_alarms() {
   static const std::vector<std::vector<int>> v{
       {89, 15, 113, 75, 104}, {110, 5, 110, 72, 97}, {86, 14, 83, 75, 200}, {186, 14, 155, 69, 172}};
   return v;
-}
-
-/// Writes `text` to `path` through a temporary file renamed into place.
-inline void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw IOError(path + ": cannot write (" + tmp + " could not be created)");
-    out << text;
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw IOError(path + ": write failed (disk full?)");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw IOError(path + ": cannot rename " + tmp + " into place");
-  }
 }
 
 inline std::string percent(double v) {

@@ -49,6 +49,7 @@ struct ExperimentOptions {
   int threads = num_threads();
   std::uint64_t seed = 120695;  ///< the notebook's own seed ("my birthday digits")
   bool quick = false;
+  bool resume = false;
   int verbose = 1;
 
   /// Epochs for `spec`, after --epochs and --quick.
@@ -75,6 +76,8 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
   app.add_option("--threads", opt.threads, "threads for OpenMP and Eigen")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--seed", opt.seed, "seed of weights, shuffling and dropout (model i uses seed + i)")->capture_default_str();
   app.add_flag("--quick", opt.quick, "smoke run: 3,000 training and 1,000 validation images, one epoch (unless --epochs)");
+  app.add_flag("--resume", opt.resume,
+               "continue from the checkpoints in --out (after a crash, a kill or Ctrl-C); give the same options");
   app.add_option("--verbose", opt.verbose, "0 silent, 1 progress bar, 2 one line per epoch")
       ->check(CLI::Range(0, 2))
       ->capture_default_str();

@@ -10,6 +10,7 @@
 // Output folder: model<i>_misclassified.png, model<i>_classes.png,
 // training_curves.png, results.json, report.md.
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -21,6 +22,7 @@
 #include <loom/loom.hpp>
 
 #include "analysis_report.hpp"
+#include "checkpointing.hpp"
 #include "experiment_options.hpp"
 #include "notebook_model.hpp"
 #include "plots.hpp"
@@ -41,8 +43,19 @@ void prepare_output(const std::string& out) {
   fs::create_directories(out, ec);
   if (ec) throw IOError(out + ": cannot create the output folder: " + ec.message());
   const std::string probe = (fs::path(out) / ".loom_write_test").string();
-  examples::write_file_atomically(probe, "ok\n");
+  write_file_atomically(probe, "ok\n");
   fs::remove(probe, ec);
+}
+
+/// A checkpoint must belong to the model it resumes: same seed, loss and no more epochs than asked for.
+void check_checkpoint(const Sequential<float>& model, const ModelSpec& spec, const ModelResult& r,
+                      const std::string& path) {
+  auto& m = const_cast<Sequential<float>&>(model);
+  if (!m.compiled() || model.seed() != r.seed || m.loss().type() != make_loss<float>(spec.loss())->type() ||
+      model.position().epoch > r.epochs) {
+    throw FormatError(path + ": this checkpoint is not of model " + std::to_string(spec.id) +
+                      " with these options (seed, loss or epochs differ); remove it or drop --resume");
+  }
 }
 
 std::vector<Index> labels_of(const Tensor<float>& y) {
@@ -88,9 +101,9 @@ void draw_model_figures(const std::string& out, const ModelResult& r, const Tens
 void write_outputs(const examples::ExperimentOptions& opt, const std::vector<ModelResult>& results, double wall,
                    const std::string& command) {
   const fs::path out(opt.out);
-  examples::write_file_atomically((out / "results.json").string(),
+  write_file_atomically((out / "results.json").string(),
                                   examples::results_json(opt, results, wall, command).dump(2) + "\n");
-  examples::write_file_atomically((out / "report.md").string(), examples::report_markdown(opt, results, wall, command));
+  write_file_atomically((out / "report.md").string(), examples::report_markdown(opt, results, wall, command));
 }
 
 }  // namespace
@@ -106,6 +119,8 @@ int main(int argc, char** argv) {
     const auto start = Clock::now();
     set_num_threads(opt.threads);
     prepare_output(opt.out);
+    prepare_output((fs::path(opt.out) / "checkpoints").string());
+    std::signal(SIGINT, examples::on_sigint);
 
     // The notebook: (X, Y), (x_test, y_test) = fashion_mnist.load_data(); first 48,000 train, last 12,000 valid.
     auto data = datasets::fashion_mnist::load<float>(opt.data_dir);
@@ -156,34 +171,57 @@ int main(int argc, char** argv) {
       const Tensor<float>& yv = spec.one_hot ? yv_1h : y_valid;
       const Tensor<float>& ys = spec.one_hot ? ys_1h : y_test;
 
-      auto model = examples::notebook_model<float>(r.seed);
-      model.compile(spec.loss(), {"accuracy"});
-      // Keep, in memory, the weights of the epoch with the best val_accuracy.
-      std::vector<Tensor<float>> best;
+      // Checkpoints: the whole model with its training state after every epoch (and at Ctrl-C), and the
+      // weights of the epoch with the best val_accuracy. Both are written atomically.
+      const std::string ckpt = (fs::path(opt.out) / "checkpoints" / ("model" + std::to_string(id) + ".loom")).string();
+      const std::string best_path = (fs::path(opt.out) / "checkpoints" / ("model" + std::to_string(id) + "_best.weights")).string();
+      const bool resuming = opt.resume && fs::exists(ckpt);
+      Sequential<float> model = resuming ? Sequential<float>::load(ckpt) : examples::notebook_model<float>(r.seed);
+      if (resuming) {
+        check_checkpoint(model, spec, r, ckpt);
+        std::cout << "Resuming from " << ckpt << " after epoch " << model.position().epoch
+                  << (model.position().step > 0 ? " and batch " + std::to_string(model.position().step) : std::string())
+                  << "\n";
+      } else {
+        model.compile(spec.loss(), {"accuracy"});
+      }
+      // The best val_accuracy so far (strictly better replaces it, as on the first run).
       double best_val = -1;
-      const auto keep_best = [&](int epoch, const History& h) {
-        if (h["val_accuracy"].back() > best_val) {
-          best_val = h["val_accuracy"].back();
-          r.best_epoch = epoch;
-          best.clear();
-          for (const auto& p : model.parameters()) best.push_back(*p.value);
+      const auto& done = model.history();
+      if (done.has("val_accuracy")) {
+        for (std::size_t e = 0; e < done["val_accuracy"].size(); ++e) {
+          if (done["val_accuracy"][e] > best_val) {
+            best_val = done["val_accuracy"][e];
+            r.best_epoch = static_cast<int>(e) + 1;
+          }
         }
-        return true;
-      };
+      }
+      const auto keep_best = std::make_shared<examples::KeepBest>(best_path, best_val, r.best_epoch);
       const auto t0 = Clock::now();
-      r.history = model.fit(xt, yt,
-                            FitOptions<float>()
-                                .epochs(r.epochs)
-                                .batch_size(opt.batch_size)
-                                .verbose(opt.verbose)
-                                .validation_data(xv, yv)
-                                .on_epoch_end(keep_best));
+      model.fit(xt, yt,
+                FitOptions<float>()
+                    .epochs(r.epochs)
+                    .batch_size(opt.batch_size)
+                    .verbose(opt.verbose)
+                    .validation_data(xv, yv)
+                    .resume(resuming)
+                    .stop_flag(&examples::interrupted)
+                    .callback(keep_best)  // before the checkpoint: a checkpoint never names a best file not yet written
+                    .callback(std::make_shared<ModelCheckpoint<float>>(ckpt)));
       r.train_seconds = seconds_since(t0);
+      if (model.interrupted()) {
+        model.save(ckpt);
+        std::cerr << "fashion_mnist_experiment: interrupted in epoch " << model.position().epoch + 1 << " of model "
+                  << id << "; checkpoint written to " << ckpt << "; rerun with the same options and --resume to continue\n";
+        return 130;
+      }
+      r.history = model.history();
+      r.best_epoch = keep_best->best_epoch();
+      best_val = keep_best->best_value();
       // The notebook's numbers: the weights after the last epoch.
       r.test = model.evaluate(xs, ys, opt.batch_size);
       r.confusion = ConfusionMatrix(labels_of(y_test), argmax_rows(model.predict(xs, opt.batch_size)), 10);
-      std::size_t i = 0;
-      for (const auto& p : model.parameters()) *p.value = best[i++];
+      model.load_weights(best_path);
       r.best_epoch_test = model.evaluate(xs, ys, opt.batch_size);
       std::cout << "\nModel " << id << " on the 10,000 test images (notebook: " << spec.notebook_test_accuracy
                 << " %), weights after the last epoch\n"

@@ -41,10 +41,31 @@ foreach(f train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte
 endforeach()
 expect(empty_files 1 "train-images-idx3-ubyte: truncated: 0 bytes" --data-dir ${bad} --out ${WORK_DIR}/out_bad)
 
+# A wrong magic number in one file, a truncated gzip stream in another (the rest real).
+set(real /usr/share/datasets/fashion-mnist)
+foreach(case magic truncated)
+  set(dir ${WORK_DIR}/${case}_data)
+  file(MAKE_DIRECTORY ${dir})
+  foreach(f train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte)
+    file(CREATE_LINK ${real}/${f}.gz ${dir}/${f}.gz SYMBOLIC)
+  endforeach()
+endforeach()
+file(WRITE ${WORK_DIR}/magic_data/t10k-labels-idx1-ubyte "GARBAGE, not an IDX file")
+file(COPY_FILE ${real}/t10k-labels-idx1-ubyte.gz ${WORK_DIR}/truncated_data/t10k-labels-idx1-ubyte.gz)
+execute_process(COMMAND truncate -s 2000 ${WORK_DIR}/truncated_data/t10k-labels-idx1-ubyte.gz COMMAND_ERROR_IS_FATAL ANY)
+expect(wrong_magic 1 "magic_data/t10k-labels-idx1-ubyte: not an IDX file: magic 0x47 0x41 0x52 0x42"
+       --data-dir ${WORK_DIR}/magic_data --out ${WORK_DIR}/out_magic)
+expect(truncated_gzip 1 "truncated_data/t10k-labels-idx1-ubyte.gz: corrupt or truncated gzip stream"
+       --data-dir ${WORK_DIR}/truncated_data --out ${WORK_DIR}/out_truncated)
+
+# A read-only place for the output: /proc takes no new folders, even from root.
+expect(read_only_output 1 "^fashion_mnist_experiment: /proc/loom_results: cannot create the output folder" --out /proc/loom_results)
+
 # The smoke run on the real data: every output file is there.
 expect(quick 0 "" --quick --verbose 2 --out ${WORK_DIR}/quick)
 foreach(f results.json report.md training_curves.png model1_misclassified.png model1_classes.png
-          model2_classes.png model3_classes.png model4_misclassified.png)
+          model2_classes.png model3_classes.png model4_misclassified.png checkpoints/model4.loom
+          checkpoints/model1_best.weights)
   if(NOT EXISTS ${WORK_DIR}/quick/${f})
     message(FATAL_ERROR "quick: ${f} was not written")
   endif()
