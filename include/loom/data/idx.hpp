@@ -173,11 +173,12 @@ inline IdxHeader parse_idx_header(const std::string& path, const std::vector<uns
     const std::uint32_t d = big_endian_u32(bytes.data() + 4 + 4 * i);
     h.dims.push_back(d);
     dims += (i ? "x" : "") + std::to_string(d);
-    count *= d;
-    if (count * idx_element_size(h.type) > limits.max_payload_bytes) {
+    // Checked before multiplying, so that no limit makes the product wrap.
+    if (d != 0 && count > limits.max_payload_bytes / idx_element_size(h.type) / d) {
       throw FormatError(loom::detail::str(path, ": dimensions ", dims, "... need more than the limit of ",
                                           limits.max_payload_bytes, " bytes"));
     }
+    count *= d;
   }
   const std::uint64_t payload = count * idx_element_size(h.type);
   const std::uint64_t have = bytes.size() - h.header_bytes();
@@ -190,17 +191,15 @@ inline IdxHeader parse_idx_header(const std::string& path, const std::vector<uns
 
 }  // namespace detail
 
-/// Reads an IDX file (plain or gzip) into a Tensor of the file's dimensions,
-/// converting elements to T. Throws IOError if it cannot be read and
-/// FormatError, naming the path, if it is not a well-formed IDX file.
+/// Parses the bytes of an IDX file (plain or gzip) into a Tensor of its
+/// dimensions, converting elements to T. `source` names the bytes in errors
+/// (a path). Throws FormatError if they are not a well-formed IDX file.
 template <class T>
-Tensor<T> read_idx(const std::string& path, const IdxLimits& limits = {}) {
-  // A plain file is at most header + payload; a gzip file is at most ~1/1000 of that smaller.
-  std::vector<unsigned char> bytes = detail::read_file(path, limits.max_payload_bytes + 4 + 4 * Shape::max_rank);
+Tensor<T> parse_idx(std::vector<unsigned char> bytes, const std::string& source, const IdxLimits& limits = {}) {
   if (bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b) {
-    bytes = detail::gunzip(path, bytes, limits.max_payload_bytes + 4 + 4 * Shape::max_rank);
+    bytes = detail::gunzip(source, bytes, limits.max_payload_bytes + 4 + 4 * Shape::max_rank);
   }
-  const IdxHeader h = detail::parse_idx_header(path, bytes, limits);
+  const IdxHeader h = detail::parse_idx_header(source, bytes, limits);
   Shape shape;
   for (std::uint32_t d : h.dims) shape.push_back(static_cast<Index>(d));
   Tensor<T> t(shape);
@@ -212,6 +211,15 @@ Tensor<T> read_idx(const std::string& path, const IdxLimits& limits = {}) {
     for (Index i = 0; i < t.size(); ++i) t[i] = static_cast<T>(detail::idx_element(p + i * size, h.type));
   }
   return t;
+}
+
+/// Reads an IDX file (plain or gzip) into a Tensor of the file's dimensions,
+/// converting elements to T. Throws IOError if it cannot be read and
+/// FormatError, naming the path, if it is not a well-formed IDX file.
+template <class T>
+Tensor<T> read_idx(const std::string& path, const IdxLimits& limits = {}) {
+  // A plain file is at most header + payload; a gzip file of such data is smaller still.
+  return parse_idx<T>(detail::read_file(path, limits.max_payload_bytes + 4 + 4 * Shape::max_rank), path, limits);
 }
 
 /// Writes `t` as an IDX file of unsigned bytes (values must be integers in

@@ -1,0 +1,60 @@
+// Writes the seed corpus of fuzz_model_load: a few small models, each as a
+// whole file (mode byte 0) and as a bare payload (mode 1 or 2; see
+// fuzz_model_load.cpp). Run once, from the repository root:
+//   g++ -std=c++17 -Iinclude -I/usr/include/eigen3 tests/fuzz/make_model_corpus.cpp -o /tmp/mc && /tmp/mc tests/fuzz/corpus/model
+#include <loom/loom.hpp>
+
+#include <fstream>
+#include <iostream>
+#include <string>
+
+using namespace loom;
+
+namespace {
+
+void write(const std::string& dir, const std::string& name, const Sequential<float>& m) {
+  const std::string file = m.to_bytes();
+  std::ofstream(dir + "/" + name + ".file", std::ios::binary) << '\0' << file;
+  // The payload sits between the 25-byte header and the 4-byte checksum.
+  const bool training = (file[12] & 1) != 0;
+  std::ofstream(dir + "/" + name + ".payload", std::ios::binary)
+      << static_cast<char>(training ? 2 : 1) << file.substr(25, file.size() - 29);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::cerr << "usage: make_model_corpus <dir>\n";
+    return 2;
+  }
+  const std::string dir = argv[1];
+
+  Sequential<float> dense(1, "dense_only");
+  dense.add(Flatten<float>(), Shape{4, 4, 1});
+  dense.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
+  write(dir, "dense", dense);
+
+  Sequential<float> cnn(2, "cnn");
+  cnn.add(Conv2D<float>(Conv2DOptions(2, {3, 3}).padding(Padding::Same).activation(Activation::ReLU)), Shape{6, 6, 1});
+  cnn.add(BatchNormalization<float>());
+  cnn.add(MaxPool2D<float>(MaxPool2DOptions({2, 2}).padding(Padding::Same)));
+  cnn.add(Dropout<float>(0.2, 7));
+  cnn.add(Flatten<float>());
+  cnn.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
+  cnn.compile(SparseCategoricalCrossentropy<float>(), Adam<float>(), {"accuracy"});
+  Tensor<float> x(Shape{4, 6, 6, 1}, 0.5f), y(Shape{4}, {0, 1, 2, 1});
+  cnn.fit(x, y, FitOptions<float>().epochs(1).batch_size(2).verbose(0));
+  write(dir, "cnn_trained", cnn);
+
+  Sequential<float> acts(3, "activations");
+  acts.add(Conv2D<float>(Conv2DOptions(1, {2, 2}).strides({2, 2})), Shape{4, 4, 2});
+  acts.add(ReLU<float>());
+  acts.add(Flatten<float>());
+  acts.add(Dense<float>(DenseOptions(2).use_bias(false)));
+  acts.add(Softmax<float>());
+  acts.compile(CategoricalCrossentropy<float>(), SGD<float>(SGDOptions().momentum(0.9).nesterov(true)), {});
+  write(dir, "activations", acts);
+  std::cout << "wrote 6 seeds to " << dir << "\n";
+  return 0;
+}
