@@ -8,6 +8,8 @@
 #include <loom/data/idx.hpp>
 #include <loom/loom.hpp>
 
+#include "test_support.hpp"
+
 #include <zlib.h>
 
 #include <cstdlib>
@@ -18,20 +20,11 @@
 
 using namespace loom;
 namespace fs = std::filesystem;
+using loom::testing::error_of;
+using loom::testing::TempDir;
 
 namespace {
 
-/// A fresh temporary directory, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "loom_test_XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 void write_bytes(const std::string& path, const std::vector<unsigned char>& bytes, bool gzip = false) {
   if (gzip) {
@@ -62,15 +55,6 @@ std::vector<unsigned char> idx_u8(std::vector<std::uint32_t> dims) {
   return b;
 }
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 }  // namespace
 

@@ -13,23 +13,15 @@
 
 #include "gradient_check.hpp"
 #include "notebook_model.hpp"
+#include "test_support.hpp"
 
 using namespace loom;
 namespace fs = std::filesystem;
+using loom::testing::error_of;
+using loom::testing::TempDir;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "loom_ser_XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  std::size_t count() const { return static_cast<std::size_t>(std::distance(fs::directory_iterator(path), fs::directory_iterator())); }
-};
 
 /// A small model with every kind of state: BN buffers, dropout streams, optimizer slots.
 Sequential<float> small_model(std::uint64_t seed) {
@@ -64,15 +56,6 @@ bool same_bits(const Tensor<float>& a, const Tensor<float>& b) {
   return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
 }
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 std::string read(const std::string& path) { return detail::read_whole_file(path); }
 void write(const std::string& path, const std::string& bytes) {
