@@ -246,9 +246,12 @@ int main(int argc, char** argv) {
     }
     const double wall = seconds_since(start);
     write_outputs(opt, results, wall, command);
-    std::printf("\nTest accuracy:");
-    for (const auto& r : results) std::printf("  model %d %.2f %% (notebook %.2f %%)", r.spec.id, 100 * r.test.accuracy, r.spec.notebook_test_accuracy);
-    std::printf("\nWall time %.0f s. Results, figures and report in %s/\n", wall, opt.out.c_str());
+    std::printf("\nTest accuracy, weights after the last epoch / of the best validation epoch (notebook):\n");
+    for (const auto& r : results) {
+      std::printf("  model %d: %.2f %% / %.2f %% (%.2f %%)\n", r.spec.id, 100 * r.test.accuracy,
+                  100 * r.best_epoch_test.accuracy, r.spec.notebook_test_accuracy);
+    }
+    std::printf("Wall time %.0f s. Results, figures and report in %s/\n", wall, opt.out.c_str());
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "fashion_mnist_experiment: " << e.what() << "\n";
