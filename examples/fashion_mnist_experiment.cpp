@@ -137,7 +137,13 @@ int main(int argc, char** argv) {
               << "x_valid is now a " << x_valid.shape() << " shaped array\n"
               << " and x_test is now a " << x_test.shape() << " shaped array\n"
               << "threads " << opt.threads << ", batch size " << opt.batch_size << ", seed " << opt.seed
-              << (opt.quick ? ", quick smoke run" : "") << "\n\n";
+              << (opt.quick ? ", quick smoke run" : "") << "\n";
+    if (opt.quick) {
+      std::cout << "Note: a quick run takes about 94 steps per epoch, too few for BatchNormalization's moving\n"
+                   "statistics (momentum 0.99) to settle, so test accuracy in inference mode is not meaningful yet,\n"
+                   "above all for the normalized models. It checks that everything runs, not how well.\n";
+    }
+    std::cout << "\n";
 
     examples::notebook_model<float>(opt.seed).summary();
 
