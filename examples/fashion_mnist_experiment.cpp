@@ -50,8 +50,7 @@ void prepare_output(const std::string& out) {
 /// A checkpoint must belong to the model it resumes: same seed, loss and no more epochs than asked for.
 void check_checkpoint(const Sequential<float>& model, const ModelSpec& spec, const ModelResult& r,
                       const std::string& path) {
-  auto& m = const_cast<Sequential<float>&>(model);
-  if (!m.compiled() || model.seed() != r.seed || m.loss().type() != make_loss<float>(spec.loss())->type() ||
+  if (!model.compiled() || model.seed() != r.seed || model.loss().type() != make_loss<float>(spec.loss())->type() ||
       model.position().epoch > r.epochs) {
     throw FormatError(path + ": this checkpoint is not of model " + std::to_string(spec.id) +
                       " with these options (seed, loss or epochs differ); remove it or drop --resume");

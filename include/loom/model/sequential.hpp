@@ -241,7 +241,9 @@ class Sequential {
 
   bool compiled() const { return loss_ != nullptr; }
   Loss<T>& loss() { return require_compiled("loss"), *loss_; }
+  const Loss<T>& loss() const { return require_compiled("loss"), *loss_; }
   Optimizer<T>& optimizer() { return require_compiled("optimizer"), *optimizer_; }
+  const Optimizer<T>& optimizer() const { return require_compiled("optimizer"), *optimizer_; }
 
   /// Trains for `options.epochs()` epochs on x (N, input...) and y (targets
   /// as the loss expects them). Returns the per-epoch history.

@@ -465,12 +465,11 @@ struct ModelFile {
       }
     }
     // Read into copies first: a file that fails halfway leaves the model as it was.
-    Sequential<T>& target = m;
     std::vector<Tensor<T>> values;
-    read_parameter_values(r, target, values);
+    read_parameter_values(r, m, values);
     if (r.remaining() != 0) r.fail(ByteReader::str_of(r.remaining(), " unexpected bytes after the weights"));
     std::size_t i = 0;
-    for (const auto& p : target.parameters()) *p.value = std::move(values[i++]);
+    for (const auto& p : m.parameters()) *p.value = std::move(values[i++]);
   }
 
  private:
