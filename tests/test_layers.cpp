@@ -65,6 +65,27 @@ TEST_CASE("gradient check: Dense") {
   }
 }
 
+// Layers split their work across threads only above a size; these checks
+// are large enough that two threads each take a part (units and features
+// for Dense, rows for BatchNormalization, samples for Conv2D).
+TEST_CASE("gradient check: layers split across two threads") {
+  const int saved = num_threads();
+  set_num_threads(2);
+  SUBCASE("Dense, 130 units from 140 features") {
+    Dense<double> layer(DenseOptions(130).activation(Activation::ReLU));
+    check_layer_gradients(layer, random_input(layer, {140}, 3));
+  }
+  SUBCASE("BatchNormalization, 512 rows of 70 channels") {
+    BatchNormalization<double> layer;
+    check_layer_gradients(layer, random_input(layer, {16, 16, 70}, 2));
+  }
+  SUBCASE("Conv2D, 5 samples") {
+    Conv2D<double> layer(conv(3, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU));
+    check_layer_gradients(layer, random_input(layer, {5, 4, 2}, 5));
+  }
+  set_num_threads(saved);
+}
+
 TEST_CASE("gradient check: BatchNormalization in training mode") {
   SUBCASE("images") {
     BatchNormalization<double> layer;

@@ -211,6 +211,38 @@ TEST_CASE("the notebook's model trains a batch and predicts probabilities") {
   for (Index i = 0; i < 8; ++i) CHECK(p.matrix().row(i).sum() == doctest::Approx(1.0).epsilon(1e-5));
 }
 
+TEST_CASE("the notebook's model gives the same results on one thread and on two") {
+  // Threads split batches, units and rows differently, and add partial sums
+  // in another grouping: results agree to float rounding, not bit for bit.
+  // SGD, because RMSprop's first steps move every weight by about 3 * lr
+  // times the sign of its gradient, and a gradient that is rounding noise
+  // can have either sign.
+  const int saved = num_threads();
+  Tensor<float> x(Shape{32, 28, 28, 1}), y(Shape{32});
+  Rng rng(3);
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (Index i = 0; i < 32; ++i) y[i] = static_cast<float>(rng.below(10));
+  std::vector<std::vector<float>> weights;
+  std::vector<double> losses;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    auto model = notebook_model<float>(7);
+    model.compile("sparse_categorical_crossentropy", {"accuracy"}, "sgd");
+    for (int step = 0; step < 3; ++step) losses.push_back(model.train_step(x, y));
+    std::vector<float> w;
+    for (const auto& layer : model.layers()) {
+      for (const auto& p : layer->parameters()) w.insert(w.end(), p.value->begin(), p.value->end());
+    }
+    weights.push_back(std::move(w));
+  }
+  set_num_threads(saved);
+  for (int step = 0; step < 3; ++step) CHECK(losses[step] == doctest::Approx(losses[3 + step]).epsilon(1e-4));
+  REQUIRE(weights[0].size() == weights[1].size());
+  float worst = 0;
+  for (std::size_t i = 0; i < weights[0].size(); ++i) worst = std::max(worst, std::abs(weights[0][i] - weights[1][i]));
+  CHECK(worst < 1e-5f);
+}
+
 // ---------------------------------------------------------------- errors a user meets
 
 TEST_CASE("Sequential: clear errors for bad data and bad order") {

@@ -1,9 +1,15 @@
 #pragma once
 /// \file parallel.hpp
-/// The number of threads loom's kernels (OpenMP loops and Eigen's GEMM) use.
-/// Without OpenMP everything runs on one thread and these are no-ops.
+/// Threads. loom's layers split their own work across an OpenMP team, once
+/// per layer call (by samples of the batch, or by output columns); each
+/// thread runs its matrix products on one core (detail/gemm.hpp), so parallel
+/// regions never nest. Without OpenMP everything runs on one thread.
 
-#include <Eigen/Core>
+#include <cstdlib>
+#include <string>
+
+#include "error.hpp"
+#include "tensor.hpp"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -11,13 +17,13 @@
 
 namespace loom {
 
-/// Sets the threads for OpenMP loops and Eigen's GEMM (n >= 1).
+/// Sets the threads loom's kernels use (n >= 1).
 inline void set_num_threads(int n) {
-  if (n < 1) n = 1;
 #if defined(_OPENMP)
-  omp_set_num_threads(n);
+  omp_set_num_threads(n < 1 ? 1 : n);
+#else
+  (void)n;
 #endif
-  Eigen::setNbThreads(n);
 }
 
 /// The threads loom's kernels will use.
@@ -29,4 +35,57 @@ inline int num_threads() {
 #endif
 }
 
+/// The thread count a program should start with: LOOM_NUM_THREADS if set,
+/// else OpenMP's own default (OMP_NUM_THREADS, or one per core).
+inline int default_num_threads() {
+  const char* v = std::getenv("LOOM_NUM_THREADS");
+  if (v == nullptr || *v == '\0') return num_threads();
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (*end != '\0' || n < 1 || n > 1024) {
+    throw ConfigError(std::string("LOOM_NUM_THREADS must be a whole number from 1 to 1024, got '") + v + "'");
+  }
+  return static_cast<int>(n);
+}
+
+namespace detail {
+
+/// A half-open range of indices.
+struct Range {
+  Index begin = 0, end = 0;
+  Index size() const { return end - begin; }
+};
+
+/// Part `part` of `parts` near-equal contiguous parts of [0, n).
+inline Range split(Index n, int part, int parts) {
+  const Index q = n / parts, r = n % parts, p = part;
+  const Index begin = p * q + (p < r ? p : r);
+  return {begin, begin + q + (p < r ? 1 : 0)};
+}
+
+/// This thread's index in the current team, and the team's size (0 and 1
+/// outside a parallel region or without OpenMP).
+inline int thread_index() {
+#if defined(_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+inline int team_size() {
+#if defined(_OPENMP)
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
+/// Threads worth starting for `units` independent pieces of work.
+inline int threads_for(Index units) {
+  const int t = num_threads();
+  return units < t ? static_cast<int>(units < 1 ? 1 : units) : t;
+}
+
+}  // namespace detail
 }  // namespace loom

@@ -10,10 +10,15 @@
 ///
 /// gamma and beta are trainable; the moving statistics are buffers. The
 /// input is viewed as a [rows, channels] matrix; sums run in double.
+///
+/// Threads split the rows. Each sums its own rows; the partial sums are then
+/// added in thread order, so the statistics do not depend on scheduling
+/// (they do, within double rounding, on the thread count).
 
 #include <cmath>
 #include <vector>
 
+#include "../parallel.hpp"
 #include "layer.hpp"
 
 namespace loom {
@@ -71,42 +76,72 @@ class BatchNormalization : public Layer<T> {
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
     const Index c = channels(), rows = x.size() / c;
     y_.resize(x.shape());
+    const int threads = threads_for(rows, c);
     if (mode == Mode::Inference) {
       for (Index k = 0; k < c; ++k) {
         inv_std_[k] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(moving_var_[k]) + opt_.epsilon()));
+        scale_[k] = gamma_[k] * inv_std_[k];
       }
-      normalize(x, moving_mean_.data(), rows, c, y_.data());
+#pragma omp parallel num_threads(threads)
+      {
+        const detail::Range mine = detail::split(rows, detail::thread_index(), detail::team_size());
+        for (Index r = mine.begin; r < mine.end; ++r) {
+          const T* xr = x.data() + r * c;
+          T* yr = y_.data() + r * c;
+          for (Index k = 0; k < c; ++k) yr[k] = (xr[k] - moving_mean_[k]) * scale_[k] + beta_[k];
+        }
+      }
       return y_;
     }
-    // Batch statistics, two passes in double.
-    column_sums(x.data(), rows, c);
-    for (Index k = 0; k < c; ++k) sum_[k] /= static_cast<double>(rows);
-    std::fill(sum2_.begin(), sum2_.end(), 0.0);
-    for (Index r = 0; r < rows; ++r) {
-      const T* xr = x.data() + r * c;
-      for (Index k = 0; k < c; ++k) {
-        const double d = static_cast<double>(xr[k]) - sum_[k];
-        sum2_[k] += d * d;
-      }
-    }
-    const double m = opt_.momentum(), n = static_cast<double>(rows);
-    for (Index k = 0; k < c; ++k) {
-      const double var = sum2_[k] / n;
-      inv_std_[k] = static_cast<T>(1.0 / std::sqrt(var + opt_.epsilon()));
-      const double unbiased = rows > 1 ? var * n / (n - 1) : var;
-      moving_mean_[k] = static_cast<T>(m * moving_mean_[k] + (1 - m) * sum_[k]);
-      moving_var_[k] = static_cast<T>(m * moving_var_[k] + (1 - m) * unbiased);
-      mean_[k] = static_cast<T>(sum_[k]);
-    }
-    // xhat is kept for backward; y = gamma * xhat + beta.
     xhat_.resize(x.shape());
-    for (Index r = 0; r < rows; ++r) {
-      const T* xr = x.data() + r * c;
-      T* hr = xhat_.data() + r * c;
-      T* yr = y_.data() + r * c;
-      for (Index k = 0; k < c; ++k) {
-        hr[k] = (xr[k] - mean_[k]) * inv_std_[k];
-        yr[k] = gamma_[k] * hr[k] + beta_[k];
+    const double n = static_cast<double>(rows), m = opt_.momentum();
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = detail::thread_index();
+      const detail::Range mine = detail::split(rows, t, detail::team_size());
+      double* s = partial(t);
+      // Batch statistics, two passes in double: the mean, then the variance.
+      std::fill(s, s + c, 0.0);
+      for (Index r = mine.begin; r < mine.end; ++r) {
+        const T* xr = x.data() + r * c;
+        for (Index k = 0; k < c; ++k) s[k] += xr[k];
+      }
+#pragma omp barrier
+#pragma omp single
+      {
+        reduce_partials(0, sum_);
+        for (Index k = 0; k < c; ++k) sum_[k] /= n;
+      }
+      std::fill(s + c, s + 2 * c, 0.0);
+      for (Index r = mine.begin; r < mine.end; ++r) {
+        const T* xr = x.data() + r * c;
+        for (Index k = 0; k < c; ++k) {
+          const double d = static_cast<double>(xr[k]) - sum_[k];
+          s[c + k] += d * d;
+        }
+      }
+#pragma omp barrier
+#pragma omp single
+      {
+        reduce_partials(c, sum2_);
+        for (Index k = 0; k < c; ++k) {
+          const double var = sum2_[k] / n;
+          inv_std_[k] = static_cast<T>(1.0 / std::sqrt(var + opt_.epsilon()));
+          const double unbiased = rows > 1 ? var * n / (n - 1) : var;
+          moving_mean_[k] = static_cast<T>(m * moving_mean_[k] + (1 - m) * sum_[k]);
+          moving_var_[k] = static_cast<T>(m * moving_var_[k] + (1 - m) * unbiased);
+          mean_[k] = static_cast<T>(sum_[k]);
+        }
+      }
+      // xhat is kept for backward; y = gamma * xhat + beta.
+      for (Index r = mine.begin; r < mine.end; ++r) {
+        const T* xr = x.data() + r * c;
+        T* hr = xhat_.data() + r * c;
+        T* yr = y_.data() + r * c;
+        for (Index k = 0; k < c; ++k) {
+          hr[k] = (xr[k] - mean_[k]) * inv_std_[k];
+          yr[k] = gamma_[k] * hr[k] + beta_[k];
+        }
       }
     }
     return y_;
@@ -115,53 +150,71 @@ class BatchNormalization : public Layer<T> {
   /// dx = gamma * inv_std / n * (n * dy - sum(dy) - xhat * sum(dy * xhat))
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     const Index c = channels(), rows = dy.size() / c;
-    std::fill(sum_.begin(), sum_.end(), 0.0);
-    std::fill(sum2_.begin(), sum2_.end(), 0.0);
-    for (Index r = 0; r < rows; ++r) {
-      const T* g = dy.data() + r * c;
-      const T* h = xhat_.data() + r * c;
-      for (Index k = 0; k < c; ++k) {
-        sum_[k] += g[k];
-        sum2_[k] += static_cast<double>(g[k]) * h[k];
+    const bool input_grad = this->needs_input_grad();
+    if (input_grad) dx_.resize(dy.shape());
+    const double n = static_cast<double>(rows);
+#pragma omp parallel num_threads(threads_for(rows, c))
+    {
+      const int t = detail::thread_index();
+      const detail::Range mine = detail::split(rows, t, detail::team_size());
+      double* s = partial(t);
+      std::fill(s, s + 2 * c, 0.0);
+      for (Index r = mine.begin; r < mine.end; ++r) {
+        const T* g = dy.data() + r * c;
+        const T* h = xhat_.data() + r * c;
+        for (Index k = 0; k < c; ++k) {
+          s[k] += g[k];
+          s[c + k] += static_cast<double>(g[k]) * h[k];
+        }
+      }
+#pragma omp barrier
+#pragma omp single
+      {
+        reduce_partials(0, sum_);
+        reduce_partials(c, sum2_);
+        for (Index k = 0; k < c; ++k) {
+          dbeta_[k] = static_cast<T>(sum_[k]);
+          dgamma_[k] = static_cast<T>(sum2_[k]);
+          mean_dy_[k] = static_cast<T>(sum_[k] / n);
+          mean_dyh_[k] = static_cast<T>(sum2_[k] / n);
+          scale_[k] = gamma_[k] * inv_std_[k];
+        }
+      }
+      if (input_grad) {
+        for (Index r = mine.begin; r < mine.end; ++r) {
+          const T* g = dy.data() + r * c;
+          const T* h = xhat_.data() + r * c;
+          T* d = dx_.data() + r * c;
+          for (Index k = 0; k < c; ++k) d[k] = scale_[k] * (g[k] - mean_dy_[k] - h[k] * mean_dyh_[k]);
+        }
       }
     }
-    for (Index k = 0; k < c; ++k) {
-      dbeta_[k] = static_cast<T>(sum_[k]);
-      dgamma_[k] = static_cast<T>(sum2_[k]);
-    }
-    if (!this->needs_input_grad()) return this->empty_;
-    dx_.resize(dy.shape());
-    const double n = static_cast<double>(rows);
-    for (Index k = 0; k < c; ++k) {
-      mean_dy_[k] = static_cast<T>(sum_[k] / n);
-      mean_dyh_[k] = static_cast<T>(sum2_[k] / n);
-      scale_[k] = gamma_[k] * inv_std_[k];
-    }
-    for (Index r = 0; r < rows; ++r) {
-      const T* g = dy.data() + r * c;
-      const T* h = xhat_.data() + r * c;
-      T* d = dx_.data() + r * c;
-      for (Index k = 0; k < c; ++k) d[k] = scale_[k] * (g[k] - mean_dy_[k] - h[k] * mean_dyh_[k]);
-    }
-    return dx_;
+    return input_grad ? dx_ : this->empty_;
   }
 
  private:
   Index channels() const { return gamma_.size(); }
 
-  void column_sums(const T* x, Index rows, Index c) {
-    std::fill(sum_.begin(), sum_.end(), 0.0);
-    for (Index r = 0; r < rows; ++r) {
-      const T* xr = x + r * c;
-      for (Index k = 0; k < c; ++k) sum_[k] += xr[k];
-    }
+  /// Threads for a [rows, c] pass (about 16K elements each at least), with
+  /// room for each one's partial sums.
+  int threads_for(Index rows, Index c) {
+    const int threads = detail::threads_for(std::max<Index>(1, rows * c / 16384));
+    const auto need = static_cast<std::size_t>(threads * 2 * c);
+    if (partial_.size() < need) partial_.resize(need);
+    return threads;
   }
 
-  void normalize(const Tensor<T>& x, const T* mean, Index rows, Index c, T* y) const {
-    for (Index r = 0; r < rows; ++r) {
-      const T* xr = x.data() + r * c;
-      T* yr = y + r * c;
-      for (Index k = 0; k < c; ++k) yr[k] = gamma_[k] * (xr[k] - mean[k]) * inv_std_[k] + beta_[k];
+  /// Thread t's partial sums: [0, c) and [c, 2c).
+  double* partial(int t) { return partial_.data() + static_cast<std::size_t>(t) * 2 * channels(); }
+
+  /// out[k] = sum over threads, in thread order, of partial(t)[offset + k].
+  void reduce_partials(Index offset, std::vector<double>& out) {
+    const Index c = channels();
+    const int threads = detail::team_size();
+    std::fill(out.begin(), out.end(), 0.0);
+    for (int t = 0; t < threads; ++t) {
+      const double* s = partial(t) + offset;
+      for (Index k = 0; k < c; ++k) out[static_cast<std::size_t>(k)] += s[k];
     }
   }
 
@@ -169,7 +222,7 @@ class BatchNormalization : public Layer<T> {
   Tensor<T> gamma_, beta_, moving_mean_, moving_var_, dgamma_, dbeta_;
   Tensor<T> inv_std_, mean_, mean_dy_, mean_dyh_, scale_;
   Tensor<T> y_, xhat_, dx_;
-  std::vector<double> sum_, sum2_;
+  std::vector<double> sum_, sum2_, partial_;
 };
 
 }  // namespace loom

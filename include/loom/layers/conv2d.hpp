@@ -10,12 +10,22 @@
 ///
 /// The kernel has Keras's layout [kh, kw, Cin, Cout], which viewed as a
 /// [kh*kw*Cin, Cout] row-major matrix multiplies the column matrix directly.
+///
+/// Threads split the batch: each takes a contiguous run of samples and goes
+/// through it a few images at a time (a tile of column rows that fits in
+/// L2), so im2col's rows are still in cache when its GEMM reads them and the
+/// epilogue (bias, activation) touches output rows the GEMM just wrote.
+/// Backward, each thread computes the kernel gradient of its own samples,
+/// and the threads then add those partial sums in a fixed order: results do
+/// not depend on scheduling (they do, within rounding, on the thread count).
 
 #include <array>
 #include <cmath>
 
 #include "../initializers.hpp"
+#include "../parallel.hpp"
 #include "detail/activation.hpp"
+#include "detail/gemm.hpp"
 #include "detail/im2col.hpp"
 #include "layer.hpp"
 
@@ -93,55 +103,133 @@ class Conv2D : public Layer<T> {
     return Shape{rows.out, cols.out, cout};
   }
 
-  const Tensor<T>& forward_impl(const Tensor<T>& x, Mode) override {
+  const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
     geo_.n = x.dim(0);
-    const Index m = geo_.rows(), k = geo_.patch(), cout = opt_.filters();
-    col_.resize(Shape{m, k});
-    detail::im2col(x.data(), geo_, col_.data());
+    const Index k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
+    const Index tile = images_per_tile();
+    // Training keeps every column row for backward; inference needs only a tile.
+    const bool keep = mode == Mode::Train;
+    if (keep) col_.resize(Shape{geo_.rows(), k});
     y_.resize(Shape{geo_.n, geo_.ho, geo_.wo, cout});
-    auto y = y_.as_matrix(m, cout);
-    y.noalias() = col_.matrix() * kernel_.as_matrix(k, cout);
-    epilogue(m, cout);
+    const int threads = detail::threads_for(geo_.n);
+    prepare_workspaces(threads, keep ? 0 : tile * per_image * k);
+#pragma omp parallel num_threads(threads)
+    {
+      Workspace& w = ws_[static_cast<std::size_t>(detail::thread_index())];
+      const detail::Range mine = detail::split(geo_.n, detail::thread_index(), detail::team_size());
+      for (Index n0 = mine.begin; n0 < mine.end; n0 += tile) {
+        const Index n1 = std::min(n0 + tile, mine.end);
+        const Index r0 = n0 * per_image, rows = (n1 - n0) * per_image;
+        T* col = keep ? col_.data() + r0 * k : w.col.data();
+        detail::im2col(x.data(), geo_, n0, n1, col);
+        w.forward(rows, cout, k, {col, k}, {kernel_.data(), cout}, y_.data() + r0 * cout, cout);
+        epilogue(y_.data() + r0 * cout, rows, cout);
+      }
+    }
     return y_;
   }
 
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
-    const Index m = geo_.rows(), k = geo_.patch(), cout = opt_.filters();
+    const Index n = geo_.n, k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
+    const Index tile = images_per_tile();
+    const bool input_grad = this->needs_input_grad();
+    const bool act_grad = !this->skip_softmax_grad();
     dz_.resize(dy.shape());
-    std::copy(dy.begin(), dy.end(), dz_.begin());
-    if (!this->skip_softmax_grad()) detail::activation_grad(opt_.activation(), y_.data(), dz_.data(), m, cout);
-    const auto dz = dz_.as_matrix(m, cout);
-    dkernel_.as_matrix(k, cout).noalias() = col_.matrix().transpose() * dz;
-    if (opt_.use_bias()) dbias_.flat().transpose() = dz.colwise().sum();
-    if (!this->needs_input_grad()) return this->empty_;
-    // The column buffer is no longer needed: reuse it for d(col).
-    col_.matrix().noalias() = dz * kernel_.as_matrix(k, cout).transpose();
-    dx_.resize(this->input_shape().with_batch(geo_.n));
-    detail::col2im(col_.data(), geo_, dx_.data());
-    return dx_;
+    if (input_grad) dx_.resize(this->input_shape().with_batch(n));
+    const int threads = detail::threads_for(n);
+    prepare_workspaces(threads, input_grad ? tile * per_image * k : 0);
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = detail::thread_index(), nt = detail::team_size();
+      Workspace& w = ws_[static_cast<std::size_t>(t)];
+      const detail::Range mine = detail::split(n, t, nt);
+      const Index r0 = mine.begin * per_image, rows = mine.size() * per_image;
+      T* dz = dz_.data() + r0 * cout;
+      std::copy(dy.data() + r0 * cout, dy.data() + (r0 + rows) * cout, dz);
+      if (act_grad) detail::activation_grad(opt_.activation(), y_.data() + r0 * cout, dz, rows, cout);
+      // This thread's share of dK = colT * dz and db = column sums of dz.
+      T* dk = t == 0 ? dkernel_.data() : w.dkernel.data();
+      w.weights(k, cout, rows, {col_.data() + r0 * k, k, true}, {dz, cout}, dk, cout);
+      if (opt_.use_bias()) {  // in double: a sum over up to N*Ho*Wo rows
+        double* db = w.dbias.data();
+        std::fill(db, db + cout, 0.0);
+        for (Index r = 0; r < rows; ++r) {
+          for (Index c = 0; c < cout; ++c) db[c] += dz[r * cout + c];
+        }
+      }
+      // dx = col2im(dz * KT), a tile of images at a time.
+      if (input_grad) {
+        for (Index n0 = mine.begin; n0 < mine.end; n0 += tile) {
+          const Index n1 = std::min(n0 + tile, mine.end);
+          const Index tile_rows = (n1 - n0) * per_image;
+          w.input(tile_rows, k, cout, {dz_.data() + n0 * per_image * cout, cout}, {kernel_.data(), cout, true},
+                  w.col.data(), k);
+          detail::col2im(w.col.data(), geo_, n0, n1, dx_.data());
+        }
+      }
+#pragma omp barrier
+      // Add the other threads' partial sums, in thread order, each thread a slice.
+      const detail::Range slice = detail::split(k * cout, t, nt);
+      for (int u = 1; u < nt; ++u) {
+        const T* part = ws_[static_cast<std::size_t>(u)].dkernel.data();
+        for (Index e = slice.begin; e < slice.end; ++e) dkernel_[e] += part[e];
+      }
+      if (opt_.use_bias() && t == 0) {
+        for (Index c = 0; c < cout; ++c) {
+          double sum = 0;
+          for (int u = 0; u < nt; ++u) sum += ws_[static_cast<std::size_t>(u)].dbias[static_cast<std::size_t>(c)];
+          dbias_[c] = static_cast<T>(sum);
+        }
+      }
+    }
+    return input_grad ? dx_ : this->empty_;
   }
 
  private:
-  /// Bias and activation in one pass over the GEMM's output.
-  void epilogue(Index m, Index cout) {
-    T* y = y_.data();
+  /// One thread's scratch: its GEMMs' packing buffers, a tile of column rows
+  /// (inference forward; d(col) in backward) and its partial gradients.
+  struct Workspace {
+    detail::Gemm<T> forward, weights, input;
+    Tensor<T> col, dkernel;
+    std::vector<double> dbias;
+  };
+
+  /// Samples per tile: as many as keep one tile of column rows within about
+  /// 256 KiB (at least one).
+  Index images_per_tile() const {
+    const Index bytes = geo_.ho * geo_.wo * geo_.patch() * static_cast<Index>(sizeof(T));
+    return std::max<Index>(1, (Index(256) << 10) / std::max<Index>(bytes, 1));
+  }
+
+  /// Sizes every thread's scratch; allocates only when it grows.
+  void prepare_workspaces(int threads, Index col_elems) {
+    if (ws_.size() < static_cast<std::size_t>(threads)) ws_.resize(static_cast<std::size_t>(threads));
+    for (Workspace& w : ws_) {
+      if (w.col.size() < col_elems) w.col.resize(Shape{col_elems});
+      if (w.dkernel.size() != kernel_.size()) w.dkernel.resize(kernel_.shape());
+      w.dbias.resize(static_cast<std::size_t>(opt_.filters()));
+    }
+  }
+
+  /// Bias and activation in one pass over rows the GEMM just wrote.
+  void epilogue(T* y, Index rows, Index cout) const {
     const T* b = opt_.use_bias() ? bias_.data() : nullptr;
     const bool relu = opt_.activation() == Activation::ReLU;
-#pragma omp parallel for schedule(static) if (m * cout > 32768)
-    for (Index r = 0; r < m; ++r) {
+    for (Index r = 0; r < rows; ++r) {
       T* row = y + r * cout;
       for (Index c = 0; c < cout; ++c) {
         const T v = b ? row[c] + b[c] : row[c];
         row[c] = relu && v < T(0) ? T(0) : v;  // NaN passes through, as in std::max(v, 0)
       }
     }
-    if (opt_.activation() == Activation::Softmax) detail::softmax_rows(y, m, cout);
+    if (opt_.activation() == Activation::Softmax) detail::softmax_rows(y, rows, cout);
   }
 
   Conv2DOptions opt_;
   detail::Window2D geo_;
   Tensor<T> kernel_, bias_, dkernel_, dbias_;
   Tensor<T> col_, y_, dz_, dx_;
+  std::vector<Workspace> ws_;
 };
 
 }  // namespace loom

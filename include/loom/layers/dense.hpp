@@ -2,11 +2,18 @@
 /// \file dense.hpp
 /// `Dense`: y = f(x * W + b) with Keras's kernel layout W [in, units].
 /// Takes flat input (N, features); put a Flatten before it for images.
+///
+/// Threads split the output columns (units) for the forward pass and the
+/// kernel gradient, and the input features for dx: every element is
+/// computed by one thread from whole rows, so no partial sums are added and
+/// the result does not depend on the thread count.
 
 #include <algorithm>
 
 #include "../initializers.hpp"
+#include "../parallel.hpp"
 #include "detail/activation.hpp"
+#include "detail/gemm.hpp"
 #include "layer.hpp"
 
 namespace loom {
@@ -58,35 +65,81 @@ class Dense : public Layer<T> {
   }
 
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode) override {
-    const Index n = x.dim(0), units = opt_.units();
+    const Index n = x.dim(0), in = x.dim(1), units = opt_.units();
     x_.resize(x.shape());
     std::copy(x.begin(), x.end(), x_.begin());
     y_.resize(Shape{n, units});
-    auto y = y_.matrix();
-    y.noalias() = x.matrix() * kernel_.matrix();
-    if (opt_.use_bias()) y.rowwise() += bias_.flat().transpose();
-    detail::activate(opt_.activation(), y_.data(), n, units);
+    const int threads = threads_for_columns(units);
+    const T* b = opt_.use_bias() ? bias_.data() : nullptr;
+    const bool relu = opt_.activation() == Activation::ReLU;
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = detail::thread_index();
+      const detail::Range cols = detail::split(units, t, detail::team_size());
+      gemm_[static_cast<std::size_t>(t)].forward(n, cols.size(), in, {x.data(), in}, {kernel_.data() + cols.begin, units},
+                                                  y_.data() + cols.begin, units);
+      for (Index r = 0; r < n; ++r) {
+        T* row = y_.data() + r * units;
+        for (Index c = cols.begin; c < cols.end; ++c) {
+          const T v = b ? row[c] + b[c] : row[c];
+          row[c] = relu && v < T(0) ? T(0) : v;  // NaN passes through
+        }
+      }
+    }
+    if (opt_.activation() == Activation::Softmax) detail::softmax_rows(y_.data(), n, units);
     return y_;
   }
 
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
-    const Index n = dy.dim(0), units = opt_.units();
+    const Index n = dy.dim(0), in = x_.dim(1), units = opt_.units();
     dz_.resize(dy.shape());
     std::copy(dy.begin(), dy.end(), dz_.begin());
     if (!this->skip_softmax_grad()) detail::activation_grad(opt_.activation(), y_.data(), dz_.data(), n, units);
-    const auto dz = dz_.matrix();
-    dkernel_.matrix().noalias() = x_.matrix().transpose() * dz;
-    if (opt_.use_bias()) dbias_.flat().transpose() = dz.colwise().sum();
-    if (!this->needs_input_grad()) return this->empty_;
-    dx_.resize(x_.shape());
-    dx_.matrix().noalias() = dz * kernel_.matrix().transpose();
-    return dx_;
+    const bool input_grad = this->needs_input_grad();
+    if (input_grad) dx_.resize(x_.shape());
+    const int threads = threads_for_columns(std::max(units, in));
+    const T* dz = dz_.data();
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = detail::thread_index(), nt = detail::team_size();
+      Workspace& g = gemm_[static_cast<std::size_t>(t)];
+      // dW[:, cols] = xT * dz[:, cols] and db[cols] = column sums of dz.
+      const detail::Range cols = detail::split(units, t, nt);
+      g.weights(in, cols.size(), n, {x_.data(), in, true}, {dz + cols.begin, units}, dkernel_.data() + cols.begin,
+                units);
+      if (opt_.use_bias()) {
+        for (Index c = cols.begin; c < cols.end; ++c) dbias_[c] = T(0);
+        for (Index r = 0; r < n; ++r) {
+          for (Index c = cols.begin; c < cols.end; ++c) dbias_[c] += dz[r * units + c];
+        }
+      }
+      // dx[:, f] = dz * W[f, :]T
+      if (input_grad) {
+        const detail::Range f = detail::split(in, t, nt);
+        g.input(n, f.size(), units, {dz, units}, {kernel_.data() + f.begin * units, units, true},
+                dx_.data() + f.begin, in);
+      }
+    }
+    return input_grad ? dx_ : this->empty_;
   }
 
  private:
+  struct Workspace {
+    detail::Gemm<T> forward, weights, input;
+  };
+
+  /// Threads for `columns` output columns (at least 64 each), with a
+  /// workspace ready for every one of them.
+  int threads_for_columns(Index columns) {
+    const int threads = detail::threads_for(std::max<Index>(1, columns / 64));
+    if (gemm_.size() < static_cast<std::size_t>(threads)) gemm_.resize(static_cast<std::size_t>(threads));
+    return threads;
+  }
+
   DenseOptions opt_;
   Tensor<T> kernel_, bias_, dkernel_, dbias_;
   Tensor<T> x_, y_, dz_, dx_;
+  std::vector<Workspace> gemm_;
 };
 
 }  // namespace loom

@@ -103,8 +103,14 @@ class MaxPool2D : public Layer<T> {
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     if (!this->needs_input_grad()) return this->empty_;
     dx_.resize(this->input_shape().with_batch(geo_.n));
-    dx_.set_zero();
-    for (Index i = 0; i < dy.size(); ++i) dx_[argmax_[static_cast<std::size_t>(i)]] += dy[i];
+    // Each sample's outputs route only into that sample's inputs: split by sample.
+    const auto& g = geo_;
+    const Index in_sample = g.h * g.w * g.c, out_sample = g.ho * g.wo * g.c;
+#pragma omp parallel for schedule(static) if (dy.size() > 32768)
+    for (Index n = 0; n < g.n; ++n) {
+      std::fill(dx_.data() + n * in_sample, dx_.data() + (n + 1) * in_sample, T(0));
+      for (Index i = n * out_sample; i < (n + 1) * out_sample; ++i) dx_[argmax_[static_cast<std::size_t>(i)]] += dy[i];
+    }
     return dx_;
   }
 

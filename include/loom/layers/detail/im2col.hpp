@@ -57,56 +57,59 @@ struct Window2D {
   Index patch() const { return kh * kw * c; }  // columns of the column matrix
 };
 
-/// x [N, H, W, C] -> col [N*Ho*Wo, kh*kw*C]. Rows are independent: parallel.
+/// Images [n0, n1) of x [N, H, W, C] -> their rows of col [N*Ho*Wo, kh*kw*C];
+/// `col` points at image n0's first row. One thread's work: the layer splits
+/// the batch across threads and calls this on small groups of images, so the
+/// rows it writes are still in cache when the GEMM reads them.
 template <class T>
-void im2col(const T* x, const Window2D& g, T* col) {
-  const Index row_len = g.patch();
+void im2col(const T* x, const Window2D& g, Index n0, Index n1, T* col) {
   const Index span = g.kw * g.c;
-#pragma omp parallel for schedule(static) if (g.rows() * row_len > 32768)
-  for (Index r = 0; r < g.rows(); ++r) {
-    const Index n = r / (g.ho * g.wo);
-    const Index oh = (r / g.wo) % g.ho;
-    const Index ow = r % g.wo;
-    T* out = col + r * row_len;
-    const Index iw0 = ow * g.sw - g.pad_left;
-    for (Index i = 0; i < g.kh; ++i, out += span) {
-      const Index ih = oh * g.sh - g.pad_top + i;
-      if (ih < 0 || ih >= g.h) {
-        std::fill(out, out + span, T(0));
-        continue;
-      }
-      const T* in_row = x + ((n * g.h + ih) * g.w) * g.c;
-      if (iw0 >= 0 && iw0 + g.kw <= g.w) {  // the whole window row is inside
-        std::memcpy(out, in_row + iw0 * g.c, sizeof(T) * static_cast<std::size_t>(span));
-        continue;
-      }
-      for (Index j = 0; j < g.kw; ++j) {
-        const Index iw = iw0 + j;
-        T* o = out + j * g.c;
-        if (iw < 0 || iw >= g.w) {
-          std::fill(o, o + g.c, T(0));
-        } else {
-          std::memcpy(o, in_row + iw * g.c, sizeof(T) * static_cast<std::size_t>(g.c));
+  T* out = col;
+  for (Index n = n0; n < n1; ++n) {
+    for (Index oh = 0; oh < g.ho; ++oh) {
+      for (Index ow = 0; ow < g.wo; ++ow) {
+        const Index iw0 = ow * g.sw - g.pad_left;
+        const bool inside = iw0 >= 0 && iw0 + g.kw <= g.w;
+        for (Index i = 0; i < g.kh; ++i, out += span) {
+          const Index ih = oh * g.sh - g.pad_top + i;
+          if (ih < 0 || ih >= g.h) {
+            std::fill(out, out + span, T(0));
+            continue;
+          }
+          const T* in_row = x + ((n * g.h + ih) * g.w) * g.c;
+          if (inside) {  // the whole window row is inside the image
+            std::memcpy(out, in_row + iw0 * g.c, sizeof(T) * static_cast<std::size_t>(span));
+            continue;
+          }
+          for (Index j = 0; j < g.kw; ++j) {
+            const Index iw = iw0 + j;
+            T* o = out + j * g.c;
+            if (iw < 0 || iw >= g.w) {
+              std::fill(o, o + g.c, T(0));
+            } else {
+              std::memcpy(o, in_row + iw * g.c, sizeof(T) * static_cast<std::size_t>(g.c));
+            }
+          }
         }
       }
     }
   }
 }
 
-/// col [N*Ho*Wo, kh*kw*C] -> dx [N, H, W, C]: dx is overwritten with the sum
-/// of every column entry that im2col copied from each input cell. Samples
-/// never share input cells, so the batch is split across threads.
+/// The adjoint of im2col for images [n0, n1): their samples of dx [N, H, W, C]
+/// are overwritten with the sum of every column entry im2col copied from each
+/// input cell. `col` points at image n0's first row; samples share no input
+/// cells, so threads may work on different images at once.
 template <class T>
-void col2im(const T* col, const Window2D& g, T* dx) {
+void col2im(const T* col, const Window2D& g, Index n0, Index n1, T* dx) {
   const Index row_len = g.patch();
   const Index sample = g.h * g.w * g.c;
-#pragma omp parallel for schedule(static) if (g.rows() * row_len > 32768)
-  for (Index n = 0; n < g.n; ++n) {
+  const T* in = col;
+  for (Index n = n0; n < n1; ++n) {
     T* dxn = dx + n * sample;
     std::fill(dxn, dxn + sample, T(0));
     for (Index oh = 0; oh < g.ho; ++oh) {
-      for (Index ow = 0; ow < g.wo; ++ow) {
-        const T* in = col + ((n * g.ho + oh) * g.wo + ow) * row_len;
+      for (Index ow = 0; ow < g.wo; ++ow, in += row_len) {
         for (Index i = 0; i < g.kh; ++i) {
           const Index ih = oh * g.sh - g.pad_top + i;
           if (ih < 0 || ih >= g.h) continue;

@@ -1,0 +1,115 @@
+#pragma once
+/// \file detail/gemm.hpp
+/// `Gemm<T>`: one thread's matrix product C = op(A) * op(B) (or C += ...) on
+/// raw row-major buffers, through Eigen's own GEMM kernel, with the packing
+/// buffers kept from call to call.
+///
+/// Why not `c.noalias() = a * b` on maps: that expression builds its blocking
+/// space (two packing buffers, up to a few hundred KiB) on every call and
+/// frees it at the end, and it splits the product across threads itself.
+/// loom's layers split their work across threads once, at the level of the
+/// batch or the output columns, and each thread keeps one `Gemm` per product
+/// it runs. So after the first batch a training step allocates nothing and no
+/// parallel regions nest. The kernel, packing and blocking sizes are Eigen's
+/// (Eigen 3.4's `general_matrix_matrix_product`, the routine behind its
+/// product expressions); older Eigen gets the plain expression.
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <memory>
+
+#include "../../tensor.hpp"
+
+namespace loom::detail {
+
+/// A row-major matrix operand: rows x cols of `data` with row stride `ld`.
+/// `transposed` uses it as its transpose (cols x rows) without copying.
+template <class T>
+struct GemmOperand {
+  const T* data;
+  Index ld;
+  bool transposed = false;
+};
+
+template <class T>
+class Gemm {
+ public:
+  Gemm() = default;
+  // The packing buffers are scratch: a copy starts without them.
+  Gemm(const Gemm&) {}
+  Gemm& operator=(const Gemm&) { return *this; }
+  Gemm(Gemm&&) noexcept = default;
+  Gemm& operator=(Gemm&&) noexcept = default;
+  ~Gemm() = default;
+
+  /// C[m x n] (row-major, row stride ldc) = op(A)[m x k] * op(B)[k x n], or
+  /// += when `accumulate`. Allocates only when m, n or k exceed every
+  /// earlier call's.
+  void operator()(Index m, Index n, Index k, GemmOperand<T> a, GemmOperand<T> b, T* c, Index ldc,
+                  bool accumulate = false) {
+    if (m <= 0 || n <= 0) return;
+    if (!accumulate) {
+      for (Index r = 0; r < m; ++r) std::fill(c + r * ldc, c + r * ldc + n, T(0));
+    }
+    if (k <= 0) return;
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0)
+    reserve(m, n, k);
+    if (a.transposed) {
+      if (b.transposed) {
+        run<Eigen::ColMajor, Eigen::ColMajor>(m, n, k, a, b, c, ldc);
+      } else {
+        run<Eigen::ColMajor, Eigen::RowMajor>(m, n, k, a, b, c, ldc);
+      }
+    } else if (b.transposed) {
+      run<Eigen::RowMajor, Eigen::ColMajor>(m, n, k, a, b, c, ldc);
+    } else {
+      run<Eigen::RowMajor, Eigen::RowMajor>(m, n, k, a, b, c, ldc);
+    }
+#else
+    using Stride = Eigen::OuterStride<>;
+    using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    using ColMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+    Eigen::Map<RowMat, 0, Stride> cm(c, m, n, Stride(ldc));
+    const auto view = [](const GemmOperand<T>& o, Index rows, Index cols) {
+      // op(X) as rows x cols: a row-major map, or a column-major one for X^T.
+      return std::make_pair(Eigen::Map<const RowMat, 0, Stride>(o.data, rows, cols, Stride(o.ld)),
+                            Eigen::Map<const ColMat, 0, Stride>(o.data, rows, cols, Stride(o.ld)));
+    };
+    const auto av = view(a, m, k);
+    const auto bv = view(b, k, n);
+    if (a.transposed && b.transposed) cm.noalias() += av.second * bv.second;
+    else if (a.transposed) cm.noalias() += av.second * bv.first;
+    else if (b.transposed) cm.noalias() += av.first * bv.second;
+    else cm.noalias() += av.first * bv.first;
+#endif
+  }
+
+ private:
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0)
+  using Blocking = Eigen::internal::gemm_blocking_space<Eigen::RowMajor, T, T, Eigen::Dynamic, Eigen::Dynamic,
+                                                        Eigen::Dynamic, 1, false>;
+
+  /// Packing buffers sized for the largest product seen. Blocking sizes for a
+  /// larger shape are valid for a smaller one: Eigen clips every block.
+  void reserve(Index m, Index n, Index k) {
+    if (blocking_ && m <= m_ && n <= n_ && k <= k_) return;
+    m_ = std::max(m, m_);
+    n_ = std::max(n, n_);
+    k_ = std::max(k, k_);
+    blocking_ = std::make_unique<Blocking>(m_, n_, k_, 1, true);
+    blocking_->allocateAll();
+  }
+
+  template <int LhsOrder, int RhsOrder>
+  void run(Index m, Index n, Index k, const GemmOperand<T>& a, const GemmOperand<T>& b, T* c, Index ldc) {
+    Eigen::internal::general_matrix_matrix_product<Index, T, LhsOrder, false, T, RhsOrder, false, Eigen::RowMajor,
+                                                   1>::run(m, n, k, a.data, a.ld, b.data, b.ld, c, 1, ldc, T(1),
+                                                           *blocking_, nullptr);
+  }
+
+  std::unique_ptr<Blocking> blocking_;
+  Index m_ = 0, n_ = 0, k_ = 0;
+#endif
+};
+
+}  // namespace loom::detail
