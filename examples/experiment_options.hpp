@@ -46,7 +46,7 @@ struct ExperimentOptions {
   std::vector<int> models{1, 2, 3, 4};
   std::optional<int> epochs;  ///< overrides every model's epochs
   Index batch_size = 32;
-  int threads = num_threads();
+  int threads = 0;  ///< 0: LOOM_NUM_THREADS, else OMP_NUM_THREADS, else one per core
   std::uint64_t seed = 120695;  ///< the notebook's own seed ("my birthday digits")
   bool quick = false;
   bool resume = false;
@@ -73,7 +73,8 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
   app.add_option("--epochs", opt.epochs, "epochs for every model (default: the notebook's 20, 20, 20, 10)")
       ->check(CLI::Range(1, 1000));
   app.add_option("--batch-size", opt.batch_size, "batch size")->check(CLI::Range(Index(1), Index(4096)))->capture_default_str();
-  app.add_option("--threads", opt.threads, "threads for OpenMP and Eigen")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--threads", opt.threads, "threads (default: LOOM_NUM_THREADS, else OMP_NUM_THREADS, else one per core)")
+      ->check(CLI::Range(1, 256));
   app.add_option("--seed", opt.seed, "seed of weights, shuffling and dropout (model i uses seed + i)")->capture_default_str();
   app.add_flag("--quick", opt.quick, "smoke run: 3,000 training and 1,000 validation images, one epoch (unless --epochs)");
   app.add_flag("--resume", opt.resume,

@@ -116,6 +116,7 @@ int main(int argc, char** argv) {
 
   try {
     const auto start = Clock::now();
+    if (opt.threads == 0) opt.threads = default_num_threads();
     set_num_threads(opt.threads);
     prepare_output(opt.out);
     prepare_output((fs::path(opt.out) / "checkpoints").string());

@@ -1,33 +1,74 @@
 // The notebook's model on data of Fashion-MNIST's shape: prints summary(),
-// then times training steps and inference with a plain clock, in images/s.
+// then times training steps and inference with a plain clock, in images/s,
+// as the median and best of a few repeats.
 //
-//   notebook_speed [--steps N] [--batch-size B] [--threads T] [--seed S]
+//   notebook_speed [--steps N] [--batch-size B] [--threads T] [--repeats R]
+//                  [--infer-batches 32,1000] [--infer-images N] [--json]
 //
 // The data is random (uniform pixels, random labels): this program measures
-// speed, not accuracy. Until the Fashion-MNIST experiment exists, it is what
-// the README's main-job command runs.
+// speed, not accuracy. bench/compare-pytorch runs it beside PyTorch and
+// reads the JSON line that --json adds at the end.
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <vector>
 
 #include "notebook_model.hpp"
+
+namespace {
+
+struct Rate {
+  double median = 0, best = 0;  // images per second
+};
+
+/// Median and best of images/s over repeated timings of `run`.
+template <class F>
+Rate time_repeats(int repeats, double images, F&& run) {
+  std::vector<double> rates;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    rates.push_back(images / s);
+  }
+  std::sort(rates.begin(), rates.end());
+  const std::size_t n = rates.size();
+  return {n % 2 ? rates[n / 2] : 0.5 * (rates[n / 2 - 1] + rates[n / 2]), rates.back()};
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Time the notebook's CNN in loom: training steps and inference, images per second"};
   long steps = 200;
-  loom::Index batch = 32;
-  int threads = loom::num_threads();
+  loom::Index batch = 32, infer_images = 4096;
+  int threads = 0, repeats = 3;
+  std::vector<loom::Index> infer_batches{32, 1000};
   std::uint64_t seed = 0;
-  app.add_option("--steps", steps, "training steps to time (after 5 warm-up steps)")->check(CLI::Range(1L, 1000000L));
-  app.add_option("--batch-size", batch, "batch size")->check(CLI::Range(loom::Index(1), loom::Index(4096)));
-  app.add_option("--threads", threads, "threads for OpenMP and Eigen")->check(CLI::Range(1, 256));
+  bool json = false;
+  app.add_option("--steps", steps, "training steps per repeat (after 10 warm-up steps)")
+      ->check(CLI::Range(1L, 1000000L));
+  app.add_option("--batch-size", batch, "training batch size")->check(CLI::Range(loom::Index(1), loom::Index(4096)));
+  app.add_option("--threads", threads,
+                 "threads (default: LOOM_NUM_THREADS, else OMP_NUM_THREADS, else one per core)")
+      ->check(CLI::Range(1, 256));
+  app.add_option("--repeats", repeats, "repeats of each timing; the median and the best are printed")
+      ->check(CLI::Range(1, 100));
+  app.add_option("--infer-batches", infer_batches, "inference batch sizes, comma-separated")
+      ->delimiter(',')
+      ->check(CLI::Range(loom::Index(1), loom::Index(65536)));
+  app.add_option("--infer-images", infer_images, "images per inference timing")
+      ->check(CLI::Range(loom::Index(1), loom::Index(1000000)));
   app.add_option("--seed", seed, "seed of the model and the data");
+  app.add_flag("--json", json, "end with one line of JSON holding the results");
   CLI11_PARSE(app, argc, argv);
 
   try {
-    using clock = std::chrono::steady_clock;
+    if (threads == 0) threads = loom::default_num_threads();
     loom::set_num_threads(threads);
     auto model = loom::examples::notebook_model<float>(seed);
     model.summary();
@@ -40,37 +81,47 @@ int main(int argc, char** argv) {
     for (float& v : y) v = static_cast<float>(rng.below(10));
 
     loom::Tensor<float> xb(loom::Shape{batch, 28, 28, 1}), yb(loom::Shape{batch});
-    auto batch_at = [&](long step) {
-      const loom::Index start = (step * batch) % (n - batch + 1);
-      std::copy(x.data() + start * 784, x.data() + (start + batch) * 784, xb.data());
-      std::copy(y.data() + start, y.data() + start + batch, yb.data());
-    };
-    for (long s = 0; s < 5; ++s) {
-      batch_at(s);
-      model.train_step(xb, yb);
-    }
-    const auto t0 = clock::now();
+    long step = 0;
     double loss = 0;
-    for (long s = 0; s < steps; ++s) {
-      batch_at(s);
-      loss = model.train_step(xb, yb);
+    auto train = [&](long count) {
+      for (long s = 0; s < count; ++s, ++step) {
+        const loom::Index start = (step * batch) % (n - batch + 1);
+        std::copy(x.data() + start * 784, x.data() + (start + batch) * 784, xb.data());
+        std::copy(y.data() + start, y.data() + start + batch, yb.data());
+        loss = model.train_step(xb, yb);
+      }
+    };
+    train(10);  // warm-up: buffers sized, caches and threads up
+    const Rate training = time_repeats(repeats, static_cast<double>(steps * batch), [&] { train(steps); });
+    std::printf("threads %d, training batch %ld, %d repeats\n", threads, static_cast<long>(batch), repeats);
+    std::printf("training:  %.0f images/s median, %.0f best (%.1f ms/step; last loss %.4f)\n", training.median,
+                training.best, 1e3 * static_cast<double>(batch) / training.median, loss);
+    std::printf("           a 48,000-image epoch at the median: %.1f s\n", 48000.0 / training.median);
+
+    loom::Tensor<float> xi(loom::Shape{infer_images, 28, 28, 1});
+    for (float& v : xi) v = static_cast<float>(rng.uniform());
+    nlohmann::json infer = nlohmann::json::object();
+    for (const loom::Index b : infer_batches) {
+      model.predict(xi, b);  // warm-up
+      const Rate r = time_repeats(repeats, static_cast<double>(infer_images), [&] { model.predict(xi, b); });
+      std::printf("inference, batch %ld: %.0f images/s median, %.0f best (%ld images)\n", static_cast<long>(b),
+                  r.median, r.best, static_cast<long>(infer_images));
+      infer[std::to_string(b)] = {{"median", r.median}, {"best", r.best}};
     }
-    const double train_s = std::chrono::duration<double>(clock::now() - t0).count();
-
-    model.predict(x, batch);  // warm-up
-    const auto t1 = clock::now();
-    const loom::Tensor<float> p = model.predict(x, batch);
-    const double infer_s = std::chrono::duration<double>(clock::now() - t1).count();
-
-    std::printf("threads %d, batch %ld\n", threads, static_cast<long>(batch));
-    std::printf("training:  %ld steps in %.2f s = %.1f ms/step, %.0f images/s (last loss %.4f)\n", steps, train_s,
-                1e3 * train_s / static_cast<double>(steps),
-                static_cast<double>(steps * batch) / train_s, loss);
-    std::printf("inference: %ld images in %.2f s = %.0f images/s\n", static_cast<long>(n), infer_s,
-                static_cast<double>(n) / infer_s);
-    std::printf("a 48,000-image epoch at this speed: %.0f s\n",
-                48000.0 / (static_cast<double>(steps * batch) / train_s));
-    return p.size() == n * 10 ? 0 : 1;
+    if (json) {
+      const nlohmann::json j = {{"framework", "loom"},
+                                {"version", loom::version},
+                                {"threads", threads},
+                                {"train_batch", batch},
+                                {"train_steps", steps},
+                                {"repeats", repeats},
+                                {"train_images_per_s_median", training.median},
+                                {"train_images_per_s_best", training.best},
+                                {"infer_images", infer_images},
+                                {"infer", infer}};
+      std::cout << j.dump() << std::endl;
+    }
+    return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "notebook_speed: %s\n", e.what());
     return 1;

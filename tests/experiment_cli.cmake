@@ -30,6 +30,9 @@ expect(nonsense_epochs 2 "^fashion_mnist_experiment: --epochs" --epochs many)
 expect(unknown_option 2 "^fashion_mnist_experiment: The following argument was not expected" --frobnicate)
 expect(missing_data 1 "Fashion-MNIST not found: ${WORK_DIR}/nothing has no train-images-idx3-ubyte\\[.gz\\]; install Debian's package"
        --data-dir ${WORK_DIR}/nothing --out ${WORK_DIR}/out_missing)
+set(ENV{LOOM_NUM_THREADS} "two")
+expect(bad_thread_variable 1 "LOOM_NUM_THREADS must be a whole number from 1 to 1024, got 'two'" --out ${WORK_DIR}/out_threads)
+unset(ENV{LOOM_NUM_THREADS})
 file(WRITE ${WORK_DIR}/a_file "not a folder")
 expect(unwritable_output 1 "cannot create the output folder" --out ${WORK_DIR}/a_file/results)
 

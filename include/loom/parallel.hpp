@@ -81,6 +81,23 @@ inline int team_size() {
 #endif
 }
 
+/// Runs body(t, nt) on `threads` threads, t = 0..nt-1. One thread runs the
+/// body directly: libgomp allocates (and frees) a team for every one-thread
+/// parallel region, and a training step must not allocate. The body may use
+/// `#pragma omp barrier` and `single`: outside a region they do nothing.
+template <class Body>
+void parallel(int threads, Body&& body) {
+#if defined(_OPENMP)
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    body(omp_get_thread_num(), omp_get_num_threads());
+    return;
+  }
+#endif
+  (void)threads;
+  body(0, 1);
+}
+
 /// Threads worth starting for `units` independent pieces of work.
 inline int threads_for(Index units) {
   const int t = num_threads();

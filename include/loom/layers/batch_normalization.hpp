@@ -82,23 +82,20 @@ class BatchNormalization : public Layer<T> {
         inv_std_[k] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(moving_var_[k]) + opt_.epsilon()));
         scale_[k] = gamma_[k] * inv_std_[k];
       }
-#pragma omp parallel num_threads(threads)
-      {
-        const detail::Range mine = detail::split(rows, detail::thread_index(), detail::team_size());
+      detail::parallel(threads, [&](int t, int nt) {
+        const detail::Range mine = detail::split(rows, t, nt);
         for (Index r = mine.begin; r < mine.end; ++r) {
           const T* xr = x.data() + r * c;
           T* yr = y_.data() + r * c;
           for (Index k = 0; k < c; ++k) yr[k] = (xr[k] - moving_mean_[k]) * scale_[k] + beta_[k];
         }
-      }
+      });
       return y_;
     }
     xhat_.resize(x.shape());
     const double n = static_cast<double>(rows), m = opt_.momentum();
-#pragma omp parallel num_threads(threads)
-    {
-      const int t = detail::thread_index();
-      const detail::Range mine = detail::split(rows, t, detail::team_size());
+    detail::parallel(threads, [&](int t, int nt) {
+      const detail::Range mine = detail::split(rows, t, nt);
       double* s = partial(t);
       // Batch statistics, two passes in double: the mean, then the variance.
       std::fill(s, s + c, 0.0);
@@ -109,7 +106,7 @@ class BatchNormalization : public Layer<T> {
 #pragma omp barrier
 #pragma omp single
       {
-        reduce_partials(0, sum_);
+        reduce_partials(0, nt, sum_);
         for (Index k = 0; k < c; ++k) sum_[k] /= n;
       }
       std::fill(s + c, s + 2 * c, 0.0);
@@ -123,7 +120,7 @@ class BatchNormalization : public Layer<T> {
 #pragma omp barrier
 #pragma omp single
       {
-        reduce_partials(c, sum2_);
+        reduce_partials(c, nt, sum2_);
         for (Index k = 0; k < c; ++k) {
           const double var = sum2_[k] / n;
           inv_std_[k] = static_cast<T>(1.0 / std::sqrt(var + opt_.epsilon()));
@@ -143,7 +140,7 @@ class BatchNormalization : public Layer<T> {
           yr[k] = gamma_[k] * hr[k] + beta_[k];
         }
       }
-    }
+    });
     return y_;
   }
 
@@ -153,10 +150,8 @@ class BatchNormalization : public Layer<T> {
     const bool input_grad = this->needs_input_grad();
     if (input_grad) dx_.resize(dy.shape());
     const double n = static_cast<double>(rows);
-#pragma omp parallel num_threads(threads_for(rows, c))
-    {
-      const int t = detail::thread_index();
-      const detail::Range mine = detail::split(rows, t, detail::team_size());
+    detail::parallel(threads_for(rows, c), [&](int t, int nt) {
+      const detail::Range mine = detail::split(rows, t, nt);
       double* s = partial(t);
       std::fill(s, s + 2 * c, 0.0);
       for (Index r = mine.begin; r < mine.end; ++r) {
@@ -170,8 +165,8 @@ class BatchNormalization : public Layer<T> {
 #pragma omp barrier
 #pragma omp single
       {
-        reduce_partials(0, sum_);
-        reduce_partials(c, sum2_);
+        reduce_partials(0, nt, sum_);
+        reduce_partials(c, nt, sum2_);
         for (Index k = 0; k < c; ++k) {
           dbeta_[k] = static_cast<T>(sum_[k]);
           dgamma_[k] = static_cast<T>(sum2_[k]);
@@ -188,7 +183,7 @@ class BatchNormalization : public Layer<T> {
           for (Index k = 0; k < c; ++k) d[k] = scale_[k] * (g[k] - mean_dy_[k] - h[k] * mean_dyh_[k]);
         }
       }
-    }
+    });
     return input_grad ? dx_ : this->empty_;
   }
 
@@ -207,10 +202,9 @@ class BatchNormalization : public Layer<T> {
   /// Thread t's partial sums: [0, c) and [c, 2c).
   double* partial(int t) { return partial_.data() + static_cast<std::size_t>(t) * 2 * channels(); }
 
-  /// out[k] = sum over threads, in thread order, of partial(t)[offset + k].
-  void reduce_partials(Index offset, std::vector<double>& out) {
+  /// out[k] = sum over the threads, in thread order, of partial(t)[offset + k].
+  void reduce_partials(Index offset, int threads, std::vector<double>& out) {
     const Index c = channels();
-    const int threads = detail::team_size();
     std::fill(out.begin(), out.end(), 0.0);
     for (int t = 0; t < threads; ++t) {
       const double* s = partial(t) + offset;

@@ -113,10 +113,9 @@ class Conv2D : public Layer<T> {
     y_.resize(Shape{geo_.n, geo_.ho, geo_.wo, cout});
     const int threads = detail::threads_for(geo_.n);
     prepare_workspaces(threads, keep ? 0 : tile * per_image * k);
-#pragma omp parallel num_threads(threads)
-    {
-      Workspace& w = ws_[static_cast<std::size_t>(detail::thread_index())];
-      const detail::Range mine = detail::split(geo_.n, detail::thread_index(), detail::team_size());
+    detail::parallel(threads, [&](int t, int nt) {
+      Workspace& w = ws_[static_cast<std::size_t>(t)];
+      const detail::Range mine = detail::split(geo_.n, t, nt);
       for (Index n0 = mine.begin; n0 < mine.end; n0 += tile) {
         const Index n1 = std::min(n0 + tile, mine.end);
         const Index r0 = n0 * per_image, rows = (n1 - n0) * per_image;
@@ -125,7 +124,7 @@ class Conv2D : public Layer<T> {
         w.forward(rows, cout, k, {col, k}, {kernel_.data(), cout}, y_.data() + r0 * cout, cout);
         epilogue(y_.data() + r0 * cout, rows, cout);
       }
-    }
+    });
     return y_;
   }
 
@@ -138,9 +137,7 @@ class Conv2D : public Layer<T> {
     if (input_grad) dx_.resize(this->input_shape().with_batch(n));
     const int threads = detail::threads_for(n);
     prepare_workspaces(threads, input_grad ? tile * per_image * k : 0);
-#pragma omp parallel num_threads(threads)
-    {
-      const int t = detail::thread_index(), nt = detail::team_size();
+    detail::parallel(threads, [&](int t, int nt) {
       Workspace& w = ws_[static_cast<std::size_t>(t)];
       const detail::Range mine = detail::split(n, t, nt);
       const Index r0 = mine.begin * per_image, rows = mine.size() * per_image;
@@ -181,7 +178,7 @@ class Conv2D : public Layer<T> {
           dbias_[c] = static_cast<T>(sum);
         }
       }
-    }
+    });
     return input_grad ? dx_ : this->empty_;
   }
 

@@ -72,10 +72,8 @@ class Dense : public Layer<T> {
     const int threads = threads_for_columns(units);
     const T* b = opt_.use_bias() ? bias_.data() : nullptr;
     const bool relu = opt_.activation() == Activation::ReLU;
-#pragma omp parallel num_threads(threads)
-    {
-      const int t = detail::thread_index();
-      const detail::Range cols = detail::split(units, t, detail::team_size());
+    detail::parallel(threads, [&](int t, int nt) {
+      const detail::Range cols = detail::split(units, t, nt);
       gemm_[static_cast<std::size_t>(t)].forward(n, cols.size(), in, {x.data(), in}, {kernel_.data() + cols.begin, units},
                                                   y_.data() + cols.begin, units);
       for (Index r = 0; r < n; ++r) {
@@ -85,7 +83,7 @@ class Dense : public Layer<T> {
           row[c] = relu && v < T(0) ? T(0) : v;  // NaN passes through
         }
       }
-    }
+    });
     if (opt_.activation() == Activation::Softmax) detail::softmax_rows(y_.data(), n, units);
     return y_;
   }
@@ -99,9 +97,7 @@ class Dense : public Layer<T> {
     if (input_grad) dx_.resize(x_.shape());
     const int threads = threads_for_columns(std::max(units, in));
     const T* dz = dz_.data();
-#pragma omp parallel num_threads(threads)
-    {
-      const int t = detail::thread_index(), nt = detail::team_size();
+    detail::parallel(threads, [&](int t, int nt) {
       Workspace& g = gemm_[static_cast<std::size_t>(t)];
       // dW[:, cols] = xT * dz[:, cols] and db[cols] = column sums of dz.
       const detail::Range cols = detail::split(units, t, nt);
@@ -119,7 +115,7 @@ class Dense : public Layer<T> {
         g.input(n, f.size(), units, {dz, units}, {kernel_.data() + f.begin * units, units, true},
                 dx_.data() + f.begin, in);
       }
-    }
+    });
     return input_grad ? dx_ : this->empty_;
   }
 

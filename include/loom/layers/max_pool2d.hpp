@@ -5,11 +5,13 @@
 /// row and column each see one real row or column, as in Keras. Forward
 /// remembers the winning input cell of every output; backward routes each
 /// output gradient to it. A NaN in a window wins, so it is not hidden.
+/// Threads split the batch by samples.
 
 #include <limits>
 #include <optional>
 #include <vector>
 
+#include "../parallel.hpp"
 #include "detail/im2col.hpp"
 #include "layer.hpp"
 
@@ -70,33 +72,35 @@ class MaxPool2D : public Layer<T> {
     y_.resize(Shape{g.n, g.ho, g.wo, g.c});
     argmax_.resize(static_cast<std::size_t>(y_.size()));
     const T* xd = x.data();
-#pragma omp parallel for schedule(static) if (y_.size() > 32768)
-    for (Index n = 0; n < g.n; ++n) {
-      for (Index oh = 0; oh < g.ho; ++oh) {
-        const Index h0 = std::max<Index>(oh * g.sh - g.pad_top, 0);
-        const Index h1 = std::min<Index>(oh * g.sh - g.pad_top + g.kh, g.h);
-        for (Index ow = 0; ow < g.wo; ++ow) {
-          const Index w0 = std::max<Index>(ow * g.sw - g.pad_left, 0);
-          const Index w1 = std::min<Index>(ow * g.sw - g.pad_left + g.kw, g.w);
-          const Index out = ((n * g.ho + oh) * g.wo + ow) * g.c;
-          for (Index c = 0; c < g.c; ++c) {
-            T best = -std::numeric_limits<T>::infinity();
-            Index at = ((n * g.h + h0) * g.w + w0) * g.c + c;
+    detail::parallel(detail::threads_for(y_.size() / 32768), [&](int t, int nt) {
+      const detail::Range mine = detail::split(g.n, t, nt);
+      for (Index n = mine.begin; n < mine.end; ++n) {
+        for (Index oh = 0; oh < g.ho; ++oh) {
+          const Index h0 = std::max<Index>(oh * g.sh - g.pad_top, 0);
+          const Index h1 = std::min<Index>(oh * g.sh - g.pad_top + g.kh, g.h);
+          for (Index ow = 0; ow < g.wo; ++ow) {
+            const Index w0 = std::max<Index>(ow * g.sw - g.pad_left, 0);
+            const Index w1 = std::min<Index>(ow * g.sw - g.pad_left + g.kw, g.w);
+            const Index out = ((n * g.ho + oh) * g.wo + ow) * g.c;
+            T* best = y_.data() + out;
+            Index* at = argmax_.data() + out;
+            // The window's first cell, then every other cell a whole pixel
+            // (all channels) at a time.
+            const Index first = ((n * g.h + h0) * g.w + w0) * g.c;
+            for (Index c = 0; c < g.c; ++c) {
+              best[c] = xd[first + c];
+              at[c] = first + c;
+            }
             for (Index ih = h0; ih < h1; ++ih) {
-              for (Index iw = w0; iw < w1; ++iw) {
-                const Index i = ((n * g.h + ih) * g.w + iw) * g.c + c;
-                if (!(xd[i] <= best)) {  // a larger value, or NaN: NaN propagates
-                  best = xd[i];
-                  at = i;
-                }
+              for (Index iw = ih == h0 ? w0 + 1 : w0; iw < w1; ++iw) {
+                const Index cell = ((n * g.h + ih) * g.w + iw) * g.c;
+                take_larger(xd + cell, cell, g.c, best, at);
               }
             }
-            y_[out + c] = best;
-            argmax_[static_cast<std::size_t>(out + c)] = at;
           }
         }
       }
-    }
+    });
     return y_;
   }
 
@@ -106,15 +110,29 @@ class MaxPool2D : public Layer<T> {
     // Each sample's outputs route only into that sample's inputs: split by sample.
     const auto& g = geo_;
     const Index in_sample = g.h * g.w * g.c, out_sample = g.ho * g.wo * g.c;
-#pragma omp parallel for schedule(static) if (dy.size() > 32768)
-    for (Index n = 0; n < g.n; ++n) {
-      std::fill(dx_.data() + n * in_sample, dx_.data() + (n + 1) * in_sample, T(0));
-      for (Index i = n * out_sample; i < (n + 1) * out_sample; ++i) dx_[argmax_[static_cast<std::size_t>(i)]] += dy[i];
-    }
+    detail::parallel(detail::threads_for(dy.size() / 32768), [&](int t, int nt) {
+      const detail::Range mine = detail::split(g.n, t, nt);
+      std::fill(dx_.data() + mine.begin * in_sample, dx_.data() + mine.end * in_sample, T(0));
+      for (Index i = mine.begin * out_sample; i < mine.end * out_sample; ++i) {
+        dx_[argmax_[static_cast<std::size_t>(i)]] += dy[i];
+      }
+    });
     return dx_;
   }
 
  private:
+  /// best[c], at[c] <- src[c], first + c where src[c] is larger, or NaN (the
+  /// first NaN wins and stays). Branch-free, so the compiler vectorizes it.
+  static void take_larger(const T* __restrict src, Index first, Index channels, T* __restrict best,
+                          Index* __restrict at) {
+    for (Index c = 0; c < channels; ++c) {
+      const T v = src[c], b = best[c];
+      const bool take = v > b || (v != v && b == b);
+      best[c] = take ? v : b;
+      at[c] = take ? first + c : at[c];
+    }
+  }
+
   MaxPool2DOptions opt_;
   detail::Window2D geo_;
   Tensor<T> y_, dx_;
