@@ -142,8 +142,8 @@ class Conv2D : public Layer<T> {
       const detail::Range mine = detail::split(n, t, nt);
       const Index r0 = mine.begin * per_image, rows = mine.size() * per_image;
       T* dz = dz_.data() + r0 * cout;
-      std::copy(dy.data() + r0 * cout, dy.data() + (r0 + rows) * cout, dz);
-      if (act_grad) detail::activation_grad(opt_.activation(), y_.data() + r0 * cout, dz, rows, cout);
+      detail::activation_grad(act_grad ? opt_.activation() : Activation::None, y_.data() + r0 * cout,
+                              dy.data() + r0 * cout, dz, rows, cout);
       // This thread's share of dK = colT * dz and db = column sums of dz.
       T* dk = t == 0 ? dkernel_.data() : w.dkernel.data();
       w.weights(k, cout, rows, {col_.data() + r0 * k, k, true}, {dz, cout}, dk, cout);

@@ -64,10 +64,12 @@ class Dense : public Layer<T> {
     return Shape{opt_.units()};
   }
 
-  const Tensor<T>& forward_impl(const Tensor<T>& x, Mode) override {
+  const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
     const Index n = x.dim(0), in = x.dim(1), units = opt_.units();
-    x_.resize(x.shape());
-    std::copy(x.begin(), x.end(), x_.begin());
+    if (mode == Mode::Train) {  // backward needs the input
+      x_.resize(x.shape());
+      std::copy(x.begin(), x.end(), x_.begin());
+    }
     y_.resize(Shape{n, units});
     const int threads = threads_for_columns(units);
     const T* b = opt_.use_bias() ? bias_.data() : nullptr;
@@ -91,8 +93,8 @@ class Dense : public Layer<T> {
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     const Index n = dy.dim(0), in = x_.dim(1), units = opt_.units();
     dz_.resize(dy.shape());
-    std::copy(dy.begin(), dy.end(), dz_.begin());
-    if (!this->skip_softmax_grad()) detail::activation_grad(opt_.activation(), y_.data(), dz_.data(), n, units);
+    detail::activation_grad(this->skip_softmax_grad() ? Activation::None : opt_.activation(), y_.data(), dy.data(),
+                            dz_.data(), n, units);
     const bool input_grad = this->needs_input_grad();
     if (input_grad) dx_.resize(x_.shape());
     const int threads = threads_for_columns(std::max(units, in));

@@ -39,26 +39,36 @@ void activate(Activation a, T* y, Index rows, Index cols) {
   }
 }
 
-/// Turns dL/dy into dL/dz in place, given the activation's output y = f(z).
+/// dz = dL/dz from dy = dL/dy, given the activation's output y = f(z), in
+/// one pass. dz may be dy (in place).
 template <class T>
-void activation_grad(Activation a, const T* y, T* dy, Index rows, Index cols) {
+void activation_grad(Activation a, const T* y, const T* dy, T* dz, Index rows, Index cols) {
   const Index n = rows * cols;
   switch (a) {
     case Activation::ReLU:
-      for (Index i = 0; i < n; ++i) dy[i] = y[i] > T(0) ? dy[i] : T(0);
+      for (Index i = 0; i < n; ++i) dz[i] = y[i] > T(0) ? dy[i] : T(0);
       break;
     case Activation::Softmax:
       // dz_c = y_c * (dy_c - sum_k dy_k y_k)
       for (Index r = 0; r < rows; ++r) {
         const T* yr = y + r * cols;
-        T* dr = dy + r * cols;
+        const T* gr = dy + r * cols;
+        T* dr = dz + r * cols;
         T dot = 0;
-        for (Index c = 0; c < cols; ++c) dot += dr[c] * yr[c];
-        for (Index c = 0; c < cols; ++c) dr[c] = yr[c] * (dr[c] - dot);
+        for (Index c = 0; c < cols; ++c) dot += gr[c] * yr[c];
+        for (Index c = 0; c < cols; ++c) dr[c] = yr[c] * (gr[c] - dot);
       }
       break;
-    case Activation::None: break;
+    case Activation::None:
+      if (dz != dy) std::copy(dy, dy + n, dz);
+      break;
   }
+}
+
+/// The same, in place: dy becomes dL/dz.
+template <class T>
+void activation_grad(Activation a, const T* y, T* dy, Index rows, Index cols) {
+  activation_grad(a, y, dy, dy, rows, cols);
 }
 
 }  // namespace loom::detail
