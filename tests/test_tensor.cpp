@@ -60,6 +60,20 @@ TEST_CASE("Tensor: reshape keeps the buffer, resize keeps the capacity") {
   CHECK(t.data() == before);  // shrinking and growing back within capacity does not reallocate
 }
 
+TEST_CASE("Tensor: resize zeroes new elements and keeps old ones; resize_for_overwrite keeps old ones") {
+  Tensor<float> t(Shape{2, 3}, {1, 2, 3, 4, 5, 6});
+  t.resize(Shape{1, 3});
+  t.data()[0] = 7;
+  t.resize(Shape{3, 3});  // grows back past the old size: elements 3..8 are new
+  const std::vector<float> zeroed(t.begin(), t.end());
+  CHECK(zeroed == std::vector<float>{7, 2, 3, 0, 0, 0, 0, 0, 0});
+  t.resize_for_overwrite(Shape{1, 2});
+  t.resize_for_overwrite(Shape{2, 4});
+  CHECK(t.shape() == Shape{2, 4});
+  CHECK(t.data()[0] == 7);
+  CHECK(t.data()[1] == 2);
+}
+
 TEST_CASE("Tensor: Eigen maps view the same memory, row-major") {
   Tensor<double> t(Shape{2, 3}, {1, 2, 3, 4, 5, 6});
   auto m = t.matrix();

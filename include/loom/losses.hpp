@@ -50,7 +50,7 @@ class Loss {
   /// dL/dp, or with `wrt_logits` dL/dz for p = softmax(z).
   double gradient(const Tensor<T>& p, const Tensor<T>& y, Tensor<T>& grad, bool wrt_logits) const {
     const Index n = p.dim(0), k = p.size() / n;
-    grad.resize(p.shape());
+    grad.resize_for_overwrite(p.shape());
     const T inv_n = T(1) / static_cast<T>(n);
     double sum = 0;
     for (Index i = 0; i < n; ++i) {

@@ -9,9 +9,11 @@
 #include <array>
 #include <cstddef>
 #include <initializer_list>
+#include <new>
 #include <ostream>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "error.hpp"
@@ -110,6 +112,33 @@ using VectorMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>, Eigen::Aligned
 template <class T>
 using ConstVectorMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>, Eigen::Aligned16>;
 
+namespace detail {
+
+/// Eigen's aligned allocator, except that a vector's resize leaves new
+/// elements uninitialized instead of zeroing them (the zeroing is Tensor's
+/// choice: see resize and resize_for_overwrite).
+template <class T>
+struct UninitializedAllocator : Eigen::aligned_allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() = default;
+  template <class U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+
+  template <class U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible<U>::value) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+}  // namespace detail
+
 /// An owning, contiguous, aligned, row-major tensor.
 ///
 /// Memory is one buffer; `resize` keeps its capacity, so a tensor that is
@@ -185,6 +214,16 @@ class Tensor {
   /// Sets a new shape. Keeps the capacity: shrinking and growing back within it
   /// never allocates. New elements are zero; kept ones are left as they were.
   void resize(const Shape& shape) {
+    const std::size_t kept = data_.size();
+    data_.resize(static_cast<std::size_t>(shape.size()));
+    if (data_.size() > kept) std::fill(data_.begin() + static_cast<std::ptrdiff_t>(kept), data_.end(), T(0));
+    shape_ = shape;
+  }
+
+  /// resize() for a caller that writes every element next: new elements are
+  /// left unspecified rather than zeroed (a layer's output at a batch size
+  /// larger than the last one, say, costs no pass over memory).
+  void resize_for_overwrite(const Shape& shape) {
     data_.resize(static_cast<std::size_t>(shape.size()));
     shape_ = shape;
   }
@@ -243,7 +282,7 @@ class Tensor {
   }
 
   Shape shape_;
-  std::vector<T, Eigen::aligned_allocator<T>> data_;
+  std::vector<T, detail::UninitializedAllocator<T>> data_;
 };
 
 }  // namespace loom

@@ -29,7 +29,7 @@ class ActivationLayer : public Layer<T> {
   }
 
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode) override {
-    y_.resize(x.shape());
+    y_.resize_for_overwrite(x.shape());
     std::copy(x.begin(), x.end(), y_.begin());
     detail::activate(activation_, y_.data(), rows(), x.shape().back());
     return y_;
@@ -37,7 +37,7 @@ class ActivationLayer : public Layer<T> {
 
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     if (!this->needs_input_grad()) return this->empty_;
-    dx_.resize(dy.shape());
+    dx_.resize_for_overwrite(dy.shape());
     std::copy(dy.begin(), dy.end(), dx_.begin());
     if (!this->skip_softmax_grad()) detail::activation_grad(activation_, y_.data(), dx_.data(), rows(), dy.shape().back());
     return dx_;

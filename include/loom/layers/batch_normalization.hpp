@@ -75,7 +75,7 @@ class BatchNormalization : public Layer<T> {
 
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
     const Index c = channels(), rows = x.size() / c;
-    y_.resize(x.shape());
+    y_.resize_for_overwrite(x.shape());
     const int threads = threads_for(rows, c);
     if (mode == Mode::Inference) {
       for (Index k = 0; k < c; ++k) {
@@ -92,7 +92,7 @@ class BatchNormalization : public Layer<T> {
       });
       return y_;
     }
-    xhat_.resize(x.shape());
+    xhat_.resize_for_overwrite(x.shape());
     const double n = static_cast<double>(rows), m = opt_.momentum();
     detail::parallel(threads, [&](int t, int nt) {
       const detail::Range mine = detail::split(rows, t, nt);
@@ -148,7 +148,7 @@ class BatchNormalization : public Layer<T> {
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     const Index c = channels(), rows = dy.size() / c;
     const bool input_grad = this->needs_input_grad();
-    if (input_grad) dx_.resize(dy.shape());
+    if (input_grad) dx_.resize_for_overwrite(dy.shape());
     const double n = static_cast<double>(rows);
     detail::parallel(threads_for(rows, c), [&](int t, int nt) {
       const detail::Range mine = detail::split(rows, t, nt);

@@ -109,8 +109,8 @@ class Conv2D : public Layer<T> {
     const Index tile = images_per_tile();
     // Training keeps every column row for backward; inference needs only a tile.
     const bool keep = mode == Mode::Train;
-    if (keep) col_.resize(Shape{geo_.rows(), k});
-    y_.resize(Shape{geo_.n, geo_.ho, geo_.wo, cout});
+    if (keep) col_.resize_for_overwrite(Shape{geo_.rows(), k});
+    y_.resize_for_overwrite(Shape{geo_.n, geo_.ho, geo_.wo, cout});
     const int threads = detail::threads_for(geo_.n);
     prepare_workspaces(threads, keep ? 0 : tile * per_image * k);
     detail::parallel(threads, [&](int t, int nt) {
@@ -133,8 +133,8 @@ class Conv2D : public Layer<T> {
     const Index tile = images_per_tile();
     const bool input_grad = this->needs_input_grad();
     const bool act_grad = !this->skip_softmax_grad();
-    dz_.resize(dy.shape());
-    if (input_grad) dx_.resize(this->input_shape().with_batch(n));
+    dz_.resize_for_overwrite(dy.shape());
+    if (input_grad) dx_.resize_for_overwrite(this->input_shape().with_batch(n));
     const int threads = detail::threads_for(n);
     prepare_workspaces(threads, input_grad ? tile * per_image * k : 0);
     detail::parallel(threads, [&](int t, int nt) {
@@ -202,8 +202,8 @@ class Conv2D : public Layer<T> {
   void prepare_workspaces(int threads, Index col_elems) {
     if (ws_.size() < static_cast<std::size_t>(threads)) ws_.resize(static_cast<std::size_t>(threads));
     for (Workspace& w : ws_) {
-      if (w.col.size() < col_elems) w.col.resize(Shape{col_elems});
-      if (w.dkernel.size() != kernel_.size()) w.dkernel.resize(kernel_.shape());
+      if (w.col.size() < col_elems) w.col.resize_for_overwrite(Shape{col_elems});
+      if (w.dkernel.size() != kernel_.size()) w.dkernel.resize_for_overwrite(kernel_.shape());
       w.dbias.resize(static_cast<std::size_t>(opt_.filters()));
     }
   }

@@ -67,10 +67,10 @@ class Dense : public Layer<T> {
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
     const Index n = x.dim(0), in = x.dim(1), units = opt_.units();
     if (mode == Mode::Train) {  // backward needs the input
-      x_.resize(x.shape());
+      x_.resize_for_overwrite(x.shape());
       std::copy(x.begin(), x.end(), x_.begin());
     }
-    y_.resize(Shape{n, units});
+    y_.resize_for_overwrite(Shape{n, units});
     const int threads = threads_for_columns(units);
     const T* b = opt_.use_bias() ? bias_.data() : nullptr;
     const bool relu = opt_.activation() == Activation::ReLU;
@@ -92,11 +92,11 @@ class Dense : public Layer<T> {
 
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     const Index n = dy.dim(0), in = x_.dim(1), units = opt_.units();
-    dz_.resize(dy.shape());
+    dz_.resize_for_overwrite(dy.shape());
     detail::activation_grad(this->skip_softmax_grad() ? Activation::None : opt_.activation(), y_.data(), dy.data(),
                             dz_.data(), n, units);
     const bool input_grad = this->needs_input_grad();
-    if (input_grad) dx_.resize(x_.shape());
+    if (input_grad) dx_.resize_for_overwrite(x_.shape());
     const int threads = threads_for_columns(std::max(units, in));
     const T* dz = dz_.data();
     detail::parallel(threads, [&](int t, int nt) {

@@ -46,8 +46,8 @@ class Dropout : public Layer<T> {
       return x;
     }
     identity_ = false;
-    mask_.resize(x.shape());
-    y_.resize(x.shape());
+    mask_.resize_for_overwrite(x.shape());
+    y_.resize_for_overwrite(x.shape());
     const T scale = static_cast<T>(1.0 / (1.0 - rate_));
     for (Index i = 0; i < x.size(); ++i) {
       mask_[i] = rng_.uniform() >= rate_ ? scale : T(0);
@@ -58,7 +58,7 @@ class Dropout : public Layer<T> {
 
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     if (!this->needs_input_grad()) return this->empty_;
-    dx_.resize(dy.shape());
+    dx_.resize_for_overwrite(dy.shape());
     for (Index i = 0; i < dy.size(); ++i) dx_[i] = identity_ ? dy[i] : dy[i] * mask_[i];
     return dx_;
   }

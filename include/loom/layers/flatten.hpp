@@ -22,14 +22,14 @@ class Flatten : public Layer<T> {
   }
 
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode) override {
-    y_.resize(Shape{x.dim(0), this->output_shape()[0]});
+    y_.resize_for_overwrite(Shape{x.dim(0), this->output_shape()[0]});
     std::copy(x.begin(), x.end(), y_.begin());
     return y_;
   }
 
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     if (!this->needs_input_grad()) return this->empty_;
-    dx_.resize(this->input_shape().with_batch(dy.dim(0)));
+    dx_.resize_for_overwrite(this->input_shape().with_batch(dy.dim(0)));
     std::copy(dy.begin(), dy.end(), dx_.begin());
     return dx_;
   }

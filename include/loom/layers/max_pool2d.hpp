@@ -69,7 +69,7 @@ class MaxPool2D : public Layer<T> {
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode) override {
     const auto& g = geo_;
     geo_.n = x.dim(0);
-    y_.resize(Shape{g.n, g.ho, g.wo, g.c});
+    y_.resize_for_overwrite(Shape{g.n, g.ho, g.wo, g.c});
     argmax_.resize(static_cast<std::size_t>(y_.size()));
     const T* xd = x.data();
     detail::parallel(detail::threads_for(y_.size() / 32768), [&](int t, int nt) {
@@ -106,7 +106,7 @@ class MaxPool2D : public Layer<T> {
 
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     if (!this->needs_input_grad()) return this->empty_;
-    dx_.resize(this->input_shape().with_batch(geo_.n));
+    dx_.resize_for_overwrite(this->input_shape().with_batch(geo_.n));
     // Each sample's outputs route only into that sample's inputs: split by sample.
     const auto& g = geo_;
     const Index in_sample = g.h * g.w * g.c, out_sample = g.ho * g.wo * g.c;
@@ -136,7 +136,7 @@ class MaxPool2D : public Layer<T> {
   MaxPool2DOptions opt_;
   detail::Window2D geo_;
   Tensor<T> y_, dx_;
-  std::vector<Index> argmax_;
+  std::vector<Index, detail::UninitializedAllocator<Index>> argmax_;  // every element written by forward
 };
 
 }  // namespace loom

@@ -512,7 +512,7 @@ class Sequential {
   static void gather(const Tensor<T>& src, const Index* idx, Index b, Tensor<T>& dst) {
     Shape s = src.shape();
     s[0] = b;
-    dst.resize(s);
+    dst.resize_for_overwrite(s);
     const Index row = src.size() / src.dim(0);
     for (Index i = 0; i < b; ++i) {
       std::memcpy(dst.data() + i * row, src.data() + idx[i] * row, sizeof(T) * static_cast<std::size_t>(row));
@@ -523,7 +523,7 @@ class Sequential {
   static void slice(const Tensor<T>& src, Index start, Index b, Tensor<T>& dst) {
     Shape s = src.shape();
     s[0] = b;
-    dst.resize(s);
+    dst.resize_for_overwrite(s);
     const Index row = src.size() / src.dim(0);
     std::copy(src.data() + start * row, src.data() + (start + b) * row, dst.data());
   }
