@@ -338,8 +338,25 @@ TEST_CASE("Dropout: inverted in training, identity in inference, seeded") {
   layer.seed(5);
   const Tensor<float> again = layer.forward(x, Mode::Train);
   CHECK(std::equal(y.begin(), y.end(), again.begin()));
+  const Tensor<float> next = layer.forward(x, Mode::Train);  // a new mask each step
+  CHECK_FALSE(std::equal(y.begin(), y.end(), next.begin()));
   CHECK_THROWS_AS(Dropout<float>(1.0), ConfigError);
   CHECK_THROWS_AS(Dropout<float>(-0.1), ConfigError);
+}
+
+TEST_CASE("Dropout: the mask does not depend on the number of threads") {
+  const int saved = num_threads();
+  Tensor<float> x(Shape{4, 100000}, 1.0f);
+  std::vector<Tensor<float>> masks;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    Dropout<float> layer(0.5, 11);
+    Rng rng(0);
+    layer.build({100000}, rng);
+    masks.push_back(layer.forward(x, Mode::Train));
+  }
+  set_num_threads(saved);
+  CHECK(std::equal(masks[0].begin(), masks[0].end(), masks[1].begin()));
 }
 
 TEST_CASE("Flatten keeps NHWC (h, w, c) order") {

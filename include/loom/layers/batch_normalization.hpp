@@ -9,12 +9,14 @@
 ///     inference:  the same formula with the moving statistics.
 ///
 /// gamma and beta are trainable; the moving statistics are buffers. The
-/// input is viewed as a [rows, channels] matrix; sums run in double.
+/// input is viewed as a [rows, channels] matrix; sums run in double (the
+/// variance as E[x^2] - mean^2, one pass over the input).
 ///
 /// Threads split the rows. Each sums its own rows; the partial sums are then
 /// added in thread order, so the statistics do not depend on scheduling
 /// (they do, within double rounding, on the thread count).
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -97,47 +99,45 @@ class BatchNormalization : public Layer<T> {
     detail::parallel(threads, [&](int t, int nt) {
       const detail::Range mine = detail::split(rows, t, nt);
       double* s = partial(t);
-      // Batch statistics, two passes in double: the mean, then the variance.
-      std::fill(s, s + c, 0.0);
+      // Batch statistics in one pass: sums of x and of x^2, in double, so
+      // that var = E[x^2] - mean^2 loses nothing a float could hold.
+      std::fill(s, s + 2 * c, 0.0);
       for (Index r = mine.begin; r < mine.end; ++r) {
         const T* xr = x.data() + r * c;
-        for (Index k = 0; k < c; ++k) s[k] += xr[k];
+        for (Index k = 0; k < c; ++k) {
+          const double v = xr[k];
+          s[k] += v;
+          s[c + k] += v * v;
+        }
       }
 #pragma omp barrier
 #pragma omp single
       {
         reduce_partials(0, nt, sum_);
-        for (Index k = 0; k < c; ++k) sum_[k] /= n;
-      }
-      std::fill(s + c, s + 2 * c, 0.0);
-      for (Index r = mine.begin; r < mine.end; ++r) {
-        const T* xr = x.data() + r * c;
-        for (Index k = 0; k < c; ++k) {
-          const double d = static_cast<double>(xr[k]) - sum_[k];
-          s[c + k] += d * d;
-        }
-      }
-#pragma omp barrier
-#pragma omp single
-      {
         reduce_partials(c, nt, sum2_);
         for (Index k = 0; k < c; ++k) {
-          const double var = sum2_[k] / n;
+          const double mean = sum_[k] / n;
+          const double var = std::max(sum2_[k] / n - mean * mean, 0.0);
           inv_std_[k] = static_cast<T>(1.0 / std::sqrt(var + opt_.epsilon()));
           const double unbiased = rows > 1 ? var * n / (n - 1) : var;
-          moving_mean_[k] = static_cast<T>(m * moving_mean_[k] + (1 - m) * sum_[k]);
+          moving_mean_[k] = static_cast<T>(m * moving_mean_[k] + (1 - m) * mean);
           moving_var_[k] = static_cast<T>(m * moving_var_[k] + (1 - m) * unbiased);
-          mean_[k] = static_cast<T>(sum_[k]);
+          mean_[k] = static_cast<T>(mean);
         }
       }
       // xhat is kept for backward; y = gamma * xhat + beta.
+      const T* __restrict mu = mean_.data();
+      const T* __restrict is = inv_std_.data();
+      const T* __restrict g = gamma_.data();
+      const T* __restrict b = beta_.data();
       for (Index r = mine.begin; r < mine.end; ++r) {
-        const T* xr = x.data() + r * c;
-        T* hr = xhat_.data() + r * c;
-        T* yr = y_.data() + r * c;
+        const T* __restrict xr = x.data() + r * c;
+        T* __restrict hr = xhat_.data() + r * c;
+        T* __restrict yr = y_.data() + r * c;
         for (Index k = 0; k < c; ++k) {
-          hr[k] = (xr[k] - mean_[k]) * inv_std_[k];
-          yr[k] = gamma_[k] * hr[k] + beta_[k];
+          const T h = (xr[k] - mu[k]) * is[k];
+          hr[k] = h;
+          yr[k] = g[k] * h + b[k];
         }
       }
     });
@@ -176,11 +176,14 @@ class BatchNormalization : public Layer<T> {
         }
       }
       if (input_grad) {
+        const T* __restrict sc = scale_.data();
+        const T* __restrict mg = mean_dy_.data();
+        const T* __restrict mgh = mean_dyh_.data();
         for (Index r = mine.begin; r < mine.end; ++r) {
-          const T* g = dy.data() + r * c;
-          const T* h = xhat_.data() + r * c;
-          T* d = dx_.data() + r * c;
-          for (Index k = 0; k < c; ++k) d[k] = scale_[k] * (g[k] - mean_dy_[k] - h[k] * mean_dyh_[k]);
+          const T* __restrict g = dy.data() + r * c;
+          const T* __restrict h = xhat_.data() + r * c;
+          T* __restrict d = dx_.data() + r * c;
+          for (Index k = 0; k < c; ++k) d[k] = sc[k] * (g[k] - mg[k] - h[k] * mgh[k]);
         }
       }
     });

@@ -4,9 +4,16 @@
 /// 1 - rate and scaled by 1 / (1 - rate); in inference it is the identity
 /// (forward returns its input unchanged, without a copy). The mask comes from
 /// the layer's own seeded stream, so a fixed seed gives the same masks.
+///
+/// Each training forward draws one 64-bit key from that stream; element i
+/// is kept when value i of the SplitMix64 sequence from that key clears the
+/// rate. Elements are
+/// independent of each other and of the thread that computes them, so
+/// threads split the batch and the mask does not depend on their number.
 
 #include <optional>
 
+#include "../parallel.hpp"
 #include "layer.hpp"
 
 namespace loom {
@@ -49,21 +56,42 @@ class Dropout : public Layer<T> {
     mask_.resize_for_overwrite(x.shape());
     y_.resize_for_overwrite(x.shape());
     const T scale = static_cast<T>(1.0 / (1.0 - rate_));
-    for (Index i = 0; i < x.size(); ++i) {
-      mask_[i] = rng_.uniform() >= rate_ ? scale : T(0);
-      y_[i] = x[i] * mask_[i];
-    }
+    const std::uint64_t key = rng_.next_u64();
+    // Keep when the hash's top 53 bits, as a fraction of 2^53, are >= rate.
+    const auto threshold = static_cast<std::uint64_t>(rate_ * 0x1.0p53);
+    const Index n = x.size();
+    detail::parallel(detail::threads_for(n / 65536), [&](int t, int nt) {
+      const detail::Range mine = detail::split(n, t, nt);
+      for (Index i = mine.begin; i < mine.end; ++i) {
+        const bool keep = (splitmix64(key, static_cast<std::uint64_t>(i)) >> 11) >= threshold;
+        mask_[i] = keep ? scale : T(0);
+        y_[i] = x[i] * mask_[i];
+      }
+    });
     return y_;
   }
 
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     if (!this->needs_input_grad()) return this->empty_;
     dx_.resize_for_overwrite(dy.shape());
-    for (Index i = 0; i < dy.size(); ++i) dx_[i] = identity_ ? dy[i] : dy[i] * mask_[i];
+    const Index n = dy.size();
+    detail::parallel(detail::threads_for(n / 65536), [&](int t, int nt) {
+      const detail::Range mine = detail::split(n, t, nt);
+      for (Index i = mine.begin; i < mine.end; ++i) dx_[i] = identity_ ? dy[i] : dy[i] * mask_[i];
+    });
     return dx_;
   }
 
  private:
+  /// Value i of the SplitMix64 stream that starts at `key` (Steele, Lea and
+  /// Flood 2014), computed directly: a bijective mix of key + (i + 1) * gamma.
+  static std::uint64_t splitmix64(std::uint64_t key, std::uint64_t i) {
+    std::uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+
   double rate_;
   std::optional<std::uint64_t> seed_;
   Rng rng_;

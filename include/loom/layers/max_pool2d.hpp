@@ -66,11 +66,13 @@ class MaxPool2D : public Layer<T> {
     return Shape{rows.out, cols.out, in[2]};
   }
 
-  const Tensor<T>& forward_impl(const Tensor<T>& x, Mode) override {
+  const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
     const auto& g = geo_;
     geo_.n = x.dim(0);
     y_.resize_for_overwrite(Shape{g.n, g.ho, g.wo, g.c});
-    argmax_.resize(static_cast<std::size_t>(y_.size()));
+    // Only backward needs the winners: inference skips writing them.
+    const bool track = mode == Mode::Train;
+    if (track) argmax_.resize(static_cast<std::size_t>(y_.size()));
     const T* xd = x.data();
     detail::parallel(detail::threads_for(y_.size() / 32768), [&](int t, int nt) {
       const detail::Range mine = detail::split(g.n, t, nt);
@@ -83,18 +85,22 @@ class MaxPool2D : public Layer<T> {
             const Index w1 = std::min<Index>(ow * g.sw - g.pad_left + g.kw, g.w);
             const Index out = ((n * g.ho + oh) * g.wo + ow) * g.c;
             T* best = y_.data() + out;
-            Index* at = argmax_.data() + out;
+            Index* at = track ? argmax_.data() + out : nullptr;
             // The window's first cell, then every other cell a whole pixel
             // (all channels) at a time.
             const Index first = ((n * g.h + h0) * g.w + w0) * g.c;
-            for (Index c = 0; c < g.c; ++c) {
-              best[c] = xd[first + c];
-              at[c] = first + c;
+            for (Index c = 0; c < g.c; ++c) best[c] = xd[first + c];
+            if (track) {
+              for (Index c = 0; c < g.c; ++c) at[c] = first + c;
             }
             for (Index ih = h0; ih < h1; ++ih) {
               for (Index iw = ih == h0 ? w0 + 1 : w0; iw < w1; ++iw) {
                 const Index cell = ((n * g.h + ih) * g.w + iw) * g.c;
-                take_larger(xd + cell, cell, g.c, best, at);
+                if (track) {
+                  take_larger(xd + cell, cell, g.c, best, at);
+                } else {
+                  take_larger(xd + cell, g.c, best);
+                }
               }
             }
           }
@@ -130,6 +136,14 @@ class MaxPool2D : public Layer<T> {
       const bool take = v > b || (v != v && b == b);
       best[c] = take ? v : b;
       at[c] = take ? first + c : at[c];
+    }
+  }
+
+  /// The same without the winners' positions.
+  static void take_larger(const T* __restrict src, Index channels, T* __restrict best) {
+    for (Index c = 0; c < channels; ++c) {
+      const T v = src[c], b = best[c];
+      best[c] = v > b || (v != v && b == b) ? v : b;
     }
   }
 
