@@ -214,33 +214,43 @@ TEST_CASE("the notebook's model trains a batch and predicts probabilities") {
 TEST_CASE("the notebook's model gives the same results on one thread and on two") {
   // Threads split batches, units and rows differently, and add partial sums
   // in another grouping: results agree to float rounding, not bit for bit.
-  // SGD, because RMSprop's first steps move every weight by about 3 * lr
-  // times the sign of its gradient, and a gradient that is rounding noise
-  // can have either sign.
+  // The gradients of one step are compared, each tensor's within 1e-5 of
+  // its largest entry: over more steps, rounding is amplified where a
+  // channel of random data is nearly dead and BatchNormalization divides by
+  // its tiny variance, so whole trajectories are compared by loss only.
   const int saved = num_threads();
   Tensor<float> x(Shape{32, 28, 28, 1}), y(Shape{32});
   Rng rng(3);
   for (float& v : x) v = static_cast<float>(rng.uniform());
   for (Index i = 0; i < 32; ++i) y[i] = static_cast<float>(rng.below(10));
-  std::vector<std::vector<float>> weights;
+  std::vector<std::vector<std::vector<float>>> grads;
   std::vector<double> losses;
   for (int threads : {1, 2}) {
     set_num_threads(threads);
     auto model = notebook_model<float>(7);
     model.compile("sparse_categorical_crossentropy", {"accuracy"}, "sgd");
-    for (int step = 0; step < 3; ++step) losses.push_back(model.train_step(x, y));
-    std::vector<float> w;
+    losses.push_back(model.train_step(x, y));
+    std::vector<std::vector<float>> g;
     for (const auto& layer : model.layers()) {
-      for (const auto& p : layer->parameters()) w.insert(w.end(), p.value->begin(), p.value->end());
+      for (const auto& p : layer->parameters()) {
+        if (p.grad != nullptr) g.emplace_back(p.grad->begin(), p.grad->end());
+      }
     }
-    weights.push_back(std::move(w));
+    grads.push_back(std::move(g));
+    for (int step = 0; step < 2; ++step) losses.push_back(model.train_step(x, y));
   }
   set_num_threads(saved);
-  for (int step = 0; step < 3; ++step) CHECK(losses[step] == doctest::Approx(losses[3 + step]).epsilon(1e-4));
-  REQUIRE(weights[0].size() == weights[1].size());
-  float worst = 0;
-  for (std::size_t i = 0; i < weights[0].size(); ++i) worst = std::max(worst, std::abs(weights[0][i] - weights[1][i]));
-  CHECK(worst < 1e-5f);
+  for (int step = 0; step < 3; ++step) CHECK(losses[step] == doctest::Approx(losses[3 + step]).epsilon(1e-5));
+  REQUIRE(grads[0].size() == grads[1].size());
+  for (std::size_t t = 0; t < grads[0].size(); ++t) {
+    float largest = 0, worst = 0;
+    for (std::size_t i = 0; i < grads[0][t].size(); ++i) {
+      largest = std::max(largest, std::abs(grads[0][t][i]));
+      worst = std::max(worst, std::abs(grads[0][t][i] - grads[1][t][i]));
+    }
+    CAPTURE(t);
+    CHECK(worst <= 1e-5f * largest);
+  }
 }
 
 // ---------------------------------------------------------------- errors a user meets

@@ -12,9 +12,10 @@
 /// [kh*kw*Cin, Cout] row-major matrix multiplies the column matrix directly.
 ///
 /// Threads split the batch: each takes a contiguous run of samples and goes
-/// through it a few images at a time (a tile of column rows that fits in
-/// L2), so im2col's rows are still in cache when its GEMM reads them and the
-/// epilogue (bias, activation) touches output rows the GEMM just wrote.
+/// through it a few images at a time (a tile whose column and output rows
+/// fit in L2), so im2col's rows are still in cache when its GEMM reads them.
+/// The GEMM adds onto output rows that start as the bias, and the activation
+/// runs on rows the GEMM just wrote.
 /// Backward, each thread computes the kernel gradient of its own samples,
 /// and the threads then add those partial sums in a fixed order: results do
 /// not depend on scheduling (they do, within rounding, on the thread count).
@@ -121,8 +122,17 @@ class Conv2D : public Layer<T> {
         const Index r0 = n0 * per_image, rows = (n1 - n0) * per_image;
         T* col = keep ? col_.data() + r0 * k : w.col.data();
         detail::im2col(x.data(), geo_, n0, n1, col);
-        w.forward(rows, cout, k, {col, k}, {kernel_.data(), cout}, y_.data() + r0 * cout, cout);
-        epilogue(y_.data() + r0 * cout, rows, cout);
+        // The GEMM adds onto rows that start as the bias, then the activation.
+        T* y = y_.data() + r0 * cout;
+        for (Index r = 0; r < rows; ++r) {
+          if (opt_.use_bias()) {
+            std::copy(bias_.data(), bias_.data() + cout, y + r * cout);
+          } else {
+            std::fill(y + r * cout, y + (r + 1) * cout, T(0));
+          }
+        }
+        w.forward(rows, cout, k, {col, k}, {kernel_.data(), cout}, y, cout, /*accumulate=*/true);
+        activate(y, rows, cout);
       }
     });
     return y_;
@@ -191,11 +201,13 @@ class Conv2D : public Layer<T> {
     std::vector<double> dbias;
   };
 
-  /// Samples per tile: as many as keep one tile of column rows within about
-  /// 256 KiB (at least one).
+  /// Samples per tile: as many as keep one tile's column rows and output
+  /// rows within 512 KiB, about a core's L2 (at least one). bench_conv2d's
+  /// forward against its GEMM alone chose it: 256 KiB and 1 MiB were slower.
   Index images_per_tile() const {
-    const Index bytes = geo_.ho * geo_.wo * geo_.patch() * static_cast<Index>(sizeof(T));
-    return std::max<Index>(1, (Index(256) << 10) / std::max<Index>(bytes, 1));
+    constexpr Index kTileBytes = Index(512) << 10;
+    const Index bytes = geo_.ho * geo_.wo * (geo_.patch() + opt_.filters()) * static_cast<Index>(sizeof(T));
+    return std::max<Index>(1, kTileBytes / std::max<Index>(bytes, 1));
   }
 
   /// Sizes every thread's scratch; allocates only when it grows.
@@ -208,18 +220,13 @@ class Conv2D : public Layer<T> {
     }
   }
 
-  /// Bias and activation in one pass over rows the GEMM just wrote.
-  void epilogue(T* y, Index rows, Index cout) const {
-    const T* b = opt_.use_bias() ? bias_.data() : nullptr;
-    const bool relu = opt_.activation() == Activation::ReLU;
-    for (Index r = 0; r < rows; ++r) {
-      T* row = y + r * cout;
-      for (Index c = 0; c < cout; ++c) {
-        const T v = b ? row[c] + b[c] : row[c];
-        row[c] = relu && v < T(0) ? T(0) : v;  // NaN passes through, as in std::max(v, 0)
-      }
+  /// The activation, over rows the GEMM just wrote (still in cache).
+  void activate(T* y, Index rows, Index cout) const {
+    if (opt_.activation() == Activation::ReLU) {
+      for (Index i = 0; i < rows * cout; ++i) y[i] = y[i] < T(0) ? T(0) : y[i];  // NaN passes through
+    } else if (opt_.activation() == Activation::Softmax) {
+      detail::softmax_rows(y, rows, cout);
     }
-    if (opt_.activation() == Activation::Softmax) detail::softmax_rows(y, rows, cout);
   }
 
   Conv2DOptions opt_;

@@ -57,6 +57,22 @@ struct Window2D {
   Index patch() const { return kh * kw * c; }  // columns of the column matrix
 };
 
+/// Copies n values. Window rows of a first layer are a few values long (3
+/// for a 3x3 kernel on one channel), where a call to memcpy costs more than
+/// the copy: sizes up to 8 get a memcpy of constant size, which compilers
+/// turn into a move or two.
+template <class T>
+inline void copy_small(const T* from, Index n, T* to) {
+  switch (n) {
+#define LOOM_COPY_CASE(k) \
+  case k: std::memcpy(to, from, k * sizeof(T)); return;
+    LOOM_COPY_CASE(1) LOOM_COPY_CASE(2) LOOM_COPY_CASE(3) LOOM_COPY_CASE(4)
+    LOOM_COPY_CASE(5) LOOM_COPY_CASE(6) LOOM_COPY_CASE(7) LOOM_COPY_CASE(8)
+#undef LOOM_COPY_CASE
+    default: std::memcpy(to, from, sizeof(T) * static_cast<std::size_t>(n));
+  }
+}
+
 /// Images [n0, n1) of x [N, H, W, C] -> their rows of col [N*Ho*Wo, kh*kw*C];
 /// `col` points at image n0's first row. One thread's work: the layer splits
 /// the batch across threads and calls this on small groups of images, so the
@@ -78,7 +94,7 @@ void im2col(const T* x, const Window2D& g, Index n0, Index n1, T* col) {
           }
           const T* in_row = x + ((n * g.h + ih) * g.w) * g.c;
           if (inside) {  // the whole window row is inside the image
-            std::memcpy(out, in_row + iw0 * g.c, sizeof(T) * static_cast<std::size_t>(span));
+            copy_small(in_row + iw0 * g.c, span, out);
             continue;
           }
           for (Index j = 0; j < g.kw; ++j) {
