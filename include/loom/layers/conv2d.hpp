@@ -132,7 +132,7 @@ class Conv2D : public Layer<T> {
           }
         }
         w.forward(rows, cout, k, {col, k}, {kernel_.data(), cout}, y, cout, /*accumulate=*/true);
-        activate(y, rows, cout);
+        detail::activate(opt_.activation(), y, rows, cout);  // on rows still in cache
       }
     });
     return y_;
@@ -217,15 +217,6 @@ class Conv2D : public Layer<T> {
       if (w.col.size() < col_elems) w.col.resize_for_overwrite(Shape{col_elems});
       if (w.dkernel.size() != kernel_.size()) w.dkernel.resize_for_overwrite(kernel_.shape());
       w.dbias.resize(static_cast<std::size_t>(opt_.filters()));
-    }
-  }
-
-  /// The activation, over rows the GEMM just wrote (still in cache).
-  void activate(T* y, Index rows, Index cout) const {
-    if (opt_.activation() == Activation::ReLU) {
-      for (Index i = 0; i < rows * cout; ++i) y[i] = y[i] < T(0) ? T(0) : y[i];  // NaN passes through
-    } else if (opt_.activation() == Activation::Softmax) {
-      detail::softmax_rows(y, rows, cout);
     }
   }
 
