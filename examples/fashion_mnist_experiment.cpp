@@ -191,18 +191,10 @@ int main(int argc, char** argv) {
       } else {
         model.compile(spec.loss(), {"accuracy"});
       }
-      // The best val_accuracy so far (strictly better replaces it, as on the first run).
-      double best_val = -1;
-      const auto& done = model.history();
-      if (done.has("val_accuracy")) {
-        for (std::size_t e = 0; e < done["val_accuracy"].size(); ++e) {
-          if (done["val_accuracy"][e] > best_val) {
-            best_val = done["val_accuracy"][e];
-            r.best_epoch = static_cast<int>(e) + 1;
-          }
-        }
-      }
-      const auto keep_best = std::make_shared<examples::KeepBest>(best_path, best_val, r.best_epoch);
+      // The weights of the epoch with the best val_accuracy; on --resume its best so far comes back
+      // with the checkpoint.
+      const auto keep_best = std::make_shared<ModelCheckpoint<float>>(
+          best_path, ModelCheckpointOptions().monitor("val_accuracy").save_best_only(true).save_weights_only(true));
       const auto t0 = Clock::now();
       model.fit(xt, yt,
                 FitOptions<float>()
@@ -223,7 +215,7 @@ int main(int argc, char** argv) {
       }
       r.history = model.history();
       r.best_epoch = keep_best->best_epoch();
-      best_val = keep_best->best_value();
+      const double best_val = keep_best->best();
       // The notebook's numbers: the weights after the last epoch.
       r.test = model.evaluate(xs, ys, opt.batch_size);
       r.confusion = ConfusionMatrix(labels_of(y_test), argmax_rows(model.predict(xs, opt.batch_size)), 10);

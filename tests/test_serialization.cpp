@@ -64,14 +64,14 @@ void write(const std::string& path, const std::string& bytes) {
 
 /// Frames a hand-made payload as a model file, with a correct checksum.
 std::string framed(const std::string& payload, std::uint32_t version = 1, std::uint8_t scalar = 4) {
-  detail::ByteWriter w;
+  ByteWriter w;
   w.bytes.append("LOOMMODL", 8);
   w.u32(version);
   w.u32(0);
   w.u8(scalar);
   w.u64(payload.size());
   w.bytes += payload;
-  w.u32(detail::crc32(reinterpret_cast<const unsigned char*>(payload.data()), payload.size()));
+  w.u32(crc32(reinterpret_cast<const unsigned char*>(payload.data()), payload.size()));
   return w.bytes;
 }
 
@@ -199,13 +199,13 @@ TEST_CASE("load names the file and the first thing that does not match") {
   std::string flipped = good;
   flipped[good.size() / 2] ^= 0x40;
   CHECK(load_error(flipped) == p + ": checksum mismatch: the file is corrupt");
-  std::string v2 = good;
-  v2[8] = 2;
-  CHECK(load_error(v2) == p + ": format version 2, this loom reads version 1");
+  std::string v3 = good;
+  v3[8] = 3;
+  CHECK(load_error(v3) == p + ": format version 3, this loom reads versions 1 to 2");
   CHECK(error_of([&] { Sequential<double>::load_bytes(good, "f"); }) ==
         "f: saved with float parameters, loading as double");
   // A well-framed payload that lies: an unknown layer, a layer too big for the file.
-  detail::ByteWriter w;
+  ByteWriter w;
   w.str("m");
   w.u64(0);
   w.shape(Shape{1000});
@@ -214,10 +214,11 @@ TEST_CASE("load names the file and the first thing that does not match") {
   w.u32(1);
   w.str("Dense");
   w.str("dense");
-  w.config({{"units", "1073741824"}, {"activation", "linear"}, {"use_bias", "1"}});
-  CHECK(load_error(framed(w.bytes)) ==
-        p + ": layer 1 'dense' (Dense): its parameters would need more values than the file holds");
-  detail::ByteWriter u;
+  w.pairs({{"units", "1073741824"}, {"activation", "linear"}, {"use_bias", "1"}});
+  CHECK(load_error(framed(w.bytes)).rfind(p + ": layer 1 'dense' (Dense): Dense 'dense': its parameters would need more "
+                                            "than the ",
+                                        0) == 0);
+  ByteWriter u;
   u.str("m");
   u.u64(0);
   u.shape(Shape{10});
@@ -226,8 +227,8 @@ TEST_CASE("load names the file and the first thing that does not match") {
   u.u32(1);
   u.str("Transformer");
   u.str("t");
-  u.config({});
-  CHECK(load_error(framed(u.bytes)) == p + ": unknown layer type 'Transformer'");
+  u.pairs({});
+  CHECK(load_error(framed(u.bytes)).rfind(p + ": layer 1 't' (Transformer): unknown layer 'Transformer' (known: ", 0) == 0);
 }
 
 TEST_CASE("saving is atomic: a failed save leaves the old file and no temporary file") {
@@ -260,18 +261,17 @@ TEST_CASE("ModelCheckpoint saves every epoch, or only the best; EarlyStopping st
   auto stop = std::make_shared<EarlyStopping<float>>(
       EarlyStoppingOptions().monitor("loss").patience(1).restore_best_weights(true).min_delta(1e9));
   std::vector<float> after_first;
-  auto probe = [&](int epoch, const History&) {
+  auto probe = std::make_shared<LambdaCallback<float>>([&](Sequential<float>&, int epoch, const Logs&) {
     if (epoch == 1) after_first = weights_of(model);
-    return true;
-  };
-  const History h = model.fit(x, y, FitOptions<float>().epochs(10).verbose(0).callback(stop).on_epoch_end(probe));
+  });
+  const History h = model.fit(x, y, FitOptions<float>().epochs(10).verbose(0).callback(probe).callback(stop));
   CHECK(h.epochs() == 3);
   CHECK(stop->stopped_epoch() == 3);
   CHECK(stop->best_epoch() == 1);
   CHECK(weights_of(model) == after_first);
   auto wrong = std::make_shared<EarlyStopping<float>>(EarlyStoppingOptions().monitor("val_loss"));
   CHECK_THROWS_WITH_AS(model.fit(x, y, FitOptions<float>().verbose(0).callback(wrong)),
-                       "EarlyStopping: no metric 'val_loss' to monitor; fit records: accuracy, loss", ConfigError);
+                       "EarlyStopping: no metric 'val_loss' to monitor; fit records: loss, accuracy", ConfigError);
 }
 
 TEST_CASE("fit stops on a loss that is not finite, naming epoch, batch and layer") {

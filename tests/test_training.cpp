@@ -371,19 +371,52 @@ TEST_CASE("end to end: a small CNN learns a synthetic 3-class problem to >= 95 %
   CHECK(text.find(" - val_accuracy: ") != std::string::npos);
 }
 
-TEST_CASE("on_epoch_end sees each epoch's history and can stop training") {
+TEST_CASE("a LambdaCallback sees every hook in Keras's order and can stop training") {
   Rng rng(3);
   Tensor<float> x, y;
   make_bars(64, rng, x, y);
   auto model = small_cnn(2);
-  std::vector<int> seen;
-  const History h = model.fit(x, y, FitOptions<float>().epochs(5).verbose(0).on_epoch_end([&](int epoch, const History& so_far) {
-    seen.push_back(epoch);
-    CHECK(so_far.epochs() == static_cast<std::size_t>(epoch));
-    return epoch < 3;
-  }));
-  CHECK(seen == std::vector<int>{1, 2, 3});
+  std::vector<std::string> calls;
+  auto cb = std::make_shared<LambdaCallback<float>>();
+  cb->on_train_begin_fn = [&](Sequential<float>&) { calls.push_back("train_begin"); };
+  cb->on_epoch_begin_fn = [&](Sequential<float>&, int e) { calls.push_back("epoch_begin " + std::to_string(e)); };
+  cb->on_batch_end_fn = [&](Sequential<float>&, long b, const Logs& logs) {
+    calls.push_back("batch " + std::to_string(b));
+    CHECK(logs.has("loss"));
+    CHECK_FALSE(logs.has("val_loss"));
+  };
+  cb->on_epoch_end_fn = [&](Sequential<float>& m, int e, const Logs& logs) {
+    calls.push_back("epoch_end " + std::to_string(e));
+    CHECK(m.history().epochs() == static_cast<std::size_t>(e));  // the epoch is in the history already
+    CHECK(logs["loss"] == m.history()["loss"].back());
+    if (e == 3) m.trainer().stop_training();
+  };
+  cb->on_train_end_fn = [&](Sequential<float>&) { calls.push_back("train_end"); };
+  const History h = model.fit(x, y, FitOptions<float>().epochs(5).batch_size(32).verbose(0).callback(cb));
   CHECK(h.epochs() == 3);
+  const std::vector<std::string> expected{"train_begin", "epoch_begin 1", "batch 1", "batch 2", "epoch_end 1",
+                                          "epoch_begin 2", "batch 1", "batch 2", "epoch_end 2",
+                                          "epoch_begin 3", "batch 1", "batch 2", "epoch_end 3", "train_end"};
+  CHECK(calls == expected);
+}
+
+namespace {
+// Detects whether validation_data(x, y) compiles for these argument kinds.
+template <class X, class Y, class = void>
+struct takes_validation_data : std::false_type {};
+template <class X, class Y>
+struct takes_validation_data<X, Y, std::void_t<decltype(FitOptions<float>().validation_data(std::declval<X>(), std::declval<Y>()))>>
+    : std::true_type {};
+}  // namespace
+
+TEST_CASE("validation_data keeps pointers, so it takes no temporaries") {
+  static_assert(takes_validation_data<const Tensor<float>&, const Tensor<float>&>::value);
+  static_assert(takes_validation_data<Tensor<float>&, Tensor<float>&>::value);
+  static_assert(!takes_validation_data<const Tensor<float>&, Tensor<float>>::value,
+                "validation_data(x, to_categorical(y, 10)) would read freed memory");
+  static_assert(!takes_validation_data<Tensor<float>, const Tensor<float>&>::value);
+  static_assert(!takes_validation_data<Tensor<float>, Tensor<float>>::value);
+  CHECK(true);
 }
 
 TEST_CASE("progress line in Keras's format when the output is not a terminal") {

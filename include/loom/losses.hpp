@@ -16,6 +16,8 @@
 #include <memory>
 #include <string>
 
+#include "config.hpp"
+#include "registry.hpp"
 #include "tensor.hpp"
 
 namespace loom {
@@ -26,10 +28,15 @@ enum class Targets { OneHot, Sparse };
 template <class T>
 class Loss {
  public:
+  using registry_base = Loss<T>;
+  static constexpr const char* registry_kind = "loss";
+
   virtual ~Loss() = default;
   /// Keras's class name ("CategoricalCrossentropy").
   virtual std::string type() const = 0;
   virtual Targets targets() const = 0;
+  /// Hyperparameters (none yet for the cross-entropies).
+  virtual Config config() const { return {}; }
 
   /// Checks every target in `y` for a model with `classes` outputs: shape,
   /// and for integer labels their range. Throws ShapeError or FormatError.
@@ -82,7 +89,9 @@ class Loss {
 template <class T>
 class CategoricalCrossentropy : public Loss<T> {
  public:
-  std::string type() const override { return "CategoricalCrossentropy"; }
+  static constexpr const char* class_name = "CategoricalCrossentropy";
+  static std::unique_ptr<Loss<T>> from_config(const Config&) { return std::make_unique<CategoricalCrossentropy>(); }
+  std::string type() const override { return class_name; }
   Targets targets() const override { return Targets::OneHot; }
 
   void validate(const Tensor<T>& y, Index classes) const override {
@@ -120,7 +129,11 @@ class CategoricalCrossentropy : public Loss<T> {
 template <class T>
 class SparseCategoricalCrossentropy : public Loss<T> {
  public:
-  std::string type() const override { return "SparseCategoricalCrossentropy"; }
+  static constexpr const char* class_name = "SparseCategoricalCrossentropy";
+  static std::unique_ptr<Loss<T>> from_config(const Config&) {
+    return std::make_unique<SparseCategoricalCrossentropy>();
+  }
+  std::string type() const override { return class_name; }
   Targets targets() const override { return Targets::Sparse; }
 
   void validate(const Tensor<T>& y, Index classes) const override {
@@ -152,13 +165,15 @@ class SparseCategoricalCrossentropy : public Loss<T> {
   }
 };
 
-/// Keras's loss names: "categorical_crossentropy", "sparse_categorical_crossentropy".
+LOOM_REGISTER(CategoricalCrossentropy, "categorical_crossentropy")
+LOOM_REGISTER(SparseCategoricalCrossentropy, "sparse_categorical_crossentropy")
+
+/// A loss by Keras's name: its class name ("CategoricalCrossentropy") or its
+/// function's ("categorical_crossentropy"), or any loss registered with
+/// LOOM_REGISTER. Throws ConfigError naming the losses there are.
 template <class T>
-std::unique_ptr<Loss<T>> make_loss(const std::string& name) {
-  if (name == "categorical_crossentropy") return std::make_unique<CategoricalCrossentropy<T>>();
-  if (name == "sparse_categorical_crossentropy") return std::make_unique<SparseCategoricalCrossentropy<T>>();
-  throw ConfigError("unknown loss '" + name +
-                    "': expected 'categorical_crossentropy' or 'sparse_categorical_crossentropy'");
+std::unique_ptr<Loss<T>> make_loss(const std::string& name, const Config& config = {}) {
+  return Registry<Loss<T>>::global().create(name, config);
 }
 
 }  // namespace loom

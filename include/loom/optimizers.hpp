@@ -11,13 +11,18 @@
 #include <string>
 #include <vector>
 
+#include "config.hpp"
 #include "layers/layer.hpp"
+#include "registry.hpp"
 
 namespace loom {
 
 template <class T>
 class Optimizer {
  public:
+  using registry_base = Optimizer<T>;
+  static constexpr const char* registry_kind = "optimizer";
+
   /// The state kept for one trainable parameter.
   struct Slot {
     std::string name;
@@ -26,9 +31,10 @@ class Optimizer {
   };
 
   virtual ~Optimizer() = default;
+  /// Keras's class name ("RMSprop").
   virtual std::string type() const = 0;
-  /// Hyperparameters as (key, value) text pairs, for saving.
-  virtual std::vector<std::pair<std::string, std::string>> config() const = 0;
+  /// Hyperparameters: what `from_config` needs to make it again.
+  virtual Config config() const = 0;
 
   /// The state slots, in parameter order (empty before the first build).
   const std::vector<Slot>& slots() const { return slots_; }
@@ -118,12 +124,22 @@ class SGDOptions {
 template <class T>
 class SGD : public Optimizer<T> {
  public:
+  static constexpr const char* class_name = "SGD";
   explicit SGD(const SGDOptions& options = {}) : opt_(options) {}
-  std::string type() const override { return "SGD"; }
-  std::vector<std::pair<std::string, std::string>> config() const override {
-    return {{"learning_rate", detail::exact(opt_.learning_rate())},
-            {"momentum", detail::exact(opt_.momentum())},
-            {"nesterov", opt_.nesterov() ? "1" : "0"}};
+  std::string type() const override { return class_name; }
+  Config config() const override {
+    return Config()
+        .set("learning_rate", opt_.learning_rate())
+        .set("momentum", opt_.momentum())
+        .set("nesterov", opt_.nesterov());
+  }
+  /// Missing keys take Keras's defaults.
+  static std::unique_ptr<Optimizer<T>> from_config(const Config& c) {
+    const SGDOptions d;
+    return std::make_unique<SGD>(SGDOptions()
+                                     .learning_rate(c.real("learning_rate", d.learning_rate()))
+                                     .momentum(c.real("momentum", d.momentum()))
+                                     .nesterov(c.flag("nesterov", d.nesterov())));
   }
 
  protected:
@@ -160,12 +176,19 @@ class RMSpropOptions {
 template <class T>
 class RMSprop : public Optimizer<T> {
  public:
+  static constexpr const char* class_name = "RMSprop";
   explicit RMSprop(const RMSpropOptions& options = {}) : opt_(options) {}
-  std::string type() const override { return "RMSprop"; }
-  std::vector<std::pair<std::string, std::string>> config() const override {
-    return {{"learning_rate", detail::exact(opt_.learning_rate())},
-            {"rho", detail::exact(opt_.rho())},
-            {"epsilon", detail::exact(opt_.epsilon())}};
+  std::string type() const override { return class_name; }
+  Config config() const override {
+    return Config().set("learning_rate", opt_.learning_rate()).set("rho", opt_.rho()).set("epsilon", opt_.epsilon());
+  }
+  /// Missing keys take Keras's defaults.
+  static std::unique_ptr<Optimizer<T>> from_config(const Config& c) {
+    const RMSpropOptions d;
+    return std::make_unique<RMSprop>(RMSpropOptions()
+                                         .learning_rate(c.real("learning_rate", d.learning_rate()))
+                                         .rho(c.real("rho", d.rho()))
+                                         .epsilon(c.real("epsilon", d.epsilon())));
   }
 
  protected:
@@ -197,13 +220,24 @@ class AdamOptions {
 template <class T>
 class Adam : public Optimizer<T> {
  public:
+  static constexpr const char* class_name = "Adam";
   explicit Adam(const AdamOptions& options = {}) : opt_(options) {}
-  std::string type() const override { return "Adam"; }
-  std::vector<std::pair<std::string, std::string>> config() const override {
-    return {{"learning_rate", detail::exact(opt_.learning_rate())},
-            {"beta_1", detail::exact(opt_.beta_1())},
-            {"beta_2", detail::exact(opt_.beta_2())},
-            {"epsilon", detail::exact(opt_.epsilon())}};
+  std::string type() const override { return class_name; }
+  Config config() const override {
+    return Config()
+        .set("learning_rate", opt_.learning_rate())
+        .set("beta_1", opt_.beta_1())
+        .set("beta_2", opt_.beta_2())
+        .set("epsilon", opt_.epsilon());
+  }
+  /// Missing keys take Keras's defaults.
+  static std::unique_ptr<Optimizer<T>> from_config(const Config& c) {
+    const AdamOptions d;
+    return std::make_unique<Adam>(AdamOptions()
+                                      .learning_rate(c.real("learning_rate", d.learning_rate()))
+                                      .beta_1(c.real("beta_1", d.beta_1()))
+                                      .beta_2(c.real("beta_2", d.beta_2()))
+                                      .epsilon(c.real("epsilon", d.epsilon())));
   }
 
  protected:
@@ -229,13 +263,16 @@ class Adam : public Optimizer<T> {
   T lr_t_ = 0;
 };
 
-/// Keras's optimizer names: "sgd", "rmsprop", "adam", with default arguments.
+LOOM_REGISTER(SGD, "sgd")
+LOOM_REGISTER(RMSprop, "rmsprop")
+LOOM_REGISTER(Adam, "adam")
+
+/// An optimizer by Keras's name, its class name ("RMSprop") or its string
+/// alias ("rmsprop"), or any optimizer registered with LOOM_REGISTER, with
+/// `config` over Keras's defaults. Throws ConfigError naming those there are.
 template <class T>
-std::unique_ptr<Optimizer<T>> make_optimizer(const std::string& name) {
-  if (name == "rmsprop") return std::make_unique<RMSprop<T>>();
-  if (name == "adam") return std::make_unique<Adam<T>>();
-  if (name == "sgd") return std::make_unique<SGD<T>>();
-  throw ConfigError("unknown optimizer '" + name + "': expected 'rmsprop', 'adam' or 'sgd'");
+std::unique_ptr<Optimizer<T>> make_optimizer(const std::string& name, const Config& config = {}) {
+  return Registry<Optimizer<T>>::global().create(name, config);
 }
 
 }  // namespace loom

@@ -11,19 +11,23 @@
 
 namespace loom {
 
+/// Value i of the SplitMix64 stream that starts at `key` (Steele, Lea and
+/// Flood 2014), computed directly: a bijective mix of key + (i + 1) * gamma.
+/// Seeds Rng, and gives Dropout one independent value per element.
+inline std::uint64_t splitmix64(std::uint64_t key, std::uint64_t i) {
+  std::uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
 class Rng {
  public:
   explicit Rng(std::uint64_t seed = 0) { this->seed(seed); }
 
   /// Restarts the stream from `seed` (expanded by splitmix64).
   void seed(std::uint64_t seed) {
-    for (auto& s : state_) {
-      seed += 0x9E3779B97F4A7C15ULL;
-      std::uint64_t z = seed;
-      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-      z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-      s = z ^ (z >> 31);
-    }
+    for (std::uint64_t i = 0; i < 4; ++i) state_[i] = splitmix64(seed, i);
   }
 
   /// The generator's whole state, to save and restore a stream exactly.

@@ -22,6 +22,9 @@ namespace loom {
 
 using Index = std::ptrdiff_t;
 
+/// A (height, width) pair: kernel sizes, strides, pool sizes.
+using Size2 = std::array<Index, 2>;
+
 /// A tensor's dimensions, outermost first. Fixed capacity (no heap), so shapes
 /// can be copied and compared on the hot path for free.
 class Shape {

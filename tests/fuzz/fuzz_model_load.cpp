@@ -4,8 +4,9 @@
 //
 // The first byte picks how the rest goes in: 0, as a whole file (the header
 // and checksum checks); 1 or 2, as a payload framed with a valid header and
-// checksum (flags 0 or "has training state"), so that mutations reach the
-// payload parser instead of dying at the checksum.
+// checksum of today's format (flags 0 or "has training state"); 3 or 4, the
+// same in format 1; so that mutations reach the payload parser instead of
+// dying at the checksum.
 // Build and run: scripts/run-fuzz. Seeds: corpus/model/ (see its README.md).
 #include <loom/loom.hpp>
 
@@ -15,15 +16,16 @@
 
 namespace {
 
-std::string framed(const std::string& payload, std::uint32_t flags) {
-  loom::detail::ByteWriter w;
+/// A payload framed as format 1 (loom before the model-layer redesign).
+std::string framed_v1(const std::string& payload, std::uint32_t flags) {
+  loom::ByteWriter w;
   w.bytes.append("LOOMMODL", 8);
   w.u32(1);
   w.u32(flags);
   w.u8(sizeof(float));
   w.u64(payload.size());
   w.bytes += payload;
-  w.u32(loom::detail::crc32(reinterpret_cast<const unsigned char*>(payload.data()), payload.size()));
+  w.u32(loom::crc32(reinterpret_cast<const unsigned char*>(payload.data()), payload.size()));
   return w.bytes;
 }
 
@@ -32,7 +34,10 @@ std::string framed(const std::string& payload, std::uint32_t flags) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   const std::string rest(reinterpret_cast<const char*>(data + 1), size - 1);
-  const std::string bytes = data[0] == 0 ? rest : framed(rest, data[0] == 2 ? loom::detail::kHasTraining : 0);
+  const std::uint32_t flags = (data[0] == 2 || data[0] == 4) ? loom::detail::kHasTraining : 0;
+  const std::string bytes = data[0] == 0   ? rest
+                            : data[0] <= 2 ? loom::detail::frame(rest, flags, sizeof(float))
+                                           : framed_v1(rest, flags);
   try {
     loom::Sequential<float> m = loom::Sequential<float>::load_bytes(bytes, "fuzz input");
     (void)m.count_params();

@@ -1,11 +1,14 @@
 #pragma once
 /// \file activation.hpp
-/// `ReLU` and `Softmax` as layers (Keras's `layers.ReLU`, `layers.Softmax`).
+/// Activations as layers: `ActivationLayer` (Keras's `layers.Activation`,
+/// any of "relu", "softmax", "linear"), `ReLU` and `Softmax` (Keras's
+/// `layers.ReLU`, `layers.Softmax`). Each reports its own Keras class.
 /// The same functions are also available as the `activation` option of
 /// Dense and Conv2D, which apply them in the pass that adds the bias.
 /// Softmax runs over the last axis.
 
 #include <algorithm>
+#include <memory>
 
 #include "detail/activation.hpp"
 #include "layer.hpp"
@@ -16,11 +19,16 @@ namespace loom {
 template <class T>
 class ActivationLayer : public Layer<T> {
  public:
+  static constexpr const char* class_name = "Activation";
   explicit ActivationLayer(Activation a) : activation_(a) {}
 
-  std::string type() const override { return activation_ == Activation::Softmax ? "Softmax" : "ReLU"; }
-  std::string base_name() const override { return activation_ == Activation::Softmax ? "softmax" : "re_lu"; }
+  std::string type() const override { return class_name; }
+  std::string base_name() const override { return "activation"; }
   Activation activation() const override { return activation_; }
+  Config config() const override { return Config().set("activation", to_string(activation_)); }
+  static std::unique_ptr<Layer<T>> from_config(const Config& c) {
+    return std::make_unique<ActivationLayer>(activation_from(c.text("activation")));
+  }
 
  protected:
   Shape build_impl(const Shape& input, Rng&) override {
@@ -50,16 +58,32 @@ class ActivationLayer : public Layer<T> {
   Tensor<T> y_, dx_;
 };
 
+/// Keras's `layers.ReLU()`: max(x, 0).
 template <class T>
 class ReLU : public ActivationLayer<T> {
  public:
+  static constexpr const char* class_name = "ReLU";
   ReLU() : ActivationLayer<T>(Activation::ReLU) {}
+  std::string type() const override { return class_name; }
+  std::string base_name() const override { return "re_lu"; }
+  Config config() const override { return {}; }
+  static std::unique_ptr<Layer<T>> from_config(const Config&) { return std::make_unique<ReLU>(); }
 };
 
+/// Keras's `layers.Softmax()` over the last axis.
 template <class T>
 class Softmax : public ActivationLayer<T> {
  public:
+  static constexpr const char* class_name = "Softmax";
   Softmax() : ActivationLayer<T>(Activation::Softmax) {}
+  std::string type() const override { return class_name; }
+  std::string base_name() const override { return "softmax"; }
+  Config config() const override { return {}; }
+  static std::unique_ptr<Layer<T>> from_config(const Config&) { return std::make_unique<Softmax>(); }
 };
+
+LOOM_REGISTER(ActivationLayer)
+LOOM_REGISTER(ReLU)
+LOOM_REGISTER(Softmax)
 
 }  // namespace loom

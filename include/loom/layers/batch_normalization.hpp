@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "../parallel.hpp"
@@ -43,12 +44,15 @@ class BatchNormalization : public Layer<T> {
     }
   }
 
-  std::string type() const override { return "BatchNormalization"; }
+  static constexpr const char* class_name = "BatchNormalization";
+  std::string type() const override { return class_name; }
   std::string base_name() const override { return "batch_normalization"; }
   const BatchNormalizationOptions& options() const { return opt_; }
 
-  std::vector<std::pair<std::string, std::string>> config() const override {
-    return {{"momentum", detail::exact(opt_.momentum())}, {"epsilon", detail::exact(opt_.epsilon())}};
+  Config config() const override { return Config().set("momentum", opt_.momentum()).set("epsilon", opt_.epsilon()); }
+  static std::unique_ptr<Layer<T>> from_config(const Config& c) {
+    return std::make_unique<BatchNormalization>(
+        BatchNormalizationOptions().momentum(c.real("momentum")).epsilon(c.real("epsilon")));
   }
 
   std::vector<Parameter<T>> parameters() override {
@@ -63,10 +67,9 @@ class BatchNormalization : public Layer<T> {
   Shape build_impl(const Shape& in, Rng&) override {
     if (in.rank() < 1) this->reject_input(in, "of rank >= 1 (features last)");
     const Index c = in.back();
-    gamma_ = Tensor<T>(Shape{c}, T(1));
-    beta_ = Tensor<T>(Shape{c});
-    moving_mean_ = Tensor<T>(Shape{c});
-    moving_var_ = Tensor<T>(Shape{c}, T(1));
+    for (Tensor<T>* t : {&gamma_, &beta_, &moving_mean_, &moving_var_}) *t = this->new_parameter(Shape{c});
+    gamma_.fill(T(1));
+    moving_var_.fill(T(1));
     dgamma_ = Tensor<T>(Shape{c});
     dbeta_ = Tensor<T>(Shape{c});
     for (Tensor<T>* t : {&inv_std_, &mean_, &mean_dy_, &mean_dyh_, &scale_}) *t = Tensor<T>(Shape{c});
@@ -221,5 +224,7 @@ class BatchNormalization : public Layer<T> {
   Tensor<T> y_, xhat_, dx_;
   std::vector<double> sum_, sum2_, partial_;
 };
+
+LOOM_REGISTER(BatchNormalization)
 
 }  // namespace loom

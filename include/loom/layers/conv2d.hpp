@@ -22,6 +22,7 @@
 
 #include <array>
 #include <cmath>
+#include <memory>
 
 #include "../initializers.hpp"
 #include "../parallel.hpp"
@@ -31,8 +32,6 @@
 #include "layer.hpp"
 
 namespace loom {
-
-using Size2 = std::array<Index, 2>;
 
 /// Keras's Conv2D arguments and defaults.
 class Conv2DOptions {
@@ -59,20 +58,27 @@ class Conv2D : public Layer<T> {
     }
   }
 
-  std::string type() const override { return "Conv2D"; }
+  static constexpr const char* class_name = "Conv2D";
+  std::string type() const override { return class_name; }
   std::string base_name() const override { return "conv2d"; }
   Activation activation() const override { return opt_.activation(); }
   const Conv2DOptions& options() const { return opt_; }
 
-  std::vector<std::pair<std::string, std::string>> config() const override {
-    const auto& k = opt_.kernel_size();
-    const auto& s = opt_.strides();
-    return {{"filters", std::to_string(opt_.filters())},
-            {"kernel_size", std::to_string(k[0]) + "," + std::to_string(k[1])},
-            {"strides", std::to_string(s[0]) + "," + std::to_string(s[1])},
-            {"padding", to_string(opt_.padding())},
-            {"activation", to_string(opt_.activation())},
-            {"use_bias", opt_.use_bias() ? "1" : "0"}};
+  Config config() const override {
+    return Config()
+        .set("filters", opt_.filters())
+        .set("kernel_size", opt_.kernel_size())
+        .set("strides", opt_.strides())
+        .set("padding", to_string(opt_.padding()))
+        .set("activation", to_string(opt_.activation()))
+        .set("use_bias", opt_.use_bias());
+  }
+  static std::unique_ptr<Layer<T>> from_config(const Config& c) {
+    return std::make_unique<Conv2D>(Conv2DOptions(c.integer("filters"), c.size2("kernel_size"))
+                                        .strides(c.size2("strides"))
+                                        .padding(padding_from(c.text("padding")))
+                                        .activation(activation_from(c.text("activation")))
+                                        .use_bias(c.flag("use_bias")));
   }
 
   std::vector<Parameter<T>> parameters() override {
@@ -94,11 +100,11 @@ class Conv2D : public Layer<T> {
     }
     geo_ = {0, in[0], in[1], in[2], kh, kw, sh, sw, rows.pad_before, cols.pad_before, rows.out, cols.out};
     const Index cout = opt_.filters();
-    kernel_ = Tensor<T>(Shape{kh, kw, in[2], cout});
+    kernel_ = this->new_parameter(Shape{kh, kw, in[2], cout});
     dkernel_ = Tensor<T>(kernel_.shape());
     glorot_uniform(kernel_, kh * kw * in[2], kh * kw * cout, rng);
     if (opt_.use_bias()) {
-      bias_ = Tensor<T>(Shape{cout});
+      bias_ = this->new_parameter(Shape{cout});
       dbias_ = Tensor<T>(Shape{cout});
     }
     return Shape{rows.out, cols.out, cout};
@@ -226,5 +232,7 @@ class Conv2D : public Layer<T> {
   Tensor<T> col_, y_, dz_, dx_;
   std::vector<Workspace> ws_;
 };
+
+LOOM_REGISTER(Conv2D)
 
 }  // namespace loom

@@ -9,6 +9,7 @@
 /// the result does not depend on the thread count.
 
 #include <algorithm>
+#include <memory>
 
 #include "../initializers.hpp"
 #include "../parallel.hpp"
@@ -34,15 +35,22 @@ class Dense : public Layer<T> {
     if (opt_.units() < 1) throw ConfigError(detail::str("Dense: units must be >= 1, got ", opt_.units()));
   }
 
-  std::string type() const override { return "Dense"; }
+  static constexpr const char* class_name = "Dense";
+  std::string type() const override { return class_name; }
   std::string base_name() const override { return "dense"; }
   Activation activation() const override { return opt_.activation(); }
   const DenseOptions& options() const { return opt_; }
 
-  std::vector<std::pair<std::string, std::string>> config() const override {
-    return {{"units", std::to_string(opt_.units())},
-            {"activation", to_string(opt_.activation())},
-            {"use_bias", opt_.use_bias() ? "1" : "0"}};
+  Config config() const override {
+    return Config()
+        .set("units", opt_.units())
+        .set("activation", to_string(opt_.activation()))
+        .set("use_bias", opt_.use_bias());
+  }
+  static std::unique_ptr<Layer<T>> from_config(const Config& c) {
+    return std::make_unique<Dense>(DenseOptions(c.integer("units"))
+                                       .activation(activation_from(c.text("activation")))
+                                       .use_bias(c.flag("use_bias")));
   }
 
   std::vector<Parameter<T>> parameters() override {
@@ -54,11 +62,11 @@ class Dense : public Layer<T> {
  protected:
   Shape build_impl(const Shape& in, Rng& rng) override {
     if (in.rank() != 1) this->reject_input(in, "(None, features): add a Flatten layer before Dense");
-    kernel_ = Tensor<T>(Shape{in[0], opt_.units()});
+    kernel_ = this->new_parameter(Shape{in[0], opt_.units()});
     dkernel_ = Tensor<T>(kernel_.shape());
     glorot_uniform(kernel_, in[0], opt_.units(), rng);
     if (opt_.use_bias()) {
-      bias_ = Tensor<T>(Shape{opt_.units()});
+      bias_ = this->new_parameter(Shape{opt_.units()});
       dbias_ = Tensor<T>(Shape{opt_.units()});
     }
     return Shape{opt_.units()};
@@ -73,18 +81,11 @@ class Dense : public Layer<T> {
     y_.resize_for_overwrite(Shape{n, units});
     const int threads = threads_for_columns(units);
     const T* b = opt_.use_bias() ? bias_.data() : nullptr;
-    const bool relu = opt_.activation() == Activation::ReLU;
     detail::parallel(threads, [&](int t, int nt) {
       const detail::Range cols = detail::split(units, t, nt);
       gemm_[static_cast<std::size_t>(t)].forward(n, cols.size(), in, {x.data(), in}, {kernel_.data() + cols.begin, units},
                                                   y_.data() + cols.begin, units);
-      for (Index r = 0; r < n; ++r) {
-        T* row = y_.data() + r * units;
-        for (Index c = cols.begin; c < cols.end; ++c) {
-          const T v = b ? row[c] + b[c] : row[c];
-          row[c] = relu && v < T(0) ? T(0) : v;  // NaN passes through
-        }
-      }
+      detail::bias_activate(opt_.activation(), y_.data(), n, units, cols.begin, cols.end, b);
     });
     if (opt_.activation() == Activation::Softmax) detail::softmax_rows(y_.data(), n, units);
     return y_;
@@ -139,5 +140,7 @@ class Dense : public Layer<T> {
   Tensor<T> x_, y_, dz_, dx_;
   std::vector<Workspace> gemm_;
 };
+
+LOOM_REGISTER(Dense)
 
 }  // namespace loom

@@ -11,6 +11,7 @@
 /// independent of each other and of the thread that computes them, so
 /// threads split the batch and the mask does not depend on their number.
 
+#include <memory>
 #include <optional>
 
 #include "../parallel.hpp"
@@ -26,7 +27,8 @@ class Dropout : public Layer<T> {
     if (!(rate >= 0 && rate < 1)) throw ConfigError(detail::str("Dropout: rate must be in [0, 1), got ", rate));
   }
 
-  std::string type() const override { return "Dropout"; }
+  static constexpr const char* class_name = "Dropout";
+  std::string type() const override { return class_name; }
   std::string base_name() const override { return "dropout"; }
   double rate() const { return rate_; }
   void seed(std::uint64_t seed) override { rng_.seed(seed); }
@@ -34,10 +36,16 @@ class Dropout : public Layer<T> {
   Rng::State rng_state() const override { return rng_.state(); }
   void set_rng_state(const Rng::State& state) override { rng_.set_state(state); }
 
-  std::vector<std::pair<std::string, std::string>> config() const override {
-    std::vector<std::pair<std::string, std::string>> c{{"rate", detail::exact(rate_)}};
-    if (seed_) c.emplace_back("seed", std::to_string(*seed_));
+  Config config() const override {
+    Config c;
+    c.set("rate", rate_);
+    if (seed_) c.set("seed", *seed_);
     return c;
+  }
+  static std::unique_ptr<Layer<T>> from_config(const Config& c) {
+    std::optional<std::uint64_t> seed;
+    if (c.has("seed")) seed = c.u64("seed");
+    return std::make_unique<Dropout>(c.real("rate"), seed);
   }
 
  protected:
@@ -83,20 +91,13 @@ class Dropout : public Layer<T> {
   }
 
  private:
-  /// Value i of the SplitMix64 stream that starts at `key` (Steele, Lea and
-  /// Flood 2014), computed directly: a bijective mix of key + (i + 1) * gamma.
-  static std::uint64_t splitmix64(std::uint64_t key, std::uint64_t i) {
-    std::uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-
   double rate_;
   std::optional<std::uint64_t> seed_;
   Rng rng_;
   bool identity_ = true;
   Tensor<T> mask_, y_, dx_;
 };
+
+LOOM_REGISTER(Dropout)
 
 }  // namespace loom

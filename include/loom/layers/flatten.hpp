@@ -4,6 +4,7 @@
 /// Keras flattens channels-last data.
 
 #include <algorithm>
+#include <memory>
 
 #include "layer.hpp"
 
@@ -12,7 +13,9 @@ namespace loom {
 template <class T>
 class Flatten : public Layer<T> {
  public:
-  std::string type() const override { return "Flatten"; }
+  static constexpr const char* class_name = "Flatten";
+  static std::unique_ptr<Layer<T>> from_config(const Config&) { return std::make_unique<Flatten>(); }
+  std::string type() const override { return class_name; }
   std::string base_name() const override { return "flatten"; }
 
  protected:
@@ -37,5 +40,7 @@ class Flatten : public Layer<T> {
  private:
   Tensor<T> y_, dx_;
 };
+
+LOOM_REGISTER(Flatten)
 
 }  // namespace loom

@@ -11,14 +11,22 @@
 /// until the next call on the same layer. A layer keeps whatever backward
 /// needs (never a pointer to its caller's input), and reuses its buffers
 /// across calls: in steady state, forward and backward allocate nothing.
+///
+/// A layer type that is to be saved and loaded also has a `class_name`, a
+/// `config()` and a static `from_config(const Config&)`, and registers them
+/// with `LOOM_REGISTER(Class)` beside its definition (see registry.hpp).
 
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include <limits>
+
+#include "../config.hpp"
 #include "../error.hpp"
 #include "../random.hpp"
+#include "../registry.hpp"
 #include "../tensor.hpp"
 
 namespace loom {
@@ -41,6 +49,19 @@ inline const char* to_string(Activation a) {
   }
 }
 inline const char* to_string(Padding p) { return p == Padding::Same ? "same" : "valid"; }
+
+/// "relu", "softmax" or "linear" (Keras's names); ConfigError for anything else.
+inline Activation activation_from(const std::string& name) {
+  if (name == "relu") return Activation::ReLU;
+  if (name == "softmax") return Activation::Softmax;
+  if (name != "linear") Config::bad("activation", name);
+  return Activation::None;
+}
+/// "same" or "valid"; ConfigError for anything else.
+inline Padding padding_from(const std::string& name) {
+  if (name != "same" && name != "valid") Config::bad("padding", name);
+  return name == "same" ? Padding::Same : Padding::Valid;
+}
 
 /// A named view of a layer's parameter. Trainable parameters have a gradient;
 /// buffers (BatchNormalization's moving statistics) have `grad == nullptr`:
@@ -69,6 +90,9 @@ struct Parameter {
 template <class T>
 class Layer {
  public:
+  using registry_base = Layer<T>;
+  static constexpr const char* registry_kind = "layer";
+
   virtual ~Layer() = default;
   Layer() = default;
   Layer(const Layer&) = delete;
@@ -88,6 +112,7 @@ class Layer {
   /// and initializes parameters from `rng`, and returns the per-sample output
   /// shape. Throws ShapeError, naming the layer, if it cannot take `input`.
   Shape build(const Shape& input, Rng& rng) {
+    parameter_values_ = 0;
     output_shape_ = build_impl(input, rng);
     input_shape_ = input;
     built_ = true;
@@ -150,9 +175,14 @@ class Layer {
   virtual Rng::State rng_state() const { return {}; }
   virtual void set_rng_state(const Rng::State& /*state*/) {}
 
-  /// The layer's configuration as (key, value) text pairs: what `summary()`
-  /// and the model file need to rebuild it (see model/serialization.hpp).
-  virtual std::vector<std::pair<std::string, std::string>> config() const { return {}; }
+  /// The layer's hyperparameters: what `from_config` needs to make it again.
+  virtual Config config() const { return {}; }
+
+  /// Caps the parameter values the next `build` may create: a build that
+  /// would create more throws ConfigError before allocating them. The model
+  /// loader sets it to what the file holds, so a file cannot make a layer
+  /// allocate more than its own size.
+  void limit_parameter_values(Index max_values) { max_parameter_values_ = max_values; }
 
  protected:
   virtual Shape build_impl(const Shape& input, Rng& rng) = 0;
@@ -165,6 +195,19 @@ class Layer {
   /// Throws the ShapeError for an input this layer cannot take.
   [[noreturn]] void reject_input(const Shape& input, const std::string& expected) const {
     throw ShapeError(detail::str(where(), ": expected input ", expected, ", got ", input.str("None")));
+  }
+
+  /// A new, zeroed parameter of `shape`, counted against limit_parameter_values.
+  /// Layers create their parameters (not their gradients or scratch) with it.
+  Tensor<T> new_parameter(const Shape& shape) {
+    double n = 1;  // in double: a product of absurd dimensions must not wrap around
+    for (Index d : shape) n *= static_cast<double>(d);
+    if (n > static_cast<double>(max_parameter_values_ - parameter_values_)) {
+      throw ConfigError(detail::str(where(), ": its parameters would need more than the ", max_parameter_values_,
+                                    " values allowed"));
+    }
+    parameter_values_ += shape.size();
+    return Tensor<T>(shape);
   }
 
   Index batch() const { return batch_; }
@@ -189,6 +232,8 @@ class Layer {
   Index batch_ = 0;
   bool fused_softmax_grad_ = false;
   bool needs_input_grad_ = true;
+  Index max_parameter_values_ = std::numeric_limits<Index>::max();
+  Index parameter_values_ = 0;
 };
 
 }  // namespace loom

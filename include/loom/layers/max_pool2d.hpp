@@ -8,6 +8,7 @@
 /// Threads split the batch by samples.
 
 #include <limits>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -39,17 +40,22 @@ class MaxPool2D : public Layer<T> {
   }
 
   /// Keras's summary prints the class this is an alias of.
-  std::string type() const override { return "MaxPooling2D"; }
+  static constexpr const char* class_name = "MaxPooling2D";
+  std::string type() const override { return class_name; }
   std::string base_name() const override { return "max_pooling2d"; }
   const MaxPool2DOptions& options() const { return opt_; }
   Size2 strides() const { return opt_.strides().value_or(opt_.pool_size()); }
 
-  std::vector<std::pair<std::string, std::string>> config() const override {
-    const auto& p = opt_.pool_size();
-    const Size2 s = strides();
-    return {{"pool_size", std::to_string(p[0]) + "," + std::to_string(p[1])},
-            {"strides", std::to_string(s[0]) + "," + std::to_string(s[1])},
-            {"padding", to_string(opt_.padding())}};
+  Config config() const override {
+    return Config()
+        .set("pool_size", opt_.pool_size())
+        .set("strides", strides())
+        .set("padding", to_string(opt_.padding()));
+  }
+  static std::unique_ptr<Layer<T>> from_config(const Config& c) {
+    return std::make_unique<MaxPool2D>(MaxPool2DOptions(c.size2("pool_size"))
+                                           .strides(c.size2("strides"))
+                                           .padding(padding_from(c.text("padding"))));
   }
 
  protected:
@@ -152,5 +158,7 @@ class MaxPool2D : public Layer<T> {
   Tensor<T> y_, dx_;
   std::vector<Index, detail::UninitializedAllocator<Index>> argmax_;  // every element written by forward
 };
+
+LOOM_REGISTER(MaxPool2D, "MaxPool2D")
 
 }  // namespace loom
