@@ -1,11 +1,12 @@
 #pragma once
 /// \file io.hpp
 /// Writing files so that they survive crashes: `write_file_atomically`
-/// writes a temporary file beside the target, flushes it to disk and renames
-/// it over the target, so a reader sees the old file or the new one, never
-/// half of one. Used for saved models, checkpoints and results.
+/// writes a temporary file beside the target, flushes it to disk, renames
+/// it over the target and flushes the folder, so a reader sees the old file
+/// or the new one, never half of one. Used for saved models, checkpoints and results.
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -71,19 +72,35 @@ inline void write_file_atomically(const std::string& path, const std::string& by
     std::remove(tmp.c_str());
     throw IOError(path + ": cannot rename the temporary file into place: " + why);
   }
+#ifdef LOOM_HAVE_POSIX_FILES
+  // The rename itself survives a crash once the folder is flushed too.
+  const auto slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    ::fsync(dfd);  // best effort: some file systems cannot sync a folder
+    ::close(dfd);
+  }
+#endif
 }
 
 namespace detail {
 
-/// The whole file, bounded by its real size. Throws IOError naming `path`.
-inline std::string read_whole_file(const std::string& path) {
+/// The whole file as `Bytes` (std::string or std::vector<unsigned char>);
+/// its real size bounds the allocation. Throws IOError naming `path`, or
+/// FormatError when it is larger than `max_bytes` ("... for <what>").
+template <class Bytes = std::string>
+Bytes read_whole_file(const std::string& path, std::uint64_t max_bytes = UINT64_MAX, const char* what = "a file") {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw IOError(path + ": cannot open: " + std::strerror(errno));
   const std::streamoff size = in.tellg();
   if (size < 0) throw IOError(path + ": cannot read its size");
-  std::string bytes(static_cast<std::size_t>(size), '\0');
+  if (static_cast<std::uint64_t>(size) > max_bytes) {
+    throw FormatError(str(path, ": ", size, " bytes is larger than the limit of ", max_bytes, " bytes for ", what));
+  }
+  Bytes bytes(static_cast<std::size_t>(size), 0);
   in.seekg(0);
-  if (size > 0 && !in.read(bytes.data(), size)) throw IOError(path + ": read failed");
+  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size)) throw IOError(path + ": read failed");
   return bytes;
 }
 

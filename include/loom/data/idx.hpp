@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "../error.hpp"
+#include "../io.hpp"
 #include "../tensor.hpp"
 
 namespace loom::data {
@@ -64,21 +65,6 @@ inline std::string hex_byte(unsigned v) {
   return std::string("0x") + digits[(v >> 4) & 15] + digits[v & 15];
 }
 
-/// Reads the whole file (its real size bounds every allocation).
-inline std::vector<unsigned char> read_file(const std::string& path, std::uint64_t max_bytes) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) throw IOError(path + ": cannot open: " + std::strerror(errno));
-  const std::streamoff size = in.tellg();
-  if (size < 0) throw IOError(path + ": cannot read its size");
-  if (static_cast<std::uint64_t>(size) > max_bytes) {
-    throw FormatError(loom::detail::str(path, ": ", size, " bytes is larger than the limit of ", max_bytes,
-                                        " bytes for an IDX file"));
-  }
-  std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
-  in.seekg(0);
-  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size)) throw IOError(path + ": read failed");
-  return bytes;
-}
 
 /// Inflates a gzip stream (one or more members). Output grows with the data
 /// actually inflated; more than `max_bytes` is an error.
@@ -189,6 +175,25 @@ inline IdxHeader parse_idx_header(const std::string& path, const std::vector<uns
   return h;
 }
 
+/// `bytes` compressed into a gzip stream (what gunzip reads back).
+inline std::string gzip(const std::vector<unsigned char>& bytes, const std::string& path) {
+  z_stream z{};
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    throw IOError(path + ": cannot start gzip compression");
+  }
+  std::string out(deflateBound(&z, static_cast<uLong>(bytes.size())), '\0');
+  z.next_in = const_cast<Bytef*>(bytes.data());
+  z.avail_in = static_cast<uInt>(bytes.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  const int rc = deflate(&z, Z_FINISH);
+  const std::size_t written = z.total_out;
+  deflateEnd(&z);
+  if (rc != Z_STREAM_END) throw IOError(path + ": gzip compression failed");
+  out.resize(written);
+  return out;
+}
+
 }  // namespace detail
 
 /// Parses the bytes of an IDX file (plain or gzip) into a Tensor of its
@@ -219,12 +224,13 @@ Tensor<T> parse_idx(std::vector<unsigned char> bytes, const std::string& source,
 template <class T>
 Tensor<T> read_idx(const std::string& path, const IdxLimits& limits = {}) {
   // A plain file is at most header + payload; a gzip file of such data is smaller still.
-  return parse_idx<T>(detail::read_file(path, limits.max_payload_bytes + 4 + 4 * Shape::max_rank), path, limits);
+  const std::uint64_t max_bytes = limits.max_payload_bytes + 4 + 4 * Shape::max_rank;
+  return parse_idx<T>(loom::detail::read_whole_file<std::vector<unsigned char>>(path, max_bytes, "an IDX file"), path,
+                      limits);
 }
 
 /// Writes `t` as an IDX file of unsigned bytes (values must be integers in
-/// [0, 255]), gzipped when `gzip` is true. Written to `path + ".tmp"` and
-/// renamed into place.
+/// [0, 255]), gzipped when `gzip` is true, atomically (write_file_atomically).
 template <class T>
 void write_idx_u8(const std::string& path, const Tensor<T>& t, bool gzip) {
   std::vector<unsigned char> bytes{0, 0, 0x08, static_cast<unsigned char>(t.rank())};
@@ -237,28 +243,8 @@ void write_idx_u8(const std::string& path, const Tensor<T>& t, bool gzip) {
     }
     bytes.push_back(static_cast<unsigned char>(v));
   }
-  const std::string tmp = path + ".tmp";
-  if (gzip) {
-    gzFile f = gzopen(tmp.c_str(), "wb");
-    if (!f) throw IOError(tmp + ": cannot open for writing: " + std::strerror(errno));
-    const int n = gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
-    if (gzclose(f) != Z_OK || n != static_cast<int>(bytes.size())) {
-      std::remove(tmp.c_str());
-      throw IOError(tmp + ": write failed");
-    }
-  } else {
-    std::ofstream out(tmp, std::ios::binary);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    out.close();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw IOError(tmp + ": write failed");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw IOError(path + ": cannot rename into place: " + std::strerror(errno));
-  }
+  const std::string out = gzip ? detail::gzip(bytes, path) : std::string(bytes.begin(), bytes.end());
+  write_file_atomically(path, out);
 }
 
 }  // namespace loom::data
