@@ -1,8 +1,8 @@
 #pragma once
 /// \file config.hpp
 /// `Config`: a layer's, optimizer's or loss's hyperparameters as ordered
-/// (key, text) pairs, what `summary()`, the model file and the registry use
-/// to describe an object and to make it again (Keras's `get_config()` and
+/// (key, text) pairs, what the model file and the registry use to describe
+/// an object and to make it again (Keras's `get_config()` and
 /// `from_config()`).
 ///
 ///     Config c;

@@ -57,7 +57,7 @@ class Callback {
 /// Keras's LambdaCallback: each hook is an optional function.
 ///
 ///     auto log = std::make_shared<LambdaCallback<float>>();
-///     log->on_epoch_end = [](Sequential<float>&, int epoch, const Logs& logs) { ... };
+///     log->on_epoch_end_fn = [](Sequential<float>&, int epoch, const Logs& logs) { ... };
 template <class T>
 class LambdaCallback : public Callback<T> {
  public:

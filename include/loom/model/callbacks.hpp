@@ -43,8 +43,8 @@ class ModelCheckpointOptions {
 /// Saves the model after every epoch (or only when `monitor` improves) to
 /// `path`, where "{epoch}" is replaced by the epoch number. The whole model is
 /// saved with its trainer's state, so fit(resume) continues from it exactly;
-/// every save is atomic. Its state (best value and epoch, last file) is saved
-/// with the model.
+/// every save is atomic. Its state (best value and epoch) is saved with the
+/// model.
 template <class T>
 class ModelCheckpoint : public Callback<T> {
  public:
@@ -60,28 +60,28 @@ class ModelCheckpoint : public Callback<T> {
       best_epoch_ = epoch;
     }
     const std::string path = path_for(epoch);
-    last_path_ = path;  // before saving: the file records itself as written
     if (opt_.save_weights_only()) {
       model.save_weights(path);
     } else {
       model.save(path);
     }
+    last_path_ = path;
   }
 
   bool saves_model() const override { return true; }
   std::string state_key() const override { return "ModelCheckpoint"; }
+  /// The best value and its epoch. (Not the paths: a checkpoint does not
+  /// depend on where it is written.)
   void save_state(ByteWriter& out) const override {
     out.f64(best_);
     out.i64(best_epoch_);
-    out.str(last_path_);
   }
   void restore_state(ByteReader& in) override {
     best_ = in.f64("best value");
     best_epoch_ = static_cast<int>(in.i64("best epoch"));
-    last_path_ = in.str("last path");
   }
 
-  /// The file written last ("" before the first save).
+  /// The file this object wrote last ("" before its first save).
   const std::string& last_path() const { return last_path_; }
   /// With save_best_only: the best value of `monitor` and its epoch (0 before the first save).
   double best() const { return best_; }

@@ -9,7 +9,8 @@
 ///                (name, trainable, shape, values)
 ///     training   (optional) loss, metrics, optimizer (class name, config,
 ///                step count, state), position, sample order, history; from
-///                format 2 also the stop request and each callback's state
+///                format 2 also the stop request, each callback's state and
+///                the loss's config
 ///
 /// A weights file (save_weights) holds the layer class names and the
 /// parameters only. Layers, optimizers and losses are made again through
@@ -241,6 +242,7 @@ struct ModelFile {
       w.str(s.first);
       w.str(s.second);
     }
+    w.pairs(t.loss_->config().entries());
   }
 
   static void read_training(ByteReader& r, Sequential<T>& m, std::uint32_t version) {
@@ -268,20 +270,6 @@ struct ModelFile {
       }
       slots.push_back(std::move(s));
     }
-    try {
-      t.compile(make_loss<T>(loss), make_optimizer<T>(opt_type, opt_config), metrics);
-      t.prepare(m);  // builds the optimizer for this architecture
-      if (!slots.empty()) {
-        check_slots(r, m, slots);
-        t.optimizer_->restore(std::move(slots), iterations);
-      } else if (iterations != 0) {
-        r.fail("the optimizer has taken steps but holds no state");
-      }
-    } catch (const FormatError&) {
-      throw;
-    } catch (const Error& e) {
-      r.fail(std::string("training state: ") + e.what());
-    }
     TrainingPosition& at = t.position_;
     at.epoch = static_cast<int>(r.i64("epoch"));
     at.step = static_cast<long>(r.i64("batch"));
@@ -308,15 +296,32 @@ struct ModelFile {
       auto& values = t.history_.history[key];
       for (std::uint64_t i = 0; i < len; ++i) values.push_back(r.f64("history value"));
     }
-    if (version < 2) return;  // format 1 ends here: no stop request, no callback states
-    t.stop_requested_ = r.u8("stop request") != 0;
-    const std::uint32_t n_states = r.u32("callback state count");
-    if (n_states > 256) r.fail(ByteReader::str_of(n_states, " callback states, at most 256 expected"));
-    for (std::uint32_t i = 0; i < n_states; ++i) {
-      std::string key = r.str("callback state key");
-      t.saved_states_.emplace_back(std::move(key), r.str("callback state"));
+    Config loss_config;
+    if (version >= 2) {  // format 1 ends before these
+      t.stop_requested_ = r.u8("stop request") != 0;
+      const std::uint32_t n_states = r.u32("callback state count");
+      if (n_states > 256) r.fail(ByteReader::str_of(n_states, " callback states, at most 256 expected"));
+      for (std::uint32_t i = 0; i < n_states; ++i) {
+        std::string key = r.str("callback state key");
+        t.saved_states_.emplace_back(std::move(key), r.str("callback state"));
+      }
+      t.state_source_ = r.source();
+      loss_config = Config(r.pairs("loss config"));
     }
-    t.state_source_ = r.source();
+    try {
+      t.compile(make_loss<T>(loss, loss_config), make_optimizer<T>(opt_type, opt_config), metrics);
+      t.prepare(m);  // builds the optimizer for this architecture
+      if (!slots.empty()) {
+        check_slots(r, m, slots);
+        t.optimizer_->restore(std::move(slots), iterations);
+      } else if (iterations != 0) {
+        r.fail("the optimizer has taken steps but holds no state");
+      }
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      if (what.rfind(r.source() + ": ", 0) == 0) throw;  // already names the file
+      r.fail("training state: " + what);
+    }
   }
 
   /// The saved optimizer slots must be the model's trainable parameters, in order.

@@ -124,7 +124,10 @@ class Trainer {
     for (const auto& cb : callbacks_) cb->on_train_begin(model);
     if (options.resume()) restore_callback_states();
     saved_states_.clear();
-    if (stop_requested_) return history_;  // a callback had stopped the run this resumes
+    if (stop_requested_) {  // a callback had stopped the run this resumes: nothing more to train
+      for (const auto& cb : callbacks_) cb->on_train_end(model);
+      return history_;
+    }
 
     Progress progress(options.output(), options.verbose(), steps, stdout_is_terminal());
     const bool accuracy = !metrics_.empty();
