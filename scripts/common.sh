@@ -22,7 +22,15 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# configure_and_build [cmake -D options...] [-- targets...]: everything, or only the targets named.
 configure_and_build() {
-  cmake -S "$LOOM_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
-  cmake --build "$BUILD_DIR" --parallel "$(nproc)"
+  local options=() targets=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do options+=("$1"); shift; done
+  [ $# -gt 0 ] && shift && targets=("$@")
+  cmake -S "$LOOM_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release "${options[@]}"
+  if [ ${#targets[@]} -eq 0 ]; then
+    cmake --build "$BUILD_DIR" --parallel "$(nproc)"
+  else
+    cmake --build "$BUILD_DIR" --parallel "$(nproc)" --target "${targets[@]}"
+  fi
 }
