@@ -22,7 +22,7 @@
 #include <loom/loom.hpp>
 
 #include "analysis_report.hpp"
-#include "checkpointing.hpp"
+#include "interrupt.hpp"
 #include "experiment_options.hpp"
 #include "notebook_model.hpp"
 #include "plots.hpp"

@@ -1,6 +1,7 @@
 // Writes the seed corpus of fuzz_model_load: a few small models, each as a
-// whole file (mode byte 0) and as a bare payload (mode 1 or 2; see
-// fuzz_model_load.cpp). Run once, from the repository root:
+// whole file (mode byte 0) and as a bare payload of today's format (mode 1
+// or 2; see fuzz_model_load.cpp). The *_v1.payload seeds (modes 3 and 4)
+// were written by this program before the model-layer redesign (format 1). Run once, from the repository root:
 //   g++ -std=c++17 -Iinclude -I/usr/include/eigen3 tests/fuzz/make_model_corpus.cpp -o /tmp/mc && /tmp/mc tests/fuzz/corpus/model
 #include <loom/loom.hpp>
 
@@ -44,12 +45,16 @@ int main(int argc, char** argv) {
   cnn.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
   cnn.compile(SparseCategoricalCrossentropy<float>(), Adam<float>(), {"accuracy"});
   Tensor<float> x(Shape{4, 6, 6, 1}, 0.5f), y(Shape{4}, {0, 1, 2, 1});
-  cnn.fit(x, y, FitOptions<float>().epochs(1).batch_size(2).verbose(0));
+  // With callbacks, so that the file holds their states (format 2).
+  cnn.fit(x, y,
+          FitOptions<float>().epochs(2).batch_size(2).verbose(0).callback(
+              std::make_shared<EarlyStopping<float>>(EarlyStoppingOptions().monitor("loss").restore_best_weights(true))));
   write(dir, "cnn_trained", cnn);
 
   Sequential<float> acts(3, "activations");
   acts.add(Conv2D<float>(Conv2DOptions(1, {2, 2}).strides({2, 2})), Shape{4, 4, 2});
   acts.add(ReLU<float>());
+  acts.add(ActivationLayer<float>(Activation::None));
   acts.add(Flatten<float>());
   acts.add(Dense<float>(DenseOptions(2).use_bias(false)));
   acts.add(Softmax<float>());
