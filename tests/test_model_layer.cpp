@@ -176,6 +176,12 @@ TEST_CASE("one factory each for losses and optimizers, by Keras's class names an
   const std::string msg = error_of([] { make_optimizer<float>("adagrad"); });
   CHECK(msg.rfind("unknown optimizer 'adagrad' (known: Adam, RMSprop, SGD, adam, rmsprop, sgd", 0) == 0);
   CHECK_THROWS_AS(make_loss<float>("mse"), ConfigError);
+  // Every built-in layer registered itself beside its class (and this file's Scale).
+  const std::vector<std::string> layers{"Activation", "BatchNormalization", "Conv2D", "Dense",  "Dropout",
+                                        "Flatten",    "MaxPooling2D",       "ReLU",   "Scale", "Softmax"};
+  CHECK(Registry<Layer<float>>::global().names() == layers);
+  CHECK(Registry<Layer<double>>::global().names() == layers);
+  CHECK(Registry<Layer<float>>::global().canonical("MaxPool2D") == "MaxPooling2D");  // Keras's alias
   CHECK_THROWS_WITH_AS(make_optimizer<float>("sgd", Config().set("momentum", "fast")),
                        "bad value 'fast' for config 'momentum'", ConfigError);
 }
