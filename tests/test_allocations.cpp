@@ -164,3 +164,30 @@ TEST_CASE("inference allocates nothing after the first batch of a size") {
   model.evaluate(a.x, onehot);
   CHECK(probe.count() == 0);
 }
+
+TEST_CASE("fit's batches allocate nothing after the first: gather, step, logs and callbacks") {
+  auto model = examples::notebook_model<float>(3);
+  model.compile("sparse_categorical_crossentropy", {"accuracy"});
+  Tensor<float> x(Shape{160, 28, 28, 1}), y(Shape{160});
+  Rng rng(4);
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (float& v : y) v = static_cast<float>(rng.below(10));
+  // Counts from the end of batch 2 to the end of batch 5 (of 5): three whole
+  // batches of fit's loop, each with on_batch_end and its running logs.
+  long counted = -1;
+  double seen_loss = 0;
+  auto probe = std::make_shared<LambdaCallback<float>>();
+  probe->on_batch_end_fn = [&](Sequential<float>&, long batch, const Logs& logs) {
+    seen_loss += logs["loss"];
+    if (batch == 2) {
+      allocations = 0;
+      armed = true;
+    } else if (batch == 5) {
+      armed = false;
+      counted = allocations.load();
+    }
+  };
+  model.fit(x, y, FitOptions<float>().epochs(1).batch_size(32).verbose(0).callback(probe));
+  CHECK(seen_loss > 0);
+  CHECK(counted == 0);
+}
