@@ -19,11 +19,9 @@
 
 #include <zlib.h>
 
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -64,7 +62,6 @@ inline std::string hex_byte(unsigned v) {
   static const char* digits = "0123456789abcdef";
   return std::string("0x") + digits[(v >> 4) & 15] + digits[v & 15];
 }
-
 
 /// Inflates a gzip stream (one or more members). Output grows with the data
 /// actually inflated; more than `max_bytes` is an error.

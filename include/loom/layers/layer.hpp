@@ -17,11 +17,10 @@
 /// with `LOOM_REGISTER(Class)` beside its definition (see registry.hpp).
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <limits>
 
 #include "../config.hpp"
 #include "../error.hpp"

@@ -107,9 +107,7 @@ struct ModelFile {
           m.add(std::move(layer));
         }
         added.limit_parameter_values(std::numeric_limits<Index>::max());
-      } catch (const FormatError&) {
-        throw;
-      } catch (const Error& e) {
+      } catch (const Error& e) {  // from the registry, the layer or add: name the file and the layer
         r.fail(where + ": " + e.what());
       }
       const bool has_rng = r.u8("layer random flag") != 0;
@@ -227,16 +225,14 @@ struct ModelFile {
     // Format 2: the stop request and the callbacks' states (those of the last
     // fit, or those read from a file that no fit has taken yet).
     w.u8(t.stop_requested_ ? 1 : 0);
-    std::vector<std::pair<std::string, std::string>> states = t.saved_states_;
-    if (!t.callbacks_.empty()) {
-      states.clear();
-      for (const auto& cb : t.callbacks_) {
-        if (cb->state_key().empty()) continue;
-        ByteWriter s;
-        cb->save_state(s);
-        states.emplace_back(cb->state_key(), std::move(s.bytes));
-      }
+    std::vector<std::pair<std::string, std::string>> fresh;
+    for (const auto& cb : t.callbacks_) {
+      if (cb->state_key().empty()) continue;
+      ByteWriter s;
+      cb->save_state(s);
+      fresh.emplace_back(cb->state_key(), std::move(s.bytes));
     }
+    const auto& states = t.callbacks_.empty() ? t.saved_states_ : fresh;
     w.u32(static_cast<std::uint32_t>(states.size()));
     for (const auto& s : states) {
       w.str(s.first);
@@ -308,19 +304,14 @@ struct ModelFile {
       t.state_source_ = r.source();
       loss_config = Config(r.pairs("loss config"));
     }
-    try {
+    if (slots.empty() && iterations != 0) r.fail("the optimizer has taken steps but holds no state");
+    if (!slots.empty()) check_slots(r, m, slots);
+    try {  // the registries, compile and the optimizer's own checks: name the file
       t.compile(make_loss<T>(loss, loss_config), make_optimizer<T>(opt_type, opt_config), metrics);
       t.prepare(m);  // builds the optimizer for this architecture
-      if (!slots.empty()) {
-        check_slots(r, m, slots);
-        t.optimizer_->restore(std::move(slots), iterations);
-      } else if (iterations != 0) {
-        r.fail("the optimizer has taken steps but holds no state");
-      }
+      if (!slots.empty()) t.optimizer_->restore(std::move(slots), iterations);
     } catch (const Error& e) {
-      const std::string what = e.what();
-      if (what.rfind(r.source() + ": ", 0) == 0) throw;  // already names the file
-      r.fail("training state: " + what);
+      r.fail(std::string("training state: ") + e.what());
     }
   }
 

@@ -115,7 +115,6 @@ class Trainer {
       position_ = {};
       history_ = {};
       stop_requested_ = false;
-      saved_states_.clear();
       order_.resize(static_cast<std::size_t>(n));
       std::iota(order_.begin(), order_.end(), Index(0));
     }
@@ -123,7 +122,7 @@ class Trainer {
     set_callbacks(options.callbacks());
     for (const auto& cb : callbacks_) cb->on_train_begin(model);
     if (options.resume()) restore_callback_states();
-    saved_states_.clear();
+    saved_states_.clear();  // taken, or not wanted by a fresh fit
     if (stop_requested_) {  // a callback had stopped the run this resumes: nothing more to train
       for (const auto& cb : callbacks_) cb->on_train_end(model);
       return history_;
@@ -162,7 +161,7 @@ class Trainer {
           return history_;
         }
       }
-      running_logs(at);
+      running_logs(at);  // again: a fit stopped after an epoch's last batch resumes here with no batch to run
       if (xv) {
         const auto v = model.evaluate(*xv, *yv, options.batch_size());
         logs_.set("val_loss", v.loss);
