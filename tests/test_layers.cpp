@@ -98,6 +98,17 @@ TEST_CASE("gradient check: BatchNormalization in training mode") {
     BatchNormalization<double> layer;
     check_layer_gradients(layer, random_input(layer, {5}, 6));
   }
+  SUBCASE("without center or scale (Keras's center=False, scale=False)") {
+    BatchNormalization<double> layer(BatchNormalizationOptions().center(false).scale(false));
+    auto x = random_input(layer, {4, 3}, 3);
+    CHECK(layer.parameters().size() == 2);  // moving_mean, moving_variance only
+    CHECK(layer.count_trainable_params() == 0);
+    check_layer_gradients(layer, x);
+    BatchNormalization<double> no_beta(BatchNormalizationOptions().center(false));
+    random_input(no_beta, {4, 3}, 3);
+    CHECK(no_beta.parameters().front().name.find("gamma") != std::string::npos);
+    CHECK(no_beta.count_trainable_params() == 3);
+  }
 }
 
 TEST_CASE("gradient check: MaxPool2D") {

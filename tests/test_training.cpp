@@ -58,6 +58,35 @@ TEST_CASE("gradient check: both cross-entropies, w.r.t. probabilities and fused 
   }
 }
 
+TEST_CASE("from_logits: both cross-entropies take logits, by hand and by finite differences") {
+  // z = [1, 2, 0.5], label 1: -log softmax(z)_1 = log(e^1 + e^2 + e^0.5) - 2, no clipping.
+  Tensor<double> z(Shape{1, 3}, {1, 2, 0.5}), onehot(Shape{1, 3}, {0, 1, 0}), label(Shape{1}, {1});
+  const double lse = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(0.5));
+  CategoricalCrossentropy<double> cce;
+  SparseCategoricalCrossentropy<double> scce;
+  cce.set_from_logits(true);
+  scce.set_from_logits(true);
+  CHECK(cce.value(z, onehot) == doctest::Approx(lse - 2));
+  CHECK(scce.value(z, label) == doctest::Approx(lse - 2));
+  Tensor<double> grad;
+  scce.gradient(z, label, grad, false);
+  CHECK(grad[0] == doctest::Approx(std::exp(1.0 - lse)));
+  CHECK(grad[1] == doctest::Approx(std::exp(2.0 - lse) - 1));
+  // Far-off logits stay finite (log-sum-exp), where probabilities would clip.
+  Tensor<double> big(Shape{1, 3}, {1000, -1000, 0});
+  CHECK(scce.value(big, label) == doctest::Approx(2000));
+  // A one-hot that is not one-hot (soft targets): the exact gradient p * sum(y) - y.
+  Rng rng(5);
+  Tensor<double> logits(Shape{4, 5}), soft(Shape{4, 5}), g;
+  random_fill(logits, rng, -3, 3);
+  random_fill(soft, rng, 0, 1);
+  cce.gradient(logits, soft, g, false);
+  compare("CategoricalCrossentropy(from_logits) dL/dz", logits, g, [&] { return cce.value(logits, soft); }, 100, rng);
+  // It is part of the loss's config, so it is saved with the model.
+  CHECK(make_loss<double>("sparse_categorical_crossentropy", scce.config())->from_logits());
+  CHECK_FALSE(make_loss<double>("sparse_categorical_crossentropy")->from_logits());
+}
+
 TEST_CASE("cross-entropy values by hand, with Keras's clipping") {
   Tensor<double> p(Shape{2, 3}, {0.2, 0.7, 0.1, 0.0, 0.5, 0.5});
   Tensor<double> onehot(Shape{2, 3}, {0, 1, 0, 1, 0, 0}), labels(Shape{2}, {1, 0});

@@ -10,6 +10,11 @@
 ///
 /// After a softmax output, `gradient(..., wrt_logits = true)` gives the fused,
 /// stable dL/d(logits) = (p - y) / N instead of dL/dp.
+///
+/// With `from_logits` (Keras's `from_logits=True`) the model's outputs are
+/// logits z: the loss is -sum_k y_k log softmax(z)_k, computed stably through
+/// log-sum-exp and without clipping, as TensorFlow's
+/// softmax_cross_entropy_with_logits does.
 
 #include <algorithm>
 #include <cmath>
@@ -35,8 +40,12 @@ class Loss {
   /// Keras's class name ("CategoricalCrossentropy").
   virtual std::string type() const = 0;
   virtual Targets targets() const = 0;
-  /// Hyperparameters (none yet for the cross-entropies).
-  virtual Config config() const { return {}; }
+  /// Hyperparameters: `from_logits`, written only when on.
+  virtual Config config() const { return from_logits_ ? Config().set("from_logits", true) : Config(); }
+
+  /// Whether the model's outputs are logits rather than probabilities.
+  bool from_logits() const { return from_logits_; }
+  void set_from_logits(bool on) { from_logits_ = on; }
 
   /// Checks every target in `y` for a model with `classes` outputs: shape,
   /// and for integer labels their range. Throws ShapeError or FormatError.
@@ -49,7 +58,7 @@ class Loss {
   double value(const Tensor<T>& p, const Tensor<T>& y) const {
     const Index n = p.dim(0), k = p.size() / n;
     double sum = 0;
-    for (Index i = 0; i < n; ++i) sum += sample_loss(p.data() + i * k, y, i, k);
+    for (Index i = 0; i < n; ++i) sum += from_logits_ ? logits_loss(p.data() + i * k, y, i, k, nullptr, 0) : sample_loss(p.data() + i * k, y, i, k);
     return sum / static_cast<double>(n);
   }
 
@@ -60,6 +69,10 @@ class Loss {
     grad.resize_for_overwrite(p.shape());
     const T inv_n = T(1) / static_cast<T>(n);
     double sum = 0;
+    if (from_logits_) {
+      for (Index i = 0; i < n; ++i) sum += logits_loss(p.data() + i * k, y, i, k, grad.data() + i * k, inv_n);
+      return sum / static_cast<double>(n);
+    }
     for (Index i = 0; i < n; ++i) {
       const T* pi = p.data() + i * k;
       T* gi = grad.data() + i * k;
@@ -77,6 +90,30 @@ class Loss {
   }
 
  protected:
+  /// -sum_c y_c log softmax(z)_c for one row of logits, through log-sum-exp;
+  /// with `g`, also writes its gradient scaled by `scale`:
+  /// (softmax(z) * sum(y) - y) * scale.
+  double logits_loss(const T* z, const Tensor<T>& y, Index i, Index k, T* g, T scale) const {
+    double top = z[0];
+    for (Index c = 1; c < k; ++c) top = std::max(top, static_cast<double>(z[c]));
+    double total = 0;
+    for (Index c = 0; c < k; ++c) total += std::exp(static_cast<double>(z[c]) - top);
+    const double lse = top + std::log(total);
+    double loss = 0, ysum = 0;
+    for (Index c = 0; c < k; ++c) {
+      const double yc = static_cast<double>(target(y, i, c, k));
+      loss += yc * (lse - static_cast<double>(z[c]));
+      ysum += yc;
+    }
+    if (g) {
+      for (Index c = 0; c < k; ++c) {
+        const double pc = std::exp(static_cast<double>(z[c]) - lse);
+        g[c] = static_cast<T>((pc * ysum - static_cast<double>(target(y, i, c, k))) * static_cast<double>(scale));
+      }
+    }
+    return loss;
+  }
+
   static T eps() { return static_cast<T>(1e-7); }
   static double log_clipped(T p) {
     return std::log(std::clamp(static_cast<double>(p), 1e-7, 1.0 - 1e-7));
@@ -84,13 +121,28 @@ class Loss {
   /// y's value for sample i, class c.
   virtual T target(const Tensor<T>& y, Index i, Index c, Index k) const = 0;
   virtual double sample_loss(const T* p, const Tensor<T>& y, Index i, Index k) const = 0;
+
+ private:
+  bool from_logits_ = false;
 };
+
+namespace detail {
+/// A loss of class L made from its config (`from_logits`).
+template <class L, class T>
+std::unique_ptr<Loss<T>> loss_from_config(const Config& c) {
+  auto loss = std::make_unique<L>();
+  loss->set_from_logits(c.flag("from_logits", false));
+  return loss;
+}
+}  // namespace detail
 
 template <class T>
 class CategoricalCrossentropy : public Loss<T> {
  public:
   static constexpr const char* class_name = "CategoricalCrossentropy";
-  static std::unique_ptr<Loss<T>> from_config(const Config&) { return std::make_unique<CategoricalCrossentropy>(); }
+  static std::unique_ptr<Loss<T>> from_config(const Config& c) {
+    return detail::loss_from_config<CategoricalCrossentropy, T>(c);
+  }
   std::string type() const override { return class_name; }
   Targets targets() const override { return Targets::OneHot; }
 
@@ -130,8 +182,8 @@ template <class T>
 class SparseCategoricalCrossentropy : public Loss<T> {
  public:
   static constexpr const char* class_name = "SparseCategoricalCrossentropy";
-  static std::unique_ptr<Loss<T>> from_config(const Config&) {
-    return std::make_unique<SparseCategoricalCrossentropy>();
+  static std::unique_ptr<Loss<T>> from_config(const Config& c) {
+    return detail::loss_from_config<SparseCategoricalCrossentropy, T>(c);
   }
   std::string type() const override { return class_name; }
   Targets targets() const override { return Targets::Sparse; }

@@ -32,6 +32,10 @@ class BatchNormalizationOptions {
   BatchNormalizationOptions() = default;
   LOOM_OPTION(double, momentum, 0.99)
   LOOM_OPTION(double, epsilon, 1e-3)
+  /// Whether beta (an offset) and gamma (a scale) exist and are learned.
+  /// Without them they stay 0 and 1 and are not parameters at all.
+  LOOM_OPTION(bool, center, true)
+  LOOM_OPTION(bool, scale, true)
 };
 
 template <class T>
@@ -49,25 +53,39 @@ class BatchNormalization : public Layer<T> {
   std::string base_name() const override { return "batch_normalization"; }
   const BatchNormalizationOptions& options() const { return opt_; }
 
-  Config config() const override { return Config().set("momentum", opt_.momentum()).set("epsilon", opt_.epsilon()); }
+  Config config() const override {
+    Config c = Config().set("momentum", opt_.momentum()).set("epsilon", opt_.epsilon());
+    if (!opt_.center()) c.set("center", false);  // written only when off: older files have neither key
+    if (!opt_.scale()) c.set("scale", false);
+    return c;
+  }
   static std::unique_ptr<Layer<T>> from_config(const Config& c) {
-    return std::make_unique<BatchNormalization>(
-        BatchNormalizationOptions().momentum(c.real("momentum")).epsilon(c.real("epsilon")));
+    return std::make_unique<BatchNormalization>(BatchNormalizationOptions()
+                                                    .momentum(c.real("momentum"))
+                                                    .epsilon(c.real("epsilon"))
+                                                    .center(c.flag("center", true))
+                                                    .scale(c.flag("scale", true)));
   }
 
+  /// gamma (when `scale`), beta (when `center`), moving_mean, moving_variance:
+  /// Keras's order.
   std::vector<Parameter<T>> parameters() override {
     const std::string& n = this->name();
-    return {{n + "/gamma", &gamma_, &dgamma_},
-            {n + "/beta", &beta_, &dbeta_},
-            {n + "/moving_mean", &moving_mean_, nullptr},
-            {n + "/moving_variance", &moving_var_, nullptr}};
+    std::vector<Parameter<T>> p;
+    if (opt_.scale()) p.push_back({n + "/gamma", &gamma_, &dgamma_});
+    if (opt_.center()) p.push_back({n + "/beta", &beta_, &dbeta_});
+    p.push_back({n + "/moving_mean", &moving_mean_, nullptr});
+    p.push_back({n + "/moving_variance", &moving_var_, nullptr});
+    return p;
   }
 
  protected:
   Shape build_impl(const Shape& in, Rng&) override {
     if (in.rank() < 1) this->reject_input(in, "of rank >= 1 (features last)");
     const Index c = in.back();
-    for (Tensor<T>* t : {&gamma_, &beta_, &moving_mean_, &moving_var_}) *t = this->new_parameter(Shape{c});
+    gamma_ = opt_.scale() ? this->new_parameter(Shape{c}) : Tensor<T>(Shape{c});
+    beta_ = opt_.center() ? this->new_parameter(Shape{c}) : Tensor<T>(Shape{c});
+    for (Tensor<T>* t : {&moving_mean_, &moving_var_}) *t = this->new_parameter(Shape{c});
     gamma_.fill(T(1));
     moving_var_.fill(T(1));
     dgamma_ = Tensor<T>(Shape{c});

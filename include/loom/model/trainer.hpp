@@ -198,7 +198,7 @@ class Trainer {
     const auto& layers = model.layers();
     for (const auto& l : layers) l->set_fused_softmax_grad(false);  // layers may have been added since
     Layer<T>& last = *layers.back();
-    fused_softmax_ = last.activation() == Activation::Softmax;
+    fused_softmax_ = last.activation() == Activation::Softmax && !loss_->from_logits();
     last.set_fused_softmax_grad(fused_softmax_);
     layers.front()->set_needs_input_grad(false);
     outputs_.assign(layers.size(), nullptr);
