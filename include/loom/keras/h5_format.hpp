@@ -1,0 +1,168 @@
+#pragma once
+/// \file h5_format.hpp
+/// The legacy HDF5 format (`model.save("m.h5")`) of Keras 2.x and 3.x, as
+/// keras/src/legacy/saving/legacy_h5_format.py reads and writes it:
+///
+///     /                        attrs: model_config (JSON), training_config
+///                              (JSON, when compiled), keras_version, backend
+///     /model_weights           attrs: layer_names (one per layer, possibly
+///                              chunked as layer_names0, layer_names1, ...)
+///     /model_weights/<layer>   attrs: weight_names, paths of the layer's
+///                              datasets relative to this group:
+///                                Keras 2     <layer>/kernel:0
+///                                Keras 3.0   kernel
+///                                Keras 3.1+  <model>/<layer>/kernel
+///
+/// Weights are matched as Keras matches them (load_weights_from_hdf5_group):
+/// the groups whose weight_names are not empty, in layer_names order, to the
+/// model's layers that have weights, in order; within a layer, by the last
+/// part of each weight name (kernel, bias, gamma, beta, moving_mean,
+/// moving_variance), so the order in the file does not matter.
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "hdf5.hpp"
+#include "model_config.hpp"
+
+namespace loom::keras::impl {
+
+/// "sequential/conv2d/kernel:0" -> "kernel".
+inline std::string weight_stem(const std::string& name) {
+  std::string s = name.substr(name.rfind('/') == std::string::npos ? 0 : name.rfind('/') + 1);
+  const auto colon = s.find(':');
+  if (colon != std::string::npos) s.resize(colon);
+  return s;
+}
+
+/// Loads one layer's weights from `group`, at the paths `names`.
+template <class T>
+void read_layer_weights(const hdf5::Group& group, const std::vector<std::string>& names, Layer<T>& layer,
+                        const std::string& what) {
+  auto params = layer.parameters();
+  if (names.size() != params.size()) {
+    throw FormatError(loom::detail::str(what, ": layer '", layer.name(), "' (", layer.type(), ") has ", params.size(),
+                                        " weights in loom, the file holds ", names.size()));
+  }
+  std::vector<bool> done(params.size(), false);
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const std::string stem = weight_stem(names[i]);
+    std::size_t target = params.size();
+    for (std::size_t p = 0; p < params.size(); ++p) {
+      if (!done[p] && weight_stem(params[p].name) == stem) target = p;
+    }
+    if (target == params.size()) target = i;  // names loom does not know: Keras's order
+    if (done[target]) throw FormatError(what + ": layer '" + layer.name() + "' has weight '" + stem + "' twice");
+    done[target] = true;
+    try {
+      group.read(names[i], *params[target].value);
+    } catch (const FormatError& e) {
+      throw FormatError(what + ": layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
+    }
+  }
+}
+
+/// The single loss of a training config: a name, an object, or a
+/// one-output dict or list of them.
+inline const json& single_loss(const json& loss, const std::string& what) {
+  if (loss.is_array() && loss.size() == 1) return loss[0];
+  if (loss.is_object() && !loss.contains("class_name") && loss.size() == 1) return loss.begin().value();
+  if (loss.is_array() || (loss.is_object() && !loss.contains("class_name"))) {
+    throw FormatError(what + ": a loss per output is not supported (loom models have one output)");
+  }
+  return loss;
+}
+
+template <class T>
+Sequential<T> load_h5(const std::vector<unsigned char>& bytes, const std::string& what, bool compile) {
+  auto file = hdf5::File::open_image(bytes, what);
+  const hdf5::Group root = file.root();
+  if (!root.has_attribute("model_config")) {
+    throw FormatError(what + ": no 'model_config': a weights-only file (save_weights) or not a Keras model");
+  }
+  const json config = parse_json(root.string("model_config"), what + ": model_config");
+  // A float16 value takes 2 bytes: no layer can have more values than this.
+  Sequential<T> model = model_from_config<T>(config, what, static_cast<Index>(bytes.size() / 2 + 64));
+
+  const hdf5::Group weights = root.has_group("model_weights") ? root.group("model_weights") : file.root();
+  std::vector<std::string> groups;
+  for (const auto& name : weights.chunked_strings("layer_names")) {
+    if (!weights.group(name).chunked_strings("weight_names").empty()) groups.push_back(name);
+  }
+  std::vector<Layer<T>*> layers;
+  for (const auto& l : model.layers()) {
+    if (!l->parameters().empty()) layers.push_back(l.get());
+  }
+  if (groups.size() != layers.size()) {
+    throw FormatError(loom::detail::str(what, ": the file holds weights for ", groups.size(),
+                                        " layers, its config has ", layers.size(), " layers with weights"));
+  }
+  for (std::size_t k = 0; k < groups.size(); ++k) {
+    const hdf5::Group g = weights.group(groups[k]);
+    read_layer_weights(g, g.chunked_strings("weight_names"), *layers[k], what);
+  }
+
+  if (compile && root.has_attribute("training_config")) {
+    const json tc = parse_json(root.string("training_config"), what + ": training_config");
+    Fields f(tc, what + ": training_config");
+    if (f.has("loss")) {
+      const json* optimizer = f.has("optimizer_config") ? &f.at("optimizer_config") : nullptr;
+      const json* metrics = f.has("metrics") ? &f.at("metrics") : nullptr;
+      compile_from_keras(model, single_loss(f.at("loss"), what), optimizer, metrics, what);
+    }
+  }
+  return model;
+}
+
+/// Keras's training_config / compile_config of a compiled loom model.
+template <class T>
+json compile_config(const Sequential<T>& model, bool keras_v3) {
+  const auto& trainer = model.trainer();
+  json c = {{"loss", loss_to_keras(trainer.loss())},
+            {"loss_weights", nullptr},
+            {"metrics", trainer.metrics().empty() ? json(nullptr) : json(trainer.metrics())},
+            {"weighted_metrics", nullptr},
+            {"run_eagerly", false},
+            {"steps_per_execution", 1},
+            {"jit_compile", false}};
+  c[keras_v3 ? "optimizer" : "optimizer_config"] = optimizer_to_keras(trainer.optimizer(), keras_v3);
+  return c;
+}
+
+template <class T>
+std::vector<unsigned char> save_h5(Sequential<T>& model) {
+  const json config = model_to_config(model, false);
+  auto file = hdf5::File::create_in_memory();
+  hdf5::Group root = file.root();
+  root.set_string("backend", "tensorflow");
+  root.set_string("keras_version", kKerasFormatVersion);
+  root.set_string("model_config", config.dump());
+  if (model.compiled()) root.set_string("training_config", compile_config(model, false).dump());
+
+  hdf5::Group weights = root.create_group("model_weights");
+  std::vector<Layer<T>*> layers;
+  std::vector<std::string> names;
+  for (const auto& l : model.layers()) {
+    layers.push_back(l.get());
+    names.push_back(l->name());
+  }
+  weights.set_strings("layer_names", names);
+  weights.set_string("backend", "tensorflow");
+  weights.set_string("keras_version", kKerasFormatVersion);
+  // Keras writes the groups sorted by name (legacy_h5_format.py), with
+  // weight names as Keras 3 gives them: "<model>/<layer>/<weight>".
+  std::sort(layers.begin(), layers.end(), [](auto* a, auto* b) { return a->name() < b->name(); });
+  for (Layer<T>* l : layers) {
+    hdf5::Group g = weights.create_group(l->name());
+    std::vector<std::string> paths;
+    auto params = l->parameters();
+    for (const auto& p : params) paths.push_back(model.name() + "/" + p.name);
+    g.set_strings("weight_names", paths);
+    for (std::size_t i = 0; i < params.size(); ++i) g.write(paths[i], *params[i].value);
+  }
+  weights.create_group("top_level_model_weights").set_strings("weight_names", {});
+  return file.image();
+}
+
+}  // namespace loom::keras::impl

@@ -1,0 +1,135 @@
+#pragma once
+/// \file keras_format.hpp
+/// Keras 3's `.keras` file, as keras/src/saving/saving_lib.py writes it: a
+/// zip archive of
+///
+///     metadata.json      {"keras_version": ..., "date_saved": ...}
+///     config.json        the model config, with "compile_config" when compiled
+///     model.weights.h5   root "vars" group (the model's own, empty), and
+///                        layers/<auto name>/vars/<i> for each layer
+///
+/// where <auto name> is NOT the layer's name in config.json: it is the
+/// snake_case class name, numbered per class in layer order (conv2d,
+/// conv2d_1, batch_normalization, ...; `_save_container_state`), and <i>
+/// counts the layer's variables, trainable ones first (kernel, bias; gamma,
+/// beta, moving_mean, moving_variance). Optimizer variables are not read
+/// (a loaded model's optimizer starts fresh) nor written.
+
+#include <chrono>
+#include <ctime>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "h5_format.hpp"
+#include "hdf5.hpp"
+#include "model_config.hpp"
+#include "zip.hpp"
+
+namespace loom::keras::impl {
+
+/// Per-layer auto names, as Keras numbers them: conv2d, conv2d_1, ...
+template <class T>
+std::vector<std::string> variable_paths(const Sequential<T>& model) {
+  std::map<std::string, int> used;
+  std::vector<std::string> paths;
+  for (const auto& l : model.layers()) {
+    std::string name = snake_case(l->type());
+    const auto it = used.find(name);
+    if (it == used.end()) {
+      used[name] = 0;
+    } else {
+      name += "_" + std::to_string(++it->second);
+    }
+    paths.push_back("layers/" + name + "/vars");
+  }
+  return paths;
+}
+
+inline constexpr std::uint64_t kMaxConfigBytes = std::uint64_t{64} << 20;
+inline constexpr std::uint64_t kMaxWeightsBytes = std::uint64_t{4} << 30;
+
+template <class T>
+Sequential<T> load_keras(const std::vector<unsigned char>& bytes, const std::string& what, bool compile) {
+  const zip::Reader archive(bytes, what);
+  const auto text = archive.read("config.json", kMaxConfigBytes);
+  const json config = parse_json(std::string(text.begin(), text.end()), what + ": config.json");
+  if (!archive.has("model.weights.h5")) {
+    throw FormatError(what + (archive.has("model.weights.npz") ? ": weights saved as .npz are not supported (only .h5)"
+                                                                : ": the archive has no model.weights.h5"));
+  }
+  const auto weight_bytes = archive.read("model.weights.h5", kMaxWeightsBytes);
+  Sequential<T> model = model_from_config<T>(config, what, static_cast<Index>(weight_bytes.size() / 2 + 64));
+
+  const std::string weights_what = what + ": model.weights.h5";
+  auto file = hdf5::File::open_image(weight_bytes, weights_what);
+  const hdf5::Group root = file.root();
+  const auto paths = variable_paths(model);
+  for (std::size_t k = 0; k < paths.size(); ++k) {
+    Layer<T>& layer = *model.layers()[k];
+    auto params = layer.parameters();
+    if (params.empty()) continue;
+    if (!root.has_group(paths[k])) {
+      throw FormatError(weights_what + ": no '" + paths[k] + "' for layer '" + layer.name() + "' (" + layer.type() + ")");
+    }
+    const hdf5::Group vars = root.group(paths[k]);
+    const auto members = vars.members();
+    if (members.size() != params.size()) {
+      throw FormatError(loom::detail::str(weights_what, ": layer '", layer.name(), "' (", layer.type(), ") has ",
+                                          params.size(), " weights in loom, '", paths[k], "' holds ", members.size()));
+    }
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      try {
+        vars.read(std::to_string(i), *params[i].value);
+      } catch (const FormatError& e) {
+        throw FormatError(weights_what + ": layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
+      }
+    }
+  }
+
+  if (compile) {
+    Fields top(config, what + ": config.json");
+    if (top.has("compile_config")) {
+      Fields c(top.at("compile_config"), what + ": compile_config");
+      if (c.has("loss")) {
+        compile_from_keras(model, single_loss(c.at("loss"), what), c.has("optimizer") ? &c.at("optimizer") : nullptr,
+                           c.has("metrics") ? &c.at("metrics") : nullptr, what);
+      }
+    }
+  }
+  return model;
+}
+
+inline std::string date_saved() {
+  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm local{};
+  localtime_r(&now, &local);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%d@%H:%M:%S", &local);
+  return text;
+}
+
+template <class T>
+std::vector<unsigned char> save_keras(Sequential<T>& model) {
+  json config = model_to_config(model, true);
+  if (model.compiled()) config["compile_config"] = compile_config(model, true);
+  const json metadata = {{"keras_version", kKerasFormatVersion}, {"date_saved", date_saved()}};
+
+  auto file = hdf5::File::create_in_memory();
+  hdf5::Group root = file.root();
+  root.create_group("vars");
+  const auto paths = variable_paths(model);
+  for (std::size_t k = 0; k < paths.size(); ++k) {
+    hdf5::Group vars = root.create_group(paths[k]);
+    auto params = model.layers()[k]->parameters();
+    for (std::size_t i = 0; i < params.size(); ++i) vars.write(std::to_string(i), *params[i].value);
+  }
+
+  zip::Writer archive;
+  archive.add("metadata.json", metadata.dump());
+  archive.add("config.json", config.dump());
+  archive.add("model.weights.h5", file.image());
+  return archive.finish();
+}
+
+}  // namespace loom::keras::impl

@@ -1,0 +1,365 @@
+// Keras model files in and out (loom/keras.hpp): the real models users saved
+// with Keras 2.1.6 to 3.14 (read from ../shared/keras-models, skipped when
+// absent), round trips of loom models in both formats, hand-written configs
+// of the shapes Keras writes, and every refusal.
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+
+#include <loom/data/fashion_mnist.hpp>
+#include <loom/keras.hpp>
+
+#include "test_support.hpp"
+
+using namespace loom;
+using loom::testing::error_of;
+using loom::testing::TempDir;
+using json = nlohmann::json;
+
+namespace {
+
+const std::string kModels = LOOM_KERAS_MODELS;
+
+/// file -> test accuracy, from the table in EXPECTED.md (empty when absent).
+std::map<std::string, double> expected_accuracies() {
+  std::map<std::string, double> out;
+  std::ifstream in(kModels + "/EXPECTED.md");
+  const std::regex row(R"(^\|\s*(\S+\.(?:h5|keras))\s*\|\s*([0-9.]+)\s*\|)");
+  std::string line;
+  std::smatch m;
+  while (std::getline(in, line)) {
+    if (std::regex_search(line, m, row)) out[m[1]] = std::stod(m[2]);
+  }
+  return out;
+}
+
+const datasets::fashion_mnist::Data<float>& fashion() {
+  static const auto data = datasets::fashion_mnist::load<float>();
+  return data;
+}
+
+/// The test images scaled to [0, 1], in the model's own input shape.
+Tensor<float> test_images(const Shape& input, Index count = 10000) {
+  const auto& d = fashion();
+  Tensor<float> x(Shape{count, 28, 28});
+  for (Index i = 0; i < x.size(); ++i) x[i] = d.x_test[i] / 255.0f;
+  x.reshape(input.with_batch(count));
+  return x;
+}
+
+double accuracy(Sequential<float>& model, Index count = 10000) {
+  const Tensor<float> p = model.predict(test_images(model.input_shape(), count), 500);
+  const Index k = p.dim(1);
+  Index right = 0;
+  for (Index n = 0; n < count; ++n) {
+    const float* r = p.data() + n * k;
+    right += (std::max_element(r, r + k) - r) == static_cast<Index>(fashion().y_test[n]);
+  }
+  return static_cast<double>(right) / static_cast<double>(count);
+}
+
+bool have_models() {
+  if (std::filesystem::exists(kModels + "/EXPECTED.md")) return true;
+  MESSAGE("skipped: no Keras models at " << kModels);
+  return false;
+}
+
+/// A small model with every layer class loom writes for Keras.
+Sequential<float> every_layer_model() {
+  Sequential<float> m(7, "every_layer");
+  m.add(Conv2D<float>(Conv2DOptions(6, {3, 3}).padding(Padding::Same).activation(Activation::ReLU)), Shape{9, 9, 2});
+  m.add(BatchNormalization<float>());
+  m.add(MaxPool2D<float>(MaxPool2DOptions({2, 2}).padding(Padding::Same)));  // 9 -> 5: odd, same padding
+  m.add(Dropout<float>(0.25));
+  m.add(Conv2D<float>(Conv2DOptions(4, {2, 2}).strides({2, 2}).use_bias(false)));
+  m.add(ActivationLayer<float>(Activation::ReLU));
+  m.add(Flatten<float>());
+  m.add(Dense<float>(DenseOptions(12)));
+  m.add(BatchNormalization<float>(BatchNormalizationOptions().center(false).momentum(0.9)));
+  m.add(ReLU<float>());
+  m.add(Dense<float>(DenseOptions(5).activation(Activation::Softmax)));
+  return m;
+}
+
+/// Trains `m` a few steps on random data so that every weight and moving
+/// statistic differs from its initial value.
+void train_a_little(Sequential<float>& m) {
+  Rng rng(3);
+  const Shape in = m.input_shape();
+  Tensor<float> x(in.with_batch(16)), y(Shape{16});
+  for (Index i = 0; i < x.size(); ++i) x[i] = static_cast<float>(rng.uniform(-1, 1));
+  for (Index i = 0; i < 16; ++i) y[i] = static_cast<float>(i % 5);
+  m.compile(make_loss<float>("sparse_categorical_crossentropy"),
+            make_optimizer<float>("adam", Config().set("learning_rate", 0.01)), {"accuracy"});
+  for (int s = 0; s < 3; ++s) m.train_step(x, y);
+}
+
+std::vector<unsigned char> bytes_of(const std::string& text) { return {text.begin(), text.end()}; }
+
+/// A model from a hand-written config, through the public loader's checks.
+Sequential<float> from_json(const std::string& text) { return keras::model_from_config<float>(json::parse(text)); }
+
+}  // namespace
+
+TEST_CASE("every real Keras model loads and scores on the test set what an independent reader of it scores") {
+  if (!have_models()) return;
+  const auto expected = expected_accuracies();
+  REQUIRE(expected.size() == 8);
+  for (const auto& [file, acc] : expected) {
+    CAPTURE(file);
+    auto model = keras::load_model<float>(kModels + "/" + file);
+    CHECK(model.compiled());  // every one carries its training config
+    // EXPECTED.md: an implementation that reads the file correctly agrees to a few images.
+    CHECK(std::abs(accuracy(model) - acc) <= 0.0005);
+  }
+}
+
+TEST_CASE("what the real files hold arrives: names, shapes, padding, BatchNormalization after Dense, compile config") {
+  if (!have_models()) return;
+  // Keras 2.1.6: a bare layer list, Activation layers, MaxPooling2D same padding on an odd map (11 -> 6).
+  auto old = keras::load_model<float>(kModels + "/fmnist_k2.1.6_bn_evanchien.h5");
+  CHECK(old.layers().size() == 18);
+  CHECK(old.layer("max_pooling2d_2").output_shape() == Shape{6, 6, 64});
+  CHECK(old.layer("activation_5").type() == "Activation");
+  CHECK(old.count_params() == 250478);  // PROVENANCE.md's count of values
+  CHECK(old.trainer().loss().type() == "CategoricalCrossentropy");
+  CHECK(old.trainer().optimizer().type() == "Adam");
+  CHECK(old.trainer().optimizer().config().real("learning_rate") == doctest::Approx(0.001));
+  CHECK(old.trainer().metrics() == std::vector<std::string>{"accuracy"});
+  // Keras 3.9 .keras: weights under auto names, BatchNormalization over Dense features.
+  auto bn = keras::load_model<float>(kModels + "/fmnist_k3.9.2_bn_shiti.keras");
+  CHECK(bn.count_params() == 242954);
+  CHECK(bn.layer("batch_normalization_3").input_shape() == Shape{128});
+  CHECK(bn.trainer().optimizer().type() == "RMSprop");  // its compile_config names no optimizer: Keras's default
+  // Keras 3.8 .keras: the config's names (conv2d_6) are not the weights' (layers/conv2d).
+  auto renamed = keras::load_model<float>(kModels + "/fmnist_k3.8.0_bn_tsquareed.keras");
+  CHECK(renamed.layers().front()->name() == "conv2d_6");
+  CHECK(renamed.count_params() == 225418);
+  // compile(false) leaves the model uncompiled.
+  CHECK_FALSE(keras::load_model<float>(kModels + "/fmnist_k3.0.5_sadiemir.h5", keras::LoadOptions().compile(false))
+                  .compiled());
+}
+
+TEST_CASE("an imported model fine-tunes with fit, as compiled in Keras, and keeps its accuracy") {
+  if (!have_models()) return;
+  auto model = keras::load_model<float>(kModels + "/fmnist_k2.15.0_gokulnpc.h5");
+  const double before = accuracy(model);
+  const auto& d = fashion();
+  Tensor<float> x(Shape{60000, 28, 28, 1});
+  for (Index i = 0; i < x.size(); ++i) x[i] = d.x_train[i] / 255.0f;
+  const History history = model.fit(x, d.y_train, FitOptions<float>().epochs(1).batch_size(64).verbose(0).seed(1));
+  REQUIRE(history.epochs() == 1);
+  const double after = accuracy(model);
+  MESSAGE("fine-tuning one epoch: test accuracy " << before << " -> " << after);
+  CHECK(after >= before - 0.003);
+}
+
+TEST_CASE("a loom model saved for Keras in either format loads back predicting bit for bit the same") {
+  TempDir dir;
+  auto model = every_layer_model();
+  train_a_little(model);
+  Tensor<float> x(model.input_shape().with_batch(7));
+  Rng rng(11);
+  for (Index i = 0; i < x.size(); ++i) x[i] = static_cast<float>(rng.uniform(-1, 1));
+  const Tensor<float> expected = model.predict(x);
+  for (const char* name : {"m.keras", "m.h5"}) {
+    CAPTURE(name);
+    keras::save_model(model, dir.file(name));
+    auto back = keras::load_model<float>(dir.file(name));
+    const Tensor<float> got = back.predict(x);
+    REQUIRE(got.shape() == expected.shape());
+    CHECK(std::memcmp(got.data(), expected.data(), sizeof(float) * static_cast<std::size_t>(got.size())) == 0);
+    CHECK(back.name() == "every_layer");
+    CHECK(back.count_params() == model.count_params());
+    CHECK(back.count_trainable_params() == model.count_trainable_params());
+    for (std::size_t i = 0; i < model.layers().size(); ++i) {
+      CHECK(back.layers()[i]->name() == model.layers()[i]->name());
+      CHECK(back.layers()[i]->type() == model.layers()[i]->type());
+      CHECK(back.layers()[i]->config() == model.layers()[i]->config());
+    }
+    REQUIRE(back.compiled());
+    CHECK(back.trainer().loss().type() == "SparseCategoricalCrossentropy");
+    CHECK(back.trainer().optimizer().type() == "Adam");
+    const Config saved = model.trainer().optimizer().config(), loaded = back.trainer().optimizer().config();
+    REQUIRE(loaded.entries().size() == saved.entries().size());
+    for (const auto& entry : saved.entries()) CHECK(loaded.real(entry.first) == saved.real(entry.first));
+    CHECK(back.trainer().metrics() == std::vector<std::string>{"accuracy"});
+  }
+  // The format follows the content, not the name.
+  std::filesystem::copy_file(dir.file("m.keras"), dir.file("zip.h5"));
+  CHECK(keras::load_model<float>(dir.file("zip.h5")).count_params() == model.count_params());
+  CHECK(error_of([&] { keras::save_model(model, dir.file("m.bin")); }).find("neither .keras nor .h5") !=
+        std::string::npos);
+  keras::save_model(model, dir.file("m.bin"), keras::Format::H5);
+  CHECK(keras::detect_format(loom::detail::read_whole_file<std::vector<unsigned char>>(dir.file("m.bin")), "m") ==
+        keras::Format::H5);
+}
+
+TEST_CASE("the files loom writes have Keras's layout: auto-named .keras variables, weight_names in .h5") {
+  auto model = every_layer_model();
+  train_a_little(model);
+  const auto zip_bytes = keras::save_model_to_bytes(model, keras::Format::Keras);
+  const keras::zip::Reader archive(zip_bytes, "m.keras");
+  CHECK(archive.has("metadata.json"));
+  const auto config_text = archive.read("config.json", 1 << 20);
+  const json config = json::parse(config_text.begin(), config_text.end());
+  CHECK(config["module"] == "keras");
+  CHECK(config["class_name"] == "Sequential");
+  CHECK(config["config"]["layers"][0]["class_name"] == "InputLayer");
+  CHECK(config["config"]["layers"][0]["config"]["batch_shape"] == json::array({nullptr, 9, 9, 2}));
+  CHECK(config["config"]["layers"][3]["config"]["padding"] == "same");
+  CHECK(config["compile_config"]["optimizer"]["class_name"] == "Adam");
+  const auto weights = archive.read("model.weights.h5", 1 << 24);
+  auto file = keras::hdf5::File::open_image(weights, "weights");
+  const auto root = file.root();
+  CHECK(root.has_group("vars"));
+  CHECK(root.dataset_shape("layers/conv2d/vars/0") == std::vector<Index>{3, 3, 2, 6});
+  CHECK(root.dataset_shape("layers/conv2d_1/vars/0") == std::vector<Index>{2, 2, 6, 4});
+  CHECK_FALSE(root.has("layers/conv2d_1/vars/1"));  // use_bias=False
+  CHECK(root.dataset_shape("layers/batch_normalization_1/vars/0") == std::vector<Index>{12});  // gamma; no beta
+  CHECK(root.group("layers/batch_normalization_1/vars").members().size() == 3);
+  CHECK(root.has_group("layers/re_lu/vars"));  // Keras's snake_case of ReLU
+
+  const auto h5 = keras::save_model_to_bytes(model, keras::Format::H5);
+  auto legacy = keras::hdf5::File::open_image(h5, "m.h5");
+  const auto top = legacy.root();
+  CHECK(json::parse(top.string("model_config"))["class_name"] == "Sequential");
+  CHECK(json::parse(top.string("training_config"))["optimizer_config"]["class_name"] == "Adam");
+  const auto mw = top.group("model_weights");
+  CHECK(mw.strings("layer_names").size() == model.layers().size());
+  CHECK(mw.group("dense").strings("weight_names") ==
+        std::vector<std::string>{"every_layer/dense/kernel", "every_layer/dense/bias"});
+  CHECK(mw.group("flatten").strings("weight_names").empty());
+  CHECK(mw.dataset_shape("dense/every_layer/dense/kernel") == std::vector<Index>{2 * 2 * 4, 12});
+}
+
+TEST_CASE("configs of the shapes Keras writes: straight-chain Functional, serialized activations, flat inputs") {
+  // Keras 3 Functional, logits out, an activation saved as a function.
+  auto functional = from_json(R"({"class_name": "Functional", "config": {"name": "f", "layers": [
+      {"class_name": "InputLayer", "name": "in", "config": {"batch_shape": [null, 28, 28], "name": "in"}, "inbound_nodes": []},
+      {"class_name": "Flatten", "name": "flat", "config": {"name": "flat"}, "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__", "config": {"shape": [null, 28, 28], "keras_history": ["in", 0, 0]}}], "kwargs": {}}]},
+      {"class_name": "Dense", "name": "hidden", "config": {"name": "hidden", "units": 16, "activation": {"class_name": "function", "config": "relu"}}, "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__", "config": {"keras_history": ["flat", 0, 0]}}], "kwargs": {}}]},
+      {"class_name": "Dense", "name": "out", "config": {"name": "out", "units": 10, "activation": "linear"}, "inbound_nodes": [[["hidden", 0, 0, {}]]]}],
+      "input_layers": [["in", 0, 0]], "output_layers": [["out", 0, 0]]}})");
+  CHECK(functional.input_shape() == Shape{28, 28});
+  CHECK(functional.layers().size() == 3);
+  CHECK(functional.layer("hidden").activation() == Activation::ReLU);
+  CHECK(functional.layer("out").activation() == Activation::None);
+  // A flat (784,) input straight into Dense, softmax saved as tf.nn.softmax.
+  auto flat = from_json(R"({"class_name": "Sequential", "config": {"name": "s", "layers": [
+      {"class_name": "Dense", "config": {"name": "d", "units": 10, "batch_input_shape": [null, 784],
+       "activation": {"class_name": "function", "config": "softmax_v2"}}}]}})");
+  CHECK(flat.input_shape() == Shape{784});
+  CHECK(flat.layer("d").activation() == Activation::Softmax);
+  // A loss with from_logits, from a Keras 3 compile config.
+  keras::compile_from_keras(functional,
+                            json::parse(R"({"module": "keras.losses", "class_name": "SparseCategoricalCrossentropy",
+                                            "config": {"from_logits": true}})"),
+                            nullptr, nullptr, "test");
+  CHECK(functional.trainer().loss().from_logits());
+  CHECK(functional.trainer().optimizer().type() == "RMSprop");
+}
+
+TEST_CASE("what loom cannot represent is refused, naming the layer, its class and what loom reads") {
+  auto refused = [](const std::string& layer_json) {
+    return error_of([&] {
+      from_json(R"({"class_name": "Sequential", "config": {"name": "s", "layers": [
+          {"class_name": "InputLayer", "config": {"batch_shape": [null, 8, 8, 3], "name": "input"}}, )" +
+                layer_json + "]}}");
+    });
+  };
+  const std::string lstm = refused(R"({"class_name": "LSTM", "config": {"name": "lstm_1", "units": 4}})");
+  CHECK(lstm.find("'lstm_1' (LSTM)") != std::string::npos);
+  CHECK(lstm.find("loom reads InputLayer, Conv2D") != std::string::npos);
+  CHECK(refused(R"({"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": 3, "data_format": "channels_first"}})")
+            .find("'c' (Conv2D): data_format 'channels_first'") != std::string::npos);
+  CHECK(refused(R"({"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": 3, "dilation_rate": [2, 2]}})")
+            .find("dilation_rate") != std::string::npos);
+  CHECK(refused(R"({"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": 3, "groups": 3}})")
+            .find("groups") != std::string::npos);
+  CHECK(refused(R"({"class_name": "Dense", "config": {"name": "d", "units": 2, "activation": "tanh"}})")
+            .find("'d' (Dense): activation 'tanh'") != std::string::npos);
+  CHECK(refused(R"({"class_name": "Dense", "config": {"name": "d", "units": "two"}})").find("'units' should be") !=
+        std::string::npos);
+  CHECK(refused(R"({"class_name": "MyLayer", "config": {"name": "mine"}})").find("'mine' (MyLayer)") != std::string::npos);
+  // Dense on a rank-3 input (Keras applies it per position; loom does not).
+  CHECK(refused(R"({"class_name": "Dense", "config": {"name": "d", "units": 2}})").find("'d' (Dense)") !=
+        std::string::npos);
+  // A branching graph.
+  CHECK(error_of([] {
+          from_json(R"({"class_name": "Functional", "config": {"name": "g", "layers": [
+            {"class_name": "InputLayer", "name": "in", "config": {"batch_shape": [null, 4], "name": "in"}, "inbound_nodes": []},
+            {"class_name": "Dense", "name": "a", "config": {"name": "a", "units": 4}, "inbound_nodes": [[["in", 0, 0, {}]]]},
+            {"class_name": "Dense", "name": "b", "config": {"name": "b", "units": 4}, "inbound_nodes": [[["in", 0, 0, {}]]]}]}})");
+        }).find("'b' (Dense): takes its input from 'in'") != std::string::npos);
+  CHECK(error_of([] { from_json(R"({"class_name": "Sequential", "config": {"name": "s", "layers": []}})"); })
+            .find("no layers") != std::string::npos);
+  CHECK(error_of([] { from_json(R"({"class_name": "Sequential", "config": {"name": "s", "layers": [
+            {"class_name": "Dense", "config": {"name": "d", "units": 3}}]}})"); })
+            .find("no input shape") != std::string::npos);
+  // Compile settings loom does not have.
+  Sequential<float> m = from_json(R"({"class_name": "Sequential", "config": [
+      {"class_name": "Dense", "config": {"name": "d", "units": 3, "batch_input_shape": [null, 2]}}]})");
+  CHECK(error_of([&] { keras::compile_from_keras(m, json("hinge"), nullptr, nullptr, "f"); }).find("loss 'hinge'") !=
+        std::string::npos);
+  const json adamw = json::parse(R"({"class_name": "AdamW", "config": {}})");
+  CHECK(error_of([&] { keras::compile_from_keras(m, json("categorical_crossentropy"), &adamw, nullptr, "f"); })
+            .find("optimizer 'AdamW'") != std::string::npos);
+  CHECK(error_of([&] {
+          keras::compile_from_keras(m, json::parse(R"({"class_name": "CategoricalCrossentropy", "config": {"label_smoothing": 0.1}})"),
+                                    nullptr, nullptr, "f");
+        }).find("label_smoothing") != std::string::npos);
+}
+
+TEST_CASE("damaged and foreign files get a FormatError naming the file, never a crash") {
+  auto model = every_layer_model();
+  model.build(model.input_shape());
+  const auto good = keras::save_model_to_bytes(model, keras::Format::Keras);
+  auto load = [](const std::vector<unsigned char>& b) {
+    return error_of([&] { keras::load_model_from_bytes<float>(b, "f.keras"); });
+  };
+  CHECK(load(bytes_of("hello, world")).find("f.keras: neither a .keras (zip) nor an .h5") != std::string::npos);
+  CHECK(load({good.begin(), good.begin() + static_cast<long>(good.size() / 2)}).find("f.keras") != std::string::npos);
+  std::vector<unsigned char> flipped = good;
+  flipped[flipped.size() / 3] ^= 0x55;  // inside the stored weights: the entry's CRC catches it
+  CHECK(load(flipped).find("f.keras") != std::string::npos);
+
+  auto archive = [](const std::string& config, const std::vector<unsigned char>* weights) {
+    keras::zip::Writer w;
+    w.add("config.json", config);
+    if (weights) w.add("model.weights.h5", *weights);
+    return w.finish();
+  };
+  CHECK(load(archive("{not json", nullptr)).find("config.json: malformed JSON") != std::string::npos);
+  const keras::zip::Reader reader(good, "good");
+  const auto config = reader.read("config.json", 1 << 20);
+  const auto weights = reader.read("model.weights.h5", 1 << 24);
+  CHECK(load(archive(std::string(config.begin(), config.end()), nullptr)).find("no model.weights.h5") !=
+        std::string::npos);
+  // Weights of another shape than the config says.
+  json other = json::parse(config.begin(), config.end());
+  other["config"]["layers"][1]["config"]["filters"] = 5;
+  const std::string mismatch = load(archive(other.dump(), &weights));
+  CHECK(mismatch.find("layer 'conv2d' (Conv2D)") != std::string::npos);
+  CHECK(mismatch.find("(3, 3, 2, 6), expected (3, 3, 2, 5)") != std::string::npos);
+  // A config asking for far more than the file could hold.
+  other["config"]["layers"][1]["config"]["filters"] = 1 << 20;
+  CHECK(load(archive(other.dump(), &weights)).find("allowed") != std::string::npos);
+  // Garbage where the weights should be.
+  const std::vector<unsigned char> junk(4096, 0x42);
+  CHECK(load(archive(std::string(config.begin(), config.end()), &junk)).find("not an HDF5 file") != std::string::npos);
+  // A legacy file with no model config (save_weights).
+  auto f = keras::hdf5::File::create_in_memory();
+  f.root().create_group("model_weights");
+  CHECK(error_of([&] { keras::load_model_from_bytes<float>(f.image(), "w.h5"); }).find("w.h5: no 'model_config'") !=
+        std::string::npos);
+  CHECK(error_of([] { keras::load_model<float>("/nonexistent/model.keras"); }).find("cannot open") !=
+        std::string::npos);
+}
