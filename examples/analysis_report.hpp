@@ -118,6 +118,33 @@ inline std::string analysis_text(const ConfusionMatrix& cm) {
   return o.str();
 }
 
+/// The confusion matrix as rows of counts (true class) by column (predicted).
+inline nlohmann::json confusion_json(const ConfusionMatrix& cm) {
+  nlohmann::json matrix = nlohmann::json::array();
+  for (Index t = 0; t < cm.classes(); ++t) {
+    nlohmann::json row = nlohmann::json::array();
+    for (Index p = 0; p < cm.classes(); ++p) row.push_back(cm.count(t, p));
+    matrix.push_back(row);
+  }
+  return matrix;
+}
+
+/// Per class: images, misses, predictions, false alarms, recall, precision, F1.
+inline nlohmann::json per_class_json(const ConfusionMatrix& cm) {
+  nlohmann::json per_class = nlohmann::json::array();
+  for (Index t = 0; t < cm.classes(); ++t) {
+    per_class.push_back({{"class", datasets::fashion_mnist::class_names[static_cast<std::size_t>(t)]},
+                         {"images", cm.support(t)},
+                         {"missed", cm.misses(t)},
+                         {"predicted", cm.predicted(t)},
+                         {"false_alarms", cm.false_alarms(t)},
+                         {"recall", cm.recall(t)},
+                         {"precision", cm.precision(t)},
+                         {"f1", cm.f1(t)}});
+  }
+  return per_class;
+}
+
 /// results.json: options, every model's history, test results, confusion matrix and per-class metrics.
 inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vector<ModelResult>& results,
                                    double wall_seconds, const std::string& command) {
@@ -126,20 +153,7 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
   for (const auto& r : results) {
     json history = json::object();
     for (const auto& kv : r.history.history) history[kv.first] = kv.second;
-    json matrix = json::array(), per_class = json::array();
-    for (Index t = 0; t < r.confusion.classes(); ++t) {
-      json row = json::array();
-      for (Index p = 0; p < r.confusion.classes(); ++p) row.push_back(r.confusion.count(t, p));
-      matrix.push_back(row);
-      per_class.push_back({{"class", datasets::fashion_mnist::class_names[static_cast<std::size_t>(t)]},
-                           {"images", r.confusion.support(t)},
-                           {"missed", r.confusion.misses(t)},
-                           {"predicted", r.confusion.predicted(t)},
-                           {"false_alarms", r.confusion.false_alarms(t)},
-                           {"recall", r.confusion.recall(t)},
-                           {"precision", r.confusion.precision(t)},
-                           {"f1", r.confusion.f1(t)}});
-    }
+    const json matrix = confusion_json(r.confusion), per_class = per_class_json(r.confusion);
     models.push_back({{"model", r.spec.id},
                       {"description", r.spec.description()},
                       {"loss_function", r.spec.loss()},

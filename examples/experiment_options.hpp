@@ -51,6 +51,9 @@ struct ExperimentOptions {
   bool quick = false;
   bool resume = false;
   int verbose = 1;
+  std::string import_file;  ///< --import: evaluate this Keras model instead of training
+  bool import_raw = false;  ///< --import-raw-pixels: give it 0..255 instead of [0, 1]
+  std::string save_keras;   ///< --save-keras: folder to export each trained model to, as .keras
 
   /// Epochs for `spec`, after --epochs and --quick.
   int epochs_for(const ModelSpec& spec) const { return epochs.value_or(quick ? 1 : spec.epochs); }
@@ -79,6 +82,13 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
   app.add_flag("--quick", opt.quick, "smoke run: 3,000 training and 1,000 validation images, one epoch (unless --epochs)");
   app.add_flag("--resume", opt.resume,
                "continue from the checkpoints in --out (after a crash, a kill or Ctrl-C); give the same options");
+  app.add_option("--import", opt.import_file,
+                 "evaluate a Keras model (.keras or .h5) on the 10,000 test images, with the per-class analysis, "
+                 "instead of training")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--import-raw-pixels", opt.import_raw,
+               "with --import: give the model pixels as they are (0..255), not scaled to [0, 1]");
+  app.add_option("--save-keras", opt.save_keras, "also save each trained model for Keras, as DIR/model<i>.keras");
   app.add_option("--verbose", opt.verbose, "0 silent, 1 progress bar, 2 one line per epoch")
       ->check(CLI::Range(0, 2))
       ->capture_default_str();

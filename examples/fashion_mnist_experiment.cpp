@@ -9,16 +9,23 @@
 //
 // Output folder: model<i>_misclassified.png, model<i>_classes.png,
 // training_curves.png, results.json, report.md.
+//
+//   fashion_mnist_experiment --import model.keras [--import-raw-pixels]
+//
+// evaluates a model saved by Keras (.keras or .h5) on the test images instead,
+// with the same per-class analysis: imported_*.png, results.json, report.md.
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <loom/data/encoding.hpp>
 #include <loom/data/fashion_mnist.hpp>
+#include <loom/keras.hpp>
 #include <loom/loom.hpp>
 
 #include "analysis_report.hpp"
@@ -65,7 +72,7 @@ std::vector<Index> labels_of(const Tensor<float>& y) {
 
 /// The figures of one model, drawn from its own predictions.
 void draw_model_figures(const std::string& out, const ModelResult& r, const Tensor<float>& x_test_raw,
-                        const Tensor<float>& y_test) {
+                        const Tensor<float>& y_test, std::string id = "") {
   namespace plots = examples::plots;
   const auto& names = datasets::fashion_mnist::class_names;
   const ConfusionMatrix& cm = r.confusion;
@@ -88,13 +95,14 @@ void draw_model_figures(const std::string& out, const ModelResult& r, const Tens
     for (Index p = 0; p < cm.classes(); ++p) row.push_back(cm.count(k, p));
     mistaken_for.push_back(row);
   }
-  const std::string id = std::to_string(r.spec.id);
-  plots::horizontal_bars((fs::path(out) / ("model" + id + "_misclassified.png")).string(),
-                         "Model " + id + ": test images missed per class (total " +
+  // "model3" for the experiment's models, or the name given (an imported model's).
+  const std::string stem = id.empty() ? "model" + std::to_string(r.spec.id) : id;
+  if (id.empty()) id = "Model " + std::to_string(r.spec.id);
+  plots::horizontal_bars((fs::path(out) / (stem + "_misclassified.png")).string(),
+                         id + ": test images missed per class (total " +
                              std::to_string(cm.total() - cm.correct()) + ")",
                          "test images of the class predicted as another class", labels, misses);
-  plots::class_grid((fs::path(out) / ("model" + id + "_classes.png")).string(),
-                    "Model " + id + ": what each class was mistaken for", labels, images, captions, mistaken_for);
+  plots::class_grid((fs::path(out) / (stem + "_classes.png")).string(), id + ": what each class was mistaken for", labels, images, captions, mistaken_for);
 }
 
 void write_outputs(const examples::ExperimentOptions& opt, const std::vector<ModelResult>& results, double wall,
@@ -103,6 +111,70 @@ void write_outputs(const examples::ExperimentOptions& opt, const std::vector<Mod
   write_file_atomically((out / "results.json").string(),
                                   examples::results_json(opt, results, wall, command).dump(2) + "\n");
   write_file_atomically((out / "report.md").string(), examples::report_markdown(opt, results, wall, command));
+}
+
+/// --import: a Keras model on the 10,000 test images, with the per-class
+/// analysis, figures, results.json and report.md.
+int run_import(const examples::ExperimentOptions& opt, const std::string& command) {
+  auto model = keras::load_model<float>(opt.import_file, keras::LoadOptions().compile(false));
+  model.summary();
+  auto data = datasets::fashion_mnist::load<float>(opt.data_dir);
+  Tensor<float> x = opt.import_raw ? data.x_test : data::scaled(data.x_test, 1.0 / 255);
+  const Index n = x.dim(0);
+  if (model.input_shape().size() != 784) {
+    throw ShapeError(detail::str(opt.import_file, " takes inputs ", model.input_shape(),
+                                 ", not Fashion-MNIST's 28 x 28 images"));
+  }
+  x.reshape(model.input_shape().with_batch(n));  // (28, 28, 1), (28, 28) or (784,): the model's own
+  const auto t0 = Clock::now();
+  const Tensor<float> p = model.predict(x, opt.batch_size);
+  const double seconds = seconds_since(t0);
+  if (p.rank() != 2 || p.dim(1) != 10) {
+    throw ShapeError(detail::str(opt.import_file, " gives outputs ", p.shape().without_batch(), ", not 10 classes"));
+  }
+  ModelResult r;
+  r.confusion = ConfusionMatrix(labels_of(data.y_test), argmax_rows(p), 10);
+  const double accuracy = static_cast<double>(r.confusion.correct()) / static_cast<double>(r.confusion.total());
+  std::cout << "\n" << opt.import_file << " on the 10,000 test images (pixels "
+            << (opt.import_raw ? "0..255" : "scaled to [0, 1]") << "): test accuracy " << examples::percent(accuracy)
+            << " (" << seconds << " s)\n"
+            << examples::analysis_text(r.confusion);
+  Tensor<float> images = data.x_test;
+  data::add_channel_axis(images);
+  try {
+    draw_model_figures(opt.out, r, images, data.y_test, "imported");
+  } catch (const Error& e) {
+    std::cerr << "fashion_mnist_experiment: figures skipped: " << e.what() << "\n";
+  }
+  nlohmann::json params = nlohmann::json::object();
+  const nlohmann::json results = {{"loom_version", loom::version},
+                                  {"command", command},
+                                  {"imported_model", opt.import_file},
+                                  {"input_shape", model.input_shape().str()},
+                                  {"parameters", model.count_params()},
+                                  {"pixels", opt.import_raw ? "raw 0..255" : "scaled to [0, 1]"},
+                                  {"test_accuracy", accuracy},
+                                  {"predict_seconds", seconds},
+                                  {"confusion_matrix", examples::confusion_json(r.confusion)},
+                                  {"per_class", examples::per_class_json(r.confusion)}};
+  const fs::path out(opt.out);
+  write_file_atomically((out / "results.json").string(), results.dump(2) + "\n");
+  std::ostringstream md;
+  md << "# " << opt.import_file << " on Fashion-MNIST's test images\n\n"
+     << "Command: `" << command << "`\n\nTest accuracy " << examples::percent(accuracy) << " ("
+     << r.confusion.correct() << " of " << r.confusion.total() << "), pixels "
+     << (opt.import_raw ? "0..255" : "scaled to [0, 1]") << ", input shape " << model.input_shape() << ", "
+     << model.count_params() << " parameters.\n\n"
+     << "| class | images | missed | recall | precision | F1 |\n|---|---|---|---|---|---|\n";
+  for (Index k = 0; k < 10; ++k) {
+    md << "| " << datasets::fashion_mnist::class_names[static_cast<std::size_t>(k)] << " | " << r.confusion.support(k)
+       << " | " << r.confusion.misses(k) << " | " << examples::percent(r.confusion.recall(k)) << " | "
+       << examples::percent(r.confusion.precision(k)) << " | " << examples::percent(r.confusion.f1(k)) << " |\n";
+  }
+  md << "\nFigures: imported_misclassified.png, imported_classes.png.\n";
+  write_file_atomically((out / "report.md").string(), md.str());
+  std::cout << "Results, figures and report in " << opt.out << "/\n";
+  return 0;
 }
 
 }  // namespace
@@ -119,7 +191,9 @@ int main(int argc, char** argv) {
     if (opt.threads == 0) opt.threads = default_num_threads();
     set_num_threads(opt.threads);
     prepare_output(opt.out);
+    if (!opt.import_file.empty()) return run_import(opt, command);
     prepare_output((fs::path(opt.out) / "checkpoints").string());
+    if (!opt.save_keras.empty()) prepare_output(opt.save_keras);
     std::signal(SIGINT, examples::on_sigint);
 
     // The notebook: (X, Y), (x_test, y_test) = fashion_mnist.load_data(); first 48,000 train, last 12,000 valid.
@@ -212,6 +286,11 @@ int main(int argc, char** argv) {
         std::cerr << "fashion_mnist_experiment: interrupted in epoch " << model.position().epoch + 1 << " of model "
                   << id << "; checkpoint written to " << ckpt << "; rerun with the same options and --resume to continue\n";
         return 130;
+      }
+      if (!opt.save_keras.empty()) {  // the last epoch's weights, compiled as trained
+        const std::string path = (fs::path(opt.save_keras) / ("model" + std::to_string(id) + ".keras")).string();
+        keras::save_model(model, path);
+        std::cout << "Saved for Keras: " << path << "\n";
       }
       r.history = model.history();
       r.best_epoch = keep_best->best_epoch();

@@ -39,7 +39,8 @@ void summary(const std::string& path) {
     const auto& t = model.trainer();
     std::cout << "compiled: loss " << t.loss().type() << (t.loss().from_logits() ? " (from logits)" : "")
               << ", optimizer " << t.optimizer().type();
-    for (const auto& [key, value] : t.optimizer().config().entries()) std::cout << ' ' << key << '=' << value;
+    const Config config = t.optimizer().config();
+    for (const auto& [key, value] : config.entries()) std::cout << ' ' << key << '=' << value;
     std::cout << '\n';
   } else {
     std::cout << "not compiled\n";
@@ -48,7 +49,7 @@ void summary(const std::string& path) {
 
 void predict(const std::string& path, const std::string& images, Index count, const std::string& out, bool raw) {
   auto model = keras::load_model<float>(path, keras::LoadOptions().compile(false));
-  Tensor<float> x = read_idx<float>(images);
+  Tensor<float> x = data::read_idx<float>(images);
   if (count < 1 || count > x.dim(0)) {
     throw ConfigError(detail::str("N must be in [1, ", x.dim(0), "] for ", images, ", got ", count));
   }
