@@ -206,7 +206,7 @@ TEST_CASE("the files loom writes have Keras's layout: auto-named .keras variable
   auto model = every_layer_model();
   train_a_little(model);
   const auto zip_bytes = keras::save_model_to_bytes(model, keras::Format::Keras);
-  const keras::zip::Reader archive(zip_bytes, "m.keras");
+  const keras::zipfile::Reader archive(zip_bytes, "m.keras");
   CHECK(archive.has("metadata.json"));
   const auto config_text = archive.read("config.json", 1 << 20);
   const json config = json::parse(config_text.begin(), config_text.end());
@@ -332,13 +332,13 @@ TEST_CASE("damaged and foreign files get a FormatError naming the file, never a 
   CHECK(load(flipped).find("f.keras") != std::string::npos);
 
   auto archive = [](const std::string& config, const std::vector<unsigned char>* weights) {
-    keras::zip::Writer w;
+    keras::zipfile::Writer w;
     w.add("config.json", config);
     if (weights) w.add("model.weights.h5", *weights);
     return w.finish();
   };
   CHECK(load(archive("{not json", nullptr)).find("config.json: malformed JSON") != std::string::npos);
-  const keras::zip::Reader reader(good, "good");
+  const keras::zipfile::Reader reader(good, "good");
   const auto config = reader.read("config.json", 1 << 20);
   const auto weights = reader.read("model.weights.h5", 1 << 24);
   CHECK(load(archive(std::string(config.begin(), config.end()), nullptr)).find("no model.weights.h5") !=

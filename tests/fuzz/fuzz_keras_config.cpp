@@ -9,7 +9,7 @@
 // hardened against hostile files (docs/keras.md says so).
 // Build and run: scripts/run-fuzz. Seeds: corpus/keras/.
 #include <loom/keras/model_config.hpp>
-#include <loom/keras/zip.hpp>
+#include <loom/keras/zipfile.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -22,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     std::string text;
     if (size >= 4 && std::memcmp(data, "PK\x03\x04", 4) == 0) {
-      const zip::Reader archive(bytes, "fuzz.keras");
+      const zipfile::Reader archive(bytes, "fuzz.keras");
       const auto config = archive.read("config.json", 1 << 20);
       text.assign(config.begin(), config.end());
       if (archive.has("model.weights.h5")) archive.read("model.weights.h5", 1 << 20);

@@ -63,17 +63,6 @@ void read_layer_weights(const hdf5::Group& group, const std::vector<std::string>
   }
 }
 
-/// The single loss of a training config: a name, an object, or a
-/// one-output dict or list of them.
-inline const json& single_loss(const json& loss, const std::string& what) {
-  if (loss.is_array() && loss.size() == 1) return loss[0];
-  if (loss.is_object() && !loss.contains("class_name") && loss.size() == 1) return loss.begin().value();
-  if (loss.is_array() || (loss.is_object() && !loss.contains("class_name"))) {
-    throw FormatError(what + ": a loss per output is not supported (loom models have one output)");
-  }
-  return loss;
-}
-
 template <class T>
 Sequential<T> load_h5(const std::vector<unsigned char>& bytes, const std::string& what, bool compile) {
   auto file = hdf5::File::open_image(bytes, what);

@@ -24,7 +24,7 @@
 #include "h5_format.hpp"
 #include "hdf5.hpp"
 #include "model_config.hpp"
-#include "zip.hpp"
+#include "zipfile.hpp"
 
 namespace loom::keras::impl {
 
@@ -51,7 +51,7 @@ inline constexpr std::uint64_t kMaxWeightsBytes = std::uint64_t{4} << 30;
 
 template <class T>
 Sequential<T> load_keras(const std::vector<unsigned char>& bytes, const std::string& what, bool compile) {
-  const zip::Reader archive(bytes, what);
+  const zipfile::Reader archive(bytes, what);
   const auto text = archive.read("config.json", kMaxConfigBytes);
   const json config = parse_json(std::string(text.begin(), text.end()), what + ": config.json");
   if (!archive.has("model.weights.h5")) {
@@ -125,7 +125,7 @@ std::vector<unsigned char> save_keras(Sequential<T>& model) {
     for (std::size_t i = 0; i < params.size(); ++i) vars.write(std::to_string(i), *params[i].value);
   }
 
-  zip::Writer archive;
+  zipfile::Writer archive;
   archive.add("metadata.json", metadata.dump());
   archive.add("config.json", config.dump());
   archive.add("model.weights.h5", file.image());

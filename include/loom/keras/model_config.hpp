@@ -557,6 +557,17 @@ std::unique_ptr<Optimizer<T>> optimizer_from_keras(const json& v, const std::str
   return make_optimizer<T>(cls, config);
 }
 
+/// The single loss of a training config: a name, an object, or a
+/// one-output dict or list of them.
+inline const json& single_loss(const json& loss, const std::string& what) {
+  if (loss.is_array() && loss.size() == 1) return loss[0];
+  if (loss.is_object() && !loss.contains("class_name") && loss.size() == 1) return loss.begin().value();
+  if (loss.is_array() || (loss.is_object() && !loss.contains("class_name"))) {
+    throw FormatError(what + ": a loss per output is not supported (loom models have one output)");
+  }
+  return loss;
+}
+
 /// Whether Keras's metrics list asks for accuracy (in any of its spellings).
 inline bool wants_accuracy(const json& metrics) {
   std::vector<std::string> names;

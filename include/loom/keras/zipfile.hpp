@@ -1,5 +1,5 @@
 #pragma once
-/// \file zip.hpp
+/// \file zipfile.hpp
 /// Zip archives in memory through libzip (Debian's libzip-dev), for Keras 3's
 /// `.keras` files: read named entries of an archive held in memory, with a
 /// size limit per entry, and build an archive in memory (entries stored
@@ -15,7 +15,7 @@
 
 #include "../error.hpp"
 
-namespace loom::keras::zip {
+namespace loom::keras::zipfile {
 
 using Bytes = std::vector<unsigned char>;
 
@@ -154,4 +154,4 @@ class Writer {
   std::vector<Entry> entries_;
 };
 
-}  // namespace loom::keras::zip
+}  // namespace loom::keras::zipfile
