@@ -142,14 +142,34 @@ TEST_CASE("what the real files hold arrives: names, shapes, padding, BatchNormal
   auto renamed = keras::load_model<float>(kModels + "/fmnist_k3.8.0_bn_tsquareed.keras");
   CHECK(renamed.layers().front()->name() == "conv2d_6");
   CHECK(renamed.count_params() == 225418);
+  // The optimizer's state comes along where it is complete for the optimizer (Keras 3 .keras here).
+  const Optimizer<float>& adam = renamed.trainer().optimizer();
+  CHECK(adam.iterations() == 15750);
+  REQUIRE(adam.slots().size() == 12);  // trainable: 2 conv, 2 BatchNormalization, 2 dense; 2 each
+  CHECK(adam.slots()[0].shape == Shape{3, 3, 1, 32});
+  CHECK(*std::min_element(adam.slots()[0].state[0].begin(), adam.slots()[0].state[0].end()) ==
+        doctest::Approx(-0.08216537));  // its momentum, as h5py reads optimizer/vars/2
+  CHECK(*std::min_element(adam.slots()[0].state[1].begin(), adam.slots()[0].state[1].end()) >= 0);  // velocity
+  CHECK(bn.trainer().optimizer().iterations() == 0);  // AdamW's state is not RMSprop's
+  CHECK(old.trainer().optimizer().iterations() == 0);  // Keras 2.1's anonymous Variable_N: not read
+  for (const char* legacy : {"fmnist_k2.4.0_dropout_muhtashim.h5", "fmnist_k2.15.0_gokulnpc.h5",
+                             "fmnist_k3.0.5_sadiemir.h5", "fmnist_k3.10.0_bn_ronn369.h5"}) {
+    CAPTURE(legacy);  // tf.keras 2.0-2.10, tf.keras 2.11+ and Keras 3 names
+    auto m = keras::load_model<float>(kModels + "/" + legacy);
+    CHECK(m.trainer().optimizer().iterations() > 0);
+    const auto params = m.parameters();
+    CHECK(m.trainer().optimizer().slots().size() ==
+          static_cast<std::size_t>(std::count_if(params.begin(), params.end(), [](const auto& p) { return p.trainable(); })));
+  }
   // compile(false) leaves the model uncompiled.
   CHECK_FALSE(keras::load_model<float>(kModels + "/fmnist_k3.0.5_sadiemir.h5", keras::LoadOptions().compile(false))
                   .compiled());
 }
 
-TEST_CASE("an imported model fine-tunes with fit, as compiled in Keras, and keeps its accuracy") {
+TEST_CASE("an imported model fine-tunes with fit, as compiled in Keras and from its optimizer state, and keeps its accuracy") {
   if (!have_models()) return;
   auto model = keras::load_model<float>(kModels + "/fmnist_k2.15.0_gokulnpc.h5");
+  REQUIRE(model.trainer().optimizer().iterations() > 0);  // Adam goes on with its moments from Keras
   const double before = accuracy(model);
   const auto& d = fashion();
   Tensor<float> x(Shape{60000, 28, 28, 1});
@@ -158,7 +178,7 @@ TEST_CASE("an imported model fine-tunes with fit, as compiled in Keras, and keep
   REQUIRE(history.epochs() == 1);
   const double after = accuracy(model);
   MESSAGE("fine-tuning one epoch: test accuracy " << before << " -> " << after);
-  CHECK(after >= before - 0.003);
+  CHECK(after >= before - 0.002);  // holds (within 20 of 10,000 images) or improves
 }
 
 TEST_CASE("a loom model saved for Keras in either format loads back predicting bit for bit the same") {
@@ -191,6 +211,46 @@ TEST_CASE("a loom model saved for Keras in either format loads back predicting b
     REQUIRE(loaded.entries().size() == saved.entries().size());
     for (const auto& entry : saved.entries()) CHECK(loaded.real(entry.first) == saved.real(entry.first));
     CHECK(back.trainer().metrics() == std::vector<std::string>{"accuracy"});
+  }
+  // Training goes on exactly: the optimizer's state (step count, Adam's moments) comes back too.
+  for (const char* name : {"m.keras", "m.h5"}) {
+    CAPTURE(name);
+    auto back = keras::load_model<float>(dir.file(name));
+    CHECK(back.trainer().optimizer().iterations() == 3);
+    Tensor<float> y(Shape{7}, {0, 1, 2, 3, 4, 0, 1});
+    auto copy = keras::load_model<float>(dir.file(name));  // the original goes on from the same state as its copy
+    const double a = back.train_step(x, y), b = copy.train_step(x, y);
+    CHECK(a == b);
+    Tensor<float> pa = back.predict(x), pb = copy.predict(x);
+    CHECK(std::memcmp(pa.data(), pb.data(), sizeof(float) * static_cast<std::size_t>(pa.size())) == 0);
+  }
+  {
+    // ...and the step after loading is the step the original takes (without
+    // Dropout, whose random stream a Keras file does not carry).
+    Sequential<float> plain(3, "plain");
+    plain.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).activation(Activation::ReLU)), Shape{6, 6, 1});
+    plain.add(BatchNormalization<float>());
+    plain.add(Flatten<float>());
+    plain.add(Dense<float>(DenseOptions(4).activation(Activation::Softmax)));
+    train_a_little(plain);
+    Tensor<float> px(Shape{5, 6, 6, 1}), py(Shape{5}, {0, 1, 2, 3, 0});
+    for (Index i = 0; i < px.size(); ++i) px[i] = static_cast<float>(rng.uniform(-1, 1));
+    for (const char* name : {"plain.keras", "plain.h5"}) {
+      CAPTURE(name);
+      keras::save_model(plain, dir.file(name));
+    }
+    plain.train_step(px, py);
+    for (const char* name : {"plain.keras", "plain.h5"}) {
+      CAPTURE(name);
+      auto back = keras::load_model<float>(dir.file(name));
+      back.train_step(px, py);
+      const auto a = plain.parameters(), b = back.parameters();
+      REQUIRE(a.size() == b.size());
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        CAPTURE(a[i].name);
+        CHECK(std::memcmp(a[i].value->data(), b[i].value->data(), sizeof(float) * static_cast<std::size_t>(a[i].value->size())) == 0);
+      }
+    }
   }
   // The format follows the content, not the name.
   std::filesystem::copy_file(dir.file("m.keras"), dir.file("zip.h5"));

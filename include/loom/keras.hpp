@@ -92,7 +92,7 @@ inline Format format_for_path(const std::string& path) {
 /// Saves a built `model` for Keras (`keras.models.load_model(path)`), in the
 /// format its extension names or `format`. Written to a temporary file and
 /// renamed into place. Compiled models carry their loss, optimizer and
-/// metrics; optimizer state is not written.
+/// metrics, and the optimizer's state once it has taken a step.
 template <class T>
 void save_model(Sequential<T>& model, const std::string& path, std::optional<Format> format = std::nullopt) {
   const auto bytes = save_model_to_bytes(model, format ? *format : format_for_path(path));

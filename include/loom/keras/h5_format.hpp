@@ -25,6 +25,7 @@
 
 #include "hdf5.hpp"
 #include "model_config.hpp"
+#include "optimizer_state.hpp"
 
 namespace loom::keras::impl {
 
@@ -100,6 +101,13 @@ Sequential<T> load_h5(const std::vector<unsigned char>& bytes, const std::string
       const json* metrics = f.has("metrics") ? &f.at("metrics") : nullptr;
       compile_from_keras(model, single_loss(f.at("loss"), what), optimizer, metrics, what);
     }
+    if (model.compiled() && root.has_group("optimizer_weights")) {
+      const hdf5::Group state = root.group("optimizer_weights");
+      const auto names = state.chunked_strings("weight_names");
+      std::vector<SlotKind> kinds;
+      for (const auto& n : names) kinds.push_back(slot_kind(n));
+      import_optimizer_state(model, state, names, kinds, what);
+    }
   }
   return model;
 }
@@ -151,6 +159,17 @@ std::vector<unsigned char> save_h5(Sequential<T>& model) {
     for (std::size_t i = 0; i < params.size(); ++i) g.write(paths[i], *params[i].value);
   }
   weights.create_group("top_level_model_weights").set_strings("weight_names", {});
+
+  // The optimizer's state, named as Keras 3 names it (legacy_h5_format.py's
+  // save_optimizer_weights_to_hdf5_group: paths are the variables' names).
+  const auto vars = optimizer_variables(model);
+  if (!vars.empty()) {
+    hdf5::Group state = root.create_group("optimizer_weights");
+    std::vector<std::string> names;
+    for (const auto& v : vars) names.push_back(v.name);
+    state.set_strings("weight_names", names);
+    write_optimizer_variables(model, state, vars, [](std::size_t, const auto& v) { return v.name; });
+  }
   return file.image();
 }
 

@@ -259,6 +259,37 @@ class Group {
     }
   }
 
+  /// A scalar (or one-element) numeric dataset, as a double: Keras's
+  /// optimizer `iteration` (int64) and `learning_rate` (float32).
+  double scalar(const std::string& name) const {
+    auto ds = open_dataset(name);
+    const std::vector<Index> d = dims(ds, name);
+    Index size = 1;
+    for (Index v : d) size *= v;
+    if (size != 1) throw FormatError("HDF5: dataset " + child(name) + " is not a single number");
+    auto type = detail::checked(H5Dget_type(ds.get()), H5Tclose, "HDF5: dataset " + child(name) + " has no type");
+    const H5T_class_t cls = H5Tget_class(type.get());
+    if (cls != H5T_FLOAT && cls != H5T_INTEGER) throw FormatError("HDF5: dataset " + child(name) + " is not a number");
+    double value = 0;
+    if (H5Dread(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, &value) < 0) {
+      throw FormatError("HDF5: dataset " + child(name) + " cannot be read");
+    }
+    return value;
+  }
+
+  /// Writes a scalar dataset: int64 (`integer`) or float32.
+  void write_scalar(const std::string& name, double value, bool integer) {
+    detail::Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+    auto lcpl = detail::link_creation_with_parents();
+    hid_t ds = H5Dcreate2(id(), name.c_str(), integer ? H5T_STD_I64LE : H5T_IEEE_F32LE, space.get(), lcpl.get(),
+                          H5P_DEFAULT, H5P_DEFAULT);
+    if (ds < 0) throw IOError("HDF5: cannot create dataset " + child(name));
+    detail::Handle owner(ds, H5Dclose);
+    if (H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, &value) < 0) {
+      throw IOError("HDF5: cannot write dataset " + child(name));
+    }
+  }
+
   /// Writes `t` as a float32 dataset at `name`, creating parent groups.
   template <class T>
   void write(const std::string& name, const Tensor<T>& t) {

@@ -12,8 +12,8 @@
 /// snake_case class name, numbered per class in layer order (conv2d,
 /// conv2d_1, batch_normalization, ...; `_save_container_state`), and <i>
 /// counts the layer's variables, trainable ones first (kernel, bias; gamma,
-/// beta, moving_mean, moving_variance). Optimizer variables are not read
-/// (a loaded model's optimizer starts fresh) nor written.
+/// beta, moving_mean, moving_variance). The optimizer's variables are
+/// optimizer/vars/<i> (see optimizer_state.hpp).
 
 #include <chrono>
 #include <ctime>
@@ -24,6 +24,7 @@
 #include "h5_format.hpp"
 #include "hdf5.hpp"
 #include "model_config.hpp"
+#include "optimizer_state.hpp"
 #include "zipfile.hpp"
 
 namespace loom::keras::impl {
@@ -96,6 +97,24 @@ Sequential<T> load_keras(const std::vector<unsigned char>& bytes, const std::str
                            c.has("metrics") ? &c.at("metrics") : nullptr, what);
       }
     }
+    if (model.compiled() && root.has_group("optimizer/vars")) {
+      const hdf5::Group state = root.group("optimizer/vars");
+      // Keras 3.9+ names the optimizer on the group: state of another one is not for this one.
+      const bool same = !state.has_attribute("name") ||
+                        state.string("name") == snake_case(model.trainer().optimizer().type());
+      const std::size_t n = state.members().size();
+      std::vector<std::string> paths;
+      std::vector<SlotKind> kinds;
+      const auto wanted = state_kinds(model.trainer().optimizer());
+      for (std::size_t i = 0; i < n; ++i) {
+        paths.push_back(std::to_string(i));
+        kinds.push_back(i == 0 ? SlotKind::Iteration
+                        : i == 1 ? SlotKind::LearningRate
+                        : wanted.empty() ? SlotKind::Unknown
+                                         : wanted[(i - 2) % wanted.size()]);  // Adam's are interleaved
+      }
+      if (same && n >= 2) import_optimizer_state(model, state, paths, kinds, weights_what);
+    }
   }
   return model;
 }
@@ -123,6 +142,11 @@ std::vector<unsigned char> save_keras(Sequential<T>& model) {
     hdf5::Group vars = root.create_group(paths[k]);
     auto params = model.layers()[k]->parameters();
     for (std::size_t i = 0; i < params.size(); ++i) vars.write(std::to_string(i), *params[i].value);
+  }
+  const auto optimizer = optimizer_variables(model);
+  if (!optimizer.empty()) {
+    hdf5::Group state = root.create_group("optimizer/vars");
+    write_optimizer_variables(model, state, optimizer, [](std::size_t i, const auto&) { return std::to_string(i); });
   }
 
   zipfile::Writer archive;
