@@ -64,11 +64,11 @@ expect(truncated_gzip 1 "truncated_data/t10k-labels-idx1-ubyte.gz: corrupt or tr
 # A read-only place for the output: /proc takes no new folders, even from root.
 expect(read_only_output 1 "^fashion_mnist_experiment: /proc/loom_results: cannot create the output folder" --out /proc/loom_results)
 
-# The smoke run on the real data: every output file is there.
-expect(quick 0 "" --quick --verbose 2 --out ${WORK_DIR}/quick)
+# The smoke run on the real data: every output file is there, and each model saved for Keras.
+expect(quick 0 "" --quick --verbose 2 --out ${WORK_DIR}/quick --save-keras ${WORK_DIR}/quick/keras)
 foreach(f results.json report.md training_curves.png model1_misclassified.png model1_classes.png
           model2_classes.png model3_classes.png model4_misclassified.png checkpoints/model4.loom
-          checkpoints/model1_best.weights)
+          checkpoints/model1_best.weights keras/model1.keras keras/model4.keras)
   if(NOT EXISTS ${WORK_DIR}/quick/${f})
     message(FATAL_ERROR "quick: ${f} was not written")
   endif()
@@ -80,3 +80,22 @@ if(NOT models EQUAL 4 OR acc LESS 0.5)
   message(FATAL_ERROR "quick: results.json has ${models} models, model 3 test accuracy ${acc}")
 endif()
 message(STATUS "quick: results.json has 4 models; model 3 test accuracy ${acc}")
+
+# A model saved for Keras comes back through --import with the same test accuracy
+# (model 3 takes raw pixels), and the analysis of it is all there.
+expect(import 0 "" --import ${WORK_DIR}/quick/keras/model3.keras --import-raw-pixels --out ${WORK_DIR}/imported)
+foreach(f results.json report.md imported_misclassified.png imported_classes.png)
+  if(NOT EXISTS ${WORK_DIR}/imported/${f})
+    message(FATAL_ERROR "import: ${f} was not written")
+  endif()
+endforeach()
+file(READ ${WORK_DIR}/imported/results.json imported)
+string(JSON imported_acc GET "${imported}" test_accuracy)
+if(NOT imported_acc EQUAL acc)
+  message(FATAL_ERROR "import: test accuracy ${imported_acc}, the experiment measured ${acc}")
+endif()
+message(STATUS "import: model 3 from its .keras file scores ${imported_acc}, as trained")
+expect(import_not_a_model 1 "^fashion_mnist_experiment: .*report.md: neither a .keras \\(zip\\) nor an .h5"
+       --import ${WORK_DIR}/quick/report.md --out ${WORK_DIR}/imported_bad)
+expect(import_missing 2 "^fashion_mnist_experiment: --import: File does not exist"
+       --import ${WORK_DIR}/nothing.keras --out ${WORK_DIR}/imported_bad)
