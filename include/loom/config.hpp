@@ -61,7 +61,10 @@ class Config {
   }
 
   bool has(const std::string& key) const { return find(key) != nullptr; }
-  const Entries& entries() const { return entries_; }
+  const Entries& entries() const& { return entries_; }
+  /// Of a temporary (`layer.config().entries()`), a copy: a range-for over it
+  /// would otherwise run over a destroyed Config.
+  Entries entries() && { return std::move(entries_); }
   bool empty() const { return entries_.empty(); }
   bool operator==(const Config& o) const { return entries_ == o.entries_; }
   bool operator!=(const Config& o) const { return !(*this == o); }
