@@ -146,7 +146,6 @@ int run_import(const examples::ExperimentOptions& opt, const std::string& comman
   } catch (const Error& e) {
     std::cerr << "fashion_mnist_experiment: figures skipped: " << e.what() << "\n";
   }
-  nlohmann::json params = nlohmann::json::object();
   const nlohmann::json results = {{"loom_version", loom::version},
                                   {"command", command},
                                   {"imported_model", opt.import_file},

@@ -26,8 +26,8 @@ Sequential<float> load_any(const std::string& path) {
   const auto bytes = loom::detail::read_whole_file<std::vector<unsigned char>>(path, UINT64_MAX, "a model");
   try {
     keras::detect_format(bytes, path);
-  } catch (const FormatError&) {
-    return Sequential<float>::load(path);  // not Keras: perhaps loom's own format
+  } catch (const FormatError&) {  // not Keras: perhaps loom's own format
+    return Sequential<float>::load_bytes(std::string(bytes.begin(), bytes.end()), path);
   }
   return keras::load_model_from_bytes<float>(bytes, path);
 }

@@ -39,6 +39,10 @@ class Optimizer {
   /// The state slots, in parameter order (empty before the first build).
   const std::vector<Slot>& slots() const { return slots_; }
 
+  /// What each of a slot's state tensors is, by Keras's name for that
+  /// variable ("momentum", "velocity"), in slot order.
+  virtual std::vector<std::string> state_names() const = 0;
+
   /// Restores saved state: every slot must hold states_per_param() tensors of
   /// its shape (FormatError otherwise). Parameters are matched at the next step.
   void restore(std::vector<Slot> slots, long long iterations) {
@@ -102,7 +106,7 @@ class Optimizer {
   long long iterations() const { return iterations_; }
 
  protected:
-  virtual int states_per_param() const = 0;
+  int states_per_param() const { return static_cast<int>(state_names().size()); }
   virtual void begin_step() {}
   virtual void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) = 0;
 
@@ -142,8 +146,11 @@ class SGD : public Optimizer<T> {
                                      .nesterov(c.flag("nesterov", d.nesterov())));
   }
 
+  std::vector<std::string> state_names() const override {
+    return opt_.momentum() != 0 ? std::vector<std::string>{"momentum"} : std::vector<std::string>{};
+  }
+
  protected:
-  int states_per_param() const override { return opt_.momentum() != 0 ? 1 : 0; }
   void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) override {
     const T lr = static_cast<T>(opt_.learning_rate()), mu = static_cast<T>(opt_.momentum());
     if (state.empty()) {
@@ -191,8 +198,10 @@ class RMSprop : public Optimizer<T> {
                                          .epsilon(c.real("epsilon", d.epsilon())));
   }
 
+  /// The moving mean of squared gradients.
+  std::vector<std::string> state_names() const override { return {"velocity"}; }
+
  protected:
-  int states_per_param() const override { return 1; }
   void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) override {
     const T lr = static_cast<T>(opt_.learning_rate()), rho = static_cast<T>(opt_.rho()),
             eps = static_cast<T>(opt_.epsilon());
@@ -240,8 +249,10 @@ class Adam : public Optimizer<T> {
                                       .epsilon(c.real("epsilon", d.epsilon())));
   }
 
+  /// The first and second moments, m and v.
+  std::vector<std::string> state_names() const override { return {"momentum", "velocity"}; }
+
  protected:
-  int states_per_param() const override { return 2; }
   void begin_step() override {
     const double t = static_cast<double>(this->iterations());
     lr_t_ = static_cast<T>(opt_.learning_rate() * std::sqrt(1 - std::pow(opt_.beta_2(), t)) /

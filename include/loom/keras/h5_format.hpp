@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hdf5.hpp"
@@ -76,9 +77,10 @@ Sequential<T> load_h5(const std::vector<unsigned char>& bytes, const std::string
   Sequential<T> model = model_from_config<T>(config, what, static_cast<Index>(bytes.size() / 2 + 64));
 
   const hdf5::Group weights = root.has_group("model_weights") ? root.group("model_weights") : file.root();
-  std::vector<std::string> groups;
+  std::vector<std::pair<std::string, std::vector<std::string>>> groups;  // layers with weights: (name, weight_names)
   for (const auto& name : weights.chunked_strings("layer_names")) {
-    if (!weights.group(name).chunked_strings("weight_names").empty()) groups.push_back(name);
+    auto names = weights.group(name).chunked_strings("weight_names");
+    if (!names.empty()) groups.emplace_back(name, std::move(names));
   }
   std::vector<Layer<T>*> layers;
   for (const auto& l : model.layers()) {
@@ -89,8 +91,7 @@ Sequential<T> load_h5(const std::vector<unsigned char>& bytes, const std::string
                                         " layers, its config has ", layers.size(), " layers with weights"));
   }
   for (std::size_t k = 0; k < groups.size(); ++k) {
-    const hdf5::Group g = weights.group(groups[k]);
-    read_layer_weights(g, g.chunked_strings("weight_names"), *layers[k], what);
+    read_layer_weights(weights.group(groups[k].first), groups[k].second, *layers[k], what);
   }
 
   if (compile && root.has_attribute("training_config")) {

@@ -539,20 +539,20 @@ std::unique_ptr<Optimizer<T>> optimizer_from_keras(const json& v, const std::str
   if (c.flag("amsgrad", false)) c.refuse("amsgrad");
   if (c.flag("centered", false)) c.refuse("centered RMSprop");
   if (c.real("decay", 0) != 0) c.refuse("a learning-rate 'decay'");
-  const char* lr_key = c.has("learning_rate") ? "learning_rate" : "lr";  // Keras 2.1 says lr
+  if (cls == "RMSprop" && c.real("momentum", 0) != 0) c.refuse("RMSprop with momentum");
+  // Every hyperparameter loom's optimizer has, from Keras's config when it is
+  // there (Keras 2.1 says lr for learning_rate); the rest keep their defaults.
   Config config;
-  if (c.has(lr_key)) {
-    if (!c.at(lr_key).is_number()) c.refuse("a learning-rate schedule");
-    config.set("learning_rate", c.real(lr_key));
-  }
-  for (const char* key : {"beta_1", "beta_2", "epsilon", "rho", "momentum"}) {
-    if (c.has(key)) config.set(key, c.real(key));
-  }
-  if (c.has("nesterov")) config.set("nesterov", c.flag("nesterov", false));
-  if (cls == "RMSprop" || cls == "rmsprop") {
-    if (c.real("momentum", 0) != 0) c.refuse("RMSprop with momentum");
-    config = Config().set("learning_rate", config.real("learning_rate", 1e-3)).set("rho", c.real("rho", 0.9)).set(
-        "epsilon", c.real("epsilon", 1e-7));
+  for (const auto& entry : make_optimizer<T>(cls)->config().entries()) {
+    const std::string& key = entry.first;
+    const char* k = key == "learning_rate" && !c.has("learning_rate") ? "lr" : key.c_str();
+    if (!c.has(k)) continue;
+    if (key == "learning_rate" && !c.at(k).is_number()) c.refuse("a learning-rate schedule");
+    if (c.at(k).is_boolean()) {
+      config.set(key, c.flag(k, false));
+    } else {
+      config.set(key, c.real(k));
+    }
   }
   return make_optimizer<T>(cls, config);
 }

@@ -49,13 +49,12 @@ inline SlotKind slot_kind(std::string name) {
 /// The kinds of state a loom optimizer keeps per parameter, in its order.
 template <class T>
 std::vector<SlotKind> state_kinds(const Optimizer<T>& o) {
-  if (o.type() == "Adam") return {SlotKind::Momentum, SlotKind::Velocity};
-  if (o.type() == "RMSprop") return {SlotKind::Velocity};
-  if (o.type() == "SGD") return o.config().real("momentum") != 0 ? std::vector<SlotKind>{SlotKind::Momentum} : std::vector<SlotKind>{};
-  return {};
+  std::vector<SlotKind> kinds;
+  for (const auto& name : o.state_names()) {
+    kinds.push_back(name == "momentum" ? SlotKind::Momentum : name == "velocity" ? SlotKind::Velocity : SlotKind::Unknown);
+  }
+  return kinds;
 }
-
-inline const char* keras_slot_name(SlotKind k) { return k == SlotKind::Momentum ? "momentum" : "velocity"; }
 
 /// Restores the compiled optimizer of `model` from the datasets `paths`
 /// (relative to `group`), whose kinds are `kinds`. Returns whether it did.
@@ -129,7 +128,7 @@ std::vector<KerasOptimizerVariable<T>> optimizer_variables(const Sequential<T>& 
     std::string flat = model.name() + "_" + slot.name;  // "sequential_conv2d_kernel", as Keras 3 names them
     std::replace(flat.begin(), flat.end(), '/', '_');
     for (std::size_t k = 0; k < kinds.size() && k < slot.state.size(); ++k) {
-      out.push_back({prefix + flat + "_" + keras_slot_name(kinds[k]), kinds[k], &slot.state[k]});
+      out.push_back({prefix + flat + "_" + o.state_names()[k], kinds[k], &slot.state[k]});
     }
   }
   return out;
