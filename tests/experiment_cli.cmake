@@ -66,13 +66,17 @@ expect(read_only_output 1 "^fashion_mnist_experiment: /proc/loom_results: cannot
 
 # The smoke run on the real data: every output file is there, and each model saved for Keras.
 expect(quick 0 "" --quick --verbose 2 --out ${WORK_DIR}/quick --save-keras ${WORK_DIR}/quick/keras)
-foreach(f results.json report.md training_curves.png model1_misclassified.png model1_classes.png
-          model2_classes.png model3_classes.png model4_misclassified.png checkpoints/model4.loom
-          checkpoints/model1_best.weights keras/model1.keras keras/model4.keras)
-  if(NOT EXISTS ${WORK_DIR}/quick/${f})
-    message(FATAL_ERROR "quick: ${f} was not written")
-  endif()
-endforeach()
+# expect_files(<name> <folder> files...): each was written.
+function(expect_files name folder)
+  foreach(f ${ARGN})
+    if(NOT EXISTS ${folder}/${f})
+      message(FATAL_ERROR "${name}: ${f} was not written")
+    endif()
+  endforeach()
+endfunction()
+expect_files(quick ${WORK_DIR}/quick results.json report.md training_curves.png model1_misclassified.png
+             model1_classes.png model2_classes.png model3_classes.png model4_misclassified.png
+             checkpoints/model4.loom checkpoints/model1_best.weights keras/model1.keras keras/model4.keras)
 file(READ ${WORK_DIR}/quick/results.json json)
 string(JSON models LENGTH "${json}" models)
 string(JSON acc GET "${json}" models 2 test_accuracy)
@@ -84,11 +88,7 @@ message(STATUS "quick: results.json has 4 models; model 3 test accuracy ${acc}")
 # A model saved for Keras comes back through --import with the same test accuracy
 # (model 3 takes raw pixels), and the analysis of it is all there.
 expect(import 0 "" --import ${WORK_DIR}/quick/keras/model3.keras --import-raw-pixels --out ${WORK_DIR}/imported)
-foreach(f results.json report.md imported_misclassified.png imported_classes.png)
-  if(NOT EXISTS ${WORK_DIR}/imported/${f})
-    message(FATAL_ERROR "import: ${f} was not written")
-  endif()
-endforeach()
+expect_files(import ${WORK_DIR}/imported results.json report.md imported_misclassified.png imported_classes.png)
 file(READ ${WORK_DIR}/imported/results.json imported)
 string(JSON imported_acc GET "${imported}" test_accuracy)
 if(NOT imported_acc EQUAL acc)

@@ -75,20 +75,18 @@ import argparse
 import io
 import json
 import math
-import re
 import sys
 import zipfile
-
-SKIP = 77
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-ZIP_MAGIC = b"PK\x03\x04"
 
 try:
     import numpy as np
     import h5py
 except ImportError as error:  # pragma: no cover - depends on the machine
     print(f"SKIP: check_structure needs numpy and h5py ({error})")
-    sys.exit(SKIP)
+    sys.exit(77)
+
+from keras_files import HDF5_MAGIC, ZIP_MAGIC, attribute_chunks, chunk_items, pair as _pair, snake_case
+from keras_files import decode as _decode
 
 
 class StructureError(Exception):
@@ -102,12 +100,6 @@ def require(condition, message):
 
 # ---------------------------------------------------------------- helpers
 
-def _decode(value):
-    if isinstance(value, (bytes, np.bytes_)):
-        return value.decode("utf-8")
-    return value
-
-
 def string_attr(attrs, name, where):
     require(name in attrs, f"{where} has no {name!r} attribute")
     value = _decode(attrs[name])
@@ -117,18 +109,12 @@ def string_attr(attrs, name, where):
 
 def string_list_attr(group, name, where):
     """Keras's load_attributes_from_hdf5_group: plain or chunked (name0, name1...)."""
-    if name in group.attrs:
-        chunks = [group.attrs[name]]
-    else:
-        chunks = []
-        while f"{name}{len(chunks)}" in group.attrs:
-            chunks.append(group.attrs[f"{name}{len(chunks)}"])
-        require(chunks, f"{where} has no {name!r} attribute")
+    chunks = attribute_chunks(group, name)
+    require(chunks, f"{where} has no {name!r} attribute")
     values = []
     for chunk in chunks:
-        array = np.asarray(chunk, dtype=object)
-        require(array.ndim <= 1, f"{where} attribute {name!r} is not a list")
-        for item in np.atleast_1d(array):
+        require(np.asarray(chunk, dtype=object).ndim <= 1, f"{where} attribute {name!r} is not a list")
+        for item in chunk_items(chunk):
             item = _decode(item)
             require(isinstance(item, str), f"{where} attribute {name!r} holds a {type(item).__name__}, not strings")
             values.append(item)
@@ -141,13 +127,6 @@ def json_attr(attrs, name, where):
         return json.loads(text)
     except ValueError as error:
         raise StructureError(f"{where} attribute {name!r} is not JSON ({error})")
-
-
-def snake_case(class_name):
-    # keras/src/utils/naming.py to_snake_case
-    name = re.sub(r"\W+", "", class_name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def print_h5_tree(handle, indent="  "):
@@ -200,10 +179,6 @@ def sequential_layers(model_config, where):
         require(name not in names, f"{where} has two layers named {name!r}")
         names.add(name)
     return layers, seq
-
-
-def _pair(value):
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def _conv_out(size, kernel, stride, dilation, padding):

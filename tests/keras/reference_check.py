@@ -63,7 +63,6 @@ import gzip
 import io
 import json
 import os
-import re
 import struct
 import subprocess
 import sys
@@ -71,10 +70,7 @@ import tempfile
 import time
 import zipfile
 
-SKIP = 77
 DATASET_DIR = "/usr/share/datasets/fashion-mnist"
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-ZIP_MAGIC = b"PK\x03\x04"
 
 try:
     import numpy as np
@@ -82,7 +78,10 @@ try:
     from numpy.lib.stride_tricks import sliding_window_view
 except ImportError as error:  # pragma: no cover - depends on the machine
     print(f"SKIP: reference_check needs numpy and h5py ({error})")
-    sys.exit(SKIP)
+    sys.exit(77)
+
+from keras_files import HDF5_MAGIC, SKIP, ZIP_MAGIC, attribute_chunks, chunk_items, decode
+from keras_files import pair as _pair, snake_case as _snake_case
 
 
 class ModelError(Exception):
@@ -92,29 +91,17 @@ class ModelError(Exception):
 # ---------------------------------------------------------------- reading
 
 def _decode(value):
-    if isinstance(value, (bytes, np.bytes_)):
-        return value.decode("utf-8")
-    return str(value)
+    return str(decode(value))
 
 
 def _string_list_attr(group, name):
     """An attribute holding a list of strings, as Keras's
     load_attributes_from_hdf5_group reads it (plain or chunked name0, name1...).
     Returns None when neither form is present."""
-    if name in group.attrs:
-        chunks = [group.attrs[name]]
-    else:
-        chunks = []
-        while f"{name}{len(chunks)}" in group.attrs:
-            chunks.append(group.attrs[f"{name}{len(chunks)}"])
-        if not chunks:
-            return None
-    values = []
-    for chunk in chunks:
-        # An empty list is stored as an empty float64 array; a lone string
-        # would come back as a scalar.
-        values.extend(_decode(v) for v in np.atleast_1d(np.asarray(chunk, dtype=object)))
-    return values
+    chunks = attribute_chunks(group, name)
+    if chunks is None:
+        return None
+    return [_decode(v) for chunk in chunks for v in chunk_items(chunk)]
 
 
 def _string_attr(attrs, name):
@@ -143,13 +130,6 @@ def _weight_count(layer):
     if cls == "BatchNormalization":
         return int(bool(cfg.get("scale", True))) + int(bool(cfg.get("center", True))) + 2
     return 0
-
-
-def _snake_case(class_name):
-    # keras/src/utils/naming.py to_snake_case
-    name = re.sub(r"\W+", "", class_name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def load_legacy_h5(path):
@@ -242,10 +222,6 @@ def load_model(path):
 
 
 # ---------------------------------------------------------------- layers
-
-def _pair(value):
-    return (value, value) if isinstance(value, int) else tuple(value)
-
 
 def _activation(spec, where):
     if isinstance(spec, dict):  # {"class_name": "function", "config": "softmax_v2", ...}
