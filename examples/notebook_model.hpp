@@ -22,26 +22,33 @@
 
 namespace loom::examples {
 
+/// Variations the tests and the distributed experiment need; the defaults are the notebook's.
+struct NotebookModelOptions {
+  double dropout1 = 0.2, dropout2 = 0.3;
+  bool synchronized_batch_norm = false;  ///< BatchNormalization(synchronized=True), for data parallelism
+};
+
 template <class T>
-Sequential<T> notebook_model(std::uint64_t seed = 0, Index num_categories = 10) {
+Sequential<T> notebook_model(std::uint64_t seed = 0, Index num_categories = 10, const NotebookModelOptions& opt = {}) {
   const auto conv = [](Index filters) {
     return Conv2D<T>(Conv2DOptions(filters, {3, 3}).strides({1, 1}).padding(Padding::Same).activation(Activation::ReLU));
   };
   const auto pool = [] { return MaxPool2D<T>(MaxPool2DOptions({2, 2}).strides(Size2{2, 2}).padding(Padding::Same)); };
+  const auto bn = [&] { return BatchNormalization<T>(BatchNormalizationOptions().synchronized(opt.synchronized_batch_norm)); };
   Sequential<T> model(seed);
   model.add(conv(75), Shape{28, 28, 1});
-  model.add(BatchNormalization<T>());
+  model.add(bn());
   model.add(pool());
   model.add(conv(50));
-  model.add(Dropout<T>(0.2));
-  model.add(BatchNormalization<T>());
+  model.add(Dropout<T>(opt.dropout1));
+  model.add(bn());
   model.add(pool());
   model.add(conv(25));
-  model.add(BatchNormalization<T>());
+  model.add(bn());
   model.add(pool());
   model.add(Flatten<T>());
   model.add(Dense<T>(DenseOptions(512).activation(Activation::ReLU)));
-  model.add(Dropout<T>(0.3));
+  model.add(Dropout<T>(opt.dropout2));
   model.add(Dense<T>(DenseOptions(num_categories).activation(Activation::Softmax)));
   return model;
 }

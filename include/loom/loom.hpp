@@ -16,6 +16,7 @@
 #include "layers/max_pool2d.hpp"
 #include "losses.hpp"
 #include "metrics.hpp"
+#include "communicator.hpp"
 #include "config.hpp"
 #include "io.hpp"
 #include "io/bytes.hpp"

@@ -12,6 +12,12 @@
 /// input is viewed as a [rows, channels] matrix; sums run in double (the
 /// variance as E[x^2] - mean^2, one pass over the input).
 ///
+/// `synchronized` (Keras 3's option): in data-parallel training
+/// (FitOptions::distributed) the batch statistics, and the sums backward
+/// needs, are those of the global batch, summed across the replicas; without
+/// it each replica normalizes with its own slice's statistics. Elsewhere it
+/// changes nothing.
+///
 /// Threads split the rows. Each sums its own rows; the partial sums are then
 /// added in thread order, so the statistics do not depend on scheduling
 /// (they do, within double rounding, on the thread count).
@@ -36,6 +42,8 @@ class BatchNormalizationOptions {
   /// Without them they stay 0 and 1 and are not parameters at all.
   LOOM_OPTION(bool, center, true)
   LOOM_OPTION(bool, scale, true)
+  /// Statistics of the global batch in data-parallel training.
+  LOOM_OPTION(bool, synchronized, false)
 };
 
 template <class T>
@@ -57,6 +65,7 @@ class BatchNormalization : public Layer<T> {
     Config c = Config().set("momentum", opt_.momentum()).set("epsilon", opt_.epsilon());
     if (!opt_.center()) c.set("center", false);  // written only when off: older files have neither key
     if (!opt_.scale()) c.set("scale", false);
+    if (opt_.synchronized()) c.set("synchronized", true);
     return c;
   }
   static std::unique_ptr<Layer<T>> from_config(const Config& c) {
@@ -64,7 +73,8 @@ class BatchNormalization : public Layer<T> {
                                                     .momentum(c.real("momentum"))
                                                     .epsilon(c.real("epsilon"))
                                                     .center(c.flag("center", true))
-                                                    .scale(c.flag("scale", true)));
+                                                    .scale(c.flag("scale", true))
+                                                    .synchronized(c.flag("synchronized", false)));
   }
 
   /// gamma (when `scale`), beta (when `center`), moving_mean, moving_variance:
@@ -79,6 +89,21 @@ class BatchNormalization : public Layer<T> {
     return p;
   }
 
+  void set_replicas(Communicator* replicas) override { replicas_ = opt_.synchronized() ? replicas : nullptr; }
+  void forward_without_samples() override {
+    if (!replicas_) return;
+    std::fill(stats_.begin(), stats_.end(), 0.0);
+    replicas_->allreduce_sum(stats_.data(), static_cast<Index>(stats_.size()));
+    batch_statistics();
+  }
+  void backward_without_samples() override {
+    if (!replicas_) return;
+    std::fill(stats_.begin(), stats_.end(), 0.0);
+    replicas_->allreduce_sum(stats_.data(), 2 * channels());
+    dgamma_.fill(T(0));
+    dbeta_.fill(T(0));
+  }
+
  protected:
   Shape build_impl(const Shape& in, Rng&) override {
     if (in.rank() < 1) this->reject_input(in, "of rank >= 1 (features last)");
@@ -91,8 +116,7 @@ class BatchNormalization : public Layer<T> {
     dgamma_ = Tensor<T>(Shape{c});
     dbeta_ = Tensor<T>(Shape{c});
     for (Tensor<T>* t : {&inv_std_, &mean_, &mean_dy_, &mean_dyh_, &scale_}) *t = Tensor<T>(Shape{c});
-    sum_.assign(static_cast<std::size_t>(c), 0.0);
-    sum2_.assign(static_cast<std::size_t>(c), 0.0);
+    stats_.assign(static_cast<std::size_t>(2 * c + 1), 0.0);
     return in;
   }
 
@@ -116,7 +140,6 @@ class BatchNormalization : public Layer<T> {
       return y_;
     }
     xhat_.resize_for_overwrite(x.shape());
-    const double n = static_cast<double>(rows), m = opt_.momentum();
     detail::parallel(threads, [&](int t, int nt) {
       const detail::Range mine = detail::split(rows, t, nt);
       double* s = partial(t);
@@ -131,21 +154,17 @@ class BatchNormalization : public Layer<T> {
           s[c + k] += v * v;
         }
       }
+      // The master thread alone sums and, when synchronized, calls the
+      // communicator (MPI needs no more than MPI_THREAD_FUNNELED).
 #pragma omp barrier
-#pragma omp single
+#pragma omp master
       {
-        reduce_partials(0, nt, sum_);
-        reduce_partials(c, nt, sum2_);
-        for (Index k = 0; k < c; ++k) {
-          const double mean = sum_[k] / n;
-          const double var = std::max(sum2_[k] / n - mean * mean, 0.0);
-          inv_std_[k] = static_cast<T>(1.0 / std::sqrt(var + opt_.epsilon()));
-          const double unbiased = rows > 1 ? var * n / (n - 1) : var;
-          moving_mean_[k] = static_cast<T>(m * moving_mean_[k] + (1 - m) * mean);
-          moving_var_[k] = static_cast<T>(m * moving_var_[k] + (1 - m) * unbiased);
-          mean_[k] = static_cast<T>(mean);
-        }
+        reduce_partials(nt);
+        stats_[static_cast<std::size_t>(2 * c)] = static_cast<double>(rows);
+        if (replicas_) replicas_->allreduce_sum(stats_.data(), 2 * c + 1);
+        batch_statistics();
       }
+#pragma omp barrier
       // xhat is kept for backward; y = gamma * xhat + beta.
       const T* __restrict mu = mean_.data();
       const T* __restrict is = inv_std_.data();
@@ -170,7 +189,6 @@ class BatchNormalization : public Layer<T> {
     const Index c = channels(), rows = dy.size() / c;
     const bool input_grad = this->needs_input_grad();
     if (input_grad) dx_.resize_for_overwrite(dy.shape());
-    const double n = static_cast<double>(rows);
     detail::parallel(threads_for(rows, c), [&](int t, int nt) {
       const detail::Range mine = detail::split(rows, t, nt);
       double* s = partial(t);
@@ -184,18 +202,21 @@ class BatchNormalization : public Layer<T> {
         }
       }
 #pragma omp barrier
-#pragma omp single
+#pragma omp master
       {
-        reduce_partials(0, nt, sum_);
-        reduce_partials(c, nt, sum2_);
+        reduce_partials(nt);
+        for (Index k = 0; k < c; ++k) {  // this replica's share: the trainer sums them across replicas
+          dbeta_[k] = static_cast<T>(stats_[static_cast<std::size_t>(k)]);
+          dgamma_[k] = static_cast<T>(stats_[static_cast<std::size_t>(c + k)]);
+        }
+        if (replicas_) replicas_->allreduce_sum(stats_.data(), 2 * c);
         for (Index k = 0; k < c; ++k) {
-          dbeta_[k] = static_cast<T>(sum_[k]);
-          dgamma_[k] = static_cast<T>(sum2_[k]);
-          mean_dy_[k] = static_cast<T>(sum_[k] / n);
-          mean_dyh_[k] = static_cast<T>(sum2_[k] / n);
+          mean_dy_[k] = static_cast<T>(stats_[static_cast<std::size_t>(k)] / count_);
+          mean_dyh_[k] = static_cast<T>(stats_[static_cast<std::size_t>(c + k)] / count_);
           scale_[k] = gamma_[k] * inv_std_[k];
         }
       }
+#pragma omp barrier
       if (input_grad) {
         const T* __restrict sc = scale_.data();
         const T* __restrict mg = mean_dy_.data();
@@ -226,13 +247,30 @@ class BatchNormalization : public Layer<T> {
   /// Thread t's partial sums: [0, c) and [c, 2c).
   double* partial(int t) { return partial_.data() + static_cast<std::size_t>(t) * 2 * channels(); }
 
-  /// out[k] = sum over the threads, in thread order, of partial(t)[offset + k].
-  void reduce_partials(Index offset, int threads, std::vector<double>& out) {
-    const Index c = channels();
-    std::fill(out.begin(), out.end(), 0.0);
+  /// stats_[0..2c) = the sum over the threads, in thread order, of their partial sums.
+  void reduce_partials(int threads) {
+    const std::size_t n = static_cast<std::size_t>(2 * channels());
+    std::fill(stats_.begin(), stats_.begin() + static_cast<std::ptrdiff_t>(n), 0.0);
     for (int t = 0; t < threads; ++t) {
-      const double* s = partial(t) + offset;
-      for (Index k = 0; k < c; ++k) out[static_cast<std::size_t>(k)] += s[k];
+      const double* s = partial(t);
+      for (std::size_t k = 0; k < n; ++k) stats_[k] += s[k];
+    }
+  }
+
+  /// From stats_ (sums of x and x^2, and the row count n): the batch mean and
+  /// inverse standard deviation, and the moving statistics' update.
+  void batch_statistics() {
+    const Index c = channels();
+    const double n = stats_[static_cast<std::size_t>(2 * c)], m = opt_.momentum();
+    count_ = n;
+    for (Index k = 0; k < c; ++k) {
+      const double mean = stats_[static_cast<std::size_t>(k)] / n;
+      const double var = std::max(stats_[static_cast<std::size_t>(c + k)] / n - mean * mean, 0.0);
+      inv_std_[k] = static_cast<T>(1.0 / std::sqrt(var + opt_.epsilon()));
+      const double unbiased = n > 1 ? var * n / (n - 1) : var;
+      moving_mean_[k] = static_cast<T>(m * moving_mean_[k] + (1 - m) * mean);
+      moving_var_[k] = static_cast<T>(m * moving_var_[k] + (1 - m) * unbiased);
+      mean_[k] = static_cast<T>(mean);
     }
   }
 
@@ -240,7 +278,11 @@ class BatchNormalization : public Layer<T> {
   Tensor<T> gamma_, beta_, moving_mean_, moving_var_, dgamma_, dbeta_;
   Tensor<T> inv_std_, mean_, mean_dy_, mean_dyh_, scale_;
   Tensor<T> y_, xhat_, dx_;
-  std::vector<double> sum_, sum2_, partial_;
+  /// Per channel, the sums of x and x^2 (forward) or of dy and dy * xhat
+  /// (backward), then the row count: what synchronized replicas add up.
+  std::vector<double> stats_, partial_;
+  double count_ = 0;  ///< rows in the last training forward's (global) batch
+  Communicator* replicas_ = nullptr;
 };
 
 LOOM_REGISTER(BatchNormalization)

@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "../communicator.hpp"
 #include "../config.hpp"
 #include "../error.hpp"
 #include "../random.hpp"
@@ -173,6 +174,17 @@ class Layer {
   virtual bool has_rng() const { return false; }
   virtual Rng::State rng_state() const { return {}; }
   virtual void set_rng_state(const Rng::State& /*state*/) {}
+
+  /// Data-parallel training (FitOptions::distributed): the replicas whose
+  /// batches together make the global batch, or null after the fit. Only a
+  /// layer whose training statistics span the global batch uses it
+  /// (BatchNormalization with `synchronized`).
+  virtual void set_replicas(Communicator* /*replicas*/) {}
+  /// A data-parallel step in which this replica holds no samples (a last
+  /// batch smaller than the number of ranks): the layer takes part, with
+  /// nothing, in whatever its forward and backward reduce across replicas.
+  virtual void forward_without_samples() {}
+  virtual void backward_without_samples() {}
 
   /// The layer's hyperparameters: what `from_config` needs to make it again.
   virtual Config config() const { return {}; }

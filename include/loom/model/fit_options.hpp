@@ -12,6 +12,7 @@
 #include <optional>
 #include <vector>
 
+#include "../communicator.hpp"
 #include "../layers/layer.hpp"
 #include "callback.hpp"
 
@@ -41,6 +42,12 @@ class FitOptions {
   /// Stop with a NumericError when a batch's loss is not finite, naming the
   /// epoch, the batch and the first layer whose output is not finite.
   LOOM_OPTION(bool, stop_on_nan, true)
+  /// Data-parallel training over the ranks of `comm` (loom/distributed.hpp):
+  /// every rank calls fit with the same data and options; each trains on its
+  /// own slice of every global batch of `batch_size` samples, the gradients
+  /// are averaged before every step, and rank 0 prints and saves. See
+  /// docs/distributed.md. Null, or a communicator of one rank: a plain fit.
+  LOOM_OPTION(std::shared_ptr<Communicator>, distributed, nullptr)
 
  public:
   /// Adds a callback (see model/callback.hpp); fit calls them in the order added.

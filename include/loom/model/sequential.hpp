@@ -31,12 +31,6 @@
 
 namespace loom {
 
-/// Loss and metrics from `evaluate`.
-struct Evaluation {
-  double loss = 0;
-  double accuracy = 0;
-};
-
 template <class T>
 class Sequential {
  public:

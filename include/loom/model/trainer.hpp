@@ -20,10 +20,25 @@
 /// The model file (model_file.hpp) saves and restores all of it, so a fit
 /// resumed from a file ends exactly as one that never stopped, with the same
 /// seed and thread count.
+///
+/// Data parallelism (FitOptions::distributed, docs/distributed.md). Every
+/// rank runs this same fit. At the start rank 0's state (weights, moving
+/// statistics, optimizer state, training stream, position, sample order) is
+/// copied to every rank. Each step, every rank takes its contiguous slice of
+/// the global batch (split as evenly as possible), scales dL/d(output) by its
+/// share of the batch, runs backward, and one allreduce sums the gradients
+/// (with the batch's loss sum, correct count and stop requests packed behind
+/// them); every rank then takes the same optimizer step. At the end of each
+/// epoch the moving statistics are averaged across ranks and validation is
+/// split among them. Only rank 0 prints and runs the callbacks that save the
+/// model. A rank that fails inside a distributed fit prints one line and
+/// aborts the job, since the others would otherwise wait for it forever.
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <iostream>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -44,6 +59,12 @@ namespace detail {
 template <class T>
 struct ModelFile;  // model_file.hpp
 }
+
+/// Loss and metrics from `evaluate`.
+struct Evaluation {
+  double loss = 0;
+  double accuracy = 0;
+};
 
 /// Where training stands: epochs finished, and batches done in the next.
 struct TrainingPosition {
@@ -94,87 +115,16 @@ class Trainer {
     if (options.batch_size() < 1) {
       throw ConfigError(detail::str("fit: batch_size must be >= 1, got ", options.batch_size()));
     }
-    check_data(model, x, y, "fit");
-    const Tensor<T>* xv = options.validation_x();
-    const Tensor<T>* yv = options.validation_y();
-    if (xv) check_data(model, *xv, *yv, "fit (validation_data)");
-    prepare(model);
-
-    const Index n = x.dim(0), bs = std::min(options.batch_size(), n);
-    const long steps = static_cast<long>((n + bs - 1) / bs);
-    if (options.resume()) {
-      if (order_.size() != static_cast<std::size_t>(n) || position_.step > steps) {
-        throw ConfigError(detail::str("fit: cannot resume: the saved position is for ", order_.size(),
-                                      " samples in batches of a different size, x has ", n));
-      }
-    } else {
-      if (options.seed()) {  // restart shuffling and every layer's random stream
-        rng_.seed(*options.seed());
-        for (const auto& l : model.layers()) l->seed(rng_.next_u64());
-      }
-      position_ = {};
-      history_ = {};
-      stop_requested_ = false;
-      order_.resize(static_cast<std::size_t>(n));
-      std::iota(order_.begin(), order_.end(), Index(0));
+    Communicator* const comm =
+        options.distributed() && options.distributed()->size() > 1 ? options.distributed().get() : nullptr;
+    if (!comm) return fit_impl(model, x, y, options, nullptr);
+    try {
+      ReplicasOf<Model> replicas(model, comm);
+      return fit_impl(model, x, y, options, comm);
+    } catch (const std::exception& e) {
+      std::cerr << "loom: rank " << comm->rank() << " of " << comm->size() << ": " << e.what() << std::endl;
+      comm->abort(1);
     }
-    interrupted_ = false;
-    set_callbacks(options.callbacks());
-    for (const auto& cb : callbacks_) cb->on_train_begin(model);
-    if (options.resume()) restore_callback_states();
-    saved_states_.clear();  // taken, or not wanted by a fresh fit
-    if (stop_requested_) {  // a callback had stopped the run this resumes: nothing more to train
-      for (const auto& cb : callbacks_) cb->on_train_end(model);
-      return history_;
-    }
-
-    Progress progress(options.output(), options.verbose(), steps, stdout_is_terminal());
-    const bool accuracy = !metrics_.empty();
-    TrainingPosition& at = position_;
-    for (int epoch = at.epoch + 1; epoch <= options.epochs(); ++epoch) {
-      if (at.step == 0) {
-        if (options.shuffle()) rng_.shuffle(order_.begin(), order_.end());
-        for (const auto& cb : callbacks_) cb->on_epoch_begin(model, epoch);
-      }
-      progress.begin_epoch(epoch, options.epochs());
-      logs_.clear();
-      for (long step = at.step; step < steps; ++step) {
-        const Index start = step * bs, b = std::min(bs, n - start);
-        gather(x, order_.data() + start, b, xb_);
-        gather(y, order_.data() + start, b, yb_);
-        double loss = 0;
-        try {
-          loss = step_impl(model, xb_, yb_, options.stop_on_nan());
-        } catch (const NumericError& e) {
-          throw NumericError(detail::str("fit: epoch ", epoch, ", batch ", step + 1, " of ", steps, ": ", e.what()));
-        }
-        at.loss_sum += loss * static_cast<double>(b);
-        if (accuracy) at.correct += count_correct(*output_, yb_, *loss_);
-        at.seen += b;
-        at.step = step + 1;
-        running_logs(at);
-        progress.update(step + 1, logs_.entries());
-        for (const auto& cb : callbacks_) cb->on_batch_end(model, step + 1, logs_);
-        if (options.stop_flag() && options.stop_flag()->load()) {  // after this batch; resume() continues here
-          interrupted_ = true;
-          if (options.output() && options.verbose() > 0) *options.output() << "\n";
-          return history_;
-        }
-      }
-      running_logs(at);  // again: a fit stopped after an epoch's last batch resumes here with no batch to run
-      if (xv) {
-        const auto v = model.evaluate(*xv, *yv, options.batch_size());
-        logs_.set("val_loss", v.loss);
-        if (accuracy) logs_.set("val_accuracy", v.accuracy);
-      }
-      for (const auto& m : logs_.entries()) history_.append(m.first, m.second);
-      at = {epoch, 0, 0.0, 0, 0};
-      progress.end_epoch(logs_.entries());
-      for (const auto& cb : callbacks_) cb->on_epoch_end(model, epoch, logs_);
-      if (stop_requested_) break;
-    }
-    for (const auto& cb : callbacks_) cb->on_train_end(model);
-    return history_;
   }
 
   /// One optimizer step on the batch (x, y); returns the batch's mean loss.
@@ -202,6 +152,9 @@ class Trainer {
     last.set_fused_softmax_grad(fused_softmax_);
     layers.front()->set_needs_input_grad(false);
     outputs_.assign(layers.size(), nullptr);
+    Index n = 3;  // the allreduce buffer: every gradient, then loss sum, correct count, stop requests
+    for (const auto& p : params) n += p.trainable() ? p.grad->size() : 0;
+    reduce_.assign(static_cast<std::size_t>(n), T(0));
     prepared_ = true;
   }
 
@@ -224,6 +177,130 @@ class Trainer {
  private:
   friend struct detail::ModelFile<T>;  // saves and restores all of the state below
 
+  /// What a training step adds to the epoch's running sums.
+  struct StepSums {
+    double loss_sum = 0;  ///< the batch's mean loss times its size
+    Index correct = 0;
+    bool stop = false;  ///< some rank's stop_flag was set
+  };
+
+  /// Gives the layers the replicas for the length of a distributed fit.
+  template <class Model>
+  struct ReplicasOf {
+    Model& model;
+    ReplicasOf(Model& m, Communicator* comm) : model(m) {
+      for (const auto& l : model.layers()) l->set_replicas(comm);
+    }
+    ~ReplicasOf() {
+      for (const auto& l : model.layers()) l->set_replicas(nullptr);
+    }
+  };
+
+  template <class Model>
+  History fit_impl(Model& model, const Tensor<T>& x, const Tensor<T>& y, const FitOptions<T>& options,
+                   Communicator* comm) {
+    check_data(model, x, y, "fit");
+    const Tensor<T>* xv = options.validation_x();
+    const Tensor<T>* yv = options.validation_y();
+    if (xv) check_data(model, *xv, *yv, "fit (validation_data)");
+    prepare(model);
+    if (comm) check_same_data(*comm, x, y, xv, yv);
+
+    const Index n = x.dim(0), bs = std::min(options.batch_size(), n);
+    const long steps = static_cast<long>((n + bs - 1) / bs);
+    if (options.resume()) {
+      if (order_.size() != static_cast<std::size_t>(n) || position_.step > steps) {
+        throw ConfigError(detail::str("fit: cannot resume: the saved position is for ", order_.size(),
+                                      " samples in batches of a different size, x has ", n));
+      }
+    } else {
+      if (options.seed()) {  // restart shuffling and every layer's random stream
+        rng_.seed(*options.seed());
+        for (const auto& l : model.layers()) l->seed(rng_.next_u64());
+      }
+      position_ = {};
+      history_ = {};
+      stop_requested_ = false;
+      order_.resize(static_cast<std::size_t>(n));
+      std::iota(order_.begin(), order_.end(), Index(0));
+    }
+    if (comm) copy_state_from_rank0(model, *comm);
+    interrupted_ = false;
+    const bool rank0 = !comm || comm->rank() == 0;
+    set_callbacks(options.callbacks(), rank0);
+    for (const auto& cb : callbacks_) cb->on_train_begin(model);
+    if (options.resume()) restore_callback_states();
+    saved_states_.clear();  // taken, or not wanted by a fresh fit
+    if (stop_requested_) {  // a callback had stopped the run this resumes: nothing more to train
+      for (const auto& cb : callbacks_) cb->on_train_end(model);
+      return history_;
+    }
+
+    Progress progress(rank0 ? options.output() : nullptr, options.verbose(), steps, stdout_is_terminal());
+    const bool accuracy = !metrics_.empty();
+    TrainingPosition& at = position_;
+    for (int epoch = at.epoch + 1; epoch <= options.epochs(); ++epoch) {
+      if (at.step == 0) {
+        if (options.shuffle()) rng_.shuffle(order_.begin(), order_.end());
+        for (const auto& cb : callbacks_) cb->on_epoch_begin(model, epoch);
+      }
+      progress.begin_epoch(epoch, options.epochs());
+      logs_.clear();
+      for (long step = at.step; step < steps; ++step) {
+        const Index start = step * bs, b = std::min(bs, n - start);
+        const bool stop_here = options.stop_flag() && options.stop_flag()->load();
+        StepSums sums;
+        try {
+          if (comm) {
+            sums = replica_step(model, *comm, x, y, order_.data() + start, b, epoch, step, options.stop_on_nan(),
+                                stop_here);
+          } else {
+            gather(x, order_.data() + start, b, xb_);
+            gather(y, order_.data() + start, b, yb_);
+            sums.loss_sum = step_impl(model, xb_, yb_, options.stop_on_nan()) * static_cast<double>(b);
+            if (accuracy) sums.correct = count_correct(*output_, yb_, *loss_);
+            sums.stop = stop_here;
+          }
+        } catch (const NumericError& e) {
+          throw NumericError(detail::str("fit: epoch ", epoch, ", batch ", step + 1, " of ", steps, ": ", e.what()));
+        }
+        at.loss_sum += sums.loss_sum;
+        at.correct += sums.correct;
+        at.seen += b;
+        at.step = step + 1;
+        running_logs(at);
+        progress.update(step + 1, logs_.entries());
+        for (const auto& cb : callbacks_) cb->on_batch_end(model, step + 1, logs_);
+        if (sums.stop) {  // after this batch; resume() continues here
+          interrupted_ = true;
+          if (comm) average_buffers(model, *comm);
+          if (rank0 && options.output() && options.verbose() > 0) *options.output() << "\n";
+          return history_;
+        }
+      }
+      running_logs(at);  // again: a fit stopped after an epoch's last batch resumes here with no batch to run
+      if (comm) average_buffers(model, *comm);
+      if (xv) {
+        const auto v = comm ? replica_evaluate(model, *comm, *xv, *yv, options.batch_size())
+                            : model.evaluate(*xv, *yv, options.batch_size());
+        logs_.set("val_loss", v.loss);
+        if (accuracy) logs_.set("val_accuracy", v.accuracy);
+      }
+      for (const auto& m : logs_.entries()) history_.append(m.first, m.second);
+      at = {epoch, 0, 0.0, 0, 0};
+      progress.end_epoch(logs_.entries());
+      for (const auto& cb : callbacks_) cb->on_epoch_end(model, epoch, logs_);
+      if (comm) {  // a callback on any rank stops every rank
+        double stop = stop_requested_ ? 1 : 0;
+        comm->allreduce_sum(&stop, 1);
+        stop_requested_ = stop > 0;
+      }
+      if (stop_requested_) break;
+    }
+    for (const auto& cb : callbacks_) cb->on_train_end(model);
+    return history_;
+  }
+
   template <class Model>
   double step_impl(Model& model, const Tensor<T>& x, const Tensor<T>& y, bool guard) {
     const auto& layers = model.layers();
@@ -239,6 +316,185 @@ class Trainer {
     for (auto it = layers.rbegin(); it != layers.rend(); ++it) g = &(*it)->backward(*g);
     optimizer_->step(model.parameters());
     return loss;
+  }
+
+  // ---- Data parallelism (see the file comment) -------------------------------
+
+  /// Every rank must train on the same data: rank 0's sizes and sums are
+  /// compared with each rank's own, and a rank that differs says how.
+  static void check_same_data(Communicator& comm, const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* xv,
+                              const Tensor<T>* yv) {
+    const auto sum = [](const Tensor<T>* t) {
+      double s = 0;
+      if (t) {
+        for (T v : *t) s += static_cast<double>(v);
+      }
+      return s;
+    };
+    const double mine[6] = {static_cast<double>(x.dim(0)), sum(&x), sum(&y),
+                            xv ? static_cast<double>(xv->dim(0)) : -1.0, sum(xv), sum(yv)};
+    double root[6];
+    std::copy(mine, mine + 6, root);
+    comm.broadcast(root, sizeof root, 0);
+    static const char* const what[6] = {"training samples", "sum of x", "sum of y",
+                                        "validation samples", "sum of validation x", "sum of validation y"};
+    for (int i = 0; i < 6; ++i) {
+      if (mine[i] != root[i]) {
+        throw ConfigError(detail::str("fit: every rank must be given the same data, but rank ", comm.rank(),
+                                      "'s differs from rank 0's: ", what[i], " ", mine[i], " against ", root[i]));
+      }
+    }
+  }
+
+  /// Rank 0's weights, moving statistics, optimizer state, training stream,
+  /// position and sample order to every rank, so that replicas start (and
+  /// resume) identical. The model and the optimizer must be the same kind on
+  /// every rank; a rank whose are not says so.
+  template <class Model>
+  void copy_state_from_rank0(Model& model, Communicator& comm) {
+    const auto& params = model.parameters();
+    std::string kind;  // what must agree: parameter names and shapes, the optimizer and its config
+    for (const auto& p : params) kind += p.name + " " + p.value->shape().str() + (p.trainable() ? "; " : " (buffer); ");
+    kind += optimizer_->type();
+    for (const auto& e : optimizer_->config().entries()) kind += " " + e.first + "=" + e.second;
+    std::string bytes;
+    if (comm.rank() == 0) {
+      ByteWriter w;
+      w.str(kind);
+      for (const auto& p : params) w.values(*p.value);
+      w.i64(optimizer_->iterations());
+      for (const auto& slot : optimizer_->slots()) {
+        for (const auto& v : slot.state) w.values(v);
+      }
+      w.rng(rng_.state());
+      w.i64(position_.epoch);
+      w.i64(position_.step);
+      w.f64(position_.loss_sum);
+      w.i64(position_.correct);
+      w.i64(position_.seen);
+      for (Index i : order_) w.i64(i);
+      bytes = std::move(w.bytes);
+    }
+    comm.broadcast(bytes);
+    if (comm.rank() == 0) return;
+    ByteReader r("rank 0's training state", reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+    const std::string root_kind = r.str("model");
+    if (root_kind != kind) {
+      throw ConfigError(detail::str("fit: every rank must train the same model with the same optimizer, but rank ",
+                                    comm.rank(), " has [", kind, "] and rank 0 [", root_kind, "]"));
+    }
+    for (const auto& p : params) r.values(*p.value, "parameter");
+    const long long iterations = r.i64("optimizer steps");
+    std::vector<typename Optimizer<T>::Slot> slots = optimizer_->slots();
+    for (auto& slot : slots) {
+      for (auto& v : slot.state) r.values(v, "optimizer state");
+    }
+    optimizer_->restore(std::move(slots), iterations);
+    rng_.set_state(r.rng("training stream"));
+    position_.epoch = static_cast<int>(r.i64("epoch"));
+    position_.step = static_cast<long>(r.i64("step"));
+    position_.loss_sum = r.f64("loss sum");
+    position_.correct = static_cast<Index>(r.i64("correct"));
+    position_.seen = static_cast<Index>(r.i64("seen"));
+    for (Index& i : order_) i = static_cast<Index>(r.i64("sample order"));
+  }
+
+  /// This rank's share of one global batch, `batch[0..b)`: the samples
+  /// [first, first + mine), split as evenly as possible (the first b % P
+  /// ranks take one more). Forward and backward on them with dL/d(output)
+  /// scaled by mine / b, so that the sum over ranks of the parameter
+  /// gradients is the global batch's; then one allreduce and the step.
+  template <class Model>
+  StepSums replica_step(Model& model, Communicator& comm, const Tensor<T>& x, const Tensor<T>& y, const Index* batch,
+                        Index b, int epoch, long step, bool guard, bool stop_here) {
+    const Index ranks = comm.size(), rank = comm.rank();
+    const Index share = b / ranks, extra = b % ranks;
+    const Index mine = share + (rank < extra ? 1 : 0), first = rank * share + std::min(rank, extra);
+    const auto& layers = model.layers();
+    if (rank > 0) {  // rank 0 continues the layers' own streams; the others draw from (stream, step, rank)
+      const Rng::State s = rng_.state();
+      const std::uint64_t key = splitmix64(s[0] ^ s[1] ^ s[2] ^ s[3], (static_cast<std::uint64_t>(epoch) << 32) +
+                                                                           static_cast<std::uint64_t>(step));
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        if (layers[i]->has_rng()) layers[i]->seed(splitmix64(key, static_cast<std::uint64_t>(rank) * 4096 + i));
+      }
+    }
+    const auto& params = model.parameters();
+    T* out = reduce_.data();
+    double loss = 0;
+    Index correct = 0;
+    if (mine > 0) {
+      gather(x, batch + first, mine, xb_);
+      gather(y, batch + first, mine, yb_);
+      const Tensor<T>* o = &xb_;
+      for (std::size_t i = 0; i < layers.size(); ++i) outputs_[i] = o = &layers[i]->forward(*o, Mode::Train);
+      output_ = o;
+      loss = loss_->gradient(*o, yb_, grad_, fused_softmax_);
+      if (guard && !std::isfinite(loss)) throw NumericError(describe_non_finite(layers, xb_, loss));
+      const T share_of_batch = static_cast<T>(static_cast<double>(mine) / static_cast<double>(b));
+      for (T& g : grad_) g *= share_of_batch;
+      const Tensor<T>* g = &grad_;
+      for (auto it = layers.rbegin(); it != layers.rend(); ++it) g = &(*it)->backward(*g);
+      for (const auto& p : params) {
+        if (p.trainable()) out = std::copy(p.grad->begin(), p.grad->end(), out);
+      }
+      if (!metrics_.empty()) correct = count_correct(*o, yb_, *loss_);
+    } else {  // no samples here: take part in the layers' reductions, add nothing
+      for (const auto& l : layers) l->forward_without_samples();
+      for (auto it = layers.rbegin(); it != layers.rend(); ++it) (*it)->backward_without_samples();
+      out = std::fill_n(out, reduce_.size() - 3, T(0));
+    }
+    out[0] = static_cast<T>(loss * static_cast<double>(mine));
+    out[1] = static_cast<T>(correct);
+    out[2] = stop_here ? T(1) : T(0);
+    comm.allreduce_sum(reduce_.data(), static_cast<Index>(reduce_.size()));
+    const T* in = reduce_.data();
+    for (const auto& p : params) {
+      if (!p.trainable()) continue;
+      std::copy(in, in + p.grad->size(), p.grad->begin());
+      in += p.grad->size();
+    }
+    optimizer_->step(params);
+    return {static_cast<double>(in[0]), static_cast<Index>(std::lround(in[1])), in[2] > 0};
+  }
+
+  /// The moving statistics (every buffer) <- their mean across ranks,
+  /// summed in double: identical values stay exactly what they are.
+  template <class Model>
+  void average_buffers(Model& model, Communicator& comm) {
+    buffer_sums_.clear();
+    for (const auto& p : model.parameters()) {
+      if (!p.trainable()) buffer_sums_.insert(buffer_sums_.end(), p.value->begin(), p.value->end());
+    }
+    if (buffer_sums_.empty()) return;
+    comm.allreduce_sum(buffer_sums_.data(), static_cast<Index>(buffer_sums_.size()));
+    const double ranks = comm.size();
+    const double* v = buffer_sums_.data();
+    for (const auto& p : model.parameters()) {
+      if (p.trainable()) continue;
+      for (T& e : *p.value) e = static_cast<T>(*v++ / ranks);
+    }
+  }
+
+  /// Model::evaluate with the samples split among the ranks.
+  template <class Model>
+  Evaluation replica_evaluate(Model& model, Communicator& comm, const Tensor<T>& x, const Tensor<T>& y,
+                              Index batch_size) {
+    const Index n = x.dim(0), ranks = comm.size(), rank = comm.rank();
+    const Index first = n * rank / ranks, last = n * (rank + 1) / ranks;
+    double sums[2] = {0, 0};  // loss sum, correct count
+    for (Index start = first; start < last; start += batch_size) {
+      const Index b = std::min(batch_size, last - start);
+      index_.resize(static_cast<std::size_t>(b));
+      std::iota(index_.begin(), index_.end(), start);
+      gather(x, index_.data(), b, xb_);
+      gather(y, index_.data(), b, yb_);
+      const Tensor<T>& p = model.forward(xb_, Mode::Inference);
+      sums[0] += loss_->value(p, yb_) * static_cast<double>(b);
+      sums[1] += static_cast<double>(count_correct(p, yb_, *loss_));
+    }
+    comm.allreduce_sum(sums, 2);
+    return {sums[0] / static_cast<double>(n), sums[1] / static_cast<double>(n)};
   }
 
   /// Which of the input and the layers' outputs of the last forward first holds a value that is not finite.
@@ -272,10 +528,11 @@ class Trainer {
     if (!metrics_.empty()) logs_.set("accuracy", static_cast<double>(at.correct) / seen);
   }
 
-  /// Callbacks that save the model run after the others (see callback.hpp).
-  void set_callbacks(const std::vector<std::shared_ptr<Callback<T>>>& callbacks) {
+  /// Callbacks that save the model run after the others (see callback.hpp),
+  /// and in a distributed fit on rank 0 only.
+  void set_callbacks(const std::vector<std::shared_ptr<Callback<T>>>& callbacks, bool with_savers) {
     callbacks_.clear();
-    for (int savers = 0; savers < 2; ++savers) {
+    for (int savers = 0; savers < (with_savers ? 2 : 1); ++savers) {
       for (const auto& cb : callbacks) {
         if (cb->saves_model() == (savers == 1)) callbacks_.push_back(cb);
       }
@@ -331,6 +588,9 @@ class Trainer {
   Tensor<T> xb_, yb_, grad_;
   Logs logs_;
   const Tensor<T>* output_ = nullptr;
+  std::vector<T> reduce_;             ///< a distributed step's allreduce: gradients, loss sum, correct, stop
+  std::vector<double> buffer_sums_;   ///< the moving statistics, averaged across ranks
+  std::vector<Index> index_;          ///< a validation slice's sample numbers
   std::vector<const Tensor<T>*> outputs_;  ///< every layer's output of the last training forward
 };
 
