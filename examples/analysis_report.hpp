@@ -177,6 +177,8 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
           {"data_dir", opt.data_dir},
           {"seed", opt.seed},
           {"threads", opt.threads},
+          {"processes", opt.processes},
+          {"synchronized_batch_norm", opt.sync_bn},
           {"batch_size", opt.batch_size},
           {"quick", opt.quick},
           {"optimizer", "RMSprop (Keras defaults: lr 1e-3, rho 0.9, epsilon 1e-7)"},
@@ -192,6 +194,11 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
   char b[512];
   o << "# Fashion-MNIST, the notebook's four models, in loom " << loom::version << "\n\n";
   o << "Command: `" << command << "`  \n";
+  if (opt.processes > 1) {
+    std::snprintf(b, sizeof b, "Data-parallel over %d MPI processes%s (docs/distributed.md); threads are per process.  \n",
+                  opt.processes, opt.sync_bn ? ", synchronized BatchNormalization" : "");
+    o << b;
+  }
   std::snprintf(b, sizeof b, "Threads %d, batch %ld, seed %llu%s. Wall time %.0f s (%.1f min).\n\n", opt.threads,
                 static_cast<long>(opt.batch_size), static_cast<unsigned long long>(opt.seed),
                 opt.quick ? ", **quick smoke run (3,000 training and 1,000 validation images): not comparable to the notebook**"

@@ -54,6 +54,8 @@ struct ExperimentOptions {
   std::string import_file;  ///< --import: evaluate this Keras model instead of training
   bool import_raw = false;  ///< --import-raw-pixels: give it 0..255 instead of [0, 1]
   std::string save_keras;   ///< --save-keras: folder to export each trained model to, as .keras
+  bool sync_bn = false;     ///< --sync-bn: BatchNormalization(synchronized=True) under mpirun
+  int processes = 1;        ///< MPI processes training together (set by the program, not an option)
 
   /// Epochs for `spec`, after --epochs and --quick.
   int epochs_for(const ModelSpec& spec) const { return epochs.value_or(quick ? 1 : spec.epochs); }
@@ -76,7 +78,7 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
   app.add_option("--epochs", opt.epochs, "epochs for every model (default: the notebook's 20, 20, 20, 10)")
       ->check(CLI::Range(1, 1000));
   app.add_option("--batch-size", opt.batch_size, "batch size")->check(CLI::Range(Index(1), Index(4096)))->capture_default_str();
-  app.add_option("--threads", opt.threads, "threads (default: LOOM_NUM_THREADS, else OMP_NUM_THREADS, else one per core)")
+  app.add_option("--threads", opt.threads, "threads, per process under mpirun (default: LOOM_NUM_THREADS, else OMP_NUM_THREADS, else one per core)")
       ->check(CLI::Range(1, 256));
   app.add_option("--seed", opt.seed, "seed of weights, shuffling and dropout (model i uses seed + i)")->capture_default_str();
   app.add_flag("--quick", opt.quick, "smoke run: 3,000 training and 1,000 validation images, one epoch (unless --epochs)");
@@ -88,6 +90,9 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
       ->check(CLI::ExistingFile);
   app.add_flag("--import-raw-pixels", opt.import_raw,
                "with --import: give the model pixels as they are (0..255), not scaled to [0, 1]");
+  app.add_flag("--sync-bn", opt.sync_bn,
+               "under mpirun: BatchNormalization statistics of the global batch (synchronized=True), not of each "
+               "process's slice");
   app.add_option("--save-keras", opt.save_keras, "also save each trained model for Keras, as DIR/model<i>.keras");
   app.add_option("--verbose", opt.verbose, "0 silent, 1 progress bar, 2 one line per epoch")
       ->check(CLI::Range(0, 2))

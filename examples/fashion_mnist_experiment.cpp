@@ -14,11 +14,14 @@
 //
 // evaluates a model saved by Keras (.keras or .h5) on the test images instead,
 // with the same per-class analysis: imported_*.png, results.json, report.md.
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -27,6 +30,9 @@
 #include <loom/data/fashion_mnist.hpp>
 #include <loom/keras.hpp>
 #include <loom/loom.hpp>
+#if defined(LOOM_EXAMPLE_MPI)
+#include <loom/distributed.hpp>
+#endif
 
 #include "analysis_report.hpp"
 #include "interrupt.hpp"
@@ -185,14 +191,38 @@ int main(int argc, char** argv) {
   std::string command = "fashion_mnist_experiment";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
 
+  // Under mpirun the processes train one model together (docs/distributed.md):
+  // rank 0 prints, saves and analyses; the others only train.
+  std::shared_ptr<Communicator> comm;
+#if defined(LOOM_EXAMPLE_MPI)
+  std::optional<mpi::Environment> mpi_environment;
+  if (mpi::launched()) {
+    mpi_environment.emplace(argc, argv);
+    auto world = mpi::world();
+    if (world->size() > 1) {
+      comm = world;
+      opt.processes = world->size();
+      if (opt.threads == 0) opt.threads = std::max(1, default_num_threads() / world->processes_on_this_node());
+      if (world->rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return 1;
+    }
+  }
+#endif
+  const bool rank0 = !comm || comm->rank() == 0;
+
   try {
     const auto start = Clock::now();
     if (opt.threads == 0) opt.threads = default_num_threads();
     set_num_threads(opt.threads);
-    prepare_output(opt.out);
-    if (!opt.import_file.empty()) return run_import(opt, command);
-    prepare_output((fs::path(opt.out) / "checkpoints").string());
-    if (!opt.save_keras.empty()) prepare_output(opt.save_keras);
+    if (!opt.import_file.empty()) {  // one process is enough
+      if (!rank0) return 0;
+      prepare_output(opt.out);
+      return run_import(opt, command);
+    }
+    if (rank0) {  // only rank 0 writes
+      prepare_output(opt.out);
+      prepare_output((fs::path(opt.out) / "checkpoints").string());
+      if (!opt.save_keras.empty()) prepare_output(opt.save_keras);
+    }
     std::signal(SIGINT, examples::on_sigint);
 
     // The notebook: (X, Y), (x_test, y_test) = fashion_mnist.load_data(); first 48,000 train, last 12,000 valid.
@@ -209,7 +239,8 @@ int main(int argc, char** argv) {
     std::cout << "x_train is now a " << x_train.shape() << " shaped array\n"
               << "x_valid is now a " << x_valid.shape() << " shaped array\n"
               << " and x_test is now a " << x_test.shape() << " shaped array\n"
-              << "threads " << opt.threads << ", batch size " << opt.batch_size << ", seed " << opt.seed
+              << (comm ? "processes " + std::to_string(opt.processes) + (opt.sync_bn ? " (synchronized BatchNormalization)" : "") + ", " : std::string())
+              << "threads " << opt.threads << (comm ? " each" : "") << ", batch size " << opt.batch_size << ", seed " << opt.seed
               << (opt.quick ? ", quick smoke run" : "") << "\n";
     if (opt.quick) {
       std::cout << "Note: a quick run takes about 94 steps per epoch, too few for BatchNormalization's moving\n"
@@ -255,7 +286,10 @@ int main(int argc, char** argv) {
       const std::string ckpt = (fs::path(opt.out) / "checkpoints" / ("model" + std::to_string(id) + ".loom")).string();
       const std::string best_path = (fs::path(opt.out) / "checkpoints" / ("model" + std::to_string(id) + "_best.weights")).string();
       const bool resuming = opt.resume && fs::exists(ckpt);
-      Sequential<float> model = resuming ? Sequential<float>::load(ckpt) : examples::notebook_model<float>(r.seed);
+      examples::NotebookModelOptions variant;
+      variant.synchronized_batch_norm = opt.sync_bn;
+      Sequential<float> model =
+          resuming ? Sequential<float>::load(ckpt) : examples::notebook_model<float>(r.seed, 10, variant);
       if (resuming) {
         check_checkpoint(model, spec, r, ckpt);
         std::cout << "Resuming from " << ckpt << " after epoch " << model.position().epoch
@@ -277,9 +311,12 @@ int main(int argc, char** argv) {
                     .validation_data(xv, yv)
                     .resume(resuming)
                     .stop_flag(&examples::interrupted)
+                    .distributed(comm)
                     .callback(keep_best)  // before the checkpoint: a checkpoint never names a best file not yet written
                     .callback(std::make_shared<ModelCheckpoint<float>>(ckpt)));
       r.train_seconds = seconds_since(t0);
+      if (model.interrupted() && !rank0) return 130;
+      if (!rank0) continue;  // the others go on to train the next model with rank 0
       if (model.interrupted()) {
         model.save(ckpt);
         std::cerr << "fashion_mnist_experiment: interrupted in epoch " << model.position().epoch + 1 << " of model "
@@ -314,6 +351,7 @@ int main(int argc, char** argv) {
       results.push_back(std::move(r));
       write_outputs(opt, results, seconds_since(start), command);  // a crash later keeps what is done
     }
+    if (!rank0) return 0;
     try {
       examples::plots::training_curves((fs::path(opt.out) / "training_curves.png").string(),
                                        "Training curves of the notebook's models in loom", curves);
@@ -330,7 +368,9 @@ int main(int argc, char** argv) {
     std::printf("Wall time %.0f s. Results, figures and report in %s/\n", wall, opt.out.c_str());
     return 0;
   } catch (const std::exception& e) {
-    std::cerr << "fashion_mnist_experiment: " << e.what() << "\n";
+    std::cerr << "fashion_mnist_experiment: " << (comm ? "rank " + std::to_string(comm->rank()) + ": " : std::string())
+              << e.what() << std::endl;
+    if (comm) comm->abort(1);  // the other processes would wait for this one forever
     return 1;
   }
 }

@@ -82,7 +82,7 @@ Sequential<float> every_layer_model() {
   m.add(ActivationLayer<float>(Activation::ReLU));
   m.add(Flatten<float>());
   m.add(Dense<float>(DenseOptions(12)));
-  m.add(BatchNormalization<float>(BatchNormalizationOptions().center(false).momentum(0.9)));
+  m.add(BatchNormalization<float>(BatchNormalizationOptions().center(false).momentum(0.9).synchronized(true)));
   m.add(ReLU<float>());
   m.add(Dense<float>(DenseOptions(5).activation(Activation::Softmax)));
   return m;

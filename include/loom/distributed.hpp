@@ -103,6 +103,17 @@ class Communicator final : public loom::Communicator {
   int size() const override { return size_; }
   MPI_Comm comm() const { return comm_; }
 
+  /// How many of the ranks run on this machine (to share its cores among
+  /// them: `--threads` is per process). A collective call.
+  int processes_on_this_node() const {
+    MPI_Comm node;
+    detail::check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
+    int n = 1;
+    MPI_Comm_size(node, &n);
+    MPI_Comm_free(&node);
+    return n;
+  }
+
   void allreduce_sum(float* data, Index n) override { allreduce(data, n, MPI_FLOAT); }
   void allreduce_sum(double* data, Index n) override { allreduce(data, n, MPI_DOUBLE); }
 

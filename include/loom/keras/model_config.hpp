@@ -220,7 +220,6 @@ std::unique_ptr<Layer<T>> layer_from_keras(const std::string& cls, const Fields&
     layer = std::make_unique<MaxPool2D<T>>(
         MaxPool2DOptions(pool).strides(f.has("strides") ? f.size2("strides") : pool).padding(padding_of(f)));
   } else if (cls == "BatchNormalization") {
-    if (f.flag("synchronized", false)) f.refuse("synchronized BatchNormalization");
     if (f.flag("renorm", false)) f.refuse("BatchNormalization with renorm");
     if (f.has("axis")) {  // the last axis: -1, or its index counted with the batch
       const json& a = f.at("axis");
@@ -233,7 +232,8 @@ std::unique_ptr<Layer<T>> layer_from_keras(const std::string& cls, const Fields&
                                                         .momentum(f.real("momentum", 0.99))
                                                         .epsilon(f.real("epsilon", 1e-3))
                                                         .center(f.flag("center", true))
-                                                        .scale(f.flag("scale", true)));
+                                                        .scale(f.flag("scale", true))
+                                                        .synchronized(f.flag("synchronized", false)));
   } else if (cls == "Dropout") {
     if (f.has("noise_shape")) f.refuse("Dropout with a noise_shape");
     const double rate = f.real("rate");
@@ -426,6 +426,7 @@ json layer_to_keras(Layer<T>& layer) {
     k["epsilon"] = c.real("epsilon");
     k["center"] = c.flag("center", true);
     k["scale"] = c.flag("scale", true);
+    k["synchronized"] = c.flag("synchronized", false);
   } else if (type == "Dropout") {
     k["rate"] = c.real("rate");
     k["seed"] = nullptr;

@@ -347,7 +347,7 @@ class Trainer {
   }
 
   /// Rank 0's weights, moving statistics, optimizer state, training stream,
-  /// position and sample order to every rank, so that replicas start (and
+  /// position, sample order and stop request to every rank, so that replicas start (and
   /// resume) identical. The model and the optimizer must be the same kind on
   /// every rank; a rank whose are not says so.
   template <class Model>
@@ -373,6 +373,7 @@ class Trainer {
       w.i64(position_.correct);
       w.i64(position_.seen);
       for (Index i : order_) w.i64(i);
+      w.u8(stop_requested_ ? 1 : 0);
       bytes = std::move(w.bytes);
     }
     comm.broadcast(bytes);
@@ -397,6 +398,7 @@ class Trainer {
     position_.correct = static_cast<Index>(r.i64("correct"));
     position_.seen = static_cast<Index>(r.i64("seen"));
     for (Index& i : order_) i = static_cast<Index>(r.i64("sample order"));
+    stop_requested_ = r.u8("stop request") != 0;
   }
 
   /// This rank's share of one global batch, `batch[0..b)`: the samples
