@@ -9,7 +9,7 @@ exe=$2
 shift 2
 status=0
 for case in "exception|loom: rank 1 of 2: an injected failure in batch 2" \
-            "data|loom: rank 1 of 2: fit: every rank must be given the same data, but rank 1's differs from rank 0's: sum of y" \
+            "data|loom: rank 1 of 2: fit: every rank must be given the same data and options, but rank 1's differs from rank 0's: sum of y" \
             "kill|rank 1"; do
   how=${case%%|*}
   expect=${case#*|}

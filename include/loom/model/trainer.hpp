@@ -204,7 +204,7 @@ class Trainer {
     const Tensor<T>* yv = options.validation_y();
     if (xv) check_data(model, *xv, *yv, "fit (validation_data)");
     prepare(model);
-    if (comm) check_same_data(*comm, x, y, xv, yv);
+    if (comm) check_same_data(*comm, x, y, xv, yv, options);
 
     const Index n = x.dim(0), bs = std::min(options.batch_size(), n);
     const long steps = static_cast<long>((n + bs - 1) / bs);
@@ -320,10 +320,11 @@ class Trainer {
 
   // ---- Data parallelism (see the file comment) -------------------------------
 
-  /// Every rank must train on the same data: rank 0's sizes and sums are
-  /// compared with each rank's own, and a rank that differs says how.
+  /// Every rank must train on the same data with the same schedule: rank
+  /// 0's sizes, sums and options are compared with each rank's own, and a
+  /// rank that differs says how.
   static void check_same_data(Communicator& comm, const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* xv,
-                              const Tensor<T>* yv) {
+                              const Tensor<T>* yv, const FitOptions<T>& options) {
     const auto sum = [](const Tensor<T>* t) {
       double s = 0;
       if (t) {
@@ -331,16 +332,25 @@ class Trainer {
       }
       return s;
     };
-    const double mine[6] = {static_cast<double>(x.dim(0)), sum(&x), sum(&y),
-                            xv ? static_cast<double>(xv->dim(0)) : -1.0, sum(xv), sum(yv)};
-    double root[6];
-    std::copy(mine, mine + 6, root);
+    constexpr int kFacts = 9;
+    const double mine[kFacts] = {static_cast<double>(x.dim(0)),
+                                 sum(&x),
+                                 sum(&y),
+                                 xv ? static_cast<double>(xv->dim(0)) : -1.0,
+                                 sum(xv),
+                                 sum(yv),
+                                 static_cast<double>(options.epochs()),
+                                 static_cast<double>(options.batch_size()),
+                                 options.shuffle() ? 1.0 : 0.0};
+    double root[kFacts];
+    std::copy(mine, mine + kFacts, root);
     comm.broadcast(root, sizeof root, 0);
-    static const char* const what[6] = {"training samples", "sum of x", "sum of y",
-                                        "validation samples", "sum of validation x", "sum of validation y"};
-    for (int i = 0; i < 6; ++i) {
+    static const char* const what[kFacts] = {
+        "training samples", "sum of x",    "sum of y",   "validation samples", "sum of validation x",
+        "sum of validation y", "epochs", "batch_size", "shuffle"};
+    for (int i = 0; i < kFacts; ++i) {
       if (mine[i] != root[i]) {
-        throw ConfigError(detail::str("fit: every rank must be given the same data, but rank ", comm.rank(),
+        throw ConfigError(detail::str("fit: every rank must be given the same data and options, but rank ", comm.rank(),
                                       "'s differs from rank 0's: ", what[i], " ", mine[i], " against ", root[i]));
       }
     }
