@@ -20,10 +20,13 @@ grep -q "processes 2, threads 1 each" "$work/straight.log"
 test -f "$work/straight/results.json"
 grep -q '"processes": 2' "$work/straight/results.json"
 
-# SIGKILL to rank 0 in the middle of training (loading takes ~2 s, an epoch ~2 s): the whole job ends.
+# SIGKILL to rank 0 as soon as its first checkpoint exists (after epoch 1): the whole job ends.
 timeout 300 "${launch[@]}" "$exe" "${args[@]}" --out "$work/killed" > "$work/killed1.log" 2>&1 &
 pid=$!
-sleep 6
+for _ in $(seq 1200); do
+  [ -f "$work/killed/checkpoints/model2.loom" ] && break
+  sleep 0.1
+done
 rank=$(pgrep -P "$pid" | head -1)
 kill -KILL "$rank" 2>/dev/null || true
 if wait "$pid"; then
