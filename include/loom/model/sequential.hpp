@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../io.hpp"
@@ -165,19 +166,28 @@ class Sequential {
   Evaluation evaluate(const Tensor<T>& x, const Tensor<T>& y, Index batch_size = 32) {
     trainer_.check_data(*this, x, y, "evaluate");
     if (batch_size < 1) throw ConfigError(detail::str("evaluate: batch_size must be >= 1, got ", batch_size));
+    const Index n = x.dim(0);
+    const auto [sum, correct] = evaluation_sums(x, y, 0, n, batch_size);
+    return {sum / static_cast<double>(n), static_cast<double>(correct) / static_cast<double>(n)};
+  }
+
+  /// What `evaluate` divides, over the samples [begin, end) of checked data:
+  /// the loss times the samples, and the correct predictions. (A distributed
+  /// fit splits validation among its ranks with it.)
+  std::pair<double, Index> evaluation_sums(const Tensor<T>& x, const Tensor<T>& y, Index begin, Index end,
+                                           Index batch_size) {
     const Loss<T>& loss = trainer_.loss();
     double sum = 0;
     Index correct = 0;
-    const Index n = x.dim(0);
-    for (Index start = 0; start < n; start += batch_size) {
-      const Index b = std::min(batch_size, n - start);
+    for (Index start = begin; start < end; start += batch_size) {
+      const Index b = std::min(batch_size, end - start);
       slice(x, start, b, xb_);
       slice(y, start, b, yb_);
       const Tensor<T>& p = forward(xb_, Mode::Inference);
       sum += loss.value(p, yb_) * static_cast<double>(b);
       correct += count_correct(p, yb_, loss);
     }
-    return {sum / static_cast<double>(n), static_cast<double>(correct) / static_cast<double>(n)};
+    return {sum, correct};
   }
 
   // ---- Training (the Trainer's, see trainer.hpp) ----------------------------

@@ -303,6 +303,15 @@ class Trainer {
 
   template <class Model>
   double step_impl(Model& model, const Tensor<T>& x, const Tensor<T>& y, bool guard) {
+    const double loss = forward_backward(model, x, y, guard, T(1));
+    optimizer_->step(model.parameters());
+    return loss;
+  }
+
+  /// Forward in Mode::Train, the loss and its gradient (times `grad_scale`),
+  /// backward: every parameter gradient written; returns the batch's mean loss.
+  template <class Model>
+  double forward_backward(Model& model, const Tensor<T>& x, const Tensor<T>& y, bool guard, T grad_scale) {
     const auto& layers = model.layers();
     const Tensor<T>* out = &x;
     for (std::size_t i = 0; i < layers.size(); ++i) {
@@ -312,9 +321,11 @@ class Trainer {
     output_ = out;
     const double loss = loss_->gradient(*out, y, grad_, fused_softmax_);
     if (guard && !std::isfinite(loss)) throw NumericError(describe_non_finite(layers, x, loss));
+    if (grad_scale != T(1)) {
+      for (T& g : grad_) g *= grad_scale;
+    }
     const Tensor<T>* g = &grad_;
     for (auto it = layers.rbegin(); it != layers.rend(); ++it) g = &(*it)->backward(*g);
-    optimizer_->step(model.parameters());
     return loss;
   }
 
@@ -438,19 +449,11 @@ class Trainer {
     if (mine > 0) {
       gather(x, batch + first, mine, xb_);
       gather(y, batch + first, mine, yb_);
-      const Tensor<T>* o = &xb_;
-      for (std::size_t i = 0; i < layers.size(); ++i) outputs_[i] = o = &layers[i]->forward(*o, Mode::Train);
-      output_ = o;
-      loss = loss_->gradient(*o, yb_, grad_, fused_softmax_);
-      if (guard && !std::isfinite(loss)) throw NumericError(describe_non_finite(layers, xb_, loss));
-      const T share_of_batch = static_cast<T>(static_cast<double>(mine) / static_cast<double>(b));
-      for (T& g : grad_) g *= share_of_batch;
-      const Tensor<T>* g = &grad_;
-      for (auto it = layers.rbegin(); it != layers.rend(); ++it) g = &(*it)->backward(*g);
+      loss = forward_backward(model, xb_, yb_, guard, static_cast<T>(static_cast<double>(mine) / static_cast<double>(b)));
       for (const auto& p : params) {
         if (p.trainable()) out = std::copy(p.grad->begin(), p.grad->end(), out);
       }
-      if (!metrics_.empty()) correct = count_correct(*o, yb_, *loss_);
+      if (!metrics_.empty()) correct = count_correct(*output_, yb_, *loss_);
     } else {  // no samples here: take part in the layers' reductions, add nothing
       for (const auto& l : layers) l->forward_without_samples();
       for (auto it = layers.rbegin(); it != layers.rend(); ++it) (*it)->backward_without_samples();
@@ -493,18 +496,8 @@ class Trainer {
   Evaluation replica_evaluate(Model& model, Communicator& comm, const Tensor<T>& x, const Tensor<T>& y,
                               Index batch_size) {
     const Index n = x.dim(0), ranks = comm.size(), rank = comm.rank();
-    const Index first = n * rank / ranks, last = n * (rank + 1) / ranks;
-    double sums[2] = {0, 0};  // loss sum, correct count
-    for (Index start = first; start < last; start += batch_size) {
-      const Index b = std::min(batch_size, last - start);
-      index_.resize(static_cast<std::size_t>(b));
-      std::iota(index_.begin(), index_.end(), start);
-      gather(x, index_.data(), b, xb_);
-      gather(y, index_.data(), b, yb_);
-      const Tensor<T>& p = model.forward(xb_, Mode::Inference);
-      sums[0] += loss_->value(p, yb_) * static_cast<double>(b);
-      sums[1] += static_cast<double>(count_correct(p, yb_, *loss_));
-    }
+    const auto mine = model.evaluation_sums(x, y, n * rank / ranks, n * (rank + 1) / ranks, batch_size);
+    double sums[2] = {mine.first, static_cast<double>(mine.second)};  // loss sum, correct count
     comm.allreduce_sum(sums, 2);
     return {sums[0] / static_cast<double>(n), sums[1] / static_cast<double>(n)};
   }
@@ -602,7 +595,6 @@ class Trainer {
   const Tensor<T>* output_ = nullptr;
   std::vector<T> reduce_;             ///< a distributed step's allreduce: gradients, loss sum, correct, stop
   std::vector<double> buffer_sums_;   ///< the moving statistics, averaged across ranks
-  std::vector<Index> index_;          ///< a validation slice's sample numbers
   std::vector<const Tensor<T>*> outputs_;  ///< every layer's output of the last training forward
 };
 
