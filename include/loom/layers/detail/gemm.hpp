@@ -1,8 +1,10 @@
 #pragma once
 /// \file detail/gemm.hpp
 /// `Gemm<T>`: one thread's matrix product C = op(A) * op(B) (or C += ...) on
-/// raw row-major buffers, through Eigen's own GEMM kernel, with the packing
-/// buffers kept from call to call.
+/// raw row-major buffers, with the packing buffers kept from call to call.
+/// Float on x86 with AVX2/FMA or AVX-512 runs loom's own kernel
+/// (detail/sgemm.hpp); double, other ISAs, and builds that define
+/// LOOM_EIGEN_GEMM run Eigen's.
 ///
 /// Why not `c.noalias() = a * b` on maps: that expression builds its blocking
 /// space (two packing buffers, up to a few hundred KiB) on every call and
@@ -10,26 +12,28 @@
 /// loom's layers split their work across threads once, at the level of the
 /// batch or the output columns, and each thread keeps one `Gemm` per product
 /// it runs. So after the first batch a training step allocates nothing and no
-/// parallel regions nest. The kernel, packing and blocking sizes are Eigen's
+/// parallel regions nest. On Eigen's path the kernel, packing and blocking sizes are Eigen's
 /// (Eigen 3.4's `general_matrix_matrix_product`, the routine behind its
 /// product expressions); older Eigen gets the plain expression.
 
 #include <Eigen/Core>
 #include <algorithm>
 #include <memory>
+#include <type_traits>
 
 #include "../../tensor.hpp"
+#include "sgemm.hpp"
 
 namespace loom::detail {
 
-/// A row-major matrix operand: rows x cols of `data` with row stride `ld`.
-/// `transposed` uses it as its transpose (cols x rows) without copying.
-template <class T>
-struct GemmOperand {
-  const T* data;
-  Index ld;
-  bool transposed = false;
-};
+/// The kernel `Gemm<float>` runs: "AVX-512", "AVX2" or "Eigen".
+inline const char* float_gemm_kernel() {
+#ifdef LOOM_OWN_SGEMM
+  return sgemm::Isa::name;
+#else
+  return "Eigen";
+#endif
+}
 
 template <class T>
 class Gemm {
@@ -48,6 +52,11 @@ class Gemm {
   void operator()(Index m, Index n, Index k, GemmOperand<T> a, GemmOperand<T> b, T* c, Index ldc,
                   bool accumulate = false) {
     if (m <= 0 || n <= 0) return;
+#ifdef LOOM_OWN_SGEMM
+    if constexpr (std::is_same_v<T, float>) {
+      if (k > 0) return sgemm::gemm(m, n, k, a, b, c, ldc, accumulate, bpack_);
+    }
+#endif
     if (!accumulate) {
       for (Index r = 0; r < m; ++r) std::fill(c + r * ldc, c + r * ldc + n, T(0));
     }
@@ -109,6 +118,9 @@ class Gemm {
 
   std::unique_ptr<Blocking> blocking_;
   Index m_ = 0, n_ = 0, k_ = 0;
+#endif
+#ifdef LOOM_OWN_SGEMM
+  sgemm::Buffer bpack_;  // loom's own kernel's packed B panel (float)
 #endif
 };
 

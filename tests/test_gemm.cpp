@@ -1,0 +1,110 @@
+// detail::Gemm against a plain triple loop in double: every transpose
+// combination, accumulate or overwrite, row strides wider than the matrix,
+// and shapes on both sides of every tile and block edge of loom's own float
+// kernel (MR, NR, KC, MC, NC). This file is compiled three times: into
+// loom_tests (the build's own target, AVX-512 on such a machine), and into
+// gemm_tests_avx2 and gemm_tests_eigen (tests/CMakeLists.txt), so that every
+// kernel loom has is checked on the machine that builds it.
+#include <doctest/doctest.h>
+
+#include <loom/layers/detail/gemm.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+using loom::Index;
+using loom::detail::Gemm;
+
+namespace {
+
+struct Case {
+  Index m, n, k;
+  bool ta, tb, accumulate;
+};
+
+/// Runs one product through `gemm` on random operands stored with padded
+/// row strides, and returns the largest error against a double reference,
+/// relative to sqrt(k); any change to C's padding columns fails outright.
+template <class T>
+double gemm_error(Gemm<T>& gemm, const Case& c, std::mt19937& rng) {
+  std::uniform_real_distribution<double> u(-1, 1);
+  const Index lda = (c.ta ? c.m : c.k) + 3, ldb = (c.tb ? c.k : c.n) + 1, ldc = c.n + 2;
+  std::vector<T> a(static_cast<std::size_t>((c.ta ? c.k : c.m) * lda));
+  std::vector<T> b(static_cast<std::size_t>((c.tb ? c.n : c.k) * ldb));
+  std::vector<T> out(static_cast<std::size_t>(c.m * ldc));
+  for (auto* v : {&a, &b, &out}) {
+    for (T& x : *v) x = static_cast<T>(u(rng));
+  }
+  const std::vector<T> before = out;
+  gemm(c.m, c.n, c.k, {a.data(), lda, c.ta}, {b.data(), ldb, c.tb}, out.data(), ldc, c.accumulate);
+  double worst = 0;
+  for (Index i = 0; i < c.m; ++i) {
+    for (Index j = 0; j < ldc; ++j) {
+      const std::size_t at = static_cast<std::size_t>(i * ldc + j);
+      if (j >= c.n) {
+        if (out[at] != before[at]) return 1e30;  // wrote outside C
+        continue;
+      }
+      double want = c.accumulate ? double(before[at]) : 0.0;
+      for (Index p = 0; p < c.k; ++p) {
+        const double x = a[static_cast<std::size_t>(c.ta ? p * lda + i : i * lda + p)];
+        const double y = b[static_cast<std::size_t>(c.tb ? j * ldb + p : p * ldb + j)];
+        want += x * y;
+      }
+      worst = std::max(worst, std::abs(want - double(out[at])) / std::sqrt(double(c.k) + 1));
+    }
+  }
+  return worst;
+}
+
+template <class T>
+void check_shapes(double tolerance) {
+  std::mt19937 rng(42);
+  Gemm<T> gemm;  // one object throughout: its buffers grow and shrink in use
+  // Edges: 1, tile sizes +-1 (MR up to 24, NR 8 to 32), depth past KC = 256,
+  // rows past MC (about 168), columns past NC = 2048.
+  const Index ms[] = {1, 5, 6, 7, 13, 14, 15, 32, 33, 169, 200};
+  const Index ns[] = {1, 7, 8, 9, 16, 17, 25, 32, 33, 50, 75};
+  const Index ks[] = {1, 9, 50, 257, 600};
+  int cases = 0;
+  for (const Index m : ms) {
+    for (const Index n : ns) {
+      for (const Index k : ks) {
+        const int bits = cases++;
+        const Case c{m, n, k, (bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0};
+        CAPTURE(m);
+        CAPTURE(n);
+        CAPTURE(k);
+        CAPTURE(c.ta);
+        CAPTURE(c.tb);
+        CAPTURE(c.accumulate);
+        REQUIRE(gemm_error(gemm, c, rng) < tolerance);
+      }
+    }
+  }
+  for (int bits = 0; bits < 8; ++bits) {  // every operand layout on one wide, deep product
+    const Case c{37, 2100, 300, (bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0};
+    CAPTURE(bits);
+    REQUIRE(gemm_error(gemm, c, rng) < tolerance);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Gemm<float> matches a double reference on every layout and tile edge") {
+  MESSAGE("float kernel: " << std::string(loom::detail::float_gemm_kernel()));
+  check_shapes<float>(1e-5);
+}
+
+TEST_CASE("Gemm<double> matches a double reference on every layout and tile edge") {
+  check_shapes<double>(1e-13);
+}
+
+TEST_CASE("Gemm with k = 0 writes zeros, or leaves C when accumulating") {
+  Gemm<float> gemm;
+  std::vector<float> c(6, 3.0f);
+  gemm(2, 3, 0, {nullptr, 0}, {nullptr, 3}, c.data(), 3, /*accumulate=*/true);
+  CHECK(c == std::vector<float>(6, 3.0f));
+  gemm(2, 3, 0, {nullptr, 0}, {nullptr, 3}, c.data(), 3);
+  CHECK(c == std::vector<float>(6, 0.0f));
+}
