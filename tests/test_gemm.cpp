@@ -8,6 +8,8 @@
 #include <doctest/doctest.h>
 
 #include <loom/layers/detail/gemm.hpp>
+#include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,6 +22,7 @@ namespace {
 struct Case {
   Index m, n, k;
   bool ta, tb, accumulate;
+  bool bias = false, relu = false;
 };
 
 /// Runs one product through `gemm` on random operands stored with padded
@@ -35,8 +38,11 @@ double gemm_error(Gemm<T>& gemm, const Case& c, std::mt19937& rng) {
   for (auto* v : {&a, &b, &out}) {
     for (T& x : *v) x = static_cast<T>(u(rng));
   }
+  std::vector<T> bias(static_cast<std::size_t>(c.n));
+  for (T& x : bias) x = static_cast<T>(u(rng));
   const std::vector<T> before = out;
-  gemm(c.m, c.n, c.k, {a.data(), lda, c.ta}, {b.data(), ldb, c.tb}, out.data(), ldc, c.accumulate);
+  gemm(c.m, c.n, c.k, {a.data(), lda, c.ta}, {b.data(), ldb, c.tb}, out.data(), ldc, c.accumulate,
+       {c.bias ? bias.data() : nullptr, c.relu});
   double worst = 0;
   for (Index i = 0; i < c.m; ++i) {
     for (Index j = 0; j < ldc; ++j) {
@@ -51,6 +57,8 @@ double gemm_error(Gemm<T>& gemm, const Case& c, std::mt19937& rng) {
         const double y = b[static_cast<std::size_t>(c.tb ? j * ldb + p : p * ldb + j)];
         want += x * y;
       }
+      if (c.bias) want += bias[static_cast<std::size_t>(j)];
+      if (c.relu) want = std::max(want, 0.0);
       worst = std::max(worst, std::abs(want - double(out[at])) / std::sqrt(double(c.k) + 1));
     }
   }
@@ -71,19 +79,21 @@ void check_shapes(double tolerance) {
     for (const Index n : ns) {
       for (const Index k : ks) {
         const int bits = cases++;
-        const Case c{m, n, k, (bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0};
+        const Case c{m, n, k, (bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0, (bits & 8) != 0, (bits & 16) != 0};
         CAPTURE(m);
         CAPTURE(n);
         CAPTURE(k);
         CAPTURE(c.ta);
         CAPTURE(c.tb);
         CAPTURE(c.accumulate);
+        CAPTURE(c.bias);
+        CAPTURE(c.relu);
         REQUIRE(gemm_error(gemm, c, rng) < tolerance);
       }
     }
   }
   for (int bits = 0; bits < 8; ++bits) {  // every operand layout on one wide, deep product
-    const Case c{37, 2100, 300, (bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0};
+    const Case c{37, 2100, 300, (bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0, true, bits % 3 == 0};
     CAPTURE(bits);
     REQUIRE(gemm_error(gemm, c, rng) < tolerance);
   }
@@ -98,6 +108,16 @@ TEST_CASE("Gemm<float> matches a double reference on every layout and tile edge"
 
 TEST_CASE("Gemm<double> matches a double reference on every layout and tile edge") {
   check_shapes<double>(1e-13);
+}
+
+TEST_CASE("Gemm's ReLU epilogue passes NaN through, as the activation layers do") {
+  Gemm<float> gemm;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> a{1.0f, nan, -1.0f}, b(16, 1.0f), c(48, 7.0f);  // A is 3 x 1, B 1 x 16
+  gemm(3, 16, 1, {a.data(), 1}, {b.data(), 16}, c.data(), 16, false, {nullptr, true});
+  CHECK(c[0] == 1.0f);
+  CHECK(std::isnan(c[16]));
+  CHECK(c[32] == 0.0f);
 }
 
 TEST_CASE("Gemm with k = 0 writes zeros, or leaves C when accumulating") {

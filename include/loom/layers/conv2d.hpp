@@ -14,8 +14,8 @@
 /// Threads split the batch: each takes a contiguous run of samples and goes
 /// through it a few images at a time (a tile whose column and output rows
 /// fit in L2), so im2col's rows are still in cache when its GEMM reads them.
-/// The GEMM adds onto output rows that start as the bias, and the activation
-/// runs on rows the GEMM just wrote.
+/// The GEMM adds the bias and applies ReLU to each tile before storing it
+/// (its epilogue), so the output is written once.
 /// Backward, each thread computes the kernel gradient of its own samples,
 /// and the threads then add those partial sums in a fixed order: results do
 /// not depend on scheduling (they do, within rounding, on the thread count).
@@ -120,6 +120,8 @@ class Conv2D : public Layer<T> {
     y_.resize_for_overwrite(Shape{geo_.n, geo_.ho, geo_.wo, cout});
     const int threads = detail::threads_for(geo_.n);
     prepare_workspaces(threads, keep ? 0 : tile * per_image * k);
+    const detail::GemmEpilogue<T> epilogue{opt_.use_bias() ? bias_.data() : nullptr,
+                                           opt_.activation() == Activation::ReLU};
     detail::parallel(threads, [&](int t, int nt) {
       Workspace& w = ws_[static_cast<std::size_t>(t)];
       const detail::Range mine = detail::split(geo_.n, t, nt);
@@ -128,17 +130,10 @@ class Conv2D : public Layer<T> {
         const Index r0 = n0 * per_image, rows = (n1 - n0) * per_image;
         T* col = keep ? col_.data() + r0 * k : w.col.data();
         detail::im2col(x.data(), geo_, n0, n1, col);
-        // The GEMM adds onto rows that start as the bias, then the activation.
+        // Bias and ReLU in the GEMM's epilogue; a softmax on rows still in cache.
         T* y = y_.data() + r0 * cout;
-        for (Index r = 0; r < rows; ++r) {
-          if (opt_.use_bias()) {
-            std::copy(bias_.data(), bias_.data() + cout, y + r * cout);
-          } else {
-            std::fill(y + r * cout, y + (r + 1) * cout, T(0));
-          }
-        }
-        w.forward(rows, cout, k, {col, k}, {kernel_.data(), cout}, y, cout, /*accumulate=*/true);
-        detail::activate(opt_.activation(), y, rows, cout);  // on rows still in cache
+        w.forward(rows, cout, k, {col, k}, {kernel_.data(), cout}, y, cout, /*accumulate=*/false, epilogue);
+        if (opt_.activation() == Activation::Softmax) detail::activate(opt_.activation(), y, rows, cout);
       }
     });
     return y_;

@@ -84,8 +84,8 @@ class Dense : public Layer<T> {
     detail::parallel(threads, [&](int t, int nt) {
       const detail::Range cols = detail::split(units, t, nt);
       gemm_[static_cast<std::size_t>(t)].forward(n, cols.size(), in, {x.data(), in}, {kernel_.data() + cols.begin, units},
-                                                  y_.data() + cols.begin, units);
-      detail::bias_activate(opt_.activation(), y_.data(), n, units, cols.begin, cols.end, b);
+                                                  y_.data() + cols.begin, units, /*accumulate=*/false,
+                                                  {b ? b + cols.begin : nullptr, opt_.activation() == Activation::ReLU});
     });
     if (opt_.activation() == Activation::Softmax) detail::softmax_rows(y_.data(), n, units);
     return y_;

@@ -39,22 +39,6 @@ void activate(Activation a, T* y, Index rows, Index cols) {
   }
 }
 
-/// y[r, c] <- f(y[r, c] + bias[c]) for the columns [c0, c1) of `rows` rows
-/// `stride` apart, f the identity or ReLU (NaN passes through); `bias` may
-/// be null. For a layer whose threads each own a band of output columns
-/// (Dense); a softmax needs whole rows, so it runs after, with `activate`.
-template <class T>
-void bias_activate(Activation a, T* y, Index rows, Index stride, Index c0, Index c1, const T* bias) {
-  const bool relu = a == Activation::ReLU;
-  for (Index r = 0; r < rows; ++r) {
-    T* row = y + r * stride;
-    for (Index c = c0; c < c1; ++c) {
-      const T v = bias ? row[c] + bias[c] : row[c];
-      row[c] = relu ? std::max(v, T(0)) : v;
-    }
-  }
-}
-
 /// dz = dL/dz from dy = dL/dy, given the activation's output y = f(z), in
 /// one pass. dz may be dy (in place).
 template <class T>

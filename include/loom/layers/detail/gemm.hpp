@@ -47,20 +47,34 @@ class Gemm {
   ~Gemm() = default;
 
   /// C[m x n] (row-major, row stride ldc) = op(A)[m x k] * op(B)[k x n], or
-  /// += when `accumulate`. Allocates only when m, n or k exceed every
-  /// earlier call's.
+  /// += when `accumulate`, then the epilogue (bias, ReLU). Allocates only
+  /// when m, n or k exceed every earlier call's.
   void operator()(Index m, Index n, Index k, GemmOperand<T> a, GemmOperand<T> b, T* c, Index ldc,
-                  bool accumulate = false) {
+                  bool accumulate = false, GemmEpilogue<T> epilogue = {}) {
     if (m <= 0 || n <= 0) return;
 #ifdef LOOM_OWN_SGEMM
     if constexpr (std::is_same_v<T, float>) {
-      if (k > 0) return sgemm::gemm(m, n, k, a, b, c, ldc, accumulate, bpack_);
+      if (k > 0) return sgemm::gemm(m, n, k, a, b, c, ldc, accumulate, epilogue, bpack_);
     }
 #endif
     if (!accumulate) {
       for (Index r = 0; r < m; ++r) std::fill(c + r * ldc, c + r * ldc + n, T(0));
     }
-    if (k <= 0) return;
+    if (k > 0) product(m, n, k, a, b, c, ldc);
+    if (epilogue.bias || epilogue.relu) {
+      for (Index r = 0; r < m; ++r) {
+        T* row = c + r * ldc;
+        for (Index j = 0; j < n; ++j) {
+          const T v = epilogue.bias ? row[j] + epilogue.bias[j] : row[j];
+          row[j] = epilogue.relu ? std::max(v, T(0)) : v;  // NaN passes through
+        }
+      }
+    }
+  }
+
+ private:
+  /// C += op(A) op(B) through Eigen.
+  void product(Index m, Index n, Index k, const GemmOperand<T>& a, const GemmOperand<T>& b, T* c, Index ldc) {
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0)
     reserve(m, n, k);
     if (a.transposed) {
@@ -93,7 +107,6 @@ class Gemm {
 #endif
   }
 
- private:
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0)
   using Blocking = Eigen::internal::gemm_blocking_space<Eigen::RowMajor, T, T, Eigen::Dynamic, Eigen::Dynamic,
                                                         Eigen::Dynamic, 1, false>;

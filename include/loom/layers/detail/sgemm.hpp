@@ -26,6 +26,7 @@
 #include <Eigen/Core>  // aligned_allocator
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../../tensor.hpp"
@@ -44,6 +45,16 @@ struct GemmOperand {
   const T* data;
   Index ld;
   bool transposed = false;
+};
+
+/// What happens to C's values once the product is complete, before they are
+/// stored: a bias added per column (`bias[j]` for column j, when not null),
+/// then ReLU (NaN passes through, as detail::activate's). loom's kernel does
+/// it on the tile in registers, which saves the layers a pass over their output.
+template <class T>
+struct GemmEpilogue {
+  const T* bias = nullptr;
+  bool relu = false;
 };
 
 #ifdef LOOM_OWN_SGEMM
@@ -67,6 +78,7 @@ struct Isa {
   static void store(float* p, V v, Mask m) { _mm512_mask_storeu_ps(p, m, v); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V relu(V a) { return _mm512_max_ps(_mm512_setzero_ps(), a); }  // max(0, NaN) is NaN
 };
 #else
 /// 8 floats to a vector, 16 vector registers, stores masked by lane vectors.
@@ -86,6 +98,7 @@ struct Isa {
   static void store(float* p, V v, Mask m) { _mm256_maskstore_ps(p, m, v); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V relu(V a) { return _mm256_max_ps(_mm256_setzero_ps(), a); }  // max(0, NaN) is NaN
 };
 #endif
 
@@ -99,52 +112,75 @@ inline Strided strided(const GemmOperand<float>& o) {
   return o.transposed ? Strided{o.data, 1, o.ld} : Strided{o.data, o.ld, 1};
 }
 
-/// The MR x NR tile (NR = NV*W) of C = or += A * B_sliver over kc steps.
+using Epilogue = GemmEpilogue<float>;
+
+/// The MR x NR tile (NR = NV*W) of C = or += A * B over kc steps, then the
+/// epilogue if `epi` is given (the last depth block's call).
+///
 /// A is read where it lies, never packed: with `KRows` its element (i, p) is
 /// a[i * lda + p] (a row-major op(A): MR rows read along p, which the
 /// prefetcher follows), else a[p * lda + i] (a transposed one: the MR values
 /// of a step are contiguous). Each value is broadcast once per step, so an
 /// unpacked A costs nothing here; measured, it beats packing A, which for a
-/// row-major A is a transpose. `b` holds kc groups of NR values (packed,
-/// zero-padded). Only the first m rows and n columns of the tile are C's.
+/// row-major A is a transpose. B's step p is the NR values at b + p * ldb:
+/// a packed sliver (ldb = NR, zero-padded) or a row-major op(B) in place,
+/// whose columns past n are never read. Only the first m rows and n columns
+/// of the tile are C's.
 template <int MR, int NV, bool KRows>
-void micro_kernel(Index kc, const float* __restrict a, Index lda, const float* __restrict b, float* c, Index ldc,
-                  int m, int n, bool add) {
+void micro_kernel(Index kc, const float* __restrict a, Index lda, const float* __restrict b, Index ldb, float* c,
+                  Index ldc, int m, int n, bool add, const Epilogue* epi) {
   using V = typename Isa::V;
+  using Mask = typename Isa::Mask;
   constexpr int W = Isa::W, NR = NV * W;
+  Mask mask[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) mask[v] = Isa::mask(n - v * W);
   V acc[MR][NV];
 #pragma GCC unroll 32
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = Isa::zero();
   }
-  for (Index p = 0; p < kc; ++p, b += NR) {
-    V bv[NV];
+  const auto steps = [&](auto masked) {
+    const float* bp = b;
+    for (Index p = 0; p < kc; ++p, bp += ldb) {
+      V bv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = Isa::load(b + v * W);
-    const float* ap = KRows ? a + p : a + p * lda;
+      for (int v = 0; v < NV; ++v) bv[v] = masked ? Isa::load(bp + v * W, mask[v]) : Isa::load(bp + v * W);
+      const float* ap = KRows ? a + p : a + p * lda;
 #pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i) {
-      const V ai = Isa::broadcast(KRows ? ap + i * lda : ap + i);
+      for (int i = 0; i < MR; ++i) {
+        const V ai = Isa::broadcast(KRows ? ap + i * lda : ap + i);
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[i][v] = Isa::fma(ai, bv[v], acc[i][v]);
+        for (int v = 0; v < NV; ++v) acc[i][v] = Isa::fma(ai, bv[v], acc[i][v]);
+      }
     }
+  };
+  // A packed sliver may be read whole; B in place only up to column n.
+  if (n == NR || ldb == NR) {
+    steps(std::false_type{});
+  } else {
+    steps(std::true_type{});
   }
+  V bias[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) bias[v] = epi && epi->bias ? Isa::load(epi->bias + v * W, mask[v]) : Isa::zero();
+  const bool relu = epi && epi->relu;
+  const auto finish = [&](V sum, const float* old, int v, auto masked) {
+    if (add) sum = Isa::add(sum, masked ? Isa::load(old, mask[v]) : Isa::load(old));
+    sum = Isa::add(sum, bias[v]);
+    return relu ? Isa::relu(sum) : sum;
+  };
   if (n == NR) {
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
       if (i >= m) break;
       float* row = c + i * ldc;
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        Isa::store(row + v * W, add ? Isa::add(acc[i][v], Isa::load(row + v * W)) : acc[i][v]);
-      }
+      for (int v = 0; v < NV; ++v) Isa::store(row + v * W, finish(acc[i][v], row + v * W, v, std::false_type{}));
     }
     return;
   }
-  typename Isa::Mask mask[NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) mask[v] = Isa::mask(n - v * W);
 #pragma GCC unroll 32
   for (int i = 0; i < MR; ++i) {
     if (i >= m) break;
@@ -152,8 +188,7 @@ void micro_kernel(Index kc, const float* __restrict a, Index lda, const float* _
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       if (v * W >= n) break;
-      const V sum = add ? Isa::add(acc[i][v], Isa::load(row + v * W, mask[v])) : acc[i][v];
-      Isa::store(row + v * W, sum, mask[v]);
+      Isa::store(row + v * W, finish(acc[i][v], row + v * W, v, std::true_type{}), mask[v]);
     }
   }
 }
@@ -194,11 +229,17 @@ using Buffer = std::vector<float, Eigen::aligned_allocator<float>>;
 
 template <int MR, int NV, bool KRows>
 void run(Index m, Index n, Index k, const Strided& a, const Strided& b, float* c, Index ldc, bool accumulate,
-         Buffer& bpack) {
+         const Epilogue& epilogue, Buffer& bpack) {
   constexpr Index NR = NV * Isa::W;
   constexpr Index MC = (MC_TARGET + MR - 1) / MR * MR;
   const Index lda = KRows ? a.rs : a.cs;
-  const Index nc_max = std::min<Index>(NC, (n + NR - 1) / NR * NR);
+  // A transposed op(B) is packed, once per depth block, for all of A's rows.
+  // A row-major one is read in place when fewer than 8 row tiles share it:
+  // packing costs about a cycle per value, which a few tiles do not earn
+  // back (Dense's batch of 32: 165 GFLOP/s in place, 130 packed), while a
+  // packed sliver stays in L1 for the many tiles of a tall A.
+  const bool pack = b.cs != 1 || m >= 8 * MR;
+  const Index nc_max = pack ? std::min<Index>(NC, (n + NR - 1) / NR * NR) : 0;
   const Index kc_max = std::min<Index>(KC, k);
   // The B panel, then room for one A sliver of a last, partial row tile:
   // its missing rows must read as zeros, not past the end of A.
@@ -211,22 +252,26 @@ void run(Index m, Index n, Index k, const Strided& a, const Strided& b, float* c
     for (Index pc = 0; pc < k; pc += KC) {
       const Index kc = std::min(KC, k - pc);
       const bool add = accumulate || pc > 0;
-      pack_b<NR>(b, jc, nc, pc, kc, bpack.data());
+      if (pack) pack_b<NR>(b, jc, nc, pc, kc, bpack.data());
       for (Index ic = 0; ic < m; ic += MC) {
         const Index mc = std::min(MC, m - ic);
         for (Index jr = 0; jr < nc; jr += NR) {
-          const float* bs = bpack.data() + jr * kc;
+          const float* bs = pack ? bpack.data() + jr * kc : b.x + pc * b.rs + jc + jr;
+          const Index ldb = pack ? NR : b.rs;
           const int nr = static_cast<int>(std::min(NR, nc - jr));
+          Epilogue tile_epilogue = epilogue;
+          if (epilogue.bias) tile_epilogue.bias += jc + jr;
+          const Epilogue* epi = pc + kc == k ? &tile_epilogue : nullptr;
           for (Index ir = 0; ir < mc; ir += MR) {
             const float* as = a.x + (ic + ir) * a.rs + pc * a.cs;
             float* cs = c + (ic + ir) * ldc + jc + jr;
             const Index mr = std::min<Index>(MR, mc - ir);
             if (mr == MR) {
-              micro_kernel<MR, NV, KRows>(kc, as, lda, bs, cs, ldc, MR, nr, add);
+              micro_kernel<MR, NV, KRows>(kc, as, lda, bs, ldb, cs, ldc, MR, nr, add, epi);
             } else {
               float* edge = bpack.data() + edge_at;
               if (jr == 0) pack_b<MR>(Strided{as, a.cs, a.rs}, 0, mr, 0, kc, edge);
-              micro_kernel<MR, NV, false>(kc, edge, MR, bs, cs, ldc, static_cast<int>(mr), nr, add);
+              micro_kernel<MR, NV, false>(kc, edge, MR, bs, ldb, cs, ldc, static_cast<int>(mr), nr, add, epi);
             }
           }
         }
@@ -261,16 +306,17 @@ inline int choose_tile(Index m, Index n) {
   return best;
 }
 
-/// C[m x n] (row stride ldc) = op(A) op(B), or += when `accumulate`.
+/// C[m x n] (row stride ldc) = op(A) op(B), or += when `accumulate`, then
+/// the epilogue. k >= 1.
 inline void gemm(Index m, Index n, Index k, const GemmOperand<float>& a, const GemmOperand<float>& b, float* c,
-                 Index ldc, bool accumulate, Buffer& bpack) {
+                 Index ldc, bool accumulate, const Epilogue& epilogue, Buffer& bpack) {
   const Strided sa = strided(a), sb = strided(b);
   int index = 0;
   const int tile = choose_tile(m, n);
-#define LOOM_SGEMM_RUN(MR, NV, RATE)                                                   \
-  if (index++ == tile) {                                                               \
-    if (a.transposed) return run<MR, NV, false>(m, n, k, sa, sb, c, ldc, accumulate, bpack); \
-    return run<MR, NV, true>(m, n, k, sa, sb, c, ldc, accumulate, bpack);              \
+#define LOOM_SGEMM_RUN(MR, NV, RATE)                                                                 \
+  if (index++ == tile) {                                                                             \
+    if (a.transposed) return run<MR, NV, false>(m, n, k, sa, sb, c, ldc, accumulate, epilogue, bpack); \
+    return run<MR, NV, true>(m, n, k, sa, sb, c, ldc, accumulate, epilogue, bpack);                  \
   }
   LOOM_SGEMM_TILES(LOOM_SGEMM_RUN)
 #undef LOOM_SGEMM_RUN

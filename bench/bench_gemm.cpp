@@ -1,0 +1,163 @@
+// The ceilings beside loom's conv products, one core each:
+//
+//   BM_FmaPeak      the machine's measured peak: independent FMAs on the
+//                   widest vectors this build targets (no memory traffic)
+//   BM_Product      loom's detail::Gemm<float> on one product of one conv
+//                   layer, at the shape one of two threads runs in Conv2D
+//                   (half the batch's rows)
+//   BM_OpenBLAS     OpenBLAS's single-threaded cblas_sgemm on the same shape
+//                   and operand layouts (only when built with libopenblas-dev)
+//   BM_EigenProduct Eigen's product expression, single-threaded, same shape
+//
+// Every figure is GFLOP/s of one core, so the ratios read directly in one
+// run. Arguments: /layer/batch/product, layer 0 = 28x28x1 -> 75,
+// 1 = 14x14x75 -> 50, 2 = 7x7x50 -> 25; product 0 = forward col * W,
+// 1 = weights colT * dz, 2 = input dz * WT (docs/performance.md).
+#include <benchmark/benchmark.h>
+
+#include <loom/loom.hpp>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+#ifdef LOOM_BENCH_OPENBLAS
+#include <cblas.h>
+#endif
+
+using namespace loom;
+
+namespace {
+
+struct ConvShape {
+  Index h, w, cin, cout;
+};
+const ConvShape kShapes[] = {{28, 28, 1, 75}, {14, 14, 75, 50}, {7, 7, 50, 25}};
+
+/// One product of a conv layer as one of two threads runs it: C[m x n] = op(A) op(B).
+struct Product {
+  Index m, n, k;
+  bool ta, tb;
+  Tensor<float> a, b, c;
+
+  explicit Product(const benchmark::State& state) {
+    const ConvShape s = kShapes[state.range(0)];
+    const Index rows = state.range(1) / 2 * s.h * s.w, patch = 9 * s.cin;
+    switch (state.range(2)) {
+      case 0: m = rows, n = s.cout, k = patch, ta = false, tb = false; break;  // col * W
+      case 1: m = patch, n = s.cout, k = rows, ta = true, tb = false; break;   // colT * dz
+      default: m = rows, n = patch, k = s.cout, ta = false, tb = true; break;  // dz * WT
+    }
+    a = Tensor<float>(ta ? Shape{k, m} : Shape{m, k}, 0.5f);
+    b = Tensor<float>(tb ? Shape{n, k} : Shape{k, n}, 0.25f);
+    c = Tensor<float>(Shape{m, n});
+  }
+  Index lda() const { return ta ? m : k; }
+  Index ldb() const { return tb ? k : n; }
+  double flops() const { return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k); }
+};
+
+void gflops(benchmark::State& state, double per_iteration) {
+  state.counters["GFLOP/s"] = benchmark::Counter(per_iteration * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_FmaPeak(benchmark::State& state) {
+#if defined(__AVX512F__)
+  using V = __m512;
+  const auto fma = [](V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); };
+  const auto add = [](V a, V b) { return _mm512_add_ps(a, b); };
+  const V one = _mm512_set1_ps(1.0000001f), tiny = _mm512_set1_ps(1e-7f);
+  constexpr int kLanes = 16;
+  state.SetLabel("AVX-512");
+#elif defined(__AVX2__) && defined(__FMA__)
+  using V = __m256;
+  const auto fma = [](V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); };
+  const auto add = [](V a, V b) { return _mm256_add_ps(a, b); };
+  const V one = _mm256_set1_ps(1.0000001f), tiny = _mm256_set1_ps(1e-7f);
+  constexpr int kLanes = 8;
+  state.SetLabel("AVX2");
+#endif
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  // 12 independent chains in registers: enough to cover the FMA latency on
+  // two pipes. Only their sum escapes, so no chain goes through memory.
+  constexpr int kChains = 12, kSteps = 1000;
+  for (auto _ : state) {
+    V acc[kChains];
+#pragma GCC unroll 12
+    for (int i = 0; i < kChains; ++i) acc[i] = tiny;
+    for (int s = 0; s < kSteps; ++s) {
+#pragma GCC unroll 12
+      for (int i = 0; i < kChains; ++i) acc[i] = fma(acc[i], one, tiny);
+    }
+    V sum = acc[0];
+#pragma GCC unroll 12
+    for (int i = 1; i < kChains; ++i) sum = add(sum, acc[i]);
+    benchmark::DoNotOptimize(sum);
+  }
+  gflops(state, 2.0 * kLanes * kChains * kSteps);
+#else
+  state.SkipWithError("no FMA vectors in this build's target");
+#endif
+}
+
+void BM_Product(benchmark::State& state) {
+  Product p(state);
+  detail::Gemm<float> gemm;
+  for (auto _ : state) {
+    gemm(p.m, p.n, p.k, {p.a.data(), p.lda(), p.ta}, {p.b.data(), p.ldb(), p.tb}, p.c.data(), p.n);
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(detail::float_gemm_kernel());
+  gflops(state, p.flops());
+}
+
+void BM_EigenProduct(benchmark::State& state) {
+  Product p(state);
+  Eigen::setNbThreads(1);
+  using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<const RowMat> a(p.a.data(), p.a.dim(0), p.a.dim(1)), b(p.b.data(), p.b.dim(0), p.b.dim(1));
+  Eigen::Map<RowMat> c(p.c.data(), p.m, p.n);
+  for (auto _ : state) {
+    if (p.ta) {
+      c.noalias() = a.transpose() * b;
+    } else if (p.tb) {
+      c.noalias() = a * b.transpose();
+    } else {
+      c.noalias() = a * b;
+    }
+    benchmark::ClobberMemory();
+  }
+  gflops(state, p.flops());
+}
+
+#ifdef LOOM_BENCH_OPENBLAS
+void BM_OpenBLAS(benchmark::State& state) {
+  Product p(state);
+  openblas_set_num_threads(1);
+  const auto m = static_cast<blasint>(p.m), n = static_cast<blasint>(p.n), k = static_cast<blasint>(p.k);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, p.ta ? CblasTrans : CblasNoTrans, p.tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f,
+                p.a.data(), static_cast<blasint>(p.lda()), p.b.data(), static_cast<blasint>(p.ldb()), 0.0f,
+                p.c.data(), n);
+    benchmark::ClobberMemory();
+  }
+  gflops(state, p.flops());
+}
+#endif
+
+void product_args(benchmark::internal::Benchmark* b) {
+  b->ArgsProduct({{0, 1, 2}, {32, 256}, {0, 1, 2}})
+      ->ArgNames({"layer", "batch", "product"})
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+BENCHMARK(BM_FmaPeak)->UseRealTime();
+BENCHMARK(BM_Product)->Apply(product_args);
+#ifdef LOOM_BENCH_OPENBLAS
+BENCHMARK(BM_OpenBLAS)->Apply(product_args);
+#endif
+BENCHMARK(BM_EigenProduct)->Apply(product_args);
+
+BENCHMARK_MAIN();
