@@ -50,6 +50,83 @@ TEST_CASE("gradient check: Conv2D") {
   }
 }
 
+TEST_CASE("gradient check: Conv2D by Winograd's F(4x4, 3x3)") {
+  SUBCASE("same padding, ReLU, tiles cut by the border (7x6)") {
+    Conv2D<double> layer(conv(5, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU));
+    layer.set_algorithm(ConvAlgorithm::Winograd);
+    check_layer_gradients(layer, random_input(layer, {7, 6, 3}, 2));
+  }
+  SUBCASE("valid padding (the backward pads by 2), 19 channels: a full vector and a rest") {
+    Conv2D<double> layer(conv(4, {3, 3}, Padding::Valid));
+    layer.set_algorithm(ConvAlgorithm::Winograd);
+    check_layer_gradients(layer, random_input(layer, {6, 5, 19}, 2));
+  }
+  SUBCASE("two threads, 5 samples") {
+    const int saved = num_threads();
+    set_num_threads(2);
+    Conv2D<double> layer(conv(3, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU));
+    layer.set_algorithm(ConvAlgorithm::Winograd);
+    check_layer_gradients(layer, random_input(layer, {5, 4, 2}, 5));
+    set_num_threads(saved);
+  }
+}
+
+TEST_CASE("Conv2D: Winograd and im2col agree in float on the notebook's layers, forward and backward") {
+  struct Case {
+    Shape in;
+    Index filters;
+    Padding padding;
+  };
+  for (const Case& c : {Case{{14, 14, 75}, 50, Padding::Same}, Case{{7, 7, 50}, 25, Padding::Same},
+                        Case{{9, 11, 20}, 17, Padding::Valid}}) {
+    CAPTURE(c.in);
+    Conv2D<float> a(conv(c.filters, {3, 3}, c.padding, {1, 1}, Activation::ReLU));
+    Conv2D<float> b(conv(c.filters, {3, 3}, c.padding, {1, 1}, Activation::ReLU));
+    Rng rng(3), same_rng(3);
+    a.build(c.in, rng);
+    b.build(c.in, same_rng);
+    a.set_algorithm(ConvAlgorithm::Im2col);
+    b.set_algorithm(ConvAlgorithm::Winograd);
+    const auto fill = [&rng](Tensor<float>& t) {
+      for (float& v : t) v = static_cast<float>(rng.uniform(-1, 1));
+    };
+    Tensor<float> x(c.in.with_batch(3));
+    fill(x);
+    const Tensor<float> ya = a.forward(x, Mode::Train);
+    const Tensor<float>& yb = b.forward(x, Mode::Train);
+    Tensor<float> dy(ya.shape());
+    fill(dy);
+    const Tensor<float> dxa = a.backward(dy);
+    const Tensor<float>& dxb = b.backward(dy);
+    // Errors relative to the largest magnitude: sums of up to 675 products.
+    const auto close = [](const Tensor<float>& u, const Tensor<float>& v) {
+      float worst = 0, scale = 0;
+      for (Index i = 0; i < u.size(); ++i) {
+        worst = std::max(worst, std::abs(u[i] - v[i]));
+        scale = std::max(scale, std::abs(u[i]));
+      }
+      return worst / scale;
+    };
+    CHECK(close(ya, yb) < 2e-5f);
+    CHECK(close(dxa, dxb) < 2e-5f);
+    CHECK(close(*a.parameters()[0].grad, *b.parameters()[0].grad) < 1e-5f);
+    CHECK(close(*a.parameters()[1].grad, *b.parameters()[1].grad) < 1e-5f);
+  }
+}
+
+TEST_CASE("Conv2D: Auto takes Winograd for 3x3 stride-1 layers with 8+ channels in and out") {
+  Rng rng(1);
+  Conv2D<float> first(conv(75, {3, 3}, Padding::Same)), second(conv(50, {3, 3}, Padding::Same));
+  first.build({28, 28, 1}, rng);
+  second.build({14, 14, 75}, rng);
+  CHECK(first.algorithm() == ConvAlgorithm::Im2col);
+  CHECK(second.algorithm() == ConvAlgorithm::Winograd);
+  Conv2D<float> strided(conv(8, {3, 3}, Padding::Same, {2, 2})), wide(conv(8, {5, 5}, Padding::Same));
+  CHECK_THROWS_WITH_AS(strided.set_algorithm(ConvAlgorithm::Winograd),
+                       "Conv2D: Winograd convolution needs a 3x3 kernel with strides (1, 1)", ConfigError);
+  CHECK_THROWS_AS(wide.set_algorithm(ConvAlgorithm::Winograd), ConfigError);
+}
+
 TEST_CASE("gradient check: Dense") {
   SUBCASE("linear") {
     Dense<double> layer(DenseOptions(5));

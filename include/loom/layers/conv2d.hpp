@@ -20,6 +20,7 @@
 /// and the threads then add those partial sums in a fixed order: results do
 /// not depend on scheduling (they do, within rounding, on the thread count).
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <memory>
@@ -29,6 +30,7 @@
 #include "detail/activation.hpp"
 #include "detail/gemm.hpp"
 #include "detail/im2col.hpp"
+#include "detail/winograd.hpp"
 #include "layer.hpp"
 
 namespace loom {
@@ -44,6 +46,15 @@ class Conv2DOptions {
   LOOM_OPTION(Activation, activation, Activation::None)
   LOOM_OPTION(bool, use_bias, true)
 };
+
+/// How Conv2D computes its forward and its backward to the input. `Auto`
+/// takes Winograd's F(4x4, 3x3) for 3x3 stride-1 kernels with at least 8
+/// input and 8 output channels (the notebook's second and third layers),
+/// im2col + GEMM otherwise; bench_conv2d measured the rule
+/// (docs/performance.md). The weights' gradient is always im2col + GEMM.
+/// Not part of the model's configuration: both compute the same function,
+/// to within float rounding.
+enum class ConvAlgorithm { Auto, Im2col, Winograd };
 
 template <class T>
 class Conv2D : public Layer<T> {
@@ -63,6 +74,17 @@ class Conv2D : public Layer<T> {
   std::string base_name() const override { return "conv2d"; }
   Activation activation() const override { return opt_.activation(); }
   const Conv2DOptions& options() const { return opt_; }
+
+  /// Chooses the algorithm (see ConvAlgorithm); Winograd only where it
+  /// applies (3x3, stride 1), else a ConfigError.
+  void set_algorithm(ConvAlgorithm a) {
+    if (a == ConvAlgorithm::Winograd && !winograd_applies()) {
+      throw ConfigError("Conv2D: Winograd convolution needs a 3x3 kernel with strides (1, 1)");
+    }
+    algorithm_ = a;
+  }
+  /// The algorithm the layer runs (Auto resolved; Im2col before build).
+  ConvAlgorithm algorithm() const { return uses_winograd() ? ConvAlgorithm::Winograd : ConvAlgorithm::Im2col; }
 
   Config config() const override {
     return Config()
@@ -114,14 +136,19 @@ class Conv2D : public Layer<T> {
     geo_.n = x.dim(0);
     const Index k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
     const Index tile = images_per_tile();
-    // Training keeps every column row for backward; inference needs only a tile.
+    // Training keeps every column row for the weights' gradient; inference
+    // needs only a tile (and Winograd none).
     const bool keep = mode == Mode::Train;
     if (keep) col_.resize_for_overwrite(Shape{geo_.rows(), k});
     y_.resize_for_overwrite(Shape{geo_.n, geo_.ho, geo_.wo, cout});
-    const int threads = detail::threads_for(geo_.n);
-    prepare_workspaces(threads, keep ? 0 : tile * per_image * k);
     const detail::GemmEpilogue<T> epilogue{opt_.use_bias() ? bias_.data() : nullptr,
                                            opt_.activation() == Activation::ReLU};
+    if (uses_winograd()) {
+      forward_winograd(x, keep, epilogue);
+      return y_;
+    }
+    const int threads = detail::threads_for(geo_.n);
+    prepare_workspaces(threads, keep ? 0 : tile * per_image * k);
     detail::parallel(threads, [&](int t, int nt) {
       Workspace& w = ws_[static_cast<std::size_t>(t)];
       const detail::Range mine = detail::split(geo_.n, t, nt);
@@ -146,8 +173,11 @@ class Conv2D : public Layer<T> {
     const bool act_grad = !this->skip_softmax_grad();
     dz_.resize_for_overwrite(dy.shape());
     if (input_grad) dx_.resize_for_overwrite(this->input_shape().with_batch(n));
+    const bool winograd = uses_winograd();
     const int threads = detail::threads_for(n);
-    prepare_workspaces(threads, input_grad ? tile * per_image * k : 0);
+    prepare_workspaces(threads, input_grad && !winograd ? tile * per_image * k : 0);
+    if (input_grad && winograd) grad_u_.resize_for_overwrite(Shape{Winograd::kPoints, cout, geo_.c});
+    const Index grad_tiles = n * Winograd::tiles_per_image(winograd_input_grad());
     detail::parallel(threads, [&](int t, int nt) {
       Workspace& w = ws_[static_cast<std::size_t>(t)];
       const detail::Range mine = detail::split(n, t, nt);
@@ -165,8 +195,16 @@ class Conv2D : public Layer<T> {
           for (Index c = 0; c < cout; ++c) db[c] += dz[r * cout + c];
         }
       }
-      // dx = col2im(dz * KT), a tile of images at a time.
-      if (input_grad) {
+      // dx: Winograd's correlation of dz with the rotated kernel (every
+      // thread's dz must be ready), or col2im(dz * KT) a tile of images at a time.
+      if (input_grad && winograd) {
+        const detail::Range rows = detail::split(cout, t, nt);
+        Winograd::transform_kernel(kernel_.data(), geo_.c, cout, true, rows.begin, rows.end, grad_u_.data());
+#pragma omp barrier
+        const detail::Range tiles = detail::split(grad_tiles, t, nt);
+        w.winograd.run(dz_.data(), winograd_input_grad(), cout, tiles.begin, tiles.end, grad_u_.data(), geo_.c,
+                       dx_.data(), {});
+      } else if (input_grad) {
         for (Index n0 = mine.begin; n0 < mine.end; n0 += tile) {
           const Index n1 = std::min(n0 + tile, mine.end);
           const Index tile_rows = (n1 - n0) * per_image;
@@ -196,11 +234,64 @@ class Conv2D : public Layer<T> {
  private:
   /// One thread's scratch: its GEMMs' packing buffers, a tile of column rows
   /// (inference forward; d(col) in backward) and its partial gradients.
+  using Winograd = detail::Winograd3x3<T>;
+
+  /// Winograd's forward. The kernel's transform is skipped in inference when
+  /// the kernel is the one last transformed (a copy tells), which matters at
+  /// batch 1; the output tiles are split evenly across the threads, so a
+  /// single image uses every core.
+  void forward_winograd(const Tensor<T>& x, bool keep, const detail::GemmEpilogue<T>& epilogue) {
+    const Index k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
+    const Index tiles = geo_.n * Winograd::tiles_per_image(winograd_forward());
+    const bool reuse = !keep && u_cached_ && std::equal(kernel_.begin(), kernel_.end(), u_source_.begin());
+    if (!reuse) u_.resize_for_overwrite(Shape{Winograd::kPoints, geo_.c, cout});
+    const int threads = detail::threads_for(tiles);
+    prepare_workspaces(threads, 0);
+    detail::parallel(threads, [&](int t, int nt) {
+      Workspace& w = ws_[static_cast<std::size_t>(t)];
+      const detail::Range images = detail::split(geo_.n, t, nt);
+      if (keep) detail::im2col(x.data(), geo_, images.begin, images.end, col_.data() + images.begin * per_image * k);
+      if (!reuse) {
+        const detail::Range rows = detail::split(geo_.c, t, nt);
+        Winograd::transform_kernel(kernel_.data(), geo_.c, cout, false, rows.begin, rows.end, u_.data());
+#pragma omp barrier
+      }
+      const detail::Range mine = detail::split(tiles, t, nt);
+      w.winograd.run(x.data(), winograd_forward(), geo_.c, mine.begin, mine.end, u_.data(), cout, y_.data(),
+                     epilogue);
+      if (opt_.activation() == Activation::Softmax) {
+#pragma omp barrier
+        detail::activate(opt_.activation(), y_.data() + images.begin * per_image * cout, images.size() * per_image,
+                         cout);
+      }
+    });
+    if (!reuse && !keep) {
+      u_source_.resize_for_overwrite(kernel_.shape());
+      std::copy(kernel_.begin(), kernel_.end(), u_source_.begin());
+    }
+    u_cached_ = !keep;  // training moves the kernel: U is this step's only
+  }
+
   struct Workspace {
     detail::Gemm<T> forward, weights, input;
+    Winograd winograd;
     Tensor<T> col, dkernel;
     std::vector<double> dbias;
   };
+
+  bool winograd_applies() const {
+    return opt_.kernel_size() == Size2{3, 3} && opt_.strides() == Size2{1, 1};
+  }
+  bool uses_winograd() const {
+    if (algorithm_ == ConvAlgorithm::Auto) return winograd_applies() && geo_.c >= 8 && opt_.filters() >= 8;
+    return algorithm_ == ConvAlgorithm::Winograd;
+  }
+  /// The forward as Winograd sees it, and the backward to the input: the
+  /// correlation of dz [ho, wo] with the rotated kernel, padded by 2 - pad.
+  detail::Winograd2D winograd_forward() const { return {geo_.h, geo_.w, geo_.ho, geo_.wo, geo_.pad_top, geo_.pad_left}; }
+  detail::Winograd2D winograd_input_grad() const {
+    return {geo_.ho, geo_.wo, geo_.h, geo_.w, 2 - geo_.pad_top, 2 - geo_.pad_left};
+  }
 
   /// Samples per tile: as many as keep one tile's column rows and output
   /// rows within 512 KiB, about a core's L2 (at least one). bench_conv2d's
@@ -222,6 +313,10 @@ class Conv2D : public Layer<T> {
   }
 
   Conv2DOptions opt_;
+  ConvAlgorithm algorithm_ = ConvAlgorithm::Auto;
+  Tensor<T> u_, u_source_;  // Winograd's forward U, and the kernel it came from (inference)
+  bool u_cached_ = false;    // u_ is the transform of u_source_
+  Tensor<T> grad_u_;          // Winograd's U of the backward to the input
   detail::Window2D geo_;
   Tensor<T> kernel_, bias_, dkernel_, dbias_;
   Tensor<T> col_, y_, dz_, dx_;

@@ -1,0 +1,263 @@
+#pragma once
+/// \file detail/winograd.hpp
+/// 3x3, stride-1 convolution by Winograd's minimal filtering F(m x m, 3 x 3)
+/// (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
+/// 2016), over NHWC images:
+///
+///     each (m+2) x (m+2) input tile d, with the kernel g of every
+///     (input, output) channel pair already transformed to U = G g G^T:
+///         V = B^T d B                      per input channel   (adds only)
+///         M[xi] = V[xi] * U[xi]            (m+2)^2 GEMMs  [tiles x cin] x [cin x cout]
+///         Y = A^T M A                      per output channel, m x m outputs
+///
+/// F(4x4, 3x3) does 36 multiplies per input channel and output channel where
+/// direct convolution does 144, so the GEMMs shrink fourfold; the transforms
+/// are adds and a few constant multiplies, vectorised along the channels
+/// that NHWC keeps contiguous. Padding is any (top, left) with any output
+/// size, so the same code runs a 'same' or 'valid' forward and the backward
+/// to the input (the correlation of dL/dy with the kernel rotated by 180
+/// degrees and its channels swapped, `transform_kernel(..., true)`).
+///
+/// Rounding: the transforms' constants (up to 8 and 1/24) make the result
+/// differ from im2col's by a few float ulps of the sums' magnitudes
+/// (tests/test_layers.cpp bounds it).
+
+#include <algorithm>
+#include <vector>
+
+#include "../../tensor.hpp"
+#include "gemm.hpp"
+
+namespace loom::detail {
+
+/// F(M x M, 3 x 3)'s transforms: G for the kernel (as a matrix), B^T for
+/// the input and A^T for the output as code (adds and constant multiplies on
+/// vectors of channels). Only F(4x4, 3x3) is here: F(2x2, 3x3) measured 25 %
+/// slower on conv2 (its GEMMs are 16/36 as many but 2.25x the work each).
+template <int M>
+struct WinogradMatrices;
+
+template <>
+struct WinogradMatrices<4> {
+  static constexpr int kAlpha = 6;
+  static constexpr double G[6][3] = {{1.0 / 4, 0, 0},
+                                     {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                     {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                     {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                     {0, 0, 1}};
+  /// out = B^T in on L lanes, in[k] at in + k * is, out[i] at out + i * os:
+  ///     B^T = [4  0 -5  0  1  0]    A^T = [1  1  1  1  1  0]
+  ///           [0 -4 -4  1  1  0]          [0  1 -1  2 -2  0]
+  ///           [0  4 -4 -1  1  0]          [0  1  1  4  4  0]
+  ///           [0 -2 -1  2  1  0]          [0  1 -1  8 -8  1]
+  ///           [0  2 -1 -2  1  0]
+  ///           [0  4  0 -5  0  1]
+  template <class T, int L>
+  static void input_1d(const T* in, Index is, T* out, Index os) {
+    for (int l = 0; l < L; ++l) {
+      const T d0 = in[l], d1 = in[is + l], d2 = in[2 * is + l], d3 = in[3 * is + l], d4 = in[4 * is + l],
+              d5 = in[5 * is + l];
+      out[l] = T(4) * d0 - T(5) * d2 + d4;
+      out[os + l] = d3 + d4 - T(4) * (d1 + d2);
+      out[2 * os + l] = d4 - d3 + T(4) * (d1 - d2);
+      out[3 * os + l] = d4 - d2 + T(2) * (d3 - d1);
+      out[4 * os + l] = d4 - d2 - T(2) * (d3 - d1);
+      out[5 * os + l] = T(4) * d1 - T(5) * d3 + d5;
+    }
+  }
+  /// out = A^T in, the same way.
+  template <class T, int L>
+  static void output_1d(const T* in, Index is, T* out, Index os) {
+    for (int l = 0; l < L; ++l) {
+      const T m0 = in[l], m1 = in[is + l], m2 = in[2 * is + l], m3 = in[3 * is + l], m4 = in[4 * is + l],
+              m5 = in[5 * is + l];
+      const T p12 = m1 + m2, d12 = m1 - m2, p34 = m3 + m4, d34 = m3 - m4;
+      out[l] = m0 + p12 + p34;
+      out[os + l] = d12 + T(2) * d34;
+      out[2 * os + l] = p12 + T(4) * p34;
+      out[3 * os + l] = d12 + T(8) * d34 + m5;
+    }
+  }
+};
+
+/// Where a 3x3 stride-1 correlation reads and writes: input h x w, output
+/// ho x wo, output (0, 0) centred on input (-pad_top + 1, -pad_left + 1).
+struct Winograd2D {
+  Index h = 0, w = 0, ho = 0, wo = 0, pad_top = 0, pad_left = 0;
+};
+
+template <class T, int M = 4>
+class Winograd3x3 {
+ public:
+  using F = WinogradMatrices<M>;
+  static constexpr int kAlpha = F::kAlpha, kPoints = kAlpha * kAlpha;
+
+  /// U[xi][ci][co] = (G g G^T)[xi] from a kernel [3, 3, cin, cout]; with
+  /// `input_grad`, of the kernel rotated by 180 degrees with its channels
+  /// swapped, U[xi][co][ci] (the backward to the input). Rows [r0, r1) of
+  /// the (xi-independent) first U index only, so threads can share the work.
+  static void transform_kernel(const T* g, Index cin, Index cout, bool input_grad, Index r0, Index r1, T* u) {
+    const Index rows = input_grad ? cout : cin, cols = input_grad ? cin : cout;
+    for (Index r = r0; r < r1; ++r) {
+      for (Index c = 0; c < cols; ++c) {
+        double k[3][3];
+        for (int i = 0; i < 3; ++i) {
+          for (int j = 0; j < 3; ++j) {
+            k[i][j] = input_grad ? double(g[((2 - i) * 3 + (2 - j)) * cin * cout + c * cout + r])
+                                 : double(g[(i * 3 + j) * cin * cout + r * cout + c]);
+          }
+        }
+        double t[kAlpha][3];  // G k
+        for (int a = 0; a < kAlpha; ++a) {
+          for (int j = 0; j < 3; ++j) t[a][j] = F::G[a][0] * k[0][j] + F::G[a][1] * k[1][j] + F::G[a][2] * k[2][j];
+        }
+        for (int a = 0; a < kAlpha; ++a) {
+          for (int b = 0; b < kAlpha; ++b) {
+            const double v = t[a][0] * F::G[b][0] + t[a][1] * F::G[b][1] + t[a][2] * F::G[b][2];
+            u[((a * kAlpha + b) * rows + r) * cols + c] = static_cast<T>(v);
+          }
+        }
+      }
+    }
+  }
+
+  /// Tiles of the output per image.
+  static Index tiles_per_image(const Winograd2D& g) { return ((g.ho + M - 1) / M) * ((g.wo + M - 1) / M); }
+
+  /// One thread: output tiles [first, last) of the batch, numbered image by
+  /// image, row by row (so threads can split a single image), of
+  /// x [N, h, w, cin] into y [N, ho, wo, cout] through U from
+  /// transform_kernel, then the epilogue (bias, ReLU).
+  /// Allocates only when a call needs more scratch than every earlier one.
+  void run(const T* x, const Winograd2D& geo, Index cin, Index first, Index last, const T* u, Index cout, T* y,
+           GemmEpilogue<T> epilogue) {
+    const Index per_image = tiles_per_image(geo), total = last - first;
+    // Tiles per chunk: their transformed input and products (36 (cin+cout)
+    // values each) within about 384 KiB, a multiple of 16 rows for the GEMM.
+    const Index bytes = kPoints * (cin + cout) * static_cast<Index>(sizeof(T));
+    const Index chunk = std::clamp<Index>((Index(384) << 10) / bytes / 16 * 16, 16, 256);
+    const Index need_v = chunk * kPoints * cin, need_m = chunk * kPoints * cout;
+    if (static_cast<Index>(v_.size()) < need_v) v_.resize(static_cast<std::size_t>(need_v));
+    if (static_cast<Index>(m_.size()) < need_m) m_.resize(static_cast<std::size_t>(need_m));
+    for (Index t0 = 0; t0 < total; t0 += chunk) {
+      const Index tiles = std::min(chunk, total - t0);
+      for (Index t = 0; t < tiles; ++t) input_tile(x, geo, cin, per_image, first + t0 + t, v_.data() + t * kPoints * cin);
+      // V is [tile][xi][cin], so V[xi] is a row-major matrix with row stride 36 cin.
+      for (int xi = 0; xi < kPoints; ++xi) {
+        gemm_(tiles, cout, cin, {v_.data() + xi * cin, kPoints * cin}, {u + xi * cin * cout, cout},
+              m_.data() + xi * cout, kPoints * cout);
+      }
+      for (Index t = 0; t < tiles; ++t) {
+        output_tile(m_.data() + t * kPoints * cout, geo, cout, per_image, first + t0 + t, y, epilogue);
+      }
+    }
+  }
+
+ private:
+  static constexpr int kLanes = 16;  // channels per step of the transforms (the compiler's vectors)
+
+  /// V[xi][c] of one tile: B^T d B for every input channel.
+  static void input_tile(const T* x, const Winograd2D& geo, Index cin, Index per_image, Index tile,
+                         T* v) {
+    const Index tiles_w = (geo.wo + M - 1) / M;
+    const Index n = tile / per_image, ti = tile % per_image / tiles_w, tj = tile % per_image % tiles_w;
+    const Index top = ti * M - geo.pad_top, left = tj * M - geo.pad_left;
+    const T* image = x + n * geo.h * geo.w * cin;
+    for (Index c0 = 0; c0 < cin; c0 += kLanes) {
+      const int lanes = static_cast<int>(std::min<Index>(kLanes, cin - c0));
+      input_channels(image, geo, cin, top, left, c0, lanes, v);
+    }
+  }
+
+  /// Channels [c0, c0 + lanes) of one tile. The arithmetic always runs on
+  /// kLanes channels (the missing ones are zeros) so it stays vectorised.
+  static void input_channels(const T* image, const Winograd2D& geo, Index cin, Index top, Index left, Index c0,
+                             int lanes, T* v) {
+    constexpr int L = kLanes;
+    T d[kAlpha][kAlpha][L];
+    for (int i = 0; i < kAlpha; ++i) {
+      const Index ih = top + i;
+      for (int j = 0; j < kAlpha; ++j) {
+        const Index iw = left + j;
+        if (ih < 0 || ih >= geo.h || iw < 0 || iw >= geo.w || lanes < L) {
+          for (int l = 0; l < L; ++l) d[i][j][l] = T(0);
+        }
+        if (ih >= 0 && ih < geo.h && iw >= 0 && iw < geo.w) {
+          const T* p = image + (ih * geo.w + iw) * cin + c0;
+          if (lanes == L) {
+            for (int l = 0; l < L; ++l) d[i][j][l] = p[l];
+          } else {
+            std::copy(p, p + lanes, d[i][j]);
+          }
+        }
+      }
+    }
+    T t[kAlpha][kAlpha][L], r[kAlpha][kAlpha][L];
+    for (int j = 0; j < kAlpha; ++j) F::template input_1d<T, L>(d[0][j], kAlpha * L, t[0][j], kAlpha * L);  // B^T d
+    for (int a = 0; a < kAlpha; ++a) F::template input_1d<T, L>(t[a][0], L, r[a][0], L);  // (B^T d) B
+    for (int k = 0; k < kPoints; ++k) {
+      T* out = v + k * cin + c0;
+      const T* q = r[k / kAlpha][k % kAlpha];
+      if (lanes == L) {
+        for (int l = 0; l < L; ++l) out[l] = q[l];
+      } else {
+        std::copy(q, q + lanes, out);
+      }
+    }
+  }
+
+  /// One tile's outputs: A^T M A for every output channel, then the epilogue.
+  static void output_tile(const T* m, const Winograd2D& geo, Index cout, Index per_image, Index tile, T* y,
+                          const GemmEpilogue<T>& epilogue) {
+    const Index tiles_w = (geo.wo + M - 1) / M;
+    const Index n = tile / per_image, ti = tile % per_image / tiles_w, tj = tile % per_image % tiles_w;
+    T* image = y + n * geo.ho * geo.wo * cout;
+    for (Index c0 = 0; c0 < cout; c0 += kLanes) {
+      const int lanes = static_cast<int>(std::min<Index>(kLanes, cout - c0));
+      output_channels(m, geo, cout, ti * M, tj * M, c0, lanes, image, epilogue);
+    }
+  }
+
+  /// Channels [c0, c0 + lanes) of one tile's outputs, computed on kLanes.
+  static void output_channels(const T* m, const Winograd2D& geo, Index cout, Index oh0, Index ow0, Index c0,
+                              int lanes, T* image, const GemmEpilogue<T>& epilogue) {
+    constexpr int L = kLanes;
+    T in[kAlpha][kAlpha][L];
+    for (int k = 0; k < kPoints; ++k) {
+      const T* p = m + k * cout + c0;
+      T* q = in[k / kAlpha][k % kAlpha];
+      if (lanes == L) {
+        for (int l = 0; l < L; ++l) q[l] = p[l];
+      } else {
+        std::fill(q, q + L, T(0));
+        std::copy(p, p + lanes, q);
+      }
+    }
+    T t[M][kAlpha][L], o[M][M][L];
+    for (int j = 0; j < kAlpha; ++j) F::template output_1d<T, L>(in[0][j], kAlpha * L, t[0][j], kAlpha * L);  // A^T M
+    for (int r = 0; r < M; ++r) F::template output_1d<T, L>(t[r][0], L, o[r][0], L);  // (A^T M) A
+    T bias[L] = {};
+    if (epilogue.bias) std::copy(epilogue.bias + c0, epilogue.bias + c0 + lanes, bias);
+    for (int r = 0; r < M && oh0 + r < geo.ho; ++r) {
+      for (int s = 0; s < M && ow0 + s < geo.wo; ++s) {
+        T* q = o[r][s];
+        for (int l = 0; l < L; ++l) q[l] += bias[l];
+        if (epilogue.relu) {
+          for (int l = 0; l < L; ++l) q[l] = std::max(q[l], T(0));
+        }
+        T* out = image + ((oh0 + r) * geo.wo + ow0 + s) * cout + c0;
+        if (lanes == L) {
+          for (int l = 0; l < L; ++l) out[l] = q[l];
+        } else {
+          std::copy(q, q + lanes, out);
+        }
+      }
+    }
+  }
+
+  std::vector<T> v_, m_;
+  Gemm<T> gemm_;
+};
+
+}  // namespace loom::detail
