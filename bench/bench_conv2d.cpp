@@ -1,6 +1,6 @@
 // The notebook's three Conv2D layers (3x3, same padding, ReLU) at batch 32
 // and 256: forward, backward to the weights, the whole backward (weights and
-// input), im2col and col2im alone; beside them a plain Eigen GEMM of each
+// input), im2col and col2im alone, Winograd against im2col + GEMM; beside them a plain Eigen GEMM of each
 // product's M x N x K (the ceiling for that shape, Eigen splitting it across
 // the threads itself), the forward product split by rows across threads as
 // Conv2D splits it (the GEMM alone, without im2col and the epilogue), and a
@@ -67,6 +67,26 @@ void BM_Conv2DForwardInference(benchmark::State& state) {
   ConvCase c(state);
   for (auto _ : state) benchmark::DoNotOptimize(c.conv.forward(c.x, Mode::Inference).data());
   rate(state, "GFLOP/s", c.gemm_flops() * 1e-9);
+  state.SetLabel(c.conv.algorithm() == ConvAlgorithm::Winograd ? "winograd" : "im2col");
+}
+
+/// Inference forward and the whole backward with the algorithm forced
+/// (/algorithm: 0 = im2col + GEMM, 1 = Winograd F(4x4, 3x3)), for the rule
+/// ConvAlgorithm::Auto follows. GFLOP/s are the direct convolution's flops
+/// over the time, so Winograd's "effective" rate can pass the GEMM's.
+void BM_Conv2DAlgorithm(benchmark::State& state) {
+  ConvCase c(state);
+  c.conv.set_algorithm(state.range(2) == 1 ? ConvAlgorithm::Winograd : ConvAlgorithm::Im2col);
+  const bool backward = state.range(3) == 1;
+  if (backward) c.conv.forward(c.x, Mode::Train);
+  for (auto _ : state) {
+    if (backward) {
+      benchmark::DoNotOptimize(c.conv.backward(c.dy).data());
+    } else {
+      benchmark::DoNotOptimize(c.conv.forward(c.x, Mode::Inference).data());
+    }
+  }
+  rate(state, "GFLOP/s", (backward ? 2 : 1) * c.gemm_flops() * 1e-9);
 }
 
 void BM_Conv2DBackwardWeights(benchmark::State& state) {
@@ -189,6 +209,11 @@ void conv_args(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_Conv2DForward)->Apply(conv_args);
 BENCHMARK(BM_Conv2DForwardInference)->Apply(conv_args);
+BENCHMARK(BM_Conv2DAlgorithm)
+    ->ArgsProduct({{1, 2}, {32, 256}, {0, 1}, {0, 1}})
+    ->ArgNames({"layer", "batch", "algorithm", "backward"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv2DBackwardWeights)->Apply(conv_args);
 BENCHMARK(BM_Conv2DBackward)->Apply(conv_args);
 BENCHMARK(BM_Im2col)->Apply(conv_args);

@@ -240,6 +240,35 @@ TEST_CASE("the notebook's model trains a batch and predicts probabilities") {
   for (Index i = 0; i < 8; ++i) CHECK(p.matrix().row(i).sum() == doctest::Approx(1.0).epsilon(1e-5));
 }
 
+TEST_CASE("predict gives the same outputs, bit for bit, whatever the batch size") {
+  // predict runs at most Sequential::kInferenceChunk samples at a time; this
+  // holds only while no kernel's result for a sample depends on the batch
+  // (the GEMM's tile shape, Winograd's chunks, threads' shares all vary).
+  auto model = notebook_model<float>(4);
+  model.compile("sparse_categorical_crossentropy", {"accuracy"});
+  Tensor<float> x(Shape{70, 28, 28, 1}), y(Shape{70});
+  Rng rng(5);
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (Index i = 0; i < 70; ++i) y[i] = static_cast<float>(i % 10);
+  model.train_step(x, y);  // moving statistics away from their initial values
+  const Tensor<float> reference = model.predict(x, 1);
+  for (const Index b : {Index(7), Index(32), Index(33), Index(1000)}) {
+    CAPTURE(b);
+    const Tensor<float> p = model.predict(x, b);
+    CHECK(std::equal(p.begin(), p.end(), reference.begin()));
+  }
+  for (const Index b : {Index(1), Index(13), Index(70)}) {  // forward on whole batches, no chunking
+    CAPTURE(b);
+    for (Index start = 0; start < 70; start += b) {
+      const Index rows = std::min(b, 70 - start);
+      Tensor<float> xb(Shape{rows, 28, 28, 1});
+      std::copy(x.data() + start * 784, x.data() + (start + rows) * 784, xb.data());
+      const Tensor<float>& p = model.forward(xb, Mode::Inference);
+      CHECK(std::equal(p.begin(), p.end(), reference.data() + start * 10));
+    }
+  }
+}
+
 TEST_CASE("the notebook's model gives the same results on one thread and on two") {
   // Threads split batches, units and rows differently, and add partial sums
   // in another grouping: results agree to float rounding, not bit for bit.

