@@ -269,6 +269,27 @@ TEST_CASE("predict gives the same outputs, bit for bit, whatever the batch size"
   }
 }
 
+TEST_CASE("in inference each Conv2D absorbs the BatchNormalization after it, to rounding") {
+  // Sequential::forward lets a Conv2D apply the next BatchNormalization in
+  // its epilogue (both algorithms: conv1 runs im2col, conv2 and conv3
+  // Winograd); the layers run one by one must agree within float rounding.
+  auto model = notebook_model<float>(6);
+  model.compile("sparse_categorical_crossentropy", {"accuracy"});
+  Tensor<float> x(Shape{40, 28, 28, 1}), y(Shape{40});
+  Rng rng(8);
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (Index i = 0; i < 40; ++i) y[i] = static_cast<float>(i % 10);
+  for (int i = 0; i < 3; ++i) model.train_step(x, y);  // moving statistics and gammas away from 0 and 1
+  const Tensor<float> fused = model.predict(x, 40);
+  const Tensor<float>* out = &x;
+  for (const auto& layer : model.layers()) out = &layer->forward(*out, Mode::Inference);
+  REQUIRE(out->shape() == fused.shape());
+  float worst = 0;
+  for (Index i = 0; i < fused.size(); ++i) worst = std::max(worst, std::abs(fused[i] - (*out)[i]));
+  CHECK(worst < 1e-5f);  // probabilities
+  CHECK(worst > 0.0f);   // the fused path did run: it rounds differently
+}
+
 TEST_CASE("the notebook's model gives the same results on one thread and on two") {
   // Threads split batches, units and rows differently, and add partial sums
   // in another grouping: results agree to float rounding, not bit for bit.

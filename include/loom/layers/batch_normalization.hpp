@@ -184,6 +184,19 @@ class BatchNormalization : public Layer<T> {
     return y_;
   }
 
+  // (public: read by the layer that absorbs this one in inference)
+ public:
+  /// The inference transform as y = x * scale + shift per channel (what a
+  /// layer that absorbs this one applies), from the moving statistics.
+  void inference_affine(T* scale, T* shift) const {
+    for (Index k = 0; k < channels(); ++k) {
+      const double a = double(gamma_[k]) / std::sqrt(static_cast<double>(moving_var_[k]) + opt_.epsilon());
+      scale[k] = static_cast<T>(a);
+      shift[k] = static_cast<T>(double(beta_[k]) - double(moving_mean_[k]) * a);
+    }
+  }
+
+ protected:
   /// dx = gamma * inv_std / n * (n * dy - sum(dy) - xhat * sum(dy * xhat))
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     const Index c = channels(), rows = dy.size() / c;

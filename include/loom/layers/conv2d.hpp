@@ -30,6 +30,7 @@
 #include "detail/activation.hpp"
 #include "detail/gemm.hpp"
 #include "detail/im2col.hpp"
+#include "batch_normalization.hpp"
 #include "detail/winograd.hpp"
 #include "layer.hpp"
 
@@ -83,6 +84,13 @@ class Conv2D : public Layer<T> {
     }
     algorithm_ = a;
   }
+  /// Takes a following BatchNormalization into the epilogue of the next
+  /// inference forward (after the bias and ReLU, y = relu(z) * scale + shift).
+  bool absorb_next_in_inference(Layer<T>* next) override {
+    absorbed_ = opt_.activation() == Activation::Softmax ? nullptr : dynamic_cast<BatchNormalization<T>*>(next);
+    return absorbed_ != nullptr;
+  }
+
   /// The algorithm the layer runs (Auto resolved; Im2col before build).
   ConvAlgorithm algorithm() const { return uses_winograd() ? ConvAlgorithm::Winograd : ConvAlgorithm::Im2col; }
 
@@ -141,8 +149,14 @@ class Conv2D : public Layer<T> {
     const bool keep = mode == Mode::Train;
     if (keep) col_.resize_for_overwrite(Shape{geo_.rows(), k});
     y_.resize_for_overwrite(Shape{geo_.n, geo_.ho, geo_.wo, cout});
-    const detail::GemmEpilogue<T> epilogue{opt_.use_bias() ? bias_.data() : nullptr,
-                                           opt_.activation() == Activation::ReLU};
+    detail::GemmEpilogue<T> epilogue{opt_.use_bias() ? bias_.data() : nullptr,
+                                     opt_.activation() == Activation::ReLU};
+    if (absorbed_ && mode == Mode::Inference) {
+      affine_.resize_for_overwrite(Shape{2, cout});
+      absorbed_->inference_affine(affine_.data(), affine_.data() + cout);
+      epilogue.scale = affine_.data();
+      epilogue.shift = affine_.data() + cout;
+    }
     if (uses_winograd()) {
       forward_winograd(x, keep, epilogue);
       return y_;
@@ -314,6 +328,8 @@ class Conv2D : public Layer<T> {
 
   Conv2DOptions opt_;
   ConvAlgorithm algorithm_ = ConvAlgorithm::Auto;
+  BatchNormalization<T>* absorbed_ = nullptr;  // the next layer, during a fused inference forward
+  Tensor<T> affine_;                           // its scale and shift
   Tensor<T> u_, u_source_;  // Winograd's forward U, and the kernel it came from (inference)
   bool u_cached_ = false;    // u_ is the transform of u_source_
   Tensor<T> grad_u_;          // Winograd's U of the backward to the input

@@ -162,6 +162,12 @@ class Layer {
   void set_fused_softmax_grad(bool on) { fused_softmax_grad_ = on; }
   bool fused_softmax_grad() const { return fused_softmax_grad_; }
 
+  /// Inference fusion: offered the layer that follows it (or nullptr to end
+  /// the offer), a layer that can compute that layer's work in its own
+  /// output pass says yes and does it in its next Mode::Inference forward;
+  /// Sequential then skips `next`. Conv2D takes a BatchNormalization this way.
+  virtual bool absorb_next_in_inference(Layer* /*next*/) { return false; }
+
   /// The first layer of a model need not compute its input gradient.
   void set_needs_input_grad(bool on) { needs_input_grad_ = on; }
   bool needs_input_grad() const { return needs_input_grad_; }

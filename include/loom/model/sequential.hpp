@@ -138,11 +138,24 @@ class Sequential {
 
   // ---- Inference ------------------------------------------------------------
 
-  /// Runs every layer on a batch; returns the last layer's output.
+  /// Runs every layer on a batch; returns the last layer's output. In
+  /// inference a layer that can absorb the next one's work (a Conv2D then a
+  /// BatchNormalization) does it in its own output pass, and the next is
+  /// skipped: the same function up to rounding, one pass over memory less.
   const Tensor<T>& forward(const Tensor<T>& x, Mode mode) {
     check_inputs(x, "forward");
     const Tensor<T>* out = &x;
-    for (auto& l : layers_) out = &l->forward(*out, mode);
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      Layer<T>& layer = *layers_[i];
+      Layer<T>* next = i + 1 < layers_.size() ? layers_[i + 1].get() : nullptr;
+      if (mode == Mode::Inference && next && layer.absorb_next_in_inference(next)) {
+        out = &layer.forward(*out, mode);
+        layer.absorb_next_in_inference(nullptr);
+        ++i;
+      } else {
+        out = &layer.forward(*out, mode);
+      }
+    }
     return *out;
   }
 

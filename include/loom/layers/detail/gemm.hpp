@@ -47,7 +47,7 @@ class Gemm {
   ~Gemm() = default;
 
   /// C[m x n] (row-major, row stride ldc) = op(A)[m x k] * op(B)[k x n], or
-  /// += when `accumulate`, then the epilogue (bias, ReLU). Allocates only
+  /// += when `accumulate`, then the epilogue (bias, ReLU, affine). Allocates only
   /// when m, n or k exceed every earlier call's.
   void operator()(Index m, Index n, Index k, GemmOperand<T> a, GemmOperand<T> b, T* c, Index ldc,
                   bool accumulate = false, GemmEpilogue<T> epilogue = {}) {
@@ -61,13 +61,10 @@ class Gemm {
       for (Index r = 0; r < m; ++r) std::fill(c + r * ldc, c + r * ldc + n, T(0));
     }
     if (k > 0) product(m, n, k, a, b, c, ldc);
-    if (epilogue.bias || epilogue.relu) {
+    if (epilogue.bias || epilogue.relu || epilogue.scale) {
       for (Index r = 0; r < m; ++r) {
         T* row = c + r * ldc;
-        for (Index j = 0; j < n; ++j) {
-          const T v = epilogue.bias ? row[j] + epilogue.bias[j] : row[j];
-          row[j] = epilogue.relu ? std::max(v, T(0)) : v;  // NaN passes through
-        }
+        for (Index j = 0; j < n; ++j) row[j] = epilogue(row[j], j);
       }
     }
   }

@@ -49,12 +49,24 @@ struct GemmOperand {
 
 /// What happens to C's values once the product is complete, before they are
 /// stored: a bias added per column (`bias[j]` for column j, when not null),
-/// then ReLU (NaN passes through, as detail::activate's). loom's kernel does
-/// it on the tile in registers, which saves the layers a pass over their output.
+/// then ReLU (NaN passes through, as detail::activate's), then an affine map
+/// per column, v * scale[j] + shift[j] (when `scale` is not null: a
+/// BatchNormalization in inference, absorbed by the layer before it). loom's
+/// kernel does it on the tile in registers, which saves the layers passes
+/// over their output.
 template <class T>
 struct GemmEpilogue {
   const T* bias = nullptr;
   bool relu = false;
+  const T* scale = nullptr;
+  const T* shift = nullptr;
+
+  /// The epilogue of one value of column j.
+  T operator()(T v, Index j) const {
+    if (bias) v += bias[j];
+    if (relu) v = std::max(v, T(0));  // NaN passes through
+    return scale ? v * scale[j] + shift[j] : v;
+  }
 };
 
 #ifdef LOOM_OWN_SGEMM
@@ -162,14 +174,20 @@ void micro_kernel(Index kc, const float* __restrict a, Index lda, const float* _
   } else {
     steps(std::true_type{});
   }
-  V bias[NV];
+  V bias[NV], scale[NV], shift[NV];
+  const bool affine = epi && epi->scale;
 #pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) bias[v] = epi && epi->bias ? Isa::load(epi->bias + v * W, mask[v]) : Isa::zero();
+  for (int v = 0; v < NV; ++v) {
+    bias[v] = epi && epi->bias ? Isa::load(epi->bias + v * W, mask[v]) : Isa::zero();
+    scale[v] = affine ? Isa::load(epi->scale + v * W, mask[v]) : Isa::zero();
+    shift[v] = affine ? Isa::load(epi->shift + v * W, mask[v]) : Isa::zero();
+  }
   const bool relu = epi && epi->relu;
   const auto finish = [&](V sum, const float* old, int v, auto masked) {
     if (add) sum = Isa::add(sum, masked ? Isa::load(old, mask[v]) : Isa::load(old));
     sum = Isa::add(sum, bias[v]);
-    return relu ? Isa::relu(sum) : sum;
+    if (relu) sum = Isa::relu(sum);
+    return affine ? Isa::fma(sum, scale[v], shift[v]) : sum;
   };
   if (n == NR) {
 #pragma GCC unroll 32
@@ -261,6 +279,7 @@ void run(Index m, Index n, Index k, const Strided& a, const Strided& b, float* c
           const int nr = static_cast<int>(std::min(NR, nc - jr));
           Epilogue tile_epilogue = epilogue;
           if (epilogue.bias) tile_epilogue.bias += jc + jr;
+          if (epilogue.scale) tile_epilogue.scale += jc + jr, tile_epilogue.shift += jc + jr;
           const Epilogue* epi = pc + kc == k ? &tile_epilogue : nullptr;
           for (Index ir = 0; ir < mc; ir += MR) {
             const float* as = a.x + (ic + ir) * a.rs + pc * a.cs;
