@@ -162,9 +162,10 @@ class Sequential {
   /// Inference runs the layers on at most this many samples at a time,
   /// whatever predict's batch_size: 32 of the notebook's images keep their
   /// activations in cache where 1,000 do not (15,300 against 13,300 images/s
-  /// on the development machine). The outputs are the same, bit for bit: in
-  /// inference a sample's outputs depend on that sample alone, and every
-  /// kernel computes them the same way whatever the batch (tested).
+  /// on the development machine). In inference a sample's outputs depend on
+  /// that sample alone: with loom's own float GEMM (x86 with AVX2 or
+  /// AVX-512) they are the same bit for bit whatever the batch; with Eigen's
+  /// kernel, whose blocking depends on the sizes, the same to rounding (tested).
   static constexpr Index kInferenceChunk = 32;
 
   /// The model's outputs for x, computed in batches in inference mode.
