@@ -1,6 +1,8 @@
 #pragma once
 /// \file conv2d.hpp
-/// `Conv2D`: 2-D convolution over NHWC images by im2col + one GEMM.
+/// `Conv2D`: 2-D convolution over NHWC images by im2col + one GEMM, or, for
+/// 3x3 stride-1 layers, by Winograd's F(4x4, 3x3) (detail/winograd.hpp; see
+/// ConvAlgorithm) for the forward and the backward to the input.
 ///
 ///     forward:   col = im2col(x)                 [N*Ho*Wo, kh*kw*Cin]
 ///                y   = f(col * K + b)            [N*Ho*Wo, Cout] = NHWC output
@@ -27,10 +29,10 @@
 
 #include "../initializers.hpp"
 #include "../parallel.hpp"
+#include "batch_normalization.hpp"
 #include "detail/activation.hpp"
 #include "detail/gemm.hpp"
 #include "detail/im2col.hpp"
-#include "batch_normalization.hpp"
 #include "detail/winograd.hpp"
 #include "layer.hpp"
 

@@ -6,22 +6,22 @@
 /// Elsewhere (other ISAs, double) `Gemm<T>` in gemm.hpp uses Eigen's product.
 ///
 /// The structure is the one Goto and van de Geijn described and BLIS made
-/// standard (five loops around a micro-kernel):
+/// standard (five loops around a micro-kernel), with A read in place:
 ///
-///     for jc in N by NC:            B panel  [KC x NC]  packed once, L3
+///     for jc in N by NC:
 ///       for pc in K by KC:
-///         pack B[pc.., jc..] into NR-wide slivers, k-major
-///         for ic in M by MC:        A block  [MC x KC]  packed, L2
-///           pack A[ic.., pc..] into MR-tall slivers, k-major
+///         pack B[pc.., jc..] into NR-wide slivers, k-major (or, when few
+///         row tiles share it, read a row-major B in place)
+///         for ic in M by MC:        A block  [MC x KC]  read in place, stays in L2
 ///           for jr, ir:             C tile   [MR x NR]  in registers
 ///             micro-kernel: kc rank-1 updates, one B row of NV vectors and
-///             MR broadcast A values each
+///             MR values broadcast from A's rows each; then the epilogue
 ///
-/// Why loom has its own: Eigen's kernel reaches about 43 % of an AVX2 core's
-/// peak and 40 % of an AVX-512 one's on the conv layers' shapes (whose N is the
-/// filter count, 25 to 75), see docs/performance.md. The tile shape (MR, NV)
-/// is chosen per call from a few compiled ones so that N = 50 or M = 32 waste
-/// as little of the tile as possible.
+/// Why loom has its own: Eigen's kernel reaches about 43 % of a core's peak
+/// on the conv layers' shapes (whose N is the filter count, 25 to 75), on
+/// AVX2 and on AVX-512 alike; see docs/performance.md. The tile shape
+/// (MR, NV) is chosen per call from a few compiled ones so that N = 50 or
+/// M = 32 waste as little of the tile as possible.
 
 #include <Eigen/Core>  // aligned_allocator
 #include <algorithm>
