@@ -17,14 +17,14 @@
 
 #include <loom/loom.hpp>
 
+#include "conv_shapes.hpp"
+
 using namespace loom;
 
 namespace {
 
-struct ConvShape {
-  Index h, w, cin, cout;
-};
-const ConvShape kShapes[] = {{28, 28, 1, 75}, {14, 14, 75, 50}, {7, 7, 50, 25}};
+using bench::ConvShape;
+using bench::kShapes;
 
 /// One conv layer of the notebook at a batch size, with random input and
 /// output gradient, after one forward and backward (buffers sized).

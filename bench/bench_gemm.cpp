@@ -17,9 +17,8 @@
 
 #include <loom/loom.hpp>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#endif
+#include "conv_shapes.hpp"
+
 #ifdef LOOM_BENCH_OPENBLAS
 #include <cblas.h>
 #endif
@@ -28,10 +27,8 @@ using namespace loom;
 
 namespace {
 
-struct ConvShape {
-  Index h, w, cin, cout;
-};
-const ConvShape kShapes[] = {{28, 28, 1, 75}, {14, 14, 75, 50}, {7, 7, 50, 25}};
+using bench::ConvShape;
+using bench::kShapes;
 
 /// One product of a conv layer as one of two threads runs it: C[m x n] = op(A) op(B).
 struct Product {
@@ -60,42 +57,38 @@ void gflops(benchmark::State& state, double per_iteration) {
   state.counters["GFLOP/s"] = benchmark::Counter(per_iteration * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+/// The kernel's own vectors (detail::sgemm::Isa), so the peak is measured in
+/// exactly the instructions loom's GEMM uses.
 void BM_FmaPeak(benchmark::State& state) {
-#if defined(__AVX512F__)
-  using V = __m512;
-  const auto fma = [](V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); };
-  const auto add = [](V a, V b) { return _mm512_add_ps(a, b); };
-  const V one = _mm512_set1_ps(1.0000001f), tiny = _mm512_set1_ps(1e-7f);
-  constexpr int kLanes = 16;
-  state.SetLabel("AVX-512");
-#elif defined(__AVX2__) && defined(__FMA__)
-  using V = __m256;
-  const auto fma = [](V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); };
-  const auto add = [](V a, V b) { return _mm256_add_ps(a, b); };
-  const V one = _mm256_set1_ps(1.0000001f), tiny = _mm256_set1_ps(1e-7f);
-  constexpr int kLanes = 8;
-  state.SetLabel("AVX2");
-#endif
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#ifdef LOOM_OWN_SGEMM
+  using Isa = detail::sgemm::Isa;
+  using V = Isa::V;
+  const float one_value = 1.0000001f, tiny_value = 1e-7f;
+  const V one = Isa::broadcast(&one_value), tiny = Isa::broadcast(&tiny_value);
   // 12 independent chains in registers: enough to cover the FMA latency on
-  // two pipes. Only their sum escapes, so no chain goes through memory.
+  // two pipes. Only their sum escapes, so no chain goes through memory; they
+  // start from values the compiler cannot see, so it cannot merge them.
   constexpr int kChains = 12, kSteps = 1000;
+  float start[kChains];
+  for (int i = 0; i < kChains; ++i) start[i] = tiny_value * static_cast<float>(i + 1);
+  benchmark::DoNotOptimize(start);
   for (auto _ : state) {
     V acc[kChains];
 #pragma GCC unroll 12
-    for (int i = 0; i < kChains; ++i) acc[i] = tiny;
+    for (int i = 0; i < kChains; ++i) acc[i] = Isa::broadcast(start + i);
     for (int s = 0; s < kSteps; ++s) {
 #pragma GCC unroll 12
-      for (int i = 0; i < kChains; ++i) acc[i] = fma(acc[i], one, tiny);
+      for (int i = 0; i < kChains; ++i) acc[i] = Isa::fma(acc[i], one, tiny);
     }
     V sum = acc[0];
 #pragma GCC unroll 12
-    for (int i = 1; i < kChains; ++i) sum = add(sum, acc[i]);
+    for (int i = 1; i < kChains; ++i) sum = Isa::add(sum, acc[i]);
     benchmark::DoNotOptimize(sum);
   }
-  gflops(state, 2.0 * kLanes * kChains * kSteps);
+  state.SetLabel(Isa::name);
+  gflops(state, 2.0 * Isa::W * kChains * kSteps);
 #else
-  state.SkipWithError("no FMA vectors in this build's target");
+  state.SkipWithError("loom's own GEMM is not in this build (no AVX2/FMA or AVX-512 target)");
 #endif
 }
 

@@ -224,13 +224,24 @@ TEST_CASE("the notebook's model: Keras's summary, shapes and parameter counts") 
   CHECK(out.str() == expected);
 }
 
+namespace {
+
+/// A batch of n random images in [0, 1) with labels i % 10, from Rng(seed).
+void random_batch(Index n, std::uint64_t seed, Tensor<float>& x, Tensor<float>& y) {
+  x = Tensor<float>(Shape{n, 28, 28, 1});
+  y = Tensor<float>(Shape{n});
+  Rng rng(seed);
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (Index i = 0; i < n; ++i) y[i] = static_cast<float>(i % 10);
+}
+
+}  // namespace
+
 TEST_CASE("the notebook's model trains a batch and predicts probabilities") {
   auto model = notebook_model<float>(1);
   model.compile("sparse_categorical_crossentropy", {"accuracy"});
-  Tensor<float> x(Shape{8, 28, 28, 1}), y(Shape{8});
-  Rng rng(2);
-  for (float& v : x) v = static_cast<float>(rng.uniform());
-  for (Index i = 0; i < 8; ++i) y[i] = static_cast<float>(i % 10);
+  Tensor<float> x, y;
+  random_batch(8, 2, x, y);
   const double first = model.train_step(x, y);
   CHECK(std::isfinite(first));
   for (int i = 0; i < 20; ++i) model.train_step(x, y);
@@ -258,10 +269,8 @@ TEST_CASE("predict gives the same outputs whatever the batch size: bit for bit w
 #endif
   auto model = notebook_model<float>(4);
   model.compile("sparse_categorical_crossentropy", {"accuracy"});
-  Tensor<float> x(Shape{70, 28, 28, 1}), y(Shape{70});
-  Rng rng(5);
-  for (float& v : x) v = static_cast<float>(rng.uniform());
-  for (Index i = 0; i < 70; ++i) y[i] = static_cast<float>(i % 10);
+  Tensor<float> x, y;
+  random_batch(70, 5, x, y);
   model.train_step(x, y);  // moving statistics away from their initial values
   const Tensor<float> reference = model.predict(x, 1);
   for (const Index b : {Index(7), Index(32), Index(33), Index(1000)}) {
@@ -287,10 +296,8 @@ TEST_CASE("in inference each Conv2D absorbs the BatchNormalization after it, to 
   // Winograd); the layers run one by one must agree within float rounding.
   auto model = notebook_model<float>(6);
   model.compile("sparse_categorical_crossentropy", {"accuracy"});
-  Tensor<float> x(Shape{40, 28, 28, 1}), y(Shape{40});
-  Rng rng(8);
-  for (float& v : x) v = static_cast<float>(rng.uniform());
-  for (Index i = 0; i < 40; ++i) y[i] = static_cast<float>(i % 10);
+  Tensor<float> x, y;
+  random_batch(40, 8, x, y);
   for (int i = 0; i < 3; ++i) model.train_step(x, y);  // moving statistics and gammas away from 0 and 1
   const Tensor<float> fused = model.predict(x, 40);
   const Tensor<float>* out = &x;

@@ -162,7 +162,7 @@ class Sequential {
   /// Inference runs the layers on at most this many samples at a time,
   /// whatever predict's batch_size: 32 of the notebook's images keep their
   /// activations in cache where 1,000 do not (15,300 against 13,300 images/s
-  /// on the development machine). In inference a sample's outputs depend on
+  /// on the development machine, AVX-512, in one run). In inference a sample's outputs depend on
   /// that sample alone: with loom's own float GEMM (x86 with AVX2 or
   /// AVX-512) they are the same bit for bit whatever the batch; with Eigen's
   /// kernel, whose blocking depends on the sizes, the same to rounding (tested).

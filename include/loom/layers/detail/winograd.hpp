@@ -237,28 +237,11 @@ class Winograd3x3 {
     T t[M][kAlpha][L], o[M][M][L];
     for (int j = 0; j < kAlpha; ++j) F::template output_1d<T, L>(in[0][j], kAlpha * L, t[0][j], kAlpha * L);  // A^T M
     for (int r = 0; r < M; ++r) F::template output_1d<T, L>(t[r][0], L, o[r][0], L);  // (A^T M) A
-    T bias[L] = {}, scale[L] = {}, shift[L] = {};
-    if (epilogue.bias) std::copy(epilogue.bias + c0, epilogue.bias + c0 + lanes, bias);
-    if (epilogue.scale) {
-      std::copy(epilogue.scale + c0, epilogue.scale + c0 + lanes, scale);
-      std::copy(epilogue.shift + c0, epilogue.shift + c0 + lanes, shift);
-    }
     for (int r = 0; r < M && oh0 + r < geo.ho; ++r) {
       for (int s = 0; s < M && ow0 + s < geo.wo; ++s) {
-        T* q = o[r][s];
-        for (int l = 0; l < L; ++l) q[l] += bias[l];
-        if (epilogue.relu) {
-          for (int l = 0; l < L; ++l) q[l] = std::max(q[l], T(0));
-        }
-        if (epilogue.scale) {
-          for (int l = 0; l < L; ++l) q[l] = q[l] * scale[l] + shift[l];
-        }
+        const T* q = o[r][s];
         T* out = image + ((oh0 + r) * geo.wo + ow0 + s) * cout + c0;
-        if (lanes == L) {
-          for (int l = 0; l < L; ++l) out[l] = q[l];
-        } else {
-          std::copy(q, q + lanes, out);
-        }
+        for (int l = 0; l < lanes; ++l) out[l] = epilogue(q[l], c0 + l);
       }
     }
   }
