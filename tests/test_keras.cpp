@@ -327,6 +327,33 @@ TEST_CASE("configs of the shapes Keras writes: straight-chain Functional, serial
   CHECK(functional.trainer().optimizer().type() == "RMSprop");
 }
 
+TEST_CASE("RMSprop from Keras: the saving version decides where epsilon goes; export leaves the rule out") {
+  Sequential<float> m = from_json(R"({"class_name": "Sequential", "config": [
+      {"class_name": "Dense", "config": {"name": "d", "units": 3, "batch_input_shape": [null, 2]}}]})");
+  const auto inside = [&](const json* optimizer, const std::string& version) {
+    keras::compile_from_keras(m, json("categorical_crossentropy"), optimizer, nullptr, "f", version);
+    REQUIRE(m.trainer().optimizer().type() == "RMSprop");
+    return m.trainer().optimizer().config().flag("epsilon_inside_sqrt");
+  };
+  const json rms = json::parse(R"({"class_name": "RMSprop", "config": {"learning_rate": 0.01, "rho": 0.8}})");
+  const json name = json("rmsprop");
+  const json legacy = json::parse(R"({"class_name": "RMSprop", "config": {"is_legacy_optimizer": true}})");
+  CHECK(inside(&rms, "3.10.0"));
+  CHECK(inside(&rms, "2.11.0"));
+  CHECK(inside(&rms, ""));        // .keras files and files that do not say
+  CHECK(inside(nullptr, "2.15.0"));
+  CHECK_FALSE(inside(&rms, "2.4.0"));  // tf.keras 2.0-2.10's optimizer_v2
+  CHECK_FALSE(inside(&rms, "2.1.6"));  // standalone Keras 2
+  CHECK_FALSE(inside(&name, "2.10.1"));
+  CHECK_FALSE(inside(nullptr, "2.2.4"));
+  CHECK_FALSE(inside(&legacy, "2.13.1"));  // tf.keras.optimizers.legacy.RMSprop
+  inside(&rms, "3.0.0");
+  CHECK(m.trainer().optimizer().config().real("rho") == doctest::Approx(0.8));
+  const json out = keras::optimizer_to_keras(m.trainer().optimizer(), true);
+  CHECK(out.at("config").at("rho") == 0.8);
+  CHECK_FALSE(out.at("config").contains("epsilon_inside_sqrt"));
+}
+
 TEST_CASE("what loom cannot represent is refused, naming the layer, its class and what loom reads") {
   auto refused = [](const std::string& layer_json) {
     return error_of([&] {

@@ -147,13 +147,24 @@ TEST_CASE_TEMPLATE("optimizers: two steps against hand-computed values", T, floa
     CHECK(b[0] == doctest::Approx(1 - 0.01 * 0.6).epsilon(tol));
     CHECK(b[1] == doctest::Approx(-2 - 0.01 * -0.8).epsilon(tol));
   }
-  SUBCASE("RMSprop, Keras's defaults") {
+  SUBCASE("RMSprop, Keras's defaults: epsilon inside the square root") {
+    // a1 = 0.1 g1^2 = [0.025, 0.1]; w1 = w - 1e-3 g1 / sqrt(a1 + 1e-7); a2 = 0.9 a1 + 0.1 g2^2
     RMSprop<T> rms;
+    CHECK(rms.options().epsilon_inside_sqrt());
     auto [a, b] = two_steps(rms);
-    CHECK(a[0] == doctest::Approx(0.996837724340).epsilon(tol));
-    CHECK(a[1] == doctest::Approx(-1.996837723340).epsilon(tol));
-    CHECK(b[0] == doctest::Approx(0.996185396692).epsilon(tol));
-    CHECK(b[1] == doctest::Approx(-1.997490051200).epsilon(tol));
+    CHECK(a[0] == doctest::Approx(0.996837728664368).epsilon(tol));
+    CHECK(a[1] == doctest::Approx(-1.996837723920969).epsilon(tol));
+    CHECK(b[0] == doctest::Approx(0.996185401979242).epsilon(tol));
+    CHECK(b[1] == doctest::Approx(-1.997490051647040).epsilon(tol));
+  }
+  SUBCASE("RMSprop, TensorFlow 2.0-2.10's rule: epsilon outside the square root") {
+    // w1 = w - 1e-3 g1 / (sqrt(a1) + 1e-7)
+    RMSprop<T> rms(RMSpropOptions().epsilon_inside_sqrt(false));
+    auto [a, b] = two_steps(rms);
+    CHECK(a[0] == doctest::Approx(0.996837724339830).epsilon(tol));
+    CHECK(a[1] == doctest::Approx(-1.996837723339831).epsilon(tol));
+    CHECK(b[0] == doctest::Approx(0.996185396692309).epsilon(tol));
+    CHECK(b[1] == doctest::Approx(-1.997490051200119).epsilon(tol));
   }
   SUBCASE("Adam, Keras's defaults") {
     Adam<T> adam;
@@ -163,6 +174,27 @@ TEST_CASE_TEMPLATE("optimizers: two steps against hand-computed values", T, floa
     CHECK(b[0] == doctest::Approx(0.998196970329).epsilon(tol));
     CHECK(b[1] == doctest::Approx(-1.998488978670).epsilon(tol));
   }
+}
+
+TEST_CASE_TEMPLATE("RMSprop's two rules part where the gradient is near zero", T, float, double) {
+  // g = 1e-8: a = 0.1 g^2 = 1e-17. Today's rule divides by sqrt(1e-17 + 1e-7)
+  // ~ 3.16e-4 and steps lr g / 3.16e-4 = 3.162e-8; TensorFlow 2.0-2.10's
+  // divides by sqrt(1e-17) + 1e-7 ~ 1.03e-7 and steps 9.693e-5, 3,000 times more.
+  const auto step_of = [](bool inside) {
+    Tensor<T> w(Shape{1}, {0}), g(Shape{1}, {T(1e-8)});
+    RMSprop<T> rms(RMSpropOptions().epsilon_inside_sqrt(inside));
+    rms.step({{"w", &w, &g}});
+    return -double(w[0]);
+  };
+  CHECK(step_of(true) == doctest::Approx(3.16227766001e-8).epsilon(1e-5));
+  CHECK(step_of(false) == doctest::Approx(9.69346569968e-5).epsilon(1e-5));
+}
+
+TEST_CASE("RMSprop's rule is part of its config") {
+  CHECK(make_optimizer<float>("rmsprop")->config().flag("epsilon_inside_sqrt"));
+  CHECK_FALSE(make_optimizer<float>("rmsprop", Config().set("epsilon_inside_sqrt", false))
+                  ->config()
+                  .flag("epsilon_inside_sqrt"));
 }
 
 TEST_CASE("optimizers skip buffers and refuse parameters they were not built for") {

@@ -176,10 +176,20 @@ class RMSpropOptions {
   LOOM_OPTION(double, learning_rate, 1e-3)
   LOOM_OPTION(double, rho, 0.9)
   LOOM_OPTION(double, epsilon, 1e-7)
+  /// Where epsilon goes. true (the default): inside the square root, as Keras
+  /// 3 and tf.keras 2.11+ do. false: outside it, the rule of TensorFlow
+  /// 2.0-2.10 (`optimizer_v2`), of standalone Keras 2 and of loom before this
+  /// option existed; kept to reproduce old results.
+  LOOM_OPTION(bool, epsilon_inside_sqrt, true)
 };
 
-/// Keras 2's RMSprop (no momentum, not centered), what compile() uses by default:
-/// a <- rho * a + (1 - rho) * g^2;  w <- w - lr * g / (sqrt(a) + eps)
+/// RMSprop without momentum, not centered, what Keras's compile() uses by
+/// default. a <- rho * a + (1 - rho) * g^2, then
+///   w <- w - lr * g / sqrt(a + eps)     Keras 3, tf.keras >= 2.11 (the default)
+///   w <- w - lr * g / (sqrt(a) + eps)   TensorFlow 2.0-2.10 (epsilon_inside_sqrt(false))
+/// With eps = 1e-7 the two differ where a is tiny: the first never divides by
+/// less than sqrt(1e-7) ~ 3.2e-4, the second lets a near-zero gradient take
+/// a step of about lr.
 template <class T>
 class RMSprop : public Optimizer<T> {
  public:
@@ -187,16 +197,25 @@ class RMSprop : public Optimizer<T> {
   explicit RMSprop(const RMSpropOptions& options = {}) : opt_(options) {}
   std::string type() const override { return class_name; }
   Config config() const override {
-    return Config().set("learning_rate", opt_.learning_rate()).set("rho", opt_.rho()).set("epsilon", opt_.epsilon());
+    return Config()
+        .set("learning_rate", opt_.learning_rate())
+        .set("rho", opt_.rho())
+        .set("epsilon", opt_.epsilon())
+        .set("epsilon_inside_sqrt", opt_.epsilon_inside_sqrt());
   }
-  /// Missing keys take Keras's defaults.
+  /// Missing keys take Keras's defaults (so today's rule; files saved before
+  /// the rule was recorded are read by model_file.hpp, which says which rule
+  /// they were trained with).
   static std::unique_ptr<Optimizer<T>> from_config(const Config& c) {
     const RMSpropOptions d;
-    return std::make_unique<RMSprop>(RMSpropOptions()
-                                         .learning_rate(c.real("learning_rate", d.learning_rate()))
-                                         .rho(c.real("rho", d.rho()))
-                                         .epsilon(c.real("epsilon", d.epsilon())));
+    return std::make_unique<RMSprop>(
+        RMSpropOptions()
+            .learning_rate(c.real("learning_rate", d.learning_rate()))
+            .rho(c.real("rho", d.rho()))
+            .epsilon(c.real("epsilon", d.epsilon()))
+            .epsilon_inside_sqrt(c.flag("epsilon_inside_sqrt", d.epsilon_inside_sqrt())));
   }
+  const RMSpropOptions& options() const { return opt_; }
 
   /// The moving mean of squared gradients.
   std::vector<std::string> state_names() const override { return {"velocity"}; }
@@ -208,7 +227,11 @@ class RMSprop : public Optimizer<T> {
     auto a = state[0].flat().array();
     const auto ga = g.flat().array();
     a = rho * a + (T(1) - rho) * ga.square();
-    w.flat().array() -= lr * ga / (a.sqrt() + eps);
+    if (opt_.epsilon_inside_sqrt()) {
+      w.flat().array() -= lr * ga / (a + eps).sqrt();
+    } else {
+      w.flat().array() -= lr * ga / (a.sqrt() + eps);
+    }
   }
 
  private:

@@ -100,7 +100,8 @@ Sequential<T> load_h5(const std::vector<unsigned char>& bytes, const std::string
     if (f.has("loss")) {
       const json* optimizer = f.has("optimizer_config") ? &f.at("optimizer_config") : nullptr;
       const json* metrics = f.has("metrics") ? &f.at("metrics") : nullptr;
-      compile_from_keras(model, single_loss(f.at("loss"), what), optimizer, metrics, what);
+      const std::string version = root.has_attribute("keras_version") ? root.string("keras_version") : "";
+      compile_from_keras(model, single_loss(f.at("loss"), what), optimizer, metrics, what, version);
     }
     if (model.compiled() && root.has_group("optimizer_weights")) {
       const hdf5::Group state = root.group("optimizer_weights");

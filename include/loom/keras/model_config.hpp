@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -515,14 +516,31 @@ std::unique_ptr<Loss<T>> loss_from_keras(const json& v, const std::string& what)
 /// An optimizer from a name ("adam") or {"class_name": "Adam" (or
 /// "Custom>Adam"), "config": {...}}, with Keras's defaults for what is
 /// missing. Settings loom does not implement are refused by name.
+/// Whether a Keras version string ("2.4.0", "3.10.0") is older than 2.11,
+/// whose optimizers put RMSprop's epsilon outside the square root. An empty
+/// or unreadable version counts as today's.
+inline bool keras_before_2_11(const std::string& version) {
+  int major = 0, minor = 0;
+  if (std::sscanf(version.c_str(), "%d.%d", &major, &minor) != 2) return false;
+  return major < 2 || (major == 2 && minor < 11);
+}
+
+/// `keras_version` is the version that saved the file, when it says: an
+/// RMSprop saved by Keras before 2.11, or marked is_legacy_optimizer, keeps
+/// its rule (epsilon outside the square root).
 template <class T>
-std::unique_ptr<Optimizer<T>> optimizer_from_keras(const json& v, const std::string& what) {
+std::unique_ptr<Optimizer<T>> optimizer_from_keras(const json& v, const std::string& what,
+                                                   const std::string& keras_version = {}) {
   if (v.is_string()) {
     std::string n = v.get<std::string>();
     if (!Registry<Optimizer<T>>::global().has(n)) {
       throw FormatError(what + ": optimizer '" + n + "' is not supported (loom has SGD, RMSprop and Adam)");
     }
-    return make_optimizer<T>(n);
+    Config config;
+    if (Registry<Optimizer<T>>::global().canonical(n) == "RMSprop" && keras_before_2_11(keras_version)) {
+      config.set("epsilon_inside_sqrt", false);
+    }
+    return make_optimizer<T>(n, config);
   }
   Fields f(v, what + ": optimizer");
   std::string cls = f.text("class_name");
@@ -547,6 +565,10 @@ std::unique_ptr<Optimizer<T>> optimizer_from_keras(const json& v, const std::str
   for (const auto& entry : make_optimizer<T>(cls)->config().entries()) {
     const std::string& key = entry.first;
     const char* k = key == "learning_rate" && !c.has("learning_rate") ? "lr" : key.c_str();
+    if (key == "epsilon_inside_sqrt") {  // not a Keras setting: the version or the legacy mark tells
+      if (keras_before_2_11(keras_version) || c.flag("is_legacy_optimizer", false)) config.set(key, false);
+      continue;
+    }
     if (!c.has(k)) continue;
     if (key == "learning_rate" && !c.at(k).is_number()) c.refuse("a learning-rate schedule");
     if (c.at(k).is_boolean()) {
@@ -596,9 +618,11 @@ inline bool wants_accuracy(const json& metrics) {
 /// or absent: Keras's default, RMSprop) and `metrics` (accuracy, when asked).
 template <class T>
 void compile_from_keras(Sequential<T>& model, const json& loss, const json* optimizer, const json* metrics,
-                        const std::string& what) {
+                        const std::string& what, const std::string& keras_version = {}) {
   auto l = impl::loss_from_keras<T>(loss, what);
-  auto o = optimizer && !optimizer->is_null() ? impl::optimizer_from_keras<T>(*optimizer, what) : make_optimizer<T>("rmsprop");
+  auto o = optimizer && !optimizer->is_null()
+               ? impl::optimizer_from_keras<T>(*optimizer, what, keras_version)
+               : impl::optimizer_from_keras<T>(json("rmsprop"), what, keras_version);
   std::vector<std::string> m;
   if (metrics && impl::wants_accuracy(*metrics)) m.push_back("accuracy");
   model.compile(std::move(l), std::move(o), m);
@@ -617,6 +641,7 @@ json optimizer_to_keras(const Optimizer<T>& optimizer, bool keras_v3) {
   const Config c = optimizer.config();
   json cfg = {{"name", impl::snake_case(optimizer.type())}};
   for (const auto& [key, value] : c.entries()) {
+    if (key == "epsilon_inside_sqrt") continue;  // Keras has one RMSprop rule (docs/keras-compat.md)
     if (key == "nesterov") {
       cfg[key] = c.flag(key);
     } else {

@@ -23,6 +23,7 @@
 /// does not match raises a FormatError that names the file.
 
 #include <cstdint>
+#include <iostream>
 #include <limits>
 #include <string>
 #include <utility>
@@ -249,7 +250,15 @@ struct ModelFile {
     std::vector<std::string> metrics;
     for (std::uint32_t i = 0; i < n_metrics; ++i) metrics.push_back(r.str("metric name"));
     const std::string opt_type = r.str("optimizer type");
-    const Config opt_config(r.pairs("optimizer config"));
+    Config opt_config(r.pairs("optimizer config"));
+    if (opt_type == "RMSprop" && !opt_config.has("epsilon_inside_sqrt")) {
+      // Saved before loom recorded RMSprop's rule: it was trained with
+      // epsilon outside the square root, and resumes so.
+      opt_config.set("epsilon_inside_sqrt", false);
+      std::clog << "loom: " << r.source()
+                << ": saved before loom recorded RMSprop's rule; its optimizer keeps the rule it was trained with, "
+                   "w -= lr*g/(sqrt(a) + eps) (TensorFlow 2.0-2.10), not today's Keras rule w -= lr*g/sqrt(a + eps)\n";
+    }
     const std::int64_t iterations = r.i64("optimizer step count");
     const std::uint32_t n_slots = r.u32("optimizer slot count");
     std::vector<typename Optimizer<T>::Slot> slots;
