@@ -16,7 +16,7 @@ namespace loom::data {
 template <class T>
 Tensor<T> take(const Tensor<T>& x, Index begin, Index end) {
   if (x.rank() < 1 || begin < 0 || end < begin || end > x.dim(0)) {
-    throw ShapeError(detail::str("take: range [", begin, ", ", end, ") is not within the ", x.rank() ? x.dim(0) : 0,
+    throw ShapeError(loom::detail::str("take: range [", begin, ", ", end, ") is not within the ", x.rank() ? x.dim(0) : 0,
                                  " samples of ", x.shape()));
   }
   Shape s = x.shape();
@@ -39,15 +39,15 @@ Tensor<T> scaled(const Tensor<T>& x, double factor) {
 template <class T>
 Tensor<T> to_categorical(const Tensor<T>& labels, Index num_classes) {
   if (!(labels.rank() == 1 || (labels.rank() == 2 && labels.dim(1) == 1))) {
-    throw ShapeError(detail::str("to_categorical: expected labels of shape (N,) or (N, 1), got ", labels.shape()));
+    throw ShapeError(loom::detail::str("to_categorical: expected labels of shape (N,) or (N, 1), got ", labels.shape()));
   }
-  if (num_classes < 1) throw ConfigError(detail::str("to_categorical: num_classes must be >= 1, got ", num_classes));
+  if (num_classes < 1) throw ConfigError(loom::detail::str("to_categorical: num_classes must be >= 1, got ", num_classes));
   const Index n = labels.dim(0);
   Tensor<T> out(Shape{n, num_classes});
   for (Index i = 0; i < n; ++i) {
     const T v = labels[i];
     if (!(v >= 0 && v < static_cast<T>(num_classes)) || v != std::floor(v)) {
-      throw FormatError(detail::str("to_categorical: label ", v, " of sample ", i, " is not an integer in [0, ",
+      throw FormatError(loom::detail::str("to_categorical: label ", v, " of sample ", i, " is not an integer in [0, ",
                                     num_classes, ")"));
     }
     out(i, static_cast<Index>(v)) = T(1);
