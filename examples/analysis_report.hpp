@@ -16,6 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -28,9 +30,22 @@
 
 namespace loom::examples {
 
+/// One BatchNormalization layer after one epoch (--bn-probe): its moving
+/// statistics against those its input has in inference on the validation
+/// images, per channel, summarized over the channels.
+struct BnProbeRow {
+  int epoch = 0;
+  std::string layer;
+  double variance_ratio_median = 0;  ///< median over channels of moving_variance / actual variance
+  double variance_ratio_min = 0;
+  double variance_ratio_max = 0;
+  double mean_shift = 0;  ///< mean over channels of |moving_mean - actual mean| / actual standard deviation
+};
+
 /// Everything one trained model produced.
 struct ModelResult {
   ModelSpec spec{};
+  int run = 0;  ///< 0 .. --seeds - 1
   int epochs = 0;
   std::uint64_t seed = 0;
   History history;
@@ -41,7 +56,75 @@ struct ModelResult {
   /// (kept in memory during training; chosen on validation data only).
   int best_epoch = 0;
   Evaluation best_epoch_test;
+  std::vector<BnProbeRow> bn_probe;  ///< with --bn-probe: every BatchNormalization layer after every epoch
 };
+
+/// The mean absolute change of val_accuracy between consecutive epochs over
+/// the last `last` epochs (all of them when there are fewer): how much the
+/// last epoch's result depends on where training happens to stop.
+inline double volatility(const std::vector<double>& val_accuracy, std::size_t last = 10) {
+  if (val_accuracy.size() < 2) return 0;
+  const std::size_t from = val_accuracy.size() > last + 1 ? val_accuracy.size() - (last + 1) : 0;
+  double sum = 0;
+  for (std::size_t i = from + 1; i < val_accuracy.size(); ++i) sum += std::fabs(val_accuracy[i] - val_accuracy[i - 1]);
+  return sum / static_cast<double>(val_accuracy.size() - 1 - from);
+}
+
+/// One model over its runs (seeds): the spread of the last epoch's test
+/// accuracy (the notebook's recipe) and of the best-validation epoch's.
+struct SeedSummary {
+  ModelSpec spec{};
+  int runs = 0;
+  double mean = 0, sd = 0, min = 0, max = 0;  ///< last-epoch test accuracy, in %; sd over runs (n - 1)
+  int runs_below_notebook = 0;                 ///< runs whose last-epoch test accuracy is below the notebook's
+  double volatility = 0;                       ///< mean over runs, in points of val_accuracy
+  double best_val_mean = 0, best_val_min = 0, best_val_max = 0;  ///< test accuracy of the best-validation epoch, in %
+
+  /// Where the notebook's number falls in this spread, in words.
+  std::string notebook_position() const {
+    char b[160];
+    if (spec.notebook_test_accuracy < min) {
+      std::snprintf(b, sizeof b, "below all %d runs", runs);
+    } else if (spec.notebook_test_accuracy > max) {
+      std::snprintf(b, sizeof b, "above all %d runs", runs);
+    } else {
+      std::snprintf(b, sizeof b, "above %d of %d runs (%+.1f sd from the mean)", runs_below_notebook, runs,
+                    sd > 0 ? (spec.notebook_test_accuracy - mean) / sd : 0.0);
+    }
+    return b;
+  }
+};
+
+inline std::vector<SeedSummary> seed_summaries(const std::vector<ModelResult>& results) {
+  std::vector<SeedSummary> out;
+  for (const auto& spec : notebook_models()) {
+    std::vector<const ModelResult*> runs;
+    for (const auto& r : results) {
+      if (r.spec.id == spec.id) runs.push_back(&r);
+    }
+    if (runs.empty()) continue;
+    SeedSummary s;
+    s.spec = spec;
+    s.runs = static_cast<int>(runs.size());
+    s.min = s.best_val_min = 1e9;
+    s.max = s.best_val_max = -1e9;
+    for (const ModelResult* r : runs) {
+      const double a = 100 * r->test.accuracy, b = 100 * r->best_epoch_test.accuracy;
+      s.mean += a / s.runs;
+      s.min = std::min(s.min, a);
+      s.max = std::max(s.max, a);
+      s.runs_below_notebook += a < spec.notebook_test_accuracy ? 1 : 0;
+      s.best_val_mean += b / s.runs;
+      s.best_val_min = std::min(s.best_val_min, b);
+      s.best_val_max = std::max(s.best_val_max, b);
+      if (r->history.has("val_accuracy")) s.volatility += 100 * volatility(r->history["val_accuracy"]) / s.runs;
+    }
+    for (const ModelResult* r : runs) s.sd += std::pow(100 * r->test.accuracy - s.mean, 2);
+    s.sd = s.runs > 1 ? std::sqrt(s.sd / (s.runs - 1)) : 0.0;
+    out.push_back(s);
+  }
+  return out;
+}
 
 /// What the notebook printed for its first five classes (the rest of its
 /// output is cut off in the copy we have): "Label/class X was miss
@@ -154,7 +237,17 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
     json history = json::object();
     for (const auto& kv : r.history.history) history[kv.first] = kv.second;
     const json matrix = confusion_json(r.confusion), per_class = per_class_json(r.confusion);
+    json probe = json::array();
+    for (const auto& row : r.bn_probe) {
+      probe.push_back({{"epoch", row.epoch},
+                       {"layer", row.layer},
+                       {"variance_ratio_median", row.variance_ratio_median},
+                       {"variance_ratio_min", row.variance_ratio_min},
+                       {"variance_ratio_max", row.variance_ratio_max},
+                       {"mean_shift", row.mean_shift}});
+    }
     models.push_back({{"model", r.spec.id},
+                      {"run", r.run},
                       {"description", r.spec.description()},
                       {"loss_function", r.spec.loss()},
                       {"normalized", r.spec.normalized},
@@ -165,12 +258,27 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
                       {"history", history},
                       {"test_loss", r.test.loss},
                       {"test_accuracy", r.test.accuracy},
+                      {"volatility", r.history.has("val_accuracy") ? volatility(r.history["val_accuracy"]) : 0.0},
                       {"best_val_epoch", r.best_epoch},
                       {"best_val_epoch_test_accuracy", r.best_epoch_test.accuracy},
                       {"best_val_epoch_test_loss", r.best_epoch_test.loss},
                       {"notebook_test_accuracy", r.spec.notebook_test_accuracy / 100},
                       {"confusion_matrix", matrix},
-                      {"per_class", per_class}});
+                      {"per_class", per_class},
+                      {"bn_probe", probe}});
+  }
+  json summaries = json::array();
+  for (const auto& m : seed_summaries(results)) {
+    summaries.push_back({{"model", m.spec.id},
+                         {"runs", m.runs},
+                         {"last_epoch_test_accuracy", {{"mean", m.mean / 100}, {"sd", m.sd / 100},
+                                                       {"min", m.min / 100}, {"max", m.max / 100}}},
+                         {"notebook_test_accuracy", m.spec.notebook_test_accuracy / 100},
+                         {"notebook_position", m.notebook_position()},
+                         {"volatility", m.volatility / 100},
+                         {"best_val_epoch_test_accuracy", {{"mean", m.best_val_mean / 100},
+                                                           {"min", m.best_val_min / 100},
+                                                           {"max", m.best_val_max / 100}}}});
   }
   return {{"loom_version", loom::version},
           {"command", command},
@@ -181,8 +289,10 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
           {"synchronized_batch_norm", opt.sync_bn},
           {"batch_size", opt.batch_size},
           {"quick", opt.quick},
-          {"optimizer", "RMSprop (Keras defaults: lr 1e-3, rho 0.9, epsilon 1e-7)"},
+          {"seeds", opt.seeds},
+          {"optimizer", opt.optimizer_description()},
           {"wall_seconds", wall_seconds},
+          {"summary", summaries},
           {"models", models}};
 }
 
@@ -199,48 +309,89 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
                   opt.processes, opt.sync_bn ? ", synchronized BatchNormalization" : "");
     o << b;
   }
-  std::snprintf(b, sizeof b, "Threads %d, batch %ld, seed %llu%s. Wall time %.0f s (%.1f min).\n\n", opt.threads,
-                static_cast<long>(opt.batch_size), static_cast<unsigned long long>(opt.seed),
+  o << "Optimizer: " << opt.optimizer_description() << ".  \n";
+  std::snprintf(b, sizeof b, "Threads %d, batch %ld, seed %llu, %d run%s per model%s. Wall time %.0f s (%.1f min).\n\n",
+                opt.threads, static_cast<long>(opt.batch_size), static_cast<unsigned long long>(opt.seed), opt.seeds,
+                opt.seeds == 1 ? "" : "s (run r seeds model i with seed + 100 r + i)",
                 opt.quick ? ", **quick smoke run (3,000 training and 1,000 validation images): not comparable to the notebook**"
                           : "",
                 wall_seconds, wall_seconds / 60);
   o << b;
-  o << "## Test accuracy\n\n| model | data, labels, loss | epochs | loom | notebook | difference | training time |\n"
-       "|---|---|---|---|---|---|---|\n";
+  const auto summaries = seed_summaries(results);
+  if (opt.seeds > 1) {
+    o << "## The notebook's recipe over " << opt.seeds << " seeds\n\n"
+      << "Test accuracy of the weights after the last epoch, per model over its runs (sd over runs), where the "
+         "notebook's number falls among them, and the volatility: the mean absolute change of val_accuracy "
+         "between consecutive epochs over the last 10 epochs, in points.\n\n"
+         "| model | runs | mean | sd | min | max | notebook | notebook's place | volatility | best-validation epoch's "
+         "test accuracy, mean (min-max) |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const auto& m : summaries) {
+      std::snprintf(b, sizeof b, "| %d | %d | %.2f %% | %.2f | %.2f %% | %.2f %% | %.2f %% | %s | %.2f | %.2f %% (%.2f-%.2f) |\n",
+                    m.spec.id, m.runs, m.mean, m.sd, m.min, m.max, m.spec.notebook_test_accuracy,
+                    m.notebook_position().c_str(), m.volatility, m.best_val_mean, m.best_val_min, m.best_val_max);
+      o << b;
+    }
+    o << "\n";
+  }
+  o << "## Test accuracy\n\n| model | run | data, labels, loss | epochs | loom | notebook | difference | volatility | "
+       "training time |\n|---|---|---|---|---|---|---|---|---|\n";
   double sum = 0, nb_sum = 0;
   for (const auto& r : results) {
-    std::snprintf(b, sizeof b, "| %d | %s | %d | %.2f %% | %.2f %% | %+.2f | %.0f s |\n", r.spec.id,
-                  r.spec.description().c_str(), r.epochs, 100 * r.test.accuracy, r.spec.notebook_test_accuracy,
-                  100 * r.test.accuracy - r.spec.notebook_test_accuracy, r.train_seconds);
+    std::snprintf(b, sizeof b, "| %d | %d (seed %llu) | %s | %d | %.2f %% | %.2f %% | %+.2f | %.2f | %.0f s |\n",
+                  r.spec.id, r.run + 1, static_cast<unsigned long long>(r.seed), r.spec.description().c_str(), r.epochs,
+                  100 * r.test.accuracy, r.spec.notebook_test_accuracy,
+                  100 * r.test.accuracy - r.spec.notebook_test_accuracy,
+                  r.history.has("val_accuracy") ? 100 * volatility(r.history["val_accuracy"]) : 0.0, r.train_seconds);
     o << b;
     sum += 100 * r.test.accuracy;
     nb_sum += r.spec.notebook_test_accuracy;
   }
   if (!results.empty()) {
     const double n = static_cast<double>(results.size());
-    std::snprintf(b, sizeof b, "| mean | | | %.2f %% | %.2f %% | %+.2f | |\n\n", sum / n, nb_sum / n, (sum - nb_sum) / n);
+    std::snprintf(b, sizeof b, "| mean | | | | %.2f %% | %.2f %% | %+.2f | | |\n\n", sum / n, nb_sum / n, (sum - nb_sum) / n);
     o << b;
     o << "The table above is the notebook's recipe: the weights after the last epoch. Keeping instead the "
          "weights of the epoch with the best validation accuracy (chosen on the validation images, "
          "never on the test set, as Keras's `ModelCheckpoint(save_best_only=True)` would) gives:\n\n"
-         "| model | best validation epoch | val_accuracy there | test accuracy of those weights | notebook |\n"
-         "|---|---|---|---|---|\n";
+         "| model | run | best validation epoch | val_accuracy there | test accuracy of those weights | notebook |\n"
+         "|---|---|---|---|---|---|\n";
     double best_sum = 0;
     for (const auto& r : results) {
       const double val = r.best_epoch > 0 && r.history.has("val_accuracy")
                              ? r.history["val_accuracy"][static_cast<std::size_t>(r.best_epoch - 1)]
                              : 0.0;
-      std::snprintf(b, sizeof b, "| %d | %d of %d | %.2f %% | %.2f %% | %.2f %% |\n", r.spec.id, r.best_epoch, r.epochs,
+      std::snprintf(b, sizeof b, "| %d | %d | %d of %d | %.2f %% | %.2f %% | %.2f %% |\n", r.spec.id, r.run + 1, r.best_epoch, r.epochs,
                     100 * val, 100 * r.best_epoch_test.accuracy, r.spec.notebook_test_accuracy);
       o << b;
       best_sum += 100 * r.best_epoch_test.accuracy;
     }
-    std::snprintf(b, sizeof b, "| mean | | | %.2f %% | %.2f %% |\n\n", best_sum / n, nb_sum / n);
+    std::snprintf(b, sizeof b, "| mean | | | | %.2f %% | %.2f %% |\n\n", best_sum / n, nb_sum / n);
     o << b;
   }
+  bool probed = false;
+  for (const auto& r : results) probed = probed || !r.bn_probe.empty();
+  if (probed) {
+    o << "## BatchNormalization's moving statistics against its inputs in inference (--bn-probe)\n\n"
+         "After every epoch, each BatchNormalization layer's moving variance divided by the variance its input "
+         "actually has in inference on the validation images (per channel; median, min and max over channels), and "
+         "the mean distance of the moving mean from the actual mean, in actual standard deviations. A ratio "
+         "above 1 means the layer divides by more than it should in inference.\n\n"
+         "| model | run | epoch | layer | variance ratio, median (min-max) | mean shift |\n|---|---|---|---|---|---|\n";
+    for (const auto& r : results) {
+      for (const auto& row : r.bn_probe) {
+        std::snprintf(b, sizeof b, "| %d | %d | %d | %s | %.3f (%.3f-%.3f) | %.3f |\n", r.spec.id, r.run + 1, row.epoch,
+                      row.layer.c_str(), row.variance_ratio_median, row.variance_ratio_min, row.variance_ratio_max,
+                      row.mean_shift);
+        o << b;
+      }
+    }
+    o << "\n";
+  }
   for (const auto& r : results) {
+    if (r.run != 0) continue;  // the per-class analysis of each model's first run
     const auto& cm = r.confusion;
-    std::snprintf(b, sizeof b, "## Model %d: %s\n\n", r.spec.id, r.spec.description().c_str());
+    std::snprintf(b, sizeof b, "## Model %d: %s%s\n\n", r.spec.id, r.spec.description().c_str(),
+                  opt.seeds > 1 ? " (run 1)" : "");
     o << b;
     std::snprintf(b, sizeof b,
                   "Test: %lld correct, %lld wrong: accuracy %.2f %%, error rate %.2f %% (notebook: %.2f %%, %.2f %%). "

@@ -48,6 +48,9 @@ struct ExperimentOptions {
   Index batch_size = 32;
   int threads = 0;  ///< 0: LOOM_NUM_THREADS, else OMP_NUM_THREADS, else one per core
   std::uint64_t seed = 120695;  ///< the notebook's own seed ("my birthday digits")
+  int seeds = 1;                ///< --seeds K: each model trained K times, run r with seed + 100 r (+ its id)
+  bool legacy_rmsprop = false;  ///< --legacy-rmsprop: epsilon outside the square root (TensorFlow 2.0-2.10)
+  bool bn_probe = false;        ///< --bn-probe: BatchNormalization's moving statistics against its inputs, every epoch
   bool quick = false;
   bool resume = false;
   int verbose = 1;
@@ -59,6 +62,15 @@ struct ExperimentOptions {
 
   /// Epochs for `spec`, after --epochs and --quick.
   int epochs_for(const ModelSpec& spec) const { return epochs.value_or(quick ? 1 : spec.epochs); }
+  /// The seed of model `spec`'s run `run` (0-based): run 0 is the single-seed run of earlier versions.
+  std::uint64_t seed_for(const ModelSpec& spec, int run) const {
+    return seed + 100 * static_cast<std::uint64_t>(run) + static_cast<std::uint64_t>(spec.id);
+  }
+  std::string optimizer_description() const {
+    return legacy_rmsprop ? "RMSprop, TensorFlow 2.0-2.10's rule w -= lr g / (sqrt(a) + eps) (--legacy-rmsprop); "
+                            "lr 1e-3, rho 0.9, eps 1e-7"
+                          : "RMSprop, Keras 3's rule w -= lr g / sqrt(a + eps); lr 1e-3, rho 0.9, eps 1e-7";
+  }
 };
 
 /// Parses the command line into `opt`. Returns -1 to go on, or the exit code
@@ -80,7 +92,17 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
   app.add_option("--batch-size", opt.batch_size, "batch size")->check(CLI::Range(Index(1), Index(4096)))->capture_default_str();
   app.add_option("--threads", opt.threads, "threads, per process under mpirun (default: LOOM_NUM_THREADS, else OMP_NUM_THREADS, else one per core)")
       ->check(CLI::Range(1, 256));
-  app.add_option("--seed", opt.seed, "seed of weights, shuffling and dropout (model i uses seed + i)")->capture_default_str();
+  app.add_option("--seed", opt.seed, "seed of weights, shuffling and dropout (model i uses seed + i; with --seeds, run r seed + 100 r + i)")->capture_default_str();
+  app.add_option("--seeds", opt.seeds,
+                 "train each model this many times, run r with seed + 100 r; report mean, spread and volatility")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  app.add_flag("--legacy-rmsprop", opt.legacy_rmsprop,
+               "RMSprop with TensorFlow 2.0-2.10's rule, epsilon outside the square root (loom before issue 10); "
+               "default: Keras 3's, inside");
+  app.add_flag("--bn-probe", opt.bn_probe,
+               "after every epoch, compare each BatchNormalization layer's moving statistics with those of its "
+               "input in inference on the validation images (one more pass over them per epoch)");
   app.add_flag("--quick", opt.quick, "smoke run: 3,000 training and 1,000 validation images, one epoch (unless --epochs)");
   app.add_flag("--resume", opt.resume,
                "continue from the checkpoints in --out (after a crash, a kill or Ctrl-C); give the same options");

@@ -24,6 +24,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <loom/data/encoding.hpp>
@@ -35,6 +36,7 @@
 #endif
 
 #include "analysis_report.hpp"
+#include "bn_probe.hpp"
 #include "interrupt.hpp"
 #include "experiment_options.hpp"
 #include "notebook_model.hpp"
@@ -60,13 +62,27 @@ void prepare_output(const std::string& out) {
   fs::remove(probe, ec);
 }
 
-/// A checkpoint must belong to the model it resumes: same seed, loss and no more epochs than asked for.
-void check_checkpoint(const Sequential<float>& model, const ModelSpec& spec, const ModelResult& r,
+/// The notebook's compile(): its loss, RMSprop with Keras's defaults (and the rule asked for), accuracy.
+void compile_as_notebook(Sequential<float>& model, const ModelSpec& spec, bool legacy_rmsprop) {
+  model.compile(make_loss<float>(spec.loss()),
+                std::make_unique<RMSprop<float>>(RMSpropOptions().epsilon_inside_sqrt(!legacy_rmsprop)),
+                {"accuracy"});
+}
+
+/// A checkpoint must belong to the model it resumes: same seed, loss, RMSprop rule and no more epochs than asked for.
+void check_checkpoint(const Sequential<float>& model, const ModelSpec& spec, const ModelResult& r, bool legacy_rmsprop,
                       const std::string& path) {
   if (!model.compiled() || model.seed() != r.seed || model.loss().type() != make_loss<float>(spec.loss())->type() ||
       model.position().epoch > r.epochs) {
     throw FormatError(path + ": this checkpoint is not of model " + std::to_string(spec.id) +
                       " with these options (seed, loss or epochs differ); remove it or drop --resume");
+  }
+  const Config c = model.optimizer().config();
+  if (model.optimizer().type() != "RMSprop" || c.flag("epsilon_inside_sqrt", true) == legacy_rmsprop) {
+    throw FormatError(path + ": this checkpoint was trained with " +
+                      (legacy_rmsprop ? "today's RMSprop rule; drop --legacy-rmsprop"
+                                      : "TensorFlow 2.0-2.10's RMSprop rule; add --legacy-rmsprop") +
+                      " to resume it, or remove it");
   }
 }
 
@@ -253,13 +269,23 @@ int main(int argc, char** argv) {
 
     std::vector<ModelResult> results;
     std::vector<examples::plots::Curves> curves;
+    std::cout << "Optimizer: " << opt.optimizer_description() << "\n";
+    std::vector<std::pair<int, int>> jobs;  // (model, run): every run of a model before the next model
     for (int id : opt.models) {
+      for (int run = 0; run < opt.seeds; ++run) jobs.emplace_back(id, run);
+    }
+    for (const auto& [id, run] : jobs) {
       const ModelSpec& spec = examples::notebook_models()[static_cast<std::size_t>(id - 1)];
       ModelResult r;
       r.spec = spec;
+      r.run = run;
       r.epochs = opt.epochs_for(spec);
-      r.seed = opt.seed + static_cast<std::uint64_t>(id);
-      std::cout << "\nModel " << id << ": " << spec.description() << ", " << r.epochs << " epochs\n";
+      r.seed = opt.seed_for(spec, run);
+      // Run 0 keeps the names of a single-seed run: --seeds K --resume continues one.
+      const std::string stem = "model" + std::to_string(id) + (run > 0 ? "_run" + std::to_string(run + 1) : "");
+      std::cout << "\nModel " << id << ": " << spec.description() << ", " << r.epochs << " epochs";
+      if (opt.seeds > 1) std::cout << ", run " << run + 1 << " of " << opt.seeds << " (seed " << r.seed << ")";
+      std::cout << "\n";
 
       // Inputs as the model wants them: normalized copies, or the raw tensors themselves.
       Tensor<float> xt_n, xv_n, xs_n;
@@ -283,37 +309,42 @@ int main(int argc, char** argv) {
 
       // Checkpoints: the whole model with its training state after every epoch (and at Ctrl-C), and the
       // weights of the epoch with the best val_accuracy. Both are written atomically.
-      const std::string ckpt = (fs::path(opt.out) / "checkpoints" / ("model" + std::to_string(id) + ".loom")).string();
-      const std::string best_path = (fs::path(opt.out) / "checkpoints" / ("model" + std::to_string(id) + "_best.weights")).string();
+      const std::string ckpt = (fs::path(opt.out) / "checkpoints" / (stem + ".loom")).string();
+      const std::string best_path = (fs::path(opt.out) / "checkpoints" / (stem + "_best.weights")).string();
       const bool resuming = opt.resume && fs::exists(ckpt);
       examples::NotebookModelOptions variant;
       variant.synchronized_batch_norm = opt.sync_bn;
       Sequential<float> model =
           resuming ? Sequential<float>::load(ckpt) : examples::notebook_model<float>(r.seed, 10, variant);
       if (resuming) {
-        check_checkpoint(model, spec, r, ckpt);
+        check_checkpoint(model, spec, r, opt.legacy_rmsprop, ckpt);
         std::cout << "Resuming from " << ckpt << " after epoch " << model.position().epoch
                   << (model.position().step > 0 ? " and batch " + std::to_string(model.position().step) : std::string())
                   << "\n";
       } else {
-        model.compile(spec.loss(), {"accuracy"});
+        compile_as_notebook(model, spec, opt.legacy_rmsprop);
       }
       // The weights of the epoch with the best val_accuracy; on --resume its best so far comes back
       // with the checkpoint.
       const auto keep_best = std::make_shared<ModelCheckpoint<float>>(
           best_path, ModelCheckpointOptions().monitor("val_accuracy").save_best_only(true).save_weights_only(true));
+      FitOptions<float> fit_options = FitOptions<float>()
+                                         .epochs(r.epochs)
+                                         .batch_size(opt.batch_size)
+                                         .verbose(opt.verbose)
+                                         .validation_data(xv, yv)
+                                         .resume(resuming)
+                                         .stop_flag(&examples::interrupted)
+                                         .distributed(comm);
+      std::shared_ptr<examples::BnProbe> probe;
+      if (opt.bn_probe) {
+        probe = std::make_shared<examples::BnProbe>(xv);
+        fit_options.callback(probe);
+      }
+      // keep_best before the checkpoint: a checkpoint never names a best file not yet written.
+      fit_options.callback(keep_best).callback(std::make_shared<ModelCheckpoint<float>>(ckpt));
       const auto t0 = Clock::now();
-      model.fit(xt, yt,
-                FitOptions<float>()
-                    .epochs(r.epochs)
-                    .batch_size(opt.batch_size)
-                    .verbose(opt.verbose)
-                    .validation_data(xv, yv)
-                    .resume(resuming)
-                    .stop_flag(&examples::interrupted)
-                    .distributed(comm)
-                    .callback(keep_best)  // before the checkpoint: a checkpoint never names a best file not yet written
-                    .callback(std::make_shared<ModelCheckpoint<float>>(ckpt)));
+      model.fit(xt, yt, fit_options);
       r.train_seconds = seconds_since(t0);
       if (model.interrupted() && !rank0) return 130;
       if (!rank0) continue;  // the others go on to train the next model with rank 0
@@ -324,11 +355,12 @@ int main(int argc, char** argv) {
         return 130;
       }
       if (!opt.save_keras.empty()) {  // the last epoch's weights, compiled as trained
-        const std::string path = (fs::path(opt.save_keras) / ("model" + std::to_string(id) + ".keras")).string();
+        const std::string path = (fs::path(opt.save_keras) / (stem + ".keras")).string();
         keras::save_model(model, path);
         std::cout << "Saved for Keras: " << path << "\n";
       }
       r.history = model.history();
+      if (probe) r.bn_probe = probe->rows();
       r.best_epoch = keep_best->best_epoch();
       const double best_val = keep_best->best();
       // The notebook's numbers: the weights after the last epoch.
@@ -341,13 +373,15 @@ int main(int argc, char** argv) {
                 << examples::analysis_text(r.confusion);
       std::printf("With the weights of epoch %d (best val_accuracy %.4f): test accuracy %.2f %%\n", r.best_epoch,
                   best_val, 100 * r.best_epoch_test.accuracy);
-      try {
-        draw_model_figures(opt.out, r, x_test, y_test);
-      } catch (const Error& e) {
-        std::cerr << "fashion_mnist_experiment: figures of model " << id << " skipped: " << e.what() << "\n";
+      if (run == 0) {  // figures and curves of each model's first run
+        try {
+          draw_model_figures(opt.out, r, x_test, y_test);
+        } catch (const Error& e) {
+          std::cerr << "fashion_mnist_experiment: figures of model " << id << " skipped: " << e.what() << "\n";
+        }
+        curves.push_back({"model " + std::to_string(id), r.history["loss"], r.history["val_loss"],
+                          r.history["accuracy"], r.history["val_accuracy"]});
       }
-      curves.push_back({"model " + std::to_string(id), r.history["loss"], r.history["val_loss"],
-                        r.history["accuracy"], r.history["val_accuracy"]});
       results.push_back(std::move(r));
       write_outputs(opt, results, seconds_since(start), command);  // a crash later keeps what is done
     }
@@ -362,8 +396,19 @@ int main(int argc, char** argv) {
     write_outputs(opt, results, wall, command);
     std::printf("\nTest accuracy, weights after the last epoch / of the best validation epoch (notebook):\n");
     for (const auto& r : results) {
-      std::printf("  model %d: %.2f %% / %.2f %% (%.2f %%)\n", r.spec.id, 100 * r.test.accuracy,
+      std::printf("  model %d%s: %.2f %% / %.2f %% (%.2f %%)\n", r.spec.id,
+                  opt.seeds > 1 ? (", run " + std::to_string(r.run + 1)).c_str() : "", 100 * r.test.accuracy,
                   100 * r.best_epoch_test.accuracy, r.spec.notebook_test_accuracy);
+    }
+    if (opt.seeds > 1) {
+      std::printf("\nOver %d seeds, test accuracy after the last epoch (the notebook's recipe), and volatility:\n",
+                  opt.seeds);
+      for (const auto& m : examples::seed_summaries(results)) {
+        std::printf("  model %d: mean %.2f %%, sd %.2f, min %.2f %%, max %.2f %%; notebook's %.2f %% is %s; "
+                    "volatility %.2f points; best-validation epoch's weights: mean %.2f %%\n",
+                    m.spec.id, m.mean, m.sd, m.min, m.max, m.spec.notebook_test_accuracy,
+                    m.notebook_position().c_str(), m.volatility, m.best_val_mean);
+      }
     }
     std::printf("Wall time %.0f s. Results, figures and report in %s/\n", wall, opt.out.c_str());
     return 0;

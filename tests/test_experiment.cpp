@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "analysis_report.hpp"
+#include "bn_probe.hpp"
 #include "experiment_options.hpp"
 
 using namespace loom;
@@ -66,6 +67,122 @@ TEST_CASE("experiment options: values, --quick and --epochs") {
   CHECK(quick.epochs_for(notebook_models()[0]) == 1);
 }
 
+TEST_CASE("experiment options: --seeds, --legacy-rmsprop, --bn-probe") {
+  ExperimentOptions opt;
+  CHECK(parse({}, opt) == -1);
+  CHECK(opt.seeds == 1);
+  CHECK_FALSE(opt.legacy_rmsprop);
+  CHECK_FALSE(opt.bn_probe);
+  CHECK(opt.optimizer_description().find("sqrt(a + eps)") != std::string::npos);
+  CHECK(opt.seed_for(notebook_models()[1], 0) == 120697);  // run 0: the single-seed run's seed + id
+  CHECK(parse({"--seeds", "3", "--legacy-rmsprop", "--bn-probe", "--seed", "10"}, opt) == -1);
+  CHECK(opt.seeds == 3);
+  CHECK(opt.legacy_rmsprop);
+  CHECK(opt.bn_probe);
+  CHECK(opt.optimizer_description().find("(sqrt(a) + eps)") != std::string::npos);
+  CHECK(opt.seed_for(notebook_models()[3], 2) == 10 + 200 + 4);
+  for (const char* bad : {"0", "101", "two"}) {
+    ExperimentOptions o;
+    CAPTURE(bad);
+    CHECK(parse({"--seeds", bad}, o) == 2);
+  }
+}
+
+TEST_CASE("volatility: the mean absolute change of val_accuracy over the last 10 epochs") {
+  CHECK(volatility({}) == 0);
+  CHECK(volatility({0.9}) == 0);
+  CHECK(volatility({0.80, 0.85, 0.83, 0.86}) == doctest::Approx((0.05 + 0.02 + 0.03) / 3));
+  // 13 epochs: only the last 11 values (10 changes) count; the jump from 0.1 is left out.
+  std::vector<double> v{0.1, 0.5};
+  for (int i = 0; i < 11; ++i) v.push_back(i % 2 ? 0.90 : 0.92);
+  CHECK(volatility(v) == doctest::Approx(0.02));
+}
+
+TEST_CASE("over seeds: mean, spread, the notebook's place and the best-validation numbers") {
+  std::vector<ModelResult> runs;
+  for (int k = 0; k < 3; ++k) {
+    ModelResult r;
+    r.spec = notebook_models()[1];  // notebook: 91.63 %
+    r.run = k;
+    r.epochs = 3;
+    r.test = {0.3, 0.90 + 0.01 * k};         // 90, 91, 92 %
+    r.best_epoch_test = {0.3, 0.92 + 0.001 * k};  // 92.0, 92.1, 92.2 %
+    r.best_epoch = 2;
+    for (double a : {0.88, 0.90 + 0.01 * k, 0.89}) r.history.append("val_accuracy", a);
+    runs.push_back(r);
+  }
+  const auto s = seed_summaries(runs);
+  REQUIRE(s.size() == 1);
+  CHECK(s[0].runs == 3);
+  CHECK(s[0].mean == doctest::Approx(91.0));
+  CHECK(s[0].sd == doctest::Approx(1.0));
+  CHECK(s[0].min == doctest::Approx(90.0));
+  CHECK(s[0].max == doctest::Approx(92.0));
+  CHECK(s[0].runs_below_notebook == 2);
+  CHECK(s[0].notebook_position() == "above 2 of 3 runs (+0.6 sd from the mean)");
+  // volatility per run: (0.02 + 0.01) / 2, (0.03 + 0.02) / 2, (0.04 + 0.03) / 2 -> mean 0.025 = 2.5 points
+  CHECK(s[0].volatility == doctest::Approx(2.5));
+  CHECK(s[0].best_val_mean == doctest::Approx(92.1));
+  ExperimentOptions opt;
+  opt.seeds = 3;
+  const auto json = results_json(opt, runs, 1, "cmd");
+  CHECK(json["summary"][0]["last_epoch_test_accuracy"]["sd"] == doctest::Approx(0.01));
+  CHECK(json["summary"][0]["notebook_position"] == "above 2 of 3 runs (+0.6 sd from the mean)");
+  CHECK(json["models"][2]["run"] == 2);
+  CHECK(json["models"][2]["volatility"] == doctest::Approx(0.035));
+  const std::string md = report_markdown(opt, runs, 1, "cmd");
+  CHECK(md.find("| 2 | 3 | 91.00 % | 1.00 | 90.00 % | 92.00 % | 91.63 % | above 2 of 3 runs (+0.6 sd from the mean) | "
+                "2.50 | 92.10 % (92.00-92.20) |") != std::string::npos);
+  CHECK(ExperimentOptions().seeds == 1);
+  ModelResult above = runs[0];
+  above.test.accuracy = 0.95;
+  CHECK(seed_summaries({above})[0].notebook_position() == "below all 1 runs");
+}
+
+TEST_CASE("--bn-probe: a BatchNormalization's moving statistics against its input's, by hand") {
+  // Input -> Dense(identity) -> BatchNormalization -> Dense(1): the BN's
+  // input is x. x repeats the rows (1, 10), (3, 14), (5, 12) 40 times (more
+  // than one inference chunk): channel means 3 and 12, variances 8/3 and 8/3.
+  Sequential<float> model(1);
+  model.add(Dense<float>(DenseOptions(2)), Shape{2});
+  model.add(BatchNormalization<float>());
+  model.add(Dense<float>(DenseOptions(1)));
+  model.build(Shape{2});
+  auto p = model.layer(0).parameters();
+  *p[0].value = Tensor<float>(Shape{2, 2}, {1, 0, 0, 1});
+  *p[1].value = Tensor<float>(Shape{2}, {0, 0});
+  const float sd = std::sqrt(8.0f / 3);
+  for (auto& q : model.layer(1).parameters()) {
+    if (q.name.find("moving_mean") != std::string::npos) *q.value = Tensor<float>(Shape{2}, {3, 12 + sd});
+    if (q.name.find("moving_variance") != std::string::npos) *q.value = Tensor<float>(Shape{2}, {2 * 8.0f / 3, 0.5f * 8.0f / 3});
+  }
+  Tensor<float> x(Shape{120, 2});
+  const float rows[3][2] = {{1, 10}, {3, 14}, {5, 12}};
+  for (Index i = 0; i < 120; ++i) {
+    x[2 * i] = rows[i % 3][0];
+    x[2 * i + 1] = rows[i % 3][1];
+  }
+  BnProbe probe(x);
+  probe.on_epoch_end(model, 7, Logs{});
+  REQUIRE(probe.rows().size() == 1);
+  const BnProbeRow& r = probe.rows()[0];
+  CHECK(r.epoch == 7);
+  CHECK(r.layer == model.layer(1).name());
+  CHECK(r.variance_ratio_median == doctest::Approx(1.25).epsilon(1e-5));  // ratios 2 and 0.5
+  CHECK(r.variance_ratio_min == doctest::Approx(0.5).epsilon(1e-5));
+  CHECK(r.variance_ratio_max == doctest::Approx(2.0).epsilon(1e-5));
+  CHECK(r.mean_shift == doctest::Approx(0.5).epsilon(1e-5));  // 0 and 1 standard deviation
+  // Its rows survive a checkpoint.
+  ByteWriter w;
+  probe.save_state(w);
+  BnProbe again(x);
+  ByteReader in("state", reinterpret_cast<const unsigned char*>(w.bytes.data()), w.bytes.size());
+  again.restore_state(in);
+  REQUIRE(again.rows().size() == 1);
+  CHECK(again.rows()[0].variance_ratio_max == r.variance_ratio_max);
+  CHECK(again.rows()[0].layer == r.layer);
+}
+
 TEST_CASE("experiment options: nonsense gives exit code 2 and one line") {
   for (const auto& args : std::vector<std::vector<const char*>>{{"--models", "0"},
                                                                {"--models", "1", "1"},
@@ -116,8 +233,9 @@ TEST_CASE("results.json and report.md carry every number beside the notebook's")
   CHECK(json["models"][0]["history"]["val_accuracy"][0] == doctest::Approx(0.85));
   CHECK(json["loom_version"] == loom::version);
   const std::string md = report_markdown(opt, {r}, 12.5, "cmd");
-  CHECK(md.find("| 2 | normalized pixels, integer labels, sparse categorical cross-entropy | 20 | 55.00 % | 91.63 % | -36.63 |") !=
-        std::string::npos);
+  CHECK(md.find("| 2 | 1 (seed 0) | normalized pixels, integer labels, sparse categorical cross-entropy | 20 | 55.00 % | "
+                "91.63 % | -36.63 | 0.00 |") != std::string::npos);
+  CHECK(md.find("over 1 seeds") == std::string::npos);  // the spread table needs --seeds
   CHECK(md.find("| Coat | 10 | 4 | 60.00 % | 3 | 97 |") != std::string::npos);  // notebook's model 2 printed 97 for Coat
 
   const std::string dir = "/tmp/loom_report_test";
