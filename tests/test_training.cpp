@@ -499,6 +499,10 @@ TEST_CASE("end to end: a small CNN learns a synthetic 3-class problem to >= 95 %
   CHECK(text.find("Epoch 8/8\n19/19 - ") != std::string::npos);
   CHECK(text.find("/step - loss: ") != std::string::npos);
   CHECK(text.find(" - val_accuracy: ") != std::string::npos);
+  // One more epoch: as Keras, no "Epoch 1/1" header for a fit of one epoch.
+  std::ostringstream one;
+  model.fit(x, y, FitOptions<float>().epochs(1).verbose(2).output(&one));
+  CHECK(one.str().rfind("19/19 - ", 0) == 0);
 }
 
 TEST_CASE("a LambdaCallback sees every hook in Keras's order and can stop training") {

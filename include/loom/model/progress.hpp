@@ -78,7 +78,8 @@ class Progress {
 
   void begin_epoch(int epoch, int epochs) {
     start_ = last_draw_ = Clock::now();
-    if (verbose_ >= 1) *out_ << "Epoch " << epoch << "/" << epochs << "\n" << std::flush;
+    // Keras's ProgbarLogger names the epoch only when there is more than one.
+    if (verbose_ >= 1 && epochs > 1) *out_ << "Epoch " << epoch << "/" << epochs << "\n" << std::flush;
   }
 
   /// After `step` of `steps`: redraws the running line (verbose 1 on a terminal, at most 10 times a second).
