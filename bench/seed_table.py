@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Markdown tables of the notebook's recipe over seeds, from the experiment's
+results.json files and bench/pytorch_twin.py's JSON files (docs/results.md).
+
+    bench/seed_table.py --group "today's rule" A/results.json B/results.json \\
+                        --group "TF 2.0-2.10's rule" C/results.json D/results.json \\
+                        --twin "PyTorch twin" T1.json T2.json T3.json [--probe A/results.json]
+
+Every run found in a group's files counts once per model (a file of
+`--seeds K` holds K runs per model; runs of the same model and seed found
+twice are an error). Per model: runs, the last epoch's test accuracy (mean,
+sd over runs, min, max), where the notebook's number falls, the volatility
+(mean |change| of val_accuracy between consecutive epochs over the last 10
+epochs, in points, averaged over runs) and the best-validation epoch's test
+accuracy. --probe prints the BatchNormalization probe (--bn-probe) of the
+first run of each model in the file.
+"""
+import argparse
+import json
+import statistics
+import sys
+
+NOTEBOOK = {1: 92.05, 2: 91.63, 3: 91.49, 4: 91.69}
+
+
+def volatility(val, last=10):
+    tail = val[-(last + 1):]
+    steps = [abs(b - a) for a, b in zip(tail, tail[1:])]
+    return sum(steps) / len(steps) if steps else 0.0
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"seed_table: {path}: {e}")
+
+
+def experiment_runs(paths):
+    """(model, seed) -> run dict with test, best_val_test, val_accuracy, epochs."""
+    runs = {}
+    for path in paths:
+        for m in load(path).get("models", []):
+            key = (m["model"], m["seed"])
+            if key in runs:
+                sys.exit(f"seed_table: {path}: model {key[0]} with seed {key[1]} is there twice")
+            runs[key] = {"test": 100 * m["test_accuracy"], "best": 100 * m["best_val_epoch_test_accuracy"],
+                         "val": m["history"]["val_accuracy"], "epochs": m["epochs"]}
+    return runs
+
+
+def twin_runs(paths):
+    runs = {}
+    for path in paths:
+        d = load(path)
+        for r in d["runs"]:
+            key = (d["model"], r["seed"])
+            if key in runs:
+                sys.exit(f"seed_table: {path}: model {key[0]} with seed {key[1]} is there twice")
+            runs[key] = {"test": 100 * r["last_epoch_test_accuracy"], "best": 100 * r["best_val_test_accuracy"],
+                         "val": r["history"]["val_accuracy"], "epochs": r["epochs"]}
+    return runs
+
+
+def place(nb, accs):
+    below = sum(a < nb for a in accs)
+    if below == 0:
+        return f"below all {len(accs)}"
+    if below == len(accs):
+        return f"above all {len(accs)}"
+    return f"above {below} of {len(accs)}"
+
+
+def table(title, runs):
+    print(f"**{title}**\n")
+    print("| model | runs | last epoch: mean | sd | min | max | notebook | notebook's place | volatility | "
+          "best-validation epoch: mean (min-max) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for model in sorted({k[0] for k in runs}):
+        rs = [runs[k] for k in sorted(runs) if k[0] == model]
+        accs = [r["test"] for r in rs]
+        best = [r["best"] for r in rs]
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        vol = 100 * sum(volatility(r["val"]) for r in rs) / len(rs)
+        print(f"| {model} | {len(rs)} | {statistics.mean(accs):.2f} % | {sd:.2f} | {min(accs):.2f} % | "
+              f"{max(accs):.2f} % | {NOTEBOOK[model]:.2f} % | {place(NOTEBOOK[model], accs)} | {vol:.2f} | "
+              f"{statistics.mean(best):.2f} % ({min(best):.2f}-{max(best):.2f}) |")
+    print()
+    print("Each run's last-epoch test accuracy: " + "; ".join(
+        f"model {k[0]} seed {k[1]}: {runs[k]['test']:.2f} %" for k in sorted(runs)) + ".\n")
+
+
+def probe(path):
+    for m in load(path).get("models", []):
+        rows = m.get("bn_probe", [])
+        if not rows or m.get("run", 0) != 0:
+            continue
+        layers = sorted({r["layer"] for r in rows})
+        print(f"**BatchNormalization probe, model {m['model']}, seed {m['seed']}**: moving variance / the "
+              "variance of the layer's input in inference on the validation images, median over channels "
+              "(min-max), and val_accuracy\n")
+        print("| epoch | " + " | ".join(layers) + " | val_accuracy |")
+        print("|---|" + "---|" * len(layers) + "---|")
+        for epoch in sorted({r["epoch"] for r in rows}):
+            cells = []
+            for layer in layers:
+                r = next((r for r in rows if r["epoch"] == epoch and r["layer"] == layer), None)
+                cells.append(f"{r['variance_ratio_median']:.3f} ({r['variance_ratio_min']:.2f}-"
+                             f"{r['variance_ratio_max']:.2f})" if r else "")
+            val = m["history"]["val_accuracy"][epoch - 1]
+            print(f"| {epoch} | " + " | ".join(cells) + f" | {100 * val:.2f} % |")
+        print()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--group", nargs="+", action="append", default=[], metavar=("TITLE", "RESULTS_JSON"),
+                   help="a title, then the experiment's results.json files of that group")
+    p.add_argument("--twin", nargs="+", action="append", default=[], metavar=("TITLE", "TWIN_JSON"),
+                   help="a title, then bench/pytorch_twin.py's JSON files")
+    p.add_argument("--probe", action="append", default=[], help="results.json whose --bn-probe rows to print")
+    args = p.parse_args()
+    for g in args.group:
+        if len(g) < 2:
+            p.error("--group needs a title and at least one file")
+        table(g[0], experiment_runs(g[1:]))
+    for g in args.twin:
+        if len(g) < 2:
+            p.error("--twin needs a title and at least one file")
+        table(g[0], twin_runs(g[1:]))
+    for path in args.probe:
+        probe(path)
+
+
+if __name__ == "__main__":
+    main()
