@@ -5,11 +5,16 @@
 // while inference feeds it undropped ones. After every epoch this callback
 // runs the validation images through the model in inference, layer by layer,
 // and compares each BatchNormalization layer's moving mean and variance with
-// the mean and variance its input actually has there.
+// the mean and variance its input actually has there. After training, the
+// experiment also scores the last epoch's weights with every layer's moving
+// statistics set to those its input has in inference on the training images
+// (recalibrate_batch_norm): what the test accuracy would be if the moving
+// averages had tracked inference exactly.
 
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <loom/data/encoding.hpp>
@@ -19,6 +24,90 @@
 
 namespace loom::examples {
 
+/// Per channel, the sum and the sum of squares of the inputs of the
+/// BatchNormalization layers `bn` (indices into model.layers(), ascending),
+/// over the samples of `x` run through the model in inference, layer by
+/// layer, Sequential::kInferenceChunk at a time.
+struct ChannelMoments {
+  std::vector<double> sum, sq;
+  double count = 0;
+  double mean(std::size_t c) const { return sum[c] / count; }
+  double variance(std::size_t c) const { return std::max(0.0, sq[c] / count - mean(c) * mean(c)); }
+};
+
+inline std::vector<ChannelMoments> batch_norm_input_moments(Sequential<float>& model, const Tensor<float>& x,
+                                                            const std::vector<std::size_t>& bn) {
+  std::vector<ChannelMoments> out(bn.size());
+  if (bn.empty()) return out;
+  const auto& layers = model.layers();
+  const Index n = x.dim(0), chunk = Sequential<float>::kInferenceChunk;
+  Tensor<float> part;
+  for (Index from = 0; from < n; from += chunk) {
+    part = data::take(x, from, std::min(n, from + chunk));
+    const Tensor<float>* h = &part;
+    for (std::size_t i = 0, k = 0; i <= bn.back(); ++i) {
+      if (k < bn.size() && i == bn[k]) {
+        const Index c = h->dim(h->rank() - 1), rows = h->size() / c;
+        ChannelMoments& m = out[k];
+        m.sum.resize(static_cast<std::size_t>(c), 0.0);
+        m.sq.resize(static_cast<std::size_t>(c), 0.0);
+        const float* p = h->data();
+        for (Index r = 0; r < rows; ++r) {
+          for (Index j = 0; j < c; ++j) {
+            const double v = p[r * c + j];
+            m.sum[static_cast<std::size_t>(j)] += v;
+            m.sq[static_cast<std::size_t>(j)] += v * v;
+          }
+        }
+        m.count += static_cast<double>(rows);
+        ++k;
+      }
+      if (i < bn.back()) h = &layers[i]->forward(*h, Mode::Inference);
+    }
+  }
+  return out;
+}
+
+/// The indices of the BatchNormalization layers of `model`, in order.
+inline std::vector<std::size_t> batch_norm_layers(const Sequential<float>& model) {
+  std::vector<std::size_t> bn;
+  const auto& layers = model.layers();
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    if (dynamic_cast<const BatchNormalization<float>*>(layers[i].get())) bn.push_back(i);
+  }
+  return bn;
+}
+
+/// A BatchNormalization layer's moving mean and variance.
+inline std::pair<Tensor<float>*, Tensor<float>*> moving_statistics(Layer<float>& layer) {
+  const auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  Tensor<float>* mean = nullptr;
+  Tensor<float>* var = nullptr;
+  for (const auto& p : layer.parameters()) {
+    if (ends_with(p.name, "/moving_mean")) mean = p.value;
+    if (ends_with(p.name, "/moving_variance")) var = p.value;
+  }
+  return {mean, var};
+}
+
+/// --bn-probe's counterfactual: sets every BatchNormalization layer's moving
+/// mean and variance to the mean and variance its input has in inference on
+/// `x` (one layer after the other, each seeing the ones before already
+/// set), as if the moving averages had tracked inference exactly.
+inline void recalibrate_batch_norm(Sequential<float>& model, const Tensor<float>& x) {
+  for (std::size_t i : batch_norm_layers(model)) {
+    const ChannelMoments m = batch_norm_input_moments(model, x, {i})[0];
+    auto [mean, var] = moving_statistics(*model.layers()[i]);
+    if (!mean || !var) continue;
+    for (std::size_t c = 0; c < m.sum.size(); ++c) {
+      (*mean)[static_cast<Index>(c)] = static_cast<float>(m.mean(c));
+      (*var)[static_cast<Index>(c)] = static_cast<float>(m.variance(c));
+    }
+  }
+}
+
 class BnProbe : public Callback<float> {
  public:
   /// `x` is borrowed: it must outlive the fit.
@@ -27,52 +116,17 @@ class BnProbe : public Callback<float> {
   const std::vector<BnProbeRow>& rows() const { return rows_; }
 
   void on_epoch_end(Sequential<float>& model, int epoch, const Logs& /*logs*/) override {
-    const auto& layers = model.layers();
-    std::vector<std::size_t> bn;
-    for (std::size_t i = 0; i < layers.size(); ++i) {
-      if (dynamic_cast<BatchNormalization<float>*>(layers[i].get())) bn.push_back(i);
-    }
-    if (bn.empty()) return;
-    std::vector<std::vector<double>> sum(bn.size()), sq(bn.size());
-    std::vector<double> count(bn.size(), 0);
-    const Index n = x_.dim(0), chunk = Sequential<float>::kInferenceChunk;
-    for (Index from = 0; from < n; from += chunk) {
-      chunk_ = data::take(x_, from, std::min(n, from + chunk));
-      const Tensor<float>* h = &chunk_;
-      for (std::size_t i = 0, k = 0; i <= bn.back(); ++i) {
-        if (k < bn.size() && i == bn[k]) {  // accumulate the input of BatchNormalization k, per channel
-          const Index c = h->dim(h->rank() - 1), rows = h->size() / c;
-          sum[k].resize(static_cast<std::size_t>(c), 0.0);
-          sq[k].resize(static_cast<std::size_t>(c), 0.0);
-          const float* p = h->data();
-          for (Index r = 0; r < rows; ++r) {
-            for (Index j = 0; j < c; ++j) {
-              const double v = p[r * c + j];
-              sum[k][static_cast<std::size_t>(j)] += v;
-              sq[k][static_cast<std::size_t>(j)] += v * v;
-            }
-          }
-          count[k] += static_cast<double>(rows);
-          ++k;
-        }
-        h = &layers[i]->forward(*h, Mode::Inference);
-      }
-    }
+    const std::vector<std::size_t> bn = batch_norm_layers(model);
+    const std::vector<ChannelMoments> moments = batch_norm_input_moments(model, x_, bn);
     for (std::size_t k = 0; k < bn.size(); ++k) {
-      const Tensor<float>* moving_mean = nullptr;
-      const Tensor<float>* moving_var = nullptr;
-      for (const auto& p : layers[bn[k]]->parameters()) {
-        if (ends_with(p.name, "/moving_mean")) moving_mean = p.value;
-        if (ends_with(p.name, "/moving_variance")) moving_var = p.value;
-      }
+      auto [moving_mean, moving_var] = moving_statistics(*model.layers()[bn[k]]);
       if (!moving_mean || !moving_var) continue;
       BnProbeRow row;
       row.epoch = epoch;
-      row.layer = layers[bn[k]]->name();
+      row.layer = model.layers()[bn[k]]->name();
       std::vector<double> ratios;
-      for (std::size_t j = 0; j < sum[k].size(); ++j) {
-        const double mean = sum[k][j] / count[k];
-        const double var = std::max(0.0, sq[k][j] / count[k] - mean * mean);
+      for (std::size_t j = 0; j < moments[k].sum.size(); ++j) {
+        const double mean = moments[k].mean(j), var = moments[k].variance(j);
         if (var <= 0) continue;  // a channel that is constant (a dead ReLU) on every image
         ratios.push_back((*moving_var)[static_cast<Index>(j)] / var);
         row.mean_shift += std::fabs((*moving_mean)[static_cast<Index>(j)] - mean) / std::sqrt(var);
@@ -119,12 +173,7 @@ class BnProbe : public Callback<float> {
   }
 
  private:
-  static bool ends_with(const std::string& s, const std::string& tail) {
-    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-  }
-
   const Tensor<float>& x_;
-  Tensor<float> chunk_;
   std::vector<BnProbeRow> rows_;
 };
 

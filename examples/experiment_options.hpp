@@ -102,7 +102,8 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
                "default: Keras 3's, inside");
   app.add_flag("--bn-probe", opt.bn_probe,
                "after every epoch, compare each BatchNormalization layer's moving statistics with those of its "
-               "input in inference on the validation images (one more pass over them per epoch)");
+               "input in inference on the validation images (one more pass over them per epoch); at the end, also "
+               "score the last epoch's weights with those statistics recalibrated on the training images");
   app.add_flag("--quick", opt.quick, "smoke run: 3,000 training and 1,000 validation images, one epoch (unless --epochs)");
   app.add_flag("--resume", opt.resume,
                "continue from the checkpoints in --out (after a crash, a kill or Ctrl-C); give the same options");

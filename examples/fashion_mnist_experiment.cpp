@@ -366,6 +366,12 @@ int main(int argc, char** argv) {
       // The notebook's numbers: the weights after the last epoch.
       r.test = model.evaluate(xs, ys, opt.batch_size);
       r.confusion = ConfusionMatrix(labels_of(y_test), argmax_rows(model.predict(xs, opt.batch_size)), 10);
+      if (opt.bn_probe) {  // the same weights with exact BatchNormalization statistics (the best weights reload them all)
+        examples::recalibrate_batch_norm(model, xt);
+        r.recalibrated_test_accuracy = model.evaluate(xs, ys, opt.batch_size).accuracy;
+        std::printf("With BatchNormalization's statistics recalibrated on the training images: test accuracy %.2f %%\n",
+                    100 * r.recalibrated_test_accuracy);
+      }
       model.load_weights(best_path);
       r.best_epoch_test = model.evaluate(xs, ys, opt.batch_size);
       std::cout << "\nModel " << id << " on the 10,000 test images (notebook: " << spec.notebook_test_accuracy

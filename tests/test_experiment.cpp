@@ -181,6 +181,20 @@ TEST_CASE("--bn-probe: a BatchNormalization's moving statistics against its inpu
   REQUIRE(again.rows().size() == 1);
   CHECK(again.rows()[0].variance_ratio_max == r.variance_ratio_max);
   CHECK(again.rows()[0].layer == r.layer);
+
+  // Recalibrated on x, the moving statistics are x's: the probe then reads ratios of 1 and no shift.
+  recalibrate_batch_norm(model, x);
+  auto [mean, var] = moving_statistics(model.layer(1));
+  REQUIRE(mean != nullptr);
+  CHECK((*mean)[0] == doctest::Approx(3));
+  CHECK((*mean)[1] == doctest::Approx(12));
+  CHECK((*var)[0] == doctest::Approx(8.0 / 3));
+  CHECK((*var)[1] == doctest::Approx(8.0 / 3));
+  probe.on_epoch_end(model, 8, Logs{});
+  REQUIRE(probe.rows().size() == 2);
+  CHECK(probe.rows()[1].variance_ratio_max == doctest::Approx(1).epsilon(1e-5));
+  CHECK(probe.rows()[1].variance_ratio_min == doctest::Approx(1).epsilon(1e-5));
+  CHECK(probe.rows()[1].mean_shift == doctest::Approx(0).epsilon(1e-5));
 }
 
 TEST_CASE("experiment options: nonsense gives exit code 2 and one line") {
