@@ -99,15 +99,16 @@ def probe(path):
         layers = sorted({r["layer"] for r in rows})
         print(f"**BatchNormalization probe, model {m['model']}, seed {m['seed']}**: moving variance / the "
               "variance of the layer's input in inference on the validation images, median over channels "
-              "(min-max), and val_accuracy\n")
+              "(min-max); then the moving mean's distance from that input's mean, in its standard deviations, "
+              "averaged over channels; and val_accuracy\n")
         print("| epoch | " + " | ".join(layers) + " | val_accuracy |")
         print("|---|" + "---|" * len(layers) + "---|")
         for epoch in sorted({r["epoch"] for r in rows}):
             cells = []
             for layer in layers:
                 r = next((r for r in rows if r["epoch"] == epoch and r["layer"] == layer), None)
-                cells.append(f"{r['variance_ratio_median']:.3f} ({r['variance_ratio_min']:.2f}-"
-                             f"{r['variance_ratio_max']:.2f})" if r else "")
+                cells.append(f"{r['variance_ratio_median']:.2f} ({r['variance_ratio_min']:.2f}-"
+                             f"{r['variance_ratio_max']:.2f}); {r['mean_shift']:.2f}" if r else "")
             val = m["history"]["val_accuracy"][epoch - 1]
             print(f"| {epoch} | " + " | ".join(cells) + f" | {100 * val:.2f} % |")
         print()
