@@ -47,6 +47,8 @@ def experiment_runs(paths):
                 sys.exit(f"seed_table: {path}: model {key[0]} with seed {key[1]} is there twice")
             runs[key] = {"test": 100 * m["test_accuracy"], "best": 100 * m["best_val_epoch_test_accuracy"],
                          "val": m["history"]["val_accuracy"], "epochs": m["epochs"]}
+            if m.get("recalibrated_bn_test_accuracy") is not None:
+                runs[key]["recalibrated"] = 100 * m["recalibrated_bn_test_accuracy"]
     return runs
 
 
@@ -87,6 +89,11 @@ def table(title, runs):
               f"{max(accs):.2f} % | {NOTEBOOK[model]:.2f} % | {place(NOTEBOOK[model], accs)} | {vol:.2f} | "
               f"{statistics.mean(best):.2f} % ({min(best):.2f}-{max(best):.2f}) |")
     print()
+    recal = {k: r["recalibrated"] for k, r in runs.items() if "recalibrated" in r}
+    if recal:
+        print("Last epoch's weights with BatchNormalization's statistics recalibrated on the training images "
+              "(--bn-probe): " + "; ".join(f"model {k[0]} seed {k[1]}: {runs[k]['test']:.2f} % -> {v:.2f} %"
+                                          for k, v in sorted(recal.items())) + ".\n")
     print("Each run's last-epoch test accuracy: " + "; ".join(
         f"model {k[0]} seed {k[1]}: {runs[k]['test']:.2f} %" for k in sorted(runs)) + ".\n")
 
