@@ -252,6 +252,13 @@ void fixture_data(Tensor<float>& x, Tensor<float>& y) {
 
 std::vector<double> as_doubles(const Tensor<float>& t) { return {t.begin(), t.end()}; }
 
+/// Every parameter and buffer of `m`, in order, as doubles.
+std::vector<double> weights(Sequential<float>& m) {
+  std::vector<double> w;
+  for (const auto& p : m.parameters()) w.insert(w.end(), p.value->begin(), p.value->end());
+  return w;
+}
+
 }  // namespace
 
 TEST_CASE("files saved by loom before the redesign (format 1) load, predict and resume as they did") {
@@ -269,11 +276,6 @@ TEST_CASE("files saved by loom before the redesign (format 1) load, predict and 
       if (!(std::fabs(a[i] - b[i]) <= tol * (1 + std::fabs(b[i])))) return false;
     }
     return true;
-  };
-  const auto weights = [](Sequential<float>& m) {
-    std::vector<double> w;
-    for (const auto& p : m.parameters()) w.insert(w.end(), p.value->begin(), p.value->end());
-    return w;
   };
   on_one_thread([&] {
     auto model = Sequential<float>::load(dir + "/v1_model.loom");
@@ -318,11 +320,6 @@ TEST_CASE("an RMSprop saved before loom recorded its rule resumes with the rule 
     double d = 0;
     for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]) / (1 + std::fabs(b[i])));
     return d;
-  };
-  const auto weights = [](Sequential<float>& m) {
-    std::vector<double> w;
-    for (const auto& p : m.parameters()) w.insert(w.end(), p.value->begin(), p.value->end());
-    return w;
   };
   const auto resume = [&](Sequential<float>& m) {
     m.fit(x, y, FitOptions<float>().epochs(4).batch_size(8).verbose(0).resume(true));
