@@ -176,7 +176,7 @@ TEST_CASE("one factory each for losses and optimizers, by Keras's class names an
   CHECK(opt->config().real("beta_2") == 0.999);
   CHECK(make_optimizer<float>("sgd")->config() == SGD<float>().config());
   const std::string msg = error_of([] { make_optimizer<float>("adagrad"); });
-  CHECK(msg.rfind("unknown optimizer 'adagrad' (known: Adam, RMSprop, SGD, adam, rmsprop, sgd", 0) == 0);
+  CHECK(msg.rfind("unknown optimizer 'adagrad' (known: Adam, AdamW, RMSprop, SGD, adam, adamw, rmsprop, sgd", 0) == 0);
   CHECK_THROWS_AS(make_loss<float>("mse"), ConfigError);
   // Every built-in layer registered itself beside its class (and this file's Scale).
   const std::vector<std::string> layers{"Activation", "BatchNormalization", "Conv2D", "Dense",  "Dropout",

@@ -60,6 +60,13 @@ class Config {
     return *this;
   }
 
+  /// Sets `key` to a list of reals, written "0.5,1000" (each exact, as `set` writes one).
+  Config& set_reals(const std::string& key, const std::vector<double>& values) {
+    std::string text;
+    for (std::size_t i = 0; i < values.size(); ++i) text += (i ? "," : "") + detail::exact(values[i]);
+    return set(key, text);
+  }
+
   bool has(const std::string& key) const { return find(key) != nullptr; }
   const Entries& entries() const& { return entries_; }
   /// Of a temporary (`layer.config().entries()`), a copy: a range-for over it
@@ -106,6 +113,25 @@ class Config {
     return s == "1";
   }
   bool flag(const std::string& key, bool otherwise) const { return has(key) ? flag(key) : otherwise; }
+
+  /// "0.5,1000" -> {0.5, 1000}; "" -> {}.
+  std::vector<double> reals(const std::string& key) const {
+    const std::string& s = text(key);
+    std::vector<double> out;
+    std::size_t at = 0;
+    while (at < s.size()) {
+      std::size_t comma = s.find(',', at);
+      if (comma == std::string::npos) comma = s.size();
+      const std::string item = s.substr(at, comma - at);
+      char* end = nullptr;
+      const double v = std::strtod(item.c_str(), &end);
+      if (item.empty() || *end != '\0') bad(key, s);
+      out.push_back(v);
+      at = comma + 1;
+      if (comma + 1 == s.size()) bad(key, s);  // a trailing comma
+    }
+    return out;
+  }
 
   /// "3,3" -> {3, 3}.
   Size2 size2(const std::string& key) const {

@@ -28,6 +28,7 @@
 #include "model/summary.hpp"
 #include "model/trainer.hpp"
 #include "optimizers.hpp"
+#include "schedules.hpp"
 #include "parallel.hpp"
 #include "random.hpp"
 #include "registry.hpp"

@@ -1,12 +1,26 @@
 #pragma once
 /// \file optimizers.hpp
-/// SGD (momentum, Nesterov), RMSprop and Adam with Keras's update rules and
-/// defaults. An optimizer keeps one state slot per trainable parameter,
-/// created by `build` and matched to the parameter by name and shape; `step`
-/// updates every trainable parameter in place and advances the step counter
-/// once.
+/// SGD (momentum, Nesterov), RMSprop, Adam and AdamW with Keras's update
+/// rules and defaults. An optimizer keeps one state slot per trainable
+/// parameter, created by `build` and matched to the parameter by name and
+/// shape; `step` updates every trainable parameter in place and advances the
+/// step counter once.
+///
+/// Every optimizer also takes what Keras 3's base optimizer takes:
+/// - `learning_rate`: a constant, or a LearningRateSchedule (schedules.hpp)
+///   asked with the step count before each update;
+/// - `weight_decay`: decoupled weight decay, w <- w - lr * weight_decay * w
+///   before the update, for every trainable parameter whose name contains
+///   none of `exclude_from_weight_decay` (plain substrings, as in Keras's
+///   `exclude_from_weight_decay(var_names=[...])`);
+/// - one of `clipnorm` (each gradient scaled to norm at most clipnorm),
+///   `global_clipnorm` (all gradients together) or `clipvalue` (each value
+///   clipped to [-clipvalue, clipvalue]). The gradients are clipped in place.
+/// One update is: clip the gradients, decay the weights, then the rule.
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,8 +28,56 @@
 #include "config.hpp"
 #include "layers/layer.hpp"
 #include "registry.hpp"
+#include "schedules.hpp"
 
 namespace loom {
+
+/// What every optimizer takes (see the file comment); 0 means "none".
+struct OptimizerSettings {
+  double learning_rate = 1e-3;
+  std::shared_ptr<const LearningRateSchedule> schedule;  ///< replaces learning_rate when set
+  double weight_decay = 0;
+  double clipnorm = 0, global_clipnorm = 0, clipvalue = 0;
+  std::vector<std::string> exclude_from_weight_decay;
+};
+
+/// The options every optimizer's options class has, chained as its own:
+/// `AdamOptions().learning_rate(schedule).weight_decay(1e-4).beta_1(0.9)`.
+template <class Options>
+class OptimizerOptionsBase {
+ public:
+  /// A constant learning rate.
+  Options& learning_rate(double v) {
+    s_.learning_rate = v;
+    s_.schedule.reset();
+    return self();
+  }
+  /// A schedule in place of the constant.
+  Options& learning_rate(std::shared_ptr<const LearningRateSchedule> schedule) {
+    s_.schedule = std::move(schedule);
+    return self();
+  }
+  double learning_rate() const { return s_.learning_rate; }
+  const std::shared_ptr<const LearningRateSchedule>& learning_rate_schedule() const { return s_.schedule; }
+  Options& weight_decay(double v) { return s_.weight_decay = v, self(); }
+  double weight_decay() const { return s_.weight_decay; }
+  Options& exclude_from_weight_decay(std::vector<std::string> names) {
+    return s_.exclude_from_weight_decay = std::move(names), self();
+  }
+  Options& clipnorm(double v) { return s_.clipnorm = v, self(); }
+  Options& global_clipnorm(double v) { return s_.global_clipnorm = v, self(); }
+  Options& clipvalue(double v) { return s_.clipvalue = v, self(); }
+  const OptimizerSettings& settings() const { return s_; }
+  /// The common options from `c`, over these: what from_config reads.
+  Options& read_settings(const Config& c);
+
+ protected:
+  explicit OptimizerOptionsBase(double default_learning_rate) { s_.learning_rate = default_learning_rate; }
+
+ private:
+  Options& self() { return static_cast<Options&>(*this); }
+  OptimizerSettings s_;
+};
 
 template <class T>
 class Optimizer {
@@ -35,6 +97,25 @@ class Optimizer {
   virtual std::string type() const = 0;
   /// Hyperparameters: what `from_config` needs to make it again.
   virtual Config config() const = 0;
+
+  /// The learning rate of the next update: the constant, or the schedule at
+  /// iterations() (Keras's `optimizer.learning_rate`).
+  double learning_rate() const {
+    return settings_.schedule ? (*settings_.schedule)(static_cast<double>(iterations_)) : settings_.learning_rate;
+  }
+  /// Sets the constant learning rate (as Keras's callbacks do). An optimizer
+  /// whose rate follows a schedule refuses, as Keras's does.
+  void set_learning_rate(double lr) {
+    if (settings_.schedule) {
+      throw ConfigError(detail::str(type(), ": its learning rate follows a ", settings_.schedule->type(),
+                                    " schedule and cannot be set"));
+    }
+    if (!(lr >= 0) || !std::isfinite(lr)) throw ConfigError(detail::str(type(), ": bad learning rate ", lr));
+    settings_.learning_rate = lr;
+  }
+  /// The schedule, or null for a constant learning rate.
+  const LearningRateSchedule* learning_rate_schedule() const { return settings_.schedule.get(); }
+  const OptimizerSettings& settings() const { return settings_; }
 
   /// The state slots, in parameter order (empty before the first build).
   const std::vector<Slot>& slots() const { return slots_; }
@@ -89,13 +170,23 @@ class Optimizer {
   /// One update of every trainable parameter from its gradient.
   void step(const std::vector<Parameter<T>>& params) {
     if (!built_) build(params);
-    ++iterations_;
-    begin_step();
     std::size_t i = 0;
     for (const auto& p : params) {
       if (!p.trainable()) continue;
       if (i >= slots_.size() || slots_[i].name != p.name || p.value->shape() != slots_[i].shape) {
         throw ConfigError(type() + ": parameter '" + p.name + "' does not match the state built for it");
+      }
+      ++i;
+    }
+    lr_ = learning_rate();  // at the step count before this update, as Keras asks its schedule
+    clip_gradients(params);
+    ++iterations_;
+    begin_step();
+    i = 0;
+    for (const auto& p : params) {
+      if (!p.trainable()) continue;
+      if (settings_.weight_decay != 0 && decays(p.name)) {
+        p.value->flat() *= static_cast<T>(1 - lr_ * settings_.weight_decay);
       }
       update(*p.value, *p.grad, slots_[i].state);
       ++i;
@@ -106,20 +197,142 @@ class Optimizer {
   long long iterations() const { return iterations_; }
 
  protected:
+  /// `who` (the class name) names the optimizer in errors while it is constructed.
+  Optimizer(const char* who, OptimizerSettings settings) : settings_(std::move(settings)) { check_settings(who); }
+
   int states_per_param() const { return static_cast<int>(state_names().size()); }
+  /// The learning rate of the update in progress.
+  double lr() const { return lr_; }
   virtual void begin_step() {}
   virtual void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) = 0;
 
+  /// The config: the learning rate (or its schedule, as "learning_rate_schedule"
+  /// and its keys behind "learning_rate_schedule."), then `own`'s keys, then
+  /// the common options that are set.
+  Config config_with(const Config& own) const {
+    Config c;
+    if (settings_.schedule) {
+      c.set("learning_rate_schedule", settings_.schedule->type());
+      for (const auto& [k, v] : settings_.schedule->config().entries()) c.set("learning_rate_schedule." + k, v);
+    } else {
+      c.set("learning_rate", settings_.learning_rate);
+    }
+    for (const auto& [k, v] : own.entries()) c.set(k, v);
+    if (settings_.weight_decay != 0) c.set("weight_decay", settings_.weight_decay);
+    if (!settings_.exclude_from_weight_decay.empty()) {
+      std::string names;
+      for (const auto& n : settings_.exclude_from_weight_decay) names += (names.empty() ? "" : ",") + n;
+      c.set("exclude_from_weight_decay", names);
+    }
+    if (settings_.clipnorm != 0) c.set("clipnorm", settings_.clipnorm);
+    if (settings_.global_clipnorm != 0) c.set("global_clipnorm", settings_.global_clipnorm);
+    if (settings_.clipvalue != 0) c.set("clipvalue", settings_.clipvalue);
+    return c;
+  }
+
  private:
+  void check_settings(const char* who) const {
+    const auto& s = settings_;
+    const auto require = [&](bool ok, const char* what, double v) {
+      if (!ok) throw ConfigError(detail::str(who, ": ", what, ", got ", v));
+    };
+    if (!s.schedule) require(s.learning_rate >= 0 && std::isfinite(s.learning_rate), "learning_rate must be >= 0", s.learning_rate);
+    require(s.weight_decay >= 0 && std::isfinite(s.weight_decay), "weight_decay must be >= 0", s.weight_decay);
+    require(s.clipnorm >= 0 && std::isfinite(s.clipnorm), "clipnorm must be >= 0", s.clipnorm);
+    require(s.global_clipnorm >= 0 && std::isfinite(s.global_clipnorm), "global_clipnorm must be >= 0", s.global_clipnorm);
+    require(s.clipvalue >= 0 && std::isfinite(s.clipvalue), "clipvalue must be >= 0", s.clipvalue);
+    const int clips = (s.clipnorm > 0) + (s.global_clipnorm > 0) + (s.clipvalue > 0);
+    if (clips > 1) {
+      throw ConfigError(detail::str(who, ": only one of clipnorm, global_clipnorm and clipvalue can be set"));
+    }
+    for (const auto& n : s.exclude_from_weight_decay) {
+      if (n.empty() || n.find(',') != std::string::npos) {
+        throw ConfigError(detail::str(who, ": bad name '", n, "' in exclude_from_weight_decay"));
+      }
+    }
+  }
+  bool decays(const std::string& name) const {
+    for (const auto& n : settings_.exclude_from_weight_decay) {
+      if (name.find(n) != std::string::npos) return false;
+    }
+    return true;
+  }
+
+  /// Keras's _clip_gradients: g * c / max(||g||, c) per gradient (clipnorm)
+  /// or over all of them (global_clipnorm; a norm that is not finite makes
+  /// every gradient NaN, as Keras's does), or each value into [-c, c].
+  void clip_gradients(const std::vector<Parameter<T>>& params) const {
+    const auto& s = settings_;
+    if (s.clipnorm > 0) {
+      for (const auto& p : params) {
+        if (!p.trainable()) continue;
+        const double norm = squared_norm(*p.grad);
+        if (norm > 0) scale(*p.grad, s.clipnorm / std::max(std::sqrt(norm), s.clipnorm));
+      }
+    } else if (s.global_clipnorm > 0) {
+      double sum = 0;
+      for (const auto& p : params) sum += p.trainable() ? squared_norm(*p.grad) : 0.0;
+      const double norm = std::sqrt(sum);
+      const double factor = std::isfinite(norm) ? s.global_clipnorm / std::max(norm, s.global_clipnorm)
+                                                : std::numeric_limits<double>::quiet_NaN();
+      for (const auto& p : params) {
+        if (p.trainable()) scale(*p.grad, factor);
+      }
+    } else if (s.clipvalue > 0) {
+      const T c = static_cast<T>(s.clipvalue);
+      for (const auto& p : params) {
+        if (p.trainable()) p.grad->flat() = p.grad->flat().cwiseMax(-c).cwiseMin(c);
+      }
+    }
+  }
+  static double squared_norm(const Tensor<T>& g) {
+    double sum = 0;
+    for (T v : g) sum += static_cast<double>(v) * static_cast<double>(v);
+    return sum;
+  }
+  static void scale(Tensor<T>& g, double factor) {
+    if (factor != 1.0) g.flat() *= static_cast<T>(factor);
+  }
+
+  OptimizerSettings settings_;
   std::vector<Slot> slots_;
   bool built_ = false;
   long long iterations_ = 0;
+  double lr_ = 0;
 };
 
-class SGDOptions {
+template <class Options>
+Options& OptimizerOptionsBase<Options>::read_settings(const Config& c) {
+  if (c.has("learning_rate_schedule")) {
+    Config sc;
+    const std::string prefix = "learning_rate_schedule.";
+    for (const auto& [k, v] : c.entries()) {
+      if (k.rfind(prefix, 0) == 0) sc.set(k.substr(prefix.size()), v);
+    }
+    learning_rate(std::shared_ptr<const LearningRateSchedule>(make_schedule(c.text("learning_rate_schedule"), sc)));
+  } else {
+    learning_rate(c.real("learning_rate", s_.learning_rate));
+  }
+  weight_decay(c.real("weight_decay", s_.weight_decay));
+  if (c.has("exclude_from_weight_decay")) {
+    std::vector<std::string> names;
+    const std::string& text = c.text("exclude_from_weight_decay");
+    for (std::size_t at = 0; at <= text.size();) {
+      const std::size_t comma = std::min(text.find(',', at), text.size());
+      names.push_back(text.substr(at, comma - at));
+      at = comma + 1;
+    }
+    exclude_from_weight_decay(std::move(names));
+  }
+  clipnorm(c.real("clipnorm", s_.clipnorm));
+  global_clipnorm(c.real("global_clipnorm", s_.global_clipnorm));
+  clipvalue(c.real("clipvalue", s_.clipvalue));
+  return self();
+}
+
+class SGDOptions : public OptimizerOptionsBase<SGDOptions> {
  public:
-  SGDOptions() = default;
-  LOOM_OPTION(double, learning_rate, 0.01)
+  SGDOptions() : OptimizerOptionsBase(0.01) {}
   LOOM_OPTION(double, momentum, 0.0)
   LOOM_OPTION(bool, nesterov, false)
 };
@@ -129,21 +342,16 @@ template <class T>
 class SGD : public Optimizer<T> {
  public:
   static constexpr const char* class_name = "SGD";
-  explicit SGD(const SGDOptions& options = {}) : opt_(options) {}
+  explicit SGD(const SGDOptions& options = {}) : Optimizer<T>(class_name, options.settings()), opt_(options) {}
   std::string type() const override { return class_name; }
   Config config() const override {
-    return Config()
-        .set("learning_rate", opt_.learning_rate())
-        .set("momentum", opt_.momentum())
-        .set("nesterov", opt_.nesterov());
+    return this->config_with(Config().set("momentum", opt_.momentum()).set("nesterov", opt_.nesterov()));
   }
   /// Missing keys take Keras's defaults.
   static std::unique_ptr<Optimizer<T>> from_config(const Config& c) {
-    const SGDOptions d;
-    return std::make_unique<SGD>(SGDOptions()
-                                     .learning_rate(c.real("learning_rate", d.learning_rate()))
-                                     .momentum(c.real("momentum", d.momentum()))
-                                     .nesterov(c.flag("nesterov", d.nesterov())));
+    SGDOptions o;
+    return std::make_unique<SGD>(
+        o.read_settings(c).momentum(c.real("momentum", o.momentum())).nesterov(c.flag("nesterov", o.nesterov())));
   }
 
   std::vector<std::string> state_names() const override {
@@ -152,7 +360,7 @@ class SGD : public Optimizer<T> {
 
  protected:
   void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) override {
-    const T lr = static_cast<T>(opt_.learning_rate()), mu = static_cast<T>(opt_.momentum());
+    const T lr = static_cast<T>(this->lr()), mu = static_cast<T>(opt_.momentum());
     if (state.empty()) {
       w.flat() -= lr * g.flat();
       return;
@@ -170,10 +378,9 @@ class SGD : public Optimizer<T> {
   SGDOptions opt_;
 };
 
-class RMSpropOptions {
+class RMSpropOptions : public OptimizerOptionsBase<RMSpropOptions> {
  public:
-  RMSpropOptions() = default;
-  LOOM_OPTION(double, learning_rate, 1e-3)
+  RMSpropOptions() : OptimizerOptionsBase(1e-3) {}
   LOOM_OPTION(double, rho, 0.9)
   LOOM_OPTION(double, epsilon, 1e-7)
   /// Where epsilon goes. true (the default): inside the square root, as Keras
@@ -194,14 +401,13 @@ template <class T>
 class RMSprop : public Optimizer<T> {
  public:
   static constexpr const char* class_name = "RMSprop";
-  explicit RMSprop(const RMSpropOptions& options = {}) : opt_(options) {}
+  explicit RMSprop(const RMSpropOptions& options = {}) : Optimizer<T>(class_name, options.settings()), opt_(options) {}
   std::string type() const override { return class_name; }
   Config config() const override {
-    return Config()
-        .set("learning_rate", opt_.learning_rate())
-        .set("rho", opt_.rho())
-        .set("epsilon", opt_.epsilon())
-        .set("epsilon_inside_sqrt", opt_.epsilon_inside_sqrt());
+    return this->config_with(Config()
+                                 .set("rho", opt_.rho())
+                                 .set("epsilon", opt_.epsilon())
+                                 .set("epsilon_inside_sqrt", opt_.epsilon_inside_sqrt()));
   }
   /// Missing keys take Keras's defaults (so today's rule; files saved before
   /// the rule was recorded are read by model_file.hpp, which says which rule
@@ -210,7 +416,7 @@ class RMSprop : public Optimizer<T> {
     const RMSpropOptions d;
     return std::make_unique<RMSprop>(
         RMSpropOptions()
-            .learning_rate(c.real("learning_rate", d.learning_rate()))
+            .read_settings(c)
             .rho(c.real("rho", d.rho()))
             .epsilon(c.real("epsilon", d.epsilon()))
             .epsilon_inside_sqrt(c.flag("epsilon_inside_sqrt", d.epsilon_inside_sqrt())));
@@ -222,7 +428,7 @@ class RMSprop : public Optimizer<T> {
 
  protected:
   void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) override {
-    const T lr = static_cast<T>(opt_.learning_rate()), rho = static_cast<T>(opt_.rho()),
+    const T lr = static_cast<T>(this->lr()), rho = static_cast<T>(opt_.rho()),
             eps = static_cast<T>(opt_.epsilon());
     auto a = state[0].flat().array();
     const auto ga = g.flat().array();
@@ -238,10 +444,9 @@ class RMSprop : public Optimizer<T> {
   RMSpropOptions opt_;
 };
 
-class AdamOptions {
+class AdamOptions : public OptimizerOptionsBase<AdamOptions> {
  public:
-  AdamOptions() = default;
-  LOOM_OPTION(double, learning_rate, 1e-3)
+  AdamOptions() : OptimizerOptionsBase(1e-3) {}
   LOOM_OPTION(double, beta_1, 0.9)
   LOOM_OPTION(double, beta_2, 0.999)
   LOOM_OPTION(double, epsilon, 1e-7)
@@ -253,32 +458,32 @@ template <class T>
 class Adam : public Optimizer<T> {
  public:
   static constexpr const char* class_name = "Adam";
-  explicit Adam(const AdamOptions& options = {}) : opt_(options) {}
+  explicit Adam(const AdamOptions& options = {}) : Adam(class_name, options) {}
   std::string type() const override { return class_name; }
   Config config() const override {
-    return Config()
-        .set("learning_rate", opt_.learning_rate())
-        .set("beta_1", opt_.beta_1())
-        .set("beta_2", opt_.beta_2())
-        .set("epsilon", opt_.epsilon());
+    return this->config_with(
+        Config().set("beta_1", opt_.beta_1()).set("beta_2", opt_.beta_2()).set("epsilon", opt_.epsilon()));
   }
   /// Missing keys take Keras's defaults.
-  static std::unique_ptr<Optimizer<T>> from_config(const Config& c) {
-    const AdamOptions d;
-    return std::make_unique<Adam>(AdamOptions()
-                                      .learning_rate(c.real("learning_rate", d.learning_rate()))
-                                      .beta_1(c.real("beta_1", d.beta_1()))
-                                      .beta_2(c.real("beta_2", d.beta_2()))
-                                      .epsilon(c.real("epsilon", d.epsilon())));
-  }
+  static std::unique_ptr<Optimizer<T>> from_config(const Config& c) { return std::make_unique<Adam>(read(c, {})); }
 
   /// The first and second moments, m and v.
   std::vector<std::string> state_names() const override { return {"momentum", "velocity"}; }
 
  protected:
+  Adam(const char* who, const AdamOptions& options) : Optimizer<T>(who, options.settings()), opt_(options) {}
+  /// Options from `c` over `defaults`.
+  static AdamOptions read(const Config& c, AdamOptions defaults) {
+    const AdamOptions d = defaults;
+    return defaults.read_settings(c)
+        .beta_1(c.real("beta_1", d.beta_1()))
+        .beta_2(c.real("beta_2", d.beta_2()))
+        .epsilon(c.real("epsilon", d.epsilon()));
+  }
+
   void begin_step() override {
     const double t = static_cast<double>(this->iterations());
-    lr_t_ = static_cast<T>(opt_.learning_rate() * std::sqrt(1 - std::pow(opt_.beta_2(), t)) /
+    lr_t_ = static_cast<T>(this->lr() * std::sqrt(1 - std::pow(opt_.beta_2(), t)) /
                            (1 - std::pow(opt_.beta_1(), t)));
   }
   void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) override {
@@ -297,9 +502,31 @@ class Adam : public Optimizer<T> {
   T lr_t_ = 0;
 };
 
+/// Adam with decoupled weight decay (Loshchilov & Hutter), Keras's AdamW:
+/// Adam whose weight_decay defaults to 0.004 (the common `weight_decay`
+/// option, applied before each update as w <- w - lr * weight_decay * w).
+template <class T>
+class AdamW : public Adam<T> {
+ public:
+  static constexpr const char* class_name = "AdamW";
+  /// AdamOptions with AdamW's default decay, 0.004.
+  static AdamOptions defaults() { return AdamOptions().weight_decay(0.004); }
+  explicit AdamW(const AdamOptions& options = defaults()) : Adam<T>(class_name, options) {
+    if (options.weight_decay() <= 0) {
+      throw ConfigError(detail::str(class_name, ": weight_decay must be > 0 (use Adam for none), got ",
+                                    options.weight_decay()));
+    }
+  }
+  std::string type() const override { return class_name; }
+  static std::unique_ptr<Optimizer<T>> from_config(const Config& c) {
+    return std::make_unique<AdamW>(Adam<T>::read(c, defaults()));
+  }
+};
+
 LOOM_REGISTER(SGD, "sgd")
 LOOM_REGISTER(RMSprop, "rmsprop")
 LOOM_REGISTER(Adam, "adam")
+LOOM_REGISTER(AdamW, "adamw")
 
 /// An optimizer by Keras's name, its class name ("RMSprop") or its string
 /// alias ("rmsprop"), or any optimizer registered with LOOM_REGISTER, with
