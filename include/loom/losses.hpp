@@ -15,6 +15,12 @@
 /// logits z: the loss is -sum_k y_k log softmax(z)_k, computed stably through
 /// log-sum-exp and without clipping, as TensorFlow's
 /// softmax_cross_entropy_with_logits does.
+///
+/// With `label_smoothing` s the targets become y (1 - s) + s / K, as Keras's
+/// CategoricalCrossentropy(label_smoothing=s) and PyTorch's
+/// CrossEntropyLoss(label_smoothing=s) take them. loom offers it on the
+/// sparse loss too (PyTorch's takes integer labels; Keras 3's sparse loss
+/// has no such argument).
 
 #include <algorithm>
 #include <cmath>
@@ -40,12 +46,25 @@ class Loss {
   /// Keras's class name ("CategoricalCrossentropy").
   virtual std::string type() const = 0;
   virtual Targets targets() const = 0;
-  /// Hyperparameters: `from_logits`, written only when on.
-  virtual Config config() const { return from_logits_ ? Config().set("from_logits", true) : Config(); }
+  /// Hyperparameters: `from_logits` and `label_smoothing`, each written only when on.
+  virtual Config config() const {
+    Config c;
+    if (from_logits_) c.set("from_logits", true);
+    if (smoothing_ != 0) c.set("label_smoothing", smoothing_);
+    return c;
+  }
 
   /// Whether the model's outputs are logits rather than probabilities.
   bool from_logits() const { return from_logits_; }
   void set_from_logits(bool on) { from_logits_ = on; }
+
+  /// Label smoothing s in [0, 1]: the loss is taken against the targets
+  /// y (1 - s) + s / K, K the number of classes (Keras's `label_smoothing`).
+  double label_smoothing() const { return smoothing_; }
+  void set_label_smoothing(double s) {
+    if (!(s >= 0 && s <= 1)) throw ConfigError(detail::str(type(), ": label_smoothing must be in [0, 1], got ", s));
+    smoothing_ = s;
+  }
 
   /// Checks every target in `y` for a model with `classes` outputs: shape,
   /// and for integer labels their range. Throws ShapeError or FormatError.
@@ -58,7 +77,7 @@ class Loss {
   double value(const Tensor<T>& p, const Tensor<T>& y) const {
     const Index n = p.dim(0), k = p.size() / n;
     double sum = 0;
-    for (Index i = 0; i < n; ++i) sum += from_logits_ ? logits_loss(p.data() + i * k, y, i, k, nullptr, 0) : sample_loss(p.data() + i * k, y, i, k);
+    for (Index i = 0; i < n; ++i) sum += from_logits_ ? logits_loss(p.data() + i * k, y, i, k, nullptr, 0) : probs_loss(p.data() + i * k, y, i, k);
     return sum / static_cast<double>(n);
   }
 
@@ -76,9 +95,9 @@ class Loss {
     for (Index i = 0; i < n; ++i) {
       const T* pi = p.data() + i * k;
       T* gi = grad.data() + i * k;
-      sum += sample_loss(pi, y, i, k);
+      sum += probs_loss(pi, y, i, k);
       for (Index c = 0; c < k; ++c) {
-        const T yc = target(y, i, c, k);
+        const T yc = smoothed(y, i, c, k);
         if (wrt_logits) {
           gi[c] = (pi[c] - yc) * inv_n;
         } else {  // d/dp of -y log(clip(p)): zero where the clip is active
@@ -101,17 +120,31 @@ class Loss {
     const double lse = top + std::log(total);
     double loss = 0, ysum = 0;
     for (Index c = 0; c < k; ++c) {
-      const double yc = static_cast<double>(target(y, i, c, k));
+      const double yc = static_cast<double>(smoothed(y, i, c, k));
       loss += yc * (lse - static_cast<double>(z[c]));
       ysum += yc;
     }
     if (g) {
       for (Index c = 0; c < k; ++c) {
         const double pc = std::exp(static_cast<double>(z[c]) - lse);
-        g[c] = static_cast<T>((pc * ysum - static_cast<double>(target(y, i, c, k))) * static_cast<double>(scale));
+        g[c] = static_cast<T>((pc * ysum - static_cast<double>(smoothed(y, i, c, k))) * static_cast<double>(scale));
       }
     }
     return loss;
+  }
+
+  /// y's value for sample i, class c, after label smoothing.
+  T smoothed(const Tensor<T>& y, Index i, Index c, Index k) const {
+    const T t = target(y, i, c, k);
+    if (smoothing_ == 0) return t;
+    return static_cast<T>(static_cast<double>(t) * (1 - smoothing_) + smoothing_ / static_cast<double>(k));
+  }
+  /// -sum_c y_c log(clip(p_c)) of one sample, with the smoothed targets when smoothing.
+  double probs_loss(const T* p, const Tensor<T>& y, Index i, Index k) const {
+    if (smoothing_ == 0) return sample_loss(p, y, i, k);
+    double s = 0;
+    for (Index c = 0; c < k; ++c) s -= static_cast<double>(smoothed(y, i, c, k)) * log_clipped(p[c]);
+    return s;
   }
 
   static T eps() { return static_cast<T>(1e-7); }
@@ -124,14 +157,16 @@ class Loss {
 
  private:
   bool from_logits_ = false;
+  double smoothing_ = 0;
 };
 
 namespace detail {
-/// A loss of class L made from its config (`from_logits`).
+/// A loss of class L made from its config (`from_logits`, `label_smoothing`).
 template <class L, class T>
 std::unique_ptr<Loss<T>> loss_from_config(const Config& c) {
   auto loss = std::make_unique<L>();
   loss->set_from_logits(c.flag("from_logits", false));
+  loss->set_label_smoothing(c.real("label_smoothing", 0.0));
   return loss;
 }
 }  // namespace detail
