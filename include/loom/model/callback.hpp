@@ -38,6 +38,10 @@ class Callback {
   virtual void on_epoch_begin(Sequential<T>& /*model*/, int /*epoch*/) {}
   /// After each batch, with the epoch's running "loss" (and "accuracy").
   virtual void on_batch_end(Sequential<T>& /*model*/, long /*batch*/, const Logs& /*logs*/) {}
+  /// After each epoch's validation, before the epoch enters the History and
+  /// its line is printed: a callback may add to the logs here (Keras's
+  /// learning-rate callbacks add "learning_rate").
+  virtual void on_epoch_logs(Sequential<T>& /*model*/, int /*epoch*/, Logs& /*logs*/) {}
   /// After each epoch, once its line is printed, with its metrics and validation metrics.
   virtual void on_epoch_end(Sequential<T>& /*model*/, int /*epoch*/, const Logs& /*logs*/) {}
   /// Once, when fit has run its epochs or was stopped by a callback (not when interrupted).

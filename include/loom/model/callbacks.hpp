@@ -1,12 +1,16 @@
 #pragma once
 /// \file callbacks.hpp
-/// Keras's fit() callbacks: `ModelCheckpoint` and `EarlyStopping`. (Stopping
-/// on a loss that is not finite is built into fit: FitOptions::stop_on_nan,
-/// on by default.) Pass them with `FitOptions<T>().callback(std::make_shared<...>(...))`.
-/// Both keep their state in the model file, so a fit resumed from a
-/// checkpoint goes on as if it had never stopped.
+/// Keras's fit() callbacks: `ModelCheckpoint`, `EarlyStopping`,
+/// `LearningRateScheduler` and `ReduceLROnPlateau`. (Stopping on a loss that
+/// is not finite is built into fit: FitOptions::stop_on_nan, on by default.)
+/// Pass them with `FitOptions<T>().callback(std::make_shared<...>(...))`.
+/// They keep their state in the model file (the learning rate they set is
+/// the optimizer's, saved with it), so a fit resumed from a checkpoint goes
+/// on as if it had never stopped.
 
 #include <cmath>
+#include <functional>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -184,6 +188,139 @@ class EarlyStopping : public Callback<T> {
   double best_ = 0;
   int best_epoch_ = 0, wait_ = 0, stopped_epoch_ = 0;
   std::vector<Tensor<T>> best_weights_;
+};
+
+/// Keras's LearningRateScheduler: before each epoch the optimizer's learning
+/// rate becomes schedule(epoch, lr), with `epoch` counted from 0 as Keras
+/// passes it and `lr` the rate now. The epoch's rate is logged as
+/// "learning_rate" (History and the progress line). With verbose, each
+/// change is printed as Keras prints it.
+///
+///     LearningRateScheduler<float>([](int epoch, double lr) { return epoch < 10 ? lr : lr * std::exp(-0.1); })
+template <class T>
+class LearningRateScheduler : public Callback<T> {
+ public:
+  using Schedule = std::function<double(int epoch, double learning_rate)>;
+  explicit LearningRateScheduler(Schedule schedule, int verbose = 0)
+      : schedule_(std::move(schedule)), verbose_(verbose) {
+    if (!schedule_) throw ConfigError("LearningRateScheduler: no schedule function");
+  }
+
+  void on_epoch_begin(Sequential<T>& model, int epoch) override {
+    Optimizer<T>& opt = model.trainer().optimizer();
+    const double lr = schedule_(epoch - 1, opt.learning_rate());
+    if (!std::isfinite(lr) || lr < 0) {
+      throw ConfigError(detail::str("LearningRateScheduler: the schedule gave learning rate ", lr, " for epoch ",
+                                    epoch, "; it must be a finite number >= 0"));
+    }
+    opt.set_learning_rate(lr);
+    if (verbose_ > 0) std::cout << "\nEpoch " << epoch << ": LearningRateScheduler setting learning rate to " << lr << ".\n";
+  }
+  void on_epoch_logs(Sequential<T>& model, int, Logs& logs) override {
+    logs.set("learning_rate", model.trainer().optimizer().learning_rate());
+  }
+
+ private:
+  Schedule schedule_;
+  int verbose_;
+};
+
+class ReduceLROnPlateauOptions {
+ public:
+  ReduceLROnPlateauOptions() = default;
+  LOOM_OPTION(std::string, monitor, "val_loss")
+  /// The new rate is the old times factor (< 1).
+  LOOM_OPTION(double, factor, 0.1)
+  /// Epochs without improvement before the rate is reduced.
+  LOOM_OPTION(int, patience, 10)
+  /// An improvement must beat the best by more than this.
+  LOOM_OPTION(double, min_delta, 1e-4)
+  /// Epochs after a reduction before waiting starts again.
+  LOOM_OPTION(int, cooldown, 0)
+  /// The rate is never reduced below this.
+  LOOM_OPTION(double, min_lr, 0.0)
+  /// 1: print each reduction, as Keras does.
+  LOOM_OPTION(int, verbose, 0)
+};
+
+/// Keras's ReduceLROnPlateau: when `monitor` has not improved for `patience`
+/// epochs, the learning rate becomes max(lr * factor, min_lr), then
+/// `cooldown` epochs pass before it counts again. Like Keras's "auto" mode,
+/// metrics named like accuracy improve upwards, the rest downwards. The
+/// epoch's rate is logged as "learning_rate"; its state (best value, epochs
+/// waited, cooldown left) is saved with the model. The optimizer's rate must
+/// be a constant, not a schedule.
+template <class T>
+class ReduceLROnPlateau : public Callback<T> {
+ public:
+  explicit ReduceLROnPlateau(ReduceLROnPlateauOptions options = {}) : opt_(std::move(options)) {
+    if (!(opt_.factor() < 1.0) || !(opt_.factor() >= 0)) {
+      throw ConfigError(detail::str("ReduceLROnPlateau: factor must be in [0, 1), got ", opt_.factor()));
+    }
+    if (opt_.patience() < 0 || opt_.cooldown() < 0) {
+      throw ConfigError(detail::str("ReduceLROnPlateau: patience and cooldown must be >= 0, got ", opt_.patience(),
+                                    " and ", opt_.cooldown()));
+    }
+  }
+
+  void on_train_begin(Sequential<T>& model) override {
+    const Optimizer<T>& o = model.trainer().optimizer();
+    if (o.learning_rate_schedule()) {
+      throw ConfigError(detail::str("ReduceLROnPlateau: the optimizer's learning rate follows a ",
+                                    o.learning_rate_schedule()->type(), " schedule and cannot be reduced"));
+    }
+    up_ = detail::improves_upwards(opt_.monitor());
+    best_ = up_ ? -INFINITY : INFINITY;
+    wait_ = cooldown_left_ = 0;
+  }
+
+  /// Keras's on_epoch_end: the rate is logged before it is reduced.
+  void on_epoch_logs(Sequential<T>& model, int epoch, Logs& logs) override {
+    Optimizer<T>& o = model.trainer().optimizer();
+    logs.set("learning_rate", o.learning_rate());
+    const double v = detail::monitored(logs, opt_.monitor(), "ReduceLROnPlateau");
+    if (cooldown_left_ > 0) {
+      --cooldown_left_;
+      wait_ = 0;
+    }
+    if (up_ ? v > best_ + opt_.min_delta() : v < best_ - opt_.min_delta()) {
+      best_ = v;
+      wait_ = 0;
+      return;
+    }
+    if (cooldown_left_ > 0 || ++wait_ < opt_.patience()) return;
+    const double old_lr = o.learning_rate();
+    if (old_lr > static_cast<double>(static_cast<float>(opt_.min_lr()))) {
+      const double lr = std::max(old_lr * opt_.factor(), opt_.min_lr());
+      o.set_learning_rate(lr);
+      if (opt_.verbose() > 0) std::cout << "\nEpoch " << epoch << ": ReduceLROnPlateau reducing learning rate to " << lr << ".\n";
+      cooldown_left_ = opt_.cooldown();
+      wait_ = 0;
+    }
+  }
+
+  std::string state_key() const override { return "ReduceLROnPlateau"; }
+  void save_state(ByteWriter& out) const override {
+    out.f64(best_);
+    out.i64(wait_);
+    out.i64(cooldown_left_);
+  }
+  void restore_state(ByteReader& in) override {
+    best_ = in.f64("best value");
+    wait_ = static_cast<int>(in.i64("epochs waited"));
+    cooldown_left_ = static_cast<int>(in.i64("cooldown left"));
+  }
+
+  /// The best value of `monitor` so far, epochs waited since, cooldown epochs left.
+  double best() const { return best_; }
+  int wait() const { return wait_; }
+  int cooldown_left() const { return cooldown_left_; }
+
+ private:
+  ReduceLROnPlateauOptions opt_;
+  bool up_ = false;
+  double best_ = INFINITY;
+  int wait_ = 0, cooldown_left_ = 0;
 };
 
 }  // namespace loom

@@ -286,6 +286,7 @@ class Trainer {
         logs_.set("val_loss", v.loss);
         if (accuracy) logs_.set("val_accuracy", v.accuracy);
       }
+      for (const auto& cb : callbacks_) cb->on_epoch_logs(model, epoch, logs_);
       for (const auto& m : logs_.entries()) history_.append(m.first, m.second);
       at = {epoch, 0, 0.0, 0, 0};
       progress.end_epoch(logs_.entries());
