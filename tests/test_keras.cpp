@@ -396,13 +396,69 @@ TEST_CASE("what loom cannot represent is refused, naming the layer, its class an
       {"class_name": "Dense", "config": {"name": "d", "units": 3, "batch_input_shape": [null, 2]}}]})");
   CHECK(error_of([&] { keras::compile_from_keras(m, json("hinge"), nullptr, nullptr, "f"); }).find("loss 'hinge'") !=
         std::string::npos);
-  const json adamw = json::parse(R"({"class_name": "AdamW", "config": {}})");
-  CHECK(error_of([&] { keras::compile_from_keras(m, json("categorical_crossentropy"), &adamw, nullptr, "f"); })
-            .find("optimizer 'AdamW'") != std::string::npos);
-  CHECK(error_of([&] {
-          keras::compile_from_keras(m, json::parse(R"({"class_name": "CategoricalCrossentropy", "config": {"label_smoothing": 0.1}})"),
-                                    nullptr, nullptr, "f");
-        }).find("label_smoothing") != std::string::npos);
+  const json lion = json::parse(R"({"class_name": "Lion", "config": {}})");
+  CHECK(error_of([&] { keras::compile_from_keras(m, json("categorical_crossentropy"), &lion, nullptr, "f"); })
+            .find("optimizer 'Lion'") != std::string::npos);
+  const json one_cycle = json::parse(R"({"class_name": "SGD", "config": {"learning_rate":
+      {"class_name": "OneCycle", "config": {}}}})");
+  CHECK(error_of([&] { keras::compile_from_keras(m, json("categorical_crossentropy"), &one_cycle, nullptr, "f"); })
+            .find("learning-rate schedule 'OneCycle' is not supported") != std::string::npos);
+  const json bad_decay = json::parse(R"({"class_name": "SGD", "config": {"learning_rate":
+      {"class_name": "ExponentialDecay", "config": {"initial_learning_rate": 0.1, "decay_steps": 0, "decay_rate": 0.5}}}})");
+  CHECK(error_of([&] { keras::compile_from_keras(m, json("categorical_crossentropy"), &bad_decay, nullptr, "f"); })
+            .find("decay_steps must be > 0") != std::string::npos);
+  const json two_clips = json::parse(R"({"class_name": "SGD", "config": {"clipnorm": 1.0, "clipvalue": 1.0}})");
+  CHECK(error_of([&] { keras::compile_from_keras(m, json("categorical_crossentropy"), &two_clips, nullptr, "f"); })
+            .find("only one of clipnorm") != std::string::npos);
+}
+
+TEST_CASE("Keras's AdamW, schedules, clipping and label smoothing come in and go out as Keras writes them") {
+  Sequential<float> m = from_json(R"({"class_name": "Sequential", "config": [
+      {"class_name": "Dense", "config": {"name": "d", "units": 3, "batch_input_shape": [null, 2]}}]})");
+  // Keras 3's get_config of AdamW(learning_rate=CosineDecay(0, 1000, warmup_target=1e-3, warmup_steps=100), global_clipnorm=1).
+  const json k3 = json::parse(R"({"module": "keras.optimizers", "class_name": "AdamW", "config": {
+      "name": "adamw", "learning_rate": {"module": "keras.optimizers.schedules", "class_name": "CosineDecay",
+        "config": {"initial_learning_rate": 0.0, "decay_steps": 1000, "alpha": 0.0, "name": "CosineDecay",
+                   "warmup_target": 0.001, "warmup_steps": 100}, "registered_name": null},
+      "weight_decay": 0.004, "clipnorm": null, "global_clipnorm": 1.0, "clipvalue": null, "use_ema": false,
+      "ema_momentum": 0.99, "ema_overwrite_frequency": null, "loss_scale_factor": null,
+      "gradient_accumulation_steps": null, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07, "amsgrad": false},
+      "registered_name": null})");
+  const json smoothed = json::parse(R"({"module": "keras.losses", "class_name": "CategoricalCrossentropy",
+      "config": {"name": "categorical_crossentropy", "reduction": "sum_over_batch_size", "from_logits": false,
+                 "label_smoothing": 0.1, "axis": -1}, "registered_name": null})");
+  keras::compile_from_keras(m, smoothed, &k3, nullptr, "f");
+  const Optimizer<float>& o = m.trainer().optimizer();
+  CHECK(o.type() == "AdamW");
+  REQUIRE(o.learning_rate_schedule() != nullptr);
+  CHECK((*o.learning_rate_schedule())(50) == doctest::Approx(5e-4));
+  CHECK(o.settings().weight_decay == doctest::Approx(0.004));
+  CHECK(o.settings().global_clipnorm == 1.0);
+  CHECK(m.trainer().loss().label_smoothing() == doctest::Approx(0.1));
+
+  // Out again, in Keras 3's form and in tf.keras 2's, and back: the same optimizer and loss.
+  for (bool v3 : {true, false}) {
+    CAPTURE(v3);
+    const json out = keras::optimizer_to_keras(o, v3);
+    const json& lr = out.at("config").at("learning_rate");
+    CHECK(lr.at("class_name") == "CosineDecay");
+    CHECK(lr.at("config").at("warmup_steps") == 100.0);
+    CHECK(out.at("config").at("name") == "adamw");
+    CHECK(out.at("config").at("weight_decay") == 0.004);
+    Sequential<float> again = from_json(R"({"class_name": "Sequential", "config": [
+        {"class_name": "Dense", "config": {"name": "d", "units": 3, "batch_input_shape": [null, 2]}}]})");
+    keras::compile_from_keras(again, keras::loss_to_keras(m.trainer().loss()), &out, nullptr, "f");
+    CHECK(again.trainer().optimizer().config() == o.config());
+    CHECK(again.trainer().loss().config() == m.trainer().loss().config());
+  }
+  // tf.keras 2.x writes a schedule without "module".
+  const json k2 = json::parse(R"({"class_name": "SGD", "config": {"learning_rate": {"class_name": "PiecewiseConstantDecay",
+      "config": {"boundaries": [100, 200], "values": [0.1, 0.01, 0.001], "name": null}}, "momentum": 0.9}})");
+  keras::compile_from_keras(m, json("sparse_categorical_crossentropy"), &k2, nullptr, "f");
+  CHECK((*m.trainer().optimizer().learning_rate_schedule())(150) == doctest::Approx(0.01));
+  // Keras's sparse loss has no label smoothing: loom's cannot be exported.
+  m.trainer().loss().set_label_smoothing(0.1);
+  CHECK(error_of([&] { keras::loss_to_keras(m.trainer().loss()); }).find("no Keras counterpart") != std::string::npos);
 }
 
 TEST_CASE("damaged and foreign files get a FormatError naming the file, never a crash") {

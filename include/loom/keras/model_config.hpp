@@ -191,6 +191,13 @@ inline std::string snake_case(const std::string& name) {
   return b;
 }
 
+/// The name Keras gives an optimizer of class `type` by default, which also
+/// prefixes its variables: the snake_case of the class, but "adamw" for AdamW
+/// (keras/src/optimizers/adamw.py: name="adamw").
+inline std::string keras_optimizer_name(const std::string& type) {
+  return type == "AdamW" ? std::string("adamw") : snake_case(type);
+}
+
 /// One Keras layer config turned into a loom layer (nullptr for InputLayer).
 template <class T>
 std::unique_ptr<Layer<T>> layer_from_keras(const std::string& cls, const Fields& f) {
@@ -500,7 +507,7 @@ std::unique_ptr<Loss<T>> loss_from_keras(const json& v, const std::string& what)
     if (f.has("config")) {
       Fields c(f.at("config"), what + ": loss");
       if (c.flag("from_logits", false)) config.set("from_logits", true);
-      if (c.real("label_smoothing", 0) != 0) c.refuse("label_smoothing");
+      if (c.real("label_smoothing", 0) != 0) config.set("label_smoothing", c.real("label_smoothing"));
       if (c.has("axis") && !(c.at("axis").is_number_integer() && c.at("axis").get<long long>() == -1)) c.refuse("a loss over an axis other than the last");
     }
   } else {
@@ -511,6 +518,48 @@ std::unique_ptr<Loss<T>> loss_from_keras(const json& v, const std::string& what)
                       "sparse_categorical_crossentropy)");
   }
   return make_loss<T>(name, config);
+}
+
+/// A Keras learning-rate schedule, {"class_name": "CosineDecay", "config":
+/// {...}} (Keras 3 adds "module"), into `config` as loom's optimizer
+/// configs hold one ("learning_rate_schedule" and its keys behind
+/// "learning_rate_schedule.").
+inline void schedule_from_keras(const json& v, const std::string& what, Config& config) {
+  Fields f(v, what + ": learning-rate schedule");
+  const std::string cls = f.text("class_name");
+  if (!Registry<LearningRateSchedule>::global().has(cls)) {
+    throw FormatError(what + ": learning-rate schedule '" + cls +
+                      "' is not supported (loom has ExponentialDecay, PiecewiseConstantDecay and CosineDecay)");
+  }
+  const json settings = f.has("config") ? f.at("config") : json::object();
+  Fields c(settings, what + ": learning-rate schedule " + cls);
+  Config sc;
+  for (const auto& item : settings.items()) {
+    const std::string& key = item.key();
+    const json& value = item.value();
+    if (key == "name" || value.is_null()) continue;
+    if (value.is_boolean()) {
+      sc.set(key, value.get<bool>());
+    } else if (value.is_number()) {
+      sc.set(key, value.get<double>());
+    } else if (value.is_array()) {
+      std::vector<double> list;
+      for (const auto& e : value) {
+        if (!e.is_number()) c.bad(key.c_str(), "a list of numbers");
+        list.push_back(e.get<double>());
+      }
+      sc.set_reals(key, list);
+    } else {
+      c.bad(key.c_str(), "a number, a flag or a list of numbers");
+    }
+  }
+  try {
+    make_schedule(cls, sc);  // its own checks, named here
+  } catch (const Error& e) {
+    throw FormatError(what + ": learning-rate schedule " + cls + ": " + e.what());
+  }
+  config.set("learning_rate_schedule", cls);
+  for (const auto& [k, text] : sc.entries()) config.set("learning_rate_schedule." + k, text);
 }
 
 /// An optimizer from a name ("adam") or {"class_name": "Adam" (or
@@ -550,8 +599,7 @@ std::unique_ptr<Optimizer<T>> optimizer_from_keras(const json& v, const std::str
   if (!Registry<Optimizer<T>>::global().has(cls)) {
     throw FormatError(what + ": optimizer '" + cls + "' is not supported (loom has SGD, RMSprop and Adam)");
   }
-  for (const char* key : {"weight_decay", "clipnorm", "global_clipnorm", "clipvalue", "loss_scale_factor",
-                          "gradient_accumulation_steps"}) {
+  for (const char* key : {"loss_scale_factor", "gradient_accumulation_steps"}) {
     if (c.has(key) && !(c.at(key).is_number() && c.at(key).get<double>() == 0)) c.refuse(std::string("'") + key + "'");
   }
   if (c.flag("use_ema", false)) c.refuse("use_ema");
@@ -570,15 +618,28 @@ std::unique_ptr<Optimizer<T>> optimizer_from_keras(const json& v, const std::str
       continue;
     }
     if (!c.has(k)) continue;
-    if (key == "learning_rate" && !c.at(k).is_number()) c.refuse("a learning-rate schedule");
+    if (key == "learning_rate" && c.at(k).is_object()) {
+      schedule_from_keras(c.at(k), what, config);
+      continue;
+    }
     if (c.at(k).is_boolean()) {
       config.set(key, c.flag(k, false));
     } else {
       config.set(key, c.real(k));
     }
   }
-  return make_optimizer<T>(cls, config);
+  // Keras 3's base optimizer options (null: not set).
+  for (const char* key : {"weight_decay", "clipnorm", "global_clipnorm", "clipvalue"}) {
+    if (c.has(key)) config.set(key, c.real(key));
+  }
+  try {
+    return make_optimizer<T>(cls, config);
+  } catch (const ConfigError& e) {
+    throw FormatError(what + ": optimizer " + cls + ": " + e.what());
+  }
 }
+
+
 
 /// The single loss of a training config: a name, an object, or a
 /// one-output dict or list of them.
@@ -631,17 +692,48 @@ void compile_from_keras(Sequential<T>& model, const json& loss, const json* opti
 /// Keras's names for a compiled loom model's loss and optimizer.
 template <class T>
 json loss_to_keras(const Loss<T>& loss) {
-  if (!loss.from_logits()) return impl::snake_case(loss.type());  // "sparse_categorical_crossentropy"
-  return impl::keras_object("keras.losses", loss.type().c_str(),
-                            {{"name", impl::snake_case(loss.type())}, {"reduction", "sum_over_batch_size"},
-                             {"from_logits", true}, {"ignore_class", nullptr}});
+  const bool sparse = loss.targets() == Targets::Sparse;
+  if (sparse && loss.label_smoothing() != 0) {
+    throw FormatError("SparseCategoricalCrossentropy with label_smoothing has no Keras counterpart (Keras's sparse "
+                      "loss has no label_smoothing): use one-hot targets and CategoricalCrossentropy to export it");
+  }
+  if (!loss.from_logits() && loss.label_smoothing() == 0) return impl::snake_case(loss.type());  // "sparse_categorical_crossentropy"
+  json cfg = {{"name", impl::snake_case(loss.type())}, {"reduction", "sum_over_batch_size"},
+              {"from_logits", loss.from_logits()}};
+  if (sparse) {
+    cfg["ignore_class"] = nullptr;
+  } else {
+    cfg["label_smoothing"] = loss.label_smoothing();
+    cfg["axis"] = -1;
+  }
+  return impl::keras_object("keras.losses", loss.type().c_str(), std::move(cfg));
 }
 template <class T>
 json optimizer_to_keras(const Optimizer<T>& optimizer, bool keras_v3) {
   const Config c = optimizer.config();
-  json cfg = {{"name", impl::snake_case(optimizer.type())}};
+  json cfg = {{"name", impl::keras_optimizer_name(optimizer.type())}};
+  if (const LearningRateSchedule* s = optimizer.learning_rate_schedule()) {
+    json sc = {{"name", s->type()}};
+    const Config scfg = s->config();
+    for (const auto& [key, value] : scfg.entries()) {
+      if (key == "staircase") {
+        sc[key] = scfg.flag(key);
+      } else if (key == "boundaries" || key == "values") {
+        sc[key] = scfg.reals(key);
+      } else {
+        sc[key] = scfg.real(key);
+      }
+    }
+    cfg["learning_rate"] = keras_v3 ? impl::keras_object("keras.optimizers.schedules", s->type().c_str(), std::move(sc))
+                                    : json{{"class_name", s->type()}, {"config", std::move(sc)}};
+  }
   for (const auto& [key, value] : c.entries()) {
     if (key == "epsilon_inside_sqrt") continue;  // Keras has one RMSprop rule (docs/keras-compat.md)
+    if (key.rfind("learning_rate_schedule", 0) == 0) continue;  // written above
+    if (key == "exclude_from_weight_decay") {
+      throw FormatError(optimizer.type() + ": exclude_from_weight_decay is not part of a Keras optimizer's config; "
+                        "Keras would decay every variable, so the model is not exported");
+    }
     if (key == "nesterov") {
       cfg[key] = c.flag(key);
     } else {

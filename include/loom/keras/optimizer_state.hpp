@@ -120,7 +120,7 @@ std::vector<KerasOptimizerVariable<T>> optimizer_variables(const Sequential<T>& 
   std::vector<KerasOptimizerVariable<T>> out;
   if (!model.compiled() || model.trainer().optimizer().slots().empty()) return out;
   const Optimizer<T>& o = model.trainer().optimizer();
-  const std::string prefix = snake_case(o.type()) + "/";
+  const std::string prefix = keras_optimizer_name(o.type()) + "/";
   out.push_back({prefix + "iteration", SlotKind::Iteration, nullptr});
   out.push_back({prefix + "learning_rate", SlotKind::LearningRate, nullptr});
   const auto kinds = state_kinds(o);
