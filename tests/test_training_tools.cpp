@@ -1,8 +1,10 @@
 // Training beyond the notebook (issue 12): learning-rate schedules at chosen
 // steps, an optimizer following one, decoupled weight decay and AdamW,
-// gradient clipping, label smoothing, and the learning-rate callbacks with
-// their state across a resume. Every expected value is worked out by hand
-// in the comments (Keras's formulas, keras/src/optimizers/).
+// gradient clipping, label smoothing, the learning-rate callbacks with their
+// state across a resume, and the augmentation layers (outputs on small
+// images with fixed draws, identity in inference, gradients by finite
+// differences). Every expected value is worked out by hand in the comments
+// (Keras's formulas, keras/src/optimizers/ and keras/src/layers/preprocessing/).
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -11,6 +13,7 @@
 
 #include <loom/loom.hpp>
 
+#include "gradient_check.hpp"
 #include "test_support.hpp"
 
 using namespace loom;
@@ -49,6 +52,50 @@ Sequential<float> dense_model(std::uint64_t seed, std::unique_ptr<Optimizer<floa
   m.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
   m.compile(std::make_unique<SparseCategoricalCrossentropy<float>>(), std::move(opt), {"accuracy"});
   return m;
+}
+
+/// Fits `first` with `options` until the middle of epoch 4, saves it, loads
+/// and resumes it with `again`: it must end as `straight` (fitted with the
+/// same options, uninterrupted) did, weights, history and optimizer.
+void check_resume_matches(Sequential<float>& straight, Sequential<float> first, const Tensor<float>& x,
+                          const Tensor<float>& y, FitOptions<float> options, FitOptions<float> again) {
+  TempDir dir;
+  std::atomic<bool> stop{false};
+  auto press = std::make_shared<LambdaCallback<float>>();
+  press->on_batch_end_fn = [&](Sequential<float>& m, long batch, const Logs&) {
+    stop = m.position().epoch == 3 && batch == 2;
+  };
+  first.fit(x, y, options.callback(press).stop_flag(&stop));
+  REQUIRE(first.interrupted());
+  first.save(dir.file("mid.loom"));
+  auto resumed = Sequential<float>::load(dir.file("mid.loom"));
+  resumed.fit(x, y, again.resume(true));
+  CHECK(resumed.history().history == straight.history().history);
+  std::vector<float> a, b;
+  for (const auto& p : straight.parameters()) a.insert(a.end(), p.value->begin(), p.value->end());
+  for (const auto& p : resumed.parameters()) b.insert(b.end(), p.value->begin(), p.value->end());
+  CHECK(a == b);
+  CHECK(resumed.trainer().optimizer().config() == straight.trainer().optimizer().config());
+}
+
+/// A batch of n images h x w x 1 whose pixel (b, i, j) is 100 b + 10 i + j.
+Tensor<double> numbered(Index n, Index h, Index w) {
+  Tensor<double> t(Shape{n, h, w, 1});
+  for (Index b = 0; b < n; ++b) {
+    for (Index i = 0; i < h; ++i) {
+      for (Index j = 0; j < w; ++j) t[(b * h + i) * w + j] = 100.0 * b + 10.0 * i + j;
+    }
+  }
+  return t;
+}
+
+/// The rows of image 0 of a (N, H, W, 1) tensor.
+std::vector<std::vector<double>> rows(const Tensor<double>& t) {
+  std::vector<std::vector<double>> out(static_cast<std::size_t>(t.dim(1)));
+  for (Index i = 0; i < t.dim(1); ++i) {
+    for (Index j = 0; j < t.dim(2); ++j) out[static_cast<std::size_t>(i)].push_back(t[i * t.dim(2) + j]);
+  }
+  return out;
 }
 
 }  // namespace
@@ -329,23 +376,134 @@ TEST_CASE("ReduceLROnPlateau and a scheduled AdamW, stopped mid-fit and resumed,
       const auto& lr = straight.history()["learning_rate"];
       CHECK(lr.back() < lr.front());  // min_delta 0.5: no improvement after the first epoch, halved every epoch
     }
-    TempDir dir;
-    std::atomic<bool> stop{false};
-    auto press = std::make_shared<LambdaCallback<float>>();
-    press->on_batch_end_fn = [&](Sequential<float>& m, long batch, const Logs&) {
-      stop = m.position().epoch == 3 && batch == 2;
-    };
-    auto first = make();
-    first.fit(x, y, options(callback()).callback(press).stop_flag(&stop));
-    REQUIRE(first.interrupted());
-    first.save(dir.file("mid.loom"));
-    auto resumed = Sequential<float>::load(dir.file("mid.loom"));
-    resumed.fit(x, y, options(callback()).resume(true));
-    CHECK(resumed.history().history == straight.history().history);
-    std::vector<float> a, b;
-    for (const auto& p : straight.parameters()) a.insert(a.end(), p.value->begin(), p.value->end());
-    for (const auto& p : resumed.parameters()) b.insert(b.end(), p.value->begin(), p.value->end());
-    CHECK(a == b);
-    CHECK(resumed.trainer().optimizer().config() == straight.trainer().optimizer().config());
+    check_resume_matches(straight, make(), x, y, options(callback()), options(callback()));
   }
+}
+
+// ---------------------------------------------------------------- augmentation
+
+TEST_CASE("RandomFlip: each image mirrored or not, about half of them; the identity in inference") {
+  RandomFlip<double> flip("horizontal", 3);
+  Rng rng(1);
+  flip.build(Shape{2, 3, 1}, rng);
+  const Tensor<double> x = numbered(64, 2, 3);
+  const Tensor<double>& y = flip.forward(x, Mode::Train);
+  int flipped = 0;
+  for (Index b = 0; b < 64; ++b) {
+    const double* in = x.data() + b * 6;
+    const double* out = y.data() + b * 6;
+    const bool same = std::equal(in, in + 6, out);
+    // mirrored left-right: row (a, b, c) becomes (c, b, a)
+    const bool mirrored = out[0] == in[2] && out[1] == in[1] && out[2] == in[0] && out[3] == in[5] && out[5] == in[3];
+    CHECK((same || mirrored));
+    flipped += same ? 0 : 1;
+  }
+  CHECK(flipped > 16);  // binomial(64, 1/2): 32 +- 4
+  CHECK(flipped < 48);
+  CHECK(&flip.forward(x, Mode::Inference) == &x);
+  CHECK_THROWS_AS(RandomFlip<double>("diagonal"), ConfigError);
+}
+
+TEST_CASE("RandomTranslation: whole-pixel and half-pixel moves under each fill mode, by hand") {
+  Rng rng(1);
+  const Tensor<double> x = numbered(1, 3, 3);  // rows (0 1 2), (10 11 12), (20 21 22)
+  const auto moved = [&](Factor h, Factor w, const char* fill, const char* interpolation = "bilinear") {
+    RandomTranslation<double> t(h, w, RandomTranslationOptions().fill_mode(fill).interpolation(interpolation).fill_value(-1));
+    t.build(Shape{3, 3, 1}, rng);
+    return rows(t.forward(x, Mode::Train));
+  };
+  using Rows = std::vector<std::vector<double>>;
+  // Down by one row (1/3 of 3): output row i reads input row i - 1; row -1 is row 0 (reflect, nearest) or fill.
+  CHECK(moved({1.0 / 3, 1.0 / 3}, 0, "reflect") == Rows{{0, 1, 2}, {0, 1, 2}, {10, 11, 12}});
+  CHECK(moved({1.0 / 3, 1.0 / 3}, 0, "nearest") == Rows{{0, 1, 2}, {0, 1, 2}, {10, 11, 12}});
+  CHECK(moved({1.0 / 3, 1.0 / 3}, 0, "constant") == Rows{{-1, -1, -1}, {0, 1, 2}, {10, 11, 12}});
+  // Down by two: rows -2, -1 are rows 1, 0 when reflected (d c b a | a b c d), row 0 twice when nearest.
+  CHECK(moved({2.0 / 3, 2.0 / 3}, 0, "reflect") == Rows{{10, 11, 12}, {0, 1, 2}, {0, 1, 2}});
+  CHECK(moved({2.0 / 3, 2.0 / 3}, 0, "nearest") == Rows{{0, 1, 2}, {0, 1, 2}, {0, 1, 2}});
+  // Left by one column (width factor -1/3): column j reads j + 1; column 3 reflects to column 2.
+  CHECK(moved(0, {-1.0 / 3, -1.0 / 3}, "reflect") == Rows{{1, 2, 2}, {11, 12, 12}, {21, 22, 22}});
+  // Right by half a pixel: column j reads j - 0.5, half of each neighbour; column -0.5 maps to 0 when
+  // reflected, and is half fill (-1) and half column 0 when constant.
+  CHECK(moved(0, {0.5 / 3, 0.5 / 3}, "reflect") == Rows{{0, 0.5, 1.5}, {10, 10.5, 11.5}, {20, 20.5, 21.5}});
+  CHECK(moved(0, {0.5 / 3, 0.5 / 3}, "constant") == Rows{{-0.5, 0.5, 1.5}, {4.5, 10.5, 11.5}, {9.5, 20.5, 21.5}});
+  // Nearest interpolation rounds the mapped coordinate: right by 0.6, column j reads j - 0.6: -0.6 reflects
+  // to -0.4, held at 0; 0.4 rounds to 0 and 1.4 to 1.
+  CHECK(moved(0, {0.2, 0.2}, "reflect", "nearest") == Rows{{0, 0, 1}, {10, 10, 11}, {20, 20, 21}});
+  RandomTranslation<double> t(0.2, 0.2);
+  t.build(Shape{3, 3, 1}, rng);
+  CHECK(&t.forward(x, Mode::Inference) == &x);
+  CHECK_THROWS_AS(RandomTranslation<double>(1.5, 0), ConfigError);
+  CHECK_THROWS_AS(RandomTranslation<double>(0.1, 0.1, RandomTranslationOptions().fill_mode("mirror")), ConfigError);
+}
+
+TEST_CASE("RandomCrop after ZeroPadding2D: a random window in training, the identity in inference") {
+  Sequential<double> m(1);
+  m.add(ZeroPadding2D<double>(2), Shape{4, 4, 1});
+  m.add(RandomCrop<double>(4, 4));
+  CHECK(m.layers()[0]->output_shape() == Shape{8, 8, 1});
+  const Tensor<double> x = numbered(40, 4, 4);
+  const Tensor<double> p = m.predict(x);
+  CHECK(std::equal(p.begin(), p.end(), x.begin()));
+  // In training each image is a 4 x 4 window of the padded 8 x 8: find where its known values landed.
+  const Tensor<double>& padded = m.layers()[0]->forward(x, Mode::Train);
+  const Tensor<double>& y = m.layers()[1]->forward(padded, Mode::Train);
+  std::vector<int> seen(25, 0);
+  for (Index b = 0; b < 40; ++b) {
+    int found = 0;
+    for (Index oy = 0; oy <= 4; ++oy) {
+      for (Index ox = 0; ox <= 4; ++ox) {
+        bool match = true;
+        for (Index i = 0; i < 4 && match; ++i) {
+          for (Index j = 0; j < 4 && match; ++j) match = y[((b * 4 + i) * 4 + j)] == padded[((b * 8 + oy + i) * 8 + ox + j)];
+        }
+        if (match && found++ == 0) ++seen[static_cast<std::size_t>(oy * 5 + ox)];
+      }
+    }
+    CHECK(found >= 1);
+  }
+  CHECK(std::count_if(seen.begin(), seen.end(), [](int n) { return n > 0; }) > 10);  // many of the 25 places
+  CHECK_THROWS_AS(m.add(RandomCrop<double>(9, 9)), ShapeError);
+}
+
+TEST_CASE("augmentation layers: gradients by finite differences, configs made again") {
+  Rng rng(2);
+  Tensor<double> x(Shape{3, 5, 4, 2});
+  loom::testing::random_fill(x, rng);
+  std::vector<std::unique_ptr<Layer<double>>> layers;
+  layers.push_back(std::make_unique<RandomFlip<double>>("horizontal_and_vertical", 4));
+  layers.push_back(std::make_unique<RandomTranslation<double>>(0.3, 0.4, RandomTranslationOptions().seed(5)));
+  layers.push_back(std::make_unique<RandomTranslation<double>>(
+      Factor(-0.3, 0.1), 0.25, RandomTranslationOptions().fill_mode("constant").fill_value(0.5)));
+  layers.push_back(std::make_unique<RandomTranslation<double>>(0.3, 0.3, RandomTranslationOptions().fill_mode("nearest")));
+  layers.push_back(std::make_unique<RandomCrop<double>>(3, 2, 6));
+  layers.push_back(std::make_unique<ZeroPadding2D<double>>(1, 2, 0, 3));
+  for (auto& layer : layers) {
+    CAPTURE(layer->type());
+    layer->build(Shape{5, 4, 2}, rng);
+    loom::testing::check_layer_gradients(*layer, x);
+    const auto again = Registry<Layer<double>>::global().create(layer->type(), layer->config());
+    CHECK(again->config() == layer->config());
+  }
+}
+
+TEST_CASE("a model that augments its input, stopped mid-fit and resumed, ends as one that never stopped") {
+  Rng rng(3);
+  Tensor<float> x(Shape{48, 6, 6, 1}), y(Shape{48});
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (Index i = 0; i < 48; ++i) y[i] = static_cast<float>(i % 3);
+  const auto make = [] {
+    Sequential<float> m(9);
+    m.add(RandomFlip<float>("horizontal"), Shape{6, 6, 1});
+    m.add(RandomTranslation<float>(0.2, 0.2));
+    m.add(ZeroPadding2D<float>(1));
+    m.add(RandomCrop<float>(6, 6));
+    m.add(Flatten<float>());
+    m.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
+    m.compile("sparse_categorical_crossentropy", {"accuracy"});
+    return m;
+  };
+  const auto options = [] { return FitOptions<float>().epochs(5).batch_size(8).verbose(0); };
+  auto straight = make();
+  straight.fit(x, y, options());
+  check_resume_matches(straight, make(), x, y, options(), options());
 }

@@ -7,6 +7,7 @@
 #include "error.hpp"
 #include "initializers.hpp"
 #include "layers/activation.hpp"
+#include "layers/augmentation.hpp"
 #include "layers/batch_normalization.hpp"
 #include "layers/conv2d.hpp"
 #include "layers/dense.hpp"
