@@ -262,6 +262,45 @@ TEST_CASE("a loom model saved for Keras in either format loads back predicting b
         keras::Format::H5);
 }
 
+TEST_CASE("augmentation layers go out to Keras and come back; RandomCrop is refused both ways, with the reason") {
+  TempDir dir;
+  Sequential<float> m(7, "augmented");
+  m.add(RandomFlip<float>("horizontal"), Shape{9, 9, 2});
+  m.add(RandomTranslation<float>(0.1, Factor(-0.2, 0.1),
+                                 RandomTranslationOptions().fill_mode("constant").fill_value(0.5).seed(3)));
+  m.add(ZeroPadding2D<float>(1, 0, 2, 1));  // 9 x 9 -> 10 x 12
+  m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).activation(Activation::ReLU)));
+  m.add(Flatten<float>());
+  m.add(Dense<float>(DenseOptions(4).activation(Activation::Softmax)));
+  train_a_little(m);
+  Tensor<float> x(m.input_shape().with_batch(5));
+  Rng rng(12);
+  for (float& v : x) v = static_cast<float>(rng.uniform(-1, 1));
+  const Tensor<float> expected = m.predict(x);
+  for (const char* name : {"a.keras", "a.h5"}) {
+    CAPTURE(name);
+    keras::save_model(m, dir.file(name));
+    auto back = keras::load_model<float>(dir.file(name));
+    REQUIRE(back.layers().size() == m.layers().size());
+    for (std::size_t i = 0; i < m.layers().size(); ++i) CHECK(back.layers()[i]->config() == m.layers()[i]->config());
+    const Tensor<float> got = back.predict(x);
+    CHECK(std::memcmp(got.data(), expected.data(), sizeof(float) * static_cast<std::size_t>(got.size())) == 0);
+  }
+  const json zp = keras::model_to_config(m, true).at("config").at("layers")[3].at("config").at("padding");
+  CHECK(zp == json::parse("[[1, 0], [2, 1]]"));
+  Sequential<float> cropped(1, "cropped");
+  cropped.add(ZeroPadding2D<float>(2), Shape{4, 4, 1});
+  cropped.add(RandomCrop<float>(4, 4));
+  cropped.add(Flatten<float>());
+  cropped.add(Dense<float>(DenseOptions(2)));
+  CHECK(error_of([&] { keras::save_model(cropped, dir.file("c.keras")); }).find("resizes in inference") != std::string::npos);
+  CHECK(error_of([] {
+          from_json(R"({"class_name": "Sequential", "config": {"name": "s", "layers": [
+              {"class_name": "InputLayer", "config": {"batch_shape": [null, 8, 8, 1], "name": "input"}},
+              {"class_name": "RandomCrop", "config": {"name": "crop", "height": 6, "width": 6}}]}})");
+        }).find("'crop' (RandomCrop): RandomCrop (Keras resizes in inference") != std::string::npos);
+}
+
 TEST_CASE("the files loom writes have Keras's layout: auto-named .keras variables, weight_names in .h5") {
   auto model = every_layer_model();
   train_a_little(model);

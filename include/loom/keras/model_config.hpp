@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../layers/activation.hpp"
+#include "../layers/augmentation.hpp"
 #include "../layers/batch_normalization.hpp"
 #include "../layers/conv2d.hpp"
 #include "../layers/dense.hpp"
@@ -44,7 +45,8 @@ namespace impl {
 
 /// The layer classes loom reads, for messages.
 inline const char* supported_layers() {
-  return "InputLayer, Conv2D, MaxPooling2D, BatchNormalization, Dropout, Flatten, Dense, Activation, ReLU, Softmax";
+  return "InputLayer, Conv2D, MaxPooling2D, BatchNormalization, Dropout, Flatten, Dense, Activation, ReLU, Softmax, "
+         "RandomFlip, RandomTranslation, ZeroPadding2D";
 }
 
 /// Reads a JSON document, turning every parse error into a FormatError.
@@ -198,6 +200,45 @@ inline std::string keras_optimizer_name(const std::string& type) {
   return type == "AdamW" ? std::string("adamw") : snake_case(type);
 }
 
+/// A random layer's `seed` (null: none).
+inline std::optional<std::uint64_t> seed_of(const Fields& f) {
+  if (!f.has("seed")) return std::nullopt;
+  const long long s = f.integer("seed");
+  if (s < 0) f.bad("seed", "a non-negative integer");
+  return static_cast<std::uint64_t>(s);
+}
+
+/// RandomTranslation's factor: a number f ([-f, f]) or [lower, upper].
+inline Factor factor_of(const Fields& f, const char* key) {
+  const json& v = f.at(key);
+  if (v.is_number()) return Factor(v.get<double>());
+  if (v.is_array() && v.size() == 2 && v[0].is_number() && v[1].is_number()) {
+    return Factor(v[0].get<double>(), v[1].get<double>());
+  }
+  f.bad(key, "a number or a list of two");
+}
+
+/// ZeroPadding2D's padding: p, [h, w] or [[top, bottom], [left, right]].
+template <class T>
+std::unique_ptr<Layer<T>> zero_padding_of(const Fields& f) {
+  const json& v = f.has("padding") ? f.at("padding") : json(1);
+  const auto one = [&](const json& e) {
+    if (!e.is_number_integer() || e.get<long long>() < 0 || e.get<long long>() > (1 << 20)) {
+      f.bad("padding", "non-negative integers");
+    }
+    return static_cast<Index>(e.get<long long>());
+  };
+  if (v.is_number_integer()) return std::make_unique<ZeroPadding2D<T>>(one(v));
+  if (v.is_array() && v.size() == 2 && v[0].is_array() && v[1].is_array() && v[0].size() == 2 && v[1].size() == 2) {
+    return std::make_unique<ZeroPadding2D<T>>(one(v[0][0]), one(v[0][1]), one(v[1][0]), one(v[1][1]));
+  }
+  if (v.is_array() && v.size() == 2) {
+    const Index h = one(v[0]), w = one(v[1]);
+    return std::make_unique<ZeroPadding2D<T>>(h, h, w, w);
+  }
+  f.bad("padding", "an integer, two, or two pairs");
+}
+
 /// One Keras layer config turned into a loom layer (nullptr for InputLayer).
 template <class T>
 std::unique_ptr<Layer<T>> layer_from_keras(const std::string& cls, const Fields& f) {
@@ -262,6 +303,23 @@ std::unique_ptr<Layer<T>> layer_from_keras(const std::string& cls, const Fields&
       f.refuse("Softmax over an axis other than the last");
     }
     layer = std::make_unique<Softmax<T>>();
+  } else if (cls == "RandomFlip") {
+    require_channels_last(f);
+    layer = std::make_unique<RandomFlip<T>>(f.text("mode", "horizontal_and_vertical"), seed_of(f));
+  } else if (cls == "RandomTranslation") {
+    require_channels_last(f);
+    layer = std::make_unique<RandomTranslation<T>>(factor_of(f, "height_factor"), factor_of(f, "width_factor"),
+                                                   RandomTranslationOptions()
+                                                       .fill_mode(f.text("fill_mode", "reflect"))
+                                                       .interpolation(f.text("interpolation", "bilinear"))
+                                                       .fill_value(f.real("fill_value", 0.0))
+                                                       .seed(seed_of(f)));
+  } else if (cls == "ZeroPadding2D") {
+    require_channels_last(f);
+    layer = zero_padding_of<T>(f);
+  } else if (cls == "RandomCrop") {
+    f.refuse("RandomCrop (Keras resizes in inference where loom takes the central window, so the model would "
+             "predict differently)");
   } else {
     throw FormatError(f.where() + ": layer class '" + cls + "' is not supported: loom reads " + supported_layers());
   }
@@ -449,6 +507,26 @@ json layer_to_keras(Layer<T>& layer) {
     k["threshold"] = 0.0;
   } else if (type == "Softmax") {
     k["axis"] = -1;
+  } else if (type == "RandomFlip" || type == "RandomTranslation") {
+    k["seed"] = c.has("seed") ? json(c.u64("seed")) : json(nullptr);
+    k["data_format"] = "channels_last";
+    if (type == "RandomFlip") {
+      k["mode"] = c.text("mode");
+    } else {
+      k["height_factor"] = c.reals("height_factor");
+      k["width_factor"] = c.reals("width_factor");
+      k["fill_mode"] = c.text("fill_mode");
+      k["interpolation"] = c.text("interpolation");
+      k["fill_value"] = c.real("fill_value");
+    }
+  } else if (type == "ZeroPadding2D") {
+    const std::vector<double> p = c.reals("padding");
+    k["padding"] = json::array({json::array({static_cast<long long>(p[0]), static_cast<long long>(p[1])}),
+                                json::array({static_cast<long long>(p[2]), static_cast<long long>(p[3])})});
+    k["data_format"] = "channels_last";
+  } else if (type == "RandomCrop") {
+    throw FormatError("layer '" + layer.name() + "' (RandomCrop) is not written for Keras: Keras's resizes in "
+                      "inference where loom's takes the central window, so the model would predict differently");
   } else {
     throw FormatError("layer '" + layer.name() + "' (" + type + ") has no Keras counterpart loom can write");
   }
