@@ -295,6 +295,7 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
           {"batch_size", opt.batch_size},
           {"quick", opt.quick},
           {"seeds", opt.seeds},
+          {"recipe", opt.recipe},
           {"optimizer", opt.optimizer_description()},
           {"wall_seconds", wall_seconds},
           {"summary", summaries},
@@ -314,6 +315,7 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
                   opt.processes, opt.sync_bn ? ", synchronized BatchNormalization" : "");
     o << b;
   }
+  if (opt.improved()) o << "Recipe: improved (issue 12): the notebook's model, trained differently.  \n";
   o << "Optimizer: " << opt.optimizer_description() << ".  \n";
   std::snprintf(b, sizeof b, "Threads %d, batch %ld, seed %llu, %d run%s per model%s. Wall time %.0f s (%.1f min).\n\n",
                 opt.threads, static_cast<long>(opt.batch_size), static_cast<unsigned long long>(opt.seed), opt.seeds,

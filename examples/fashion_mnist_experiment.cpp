@@ -63,20 +63,38 @@ void prepare_output(const std::string& out) {
 }
 
 /// The notebook's compile(): its loss, RMSprop with Keras's defaults (and the rule asked for), accuracy.
-void compile_as_notebook(Sequential<float>& model, const ModelSpec& spec, bool legacy_rmsprop) {
-  model.compile(make_loss<float>(spec.loss()),
-                std::make_unique<RMSprop<float>>(RMSpropOptions().epsilon_inside_sqrt(!legacy_rmsprop)),
+/// Compiles `model` as the recipe says: the notebook's RMSprop, or the
+/// improved recipe's AdamW with a warmup-cosine schedule over `steps`
+/// updates per epoch and label smoothing.
+void compile_for_recipe(Sequential<float>& model, const ModelSpec& spec, const examples::ExperimentOptions& opt,
+                        int epochs, long steps) {
+  auto loss = make_loss<float>(spec.loss());
+  if (!opt.improved()) {
+    model.compile(std::move(loss), std::make_unique<RMSprop<float>>(RMSpropOptions().epsilon_inside_sqrt(!opt.legacy_rmsprop)),
+                  {"accuracy"});
+    return;
+  }
+  loss->set_label_smoothing(0.1);
+  const double warmup = static_cast<double>(steps), total = static_cast<double>(steps) * epochs;
+  auto schedule = std::make_shared<CosineDecay>(0.0, std::max(1.0, total - warmup), 0.0, 2e-3, warmup);
+  model.compile(std::move(loss), std::make_unique<AdamW<float>>(AdamW<float>::defaults().learning_rate(schedule)),
                 {"accuracy"});
 }
 
-/// A checkpoint must belong to the model it resumes: same seed, loss, RMSprop rule and no more epochs than asked for.
-void check_checkpoint(const Sequential<float>& model, const ModelSpec& spec, const ModelResult& r, bool legacy_rmsprop,
-                      const std::string& path) {
+/// A checkpoint must belong to the model it resumes: same seed, loss, recipe, RMSprop rule and no more epochs than asked for.
+void check_checkpoint(const Sequential<float>& model, const ModelSpec& spec, const ModelResult& r,
+                      const examples::ExperimentOptions& opt, const std::string& path) {
+  const bool legacy_rmsprop = opt.legacy_rmsprop;
   if (!model.compiled() || model.seed() != r.seed || model.loss().type() != make_loss<float>(spec.loss())->type() ||
       model.position().epoch > r.epochs) {
     throw FormatError(path + ": this checkpoint is not of model " + std::to_string(spec.id) +
                       " with these options (seed, loss or epochs differ); remove it or drop --resume");
   }
+  if ((model.optimizer().type() == "AdamW") != opt.improved()) {
+    throw FormatError(path + ": this checkpoint was trained with the " + (opt.improved() ? "notebook's" : "improved") +
+                      " recipe; give --recipe " + (opt.improved() ? "notebook" : "improved") + " to resume it, or remove it");
+  }
+  if (opt.improved()) return;
   const Config c = model.optimizer().config();
   if (model.optimizer().type() != "RMSprop" || c.flag("epsilon_inside_sqrt", true) == legacy_rmsprop) {
     throw FormatError(path + ": this checkpoint was trained with " +
@@ -314,15 +332,17 @@ int main(int argc, char** argv) {
       const bool resuming = opt.resume && fs::exists(ckpt);
       examples::NotebookModelOptions variant;
       variant.synchronized_batch_norm = opt.sync_bn;
+      variant.augment = opt.improved();
       Sequential<float> model =
           resuming ? Sequential<float>::load(ckpt) : examples::notebook_model<float>(r.seed, 10, variant);
       if (resuming) {
-        check_checkpoint(model, spec, r, opt.legacy_rmsprop, ckpt);
+        check_checkpoint(model, spec, r, opt, ckpt);
         std::cout << "Resuming from " << ckpt << " after epoch " << model.position().epoch
                   << (model.position().step > 0 ? " and batch " + std::to_string(model.position().step) : std::string())
                   << "\n";
       } else {
-        compile_as_notebook(model, spec, opt.legacy_rmsprop);
+        const long steps = static_cast<long>((xt.dim(0) + opt.batch_size - 1) / opt.batch_size);
+        compile_for_recipe(model, spec, opt, r.epochs, steps);
       }
       // The weights of the epoch with the best val_accuracy; on --resume its best so far comes back
       // with the checkpoint.

@@ -26,6 +26,10 @@ namespace loom::examples {
 struct NotebookModelOptions {
   double dropout1 = 0.2, dropout2 = 0.3;
   bool synchronized_batch_norm = false;  ///< BatchNormalization(synchronized=True), for data parallelism
+  /// Augmentation in front of the notebook's layers (the improved recipe):
+  /// RandomFlip("horizontal") and RandomTranslation(0.1, 0.1), which act in
+  /// training only, so the model predicts exactly as the notebook's does.
+  bool augment = false;
 };
 
 template <class T>
@@ -36,7 +40,13 @@ Sequential<T> notebook_model(std::uint64_t seed = 0, Index num_categories = 10, 
   const auto pool = [] { return MaxPool2D<T>(MaxPool2DOptions({2, 2}).strides(Size2{2, 2}).padding(Padding::Same)); };
   const auto bn = [&] { return BatchNormalization<T>(BatchNormalizationOptions().synchronized(opt.synchronized_batch_norm)); };
   Sequential<T> model(seed);
-  model.add(conv(75), Shape{28, 28, 1});
+  if (opt.augment) {
+    model.add(RandomFlip<T>("horizontal"), Shape{28, 28, 1});
+    model.add(RandomTranslation<T>(0.1, 0.1));
+    model.add(conv(75));
+  } else {
+    model.add(conv(75), Shape{28, 28, 1});
+  }
   model.add(bn());
   model.add(pool());
   model.add(conv(50));

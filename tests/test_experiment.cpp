@@ -197,6 +197,23 @@ TEST_CASE("--bn-probe: a BatchNormalization's moving statistics against its inpu
   CHECK(probe.rows()[1].mean_shift == doctest::Approx(0).epsilon(1e-5));
 }
 
+TEST_CASE("experiment options: --recipe improved trains 30 epochs, and refuses the old RMSprop rule") {
+  ExperimentOptions opt;
+  CHECK(parse({}, opt) == -1);
+  CHECK(opt.recipe == "notebook");
+  CHECK(opt.epochs_for(notebook_models()[3]) == 10);
+  CHECK(parse({"--recipe", "improved"}, opt) == -1);
+  CHECK(opt.improved());
+  for (const auto& spec : notebook_models()) CHECK(opt.epochs_for(spec) == 30);
+  CHECK(opt.optimizer_description().find("AdamW") != std::string::npos);
+  ExperimentOptions both;
+  std::string err;
+  CHECK(parse({"--recipe", "improved", "--legacy-rmsprop"}, both, &err) == 2);
+  CHECK(err.find("--legacy-rmsprop is for the notebook's recipe") != std::string::npos);
+  ExperimentOptions bad;
+  CHECK(parse({"--recipe", "fancy"}, bad) == 2);
+}
+
 TEST_CASE("experiment options: nonsense gives exit code 2 and one line") {
   for (const auto& args : std::vector<std::vector<const char*>>{{"--models", "0"},
                                                                {"--models", "1", "1"},
