@@ -64,6 +64,36 @@ TEST_CASE("a training step of the notebook's model allocates nothing after the f
   set_num_threads(saved);
 }
 
+TEST_CASE("a training step of the improved recipe allocates nothing either: augmentation, schedule, decay, clipping") {
+  const int saved = num_threads();
+  for (int threads : {1, 2}) {
+    CAPTURE(threads);
+    set_num_threads(threads);
+    examples::NotebookModelOptions augmented;
+    augmented.augment = true;
+    auto model = examples::notebook_model<float>(3, 10, augmented);
+    auto loss = make_loss<float>("sparse_categorical_crossentropy");
+    loss->set_label_smoothing(0.1);
+    model.compile(std::move(loss),
+                  std::make_unique<AdamW<float>>(AdamW<float>::defaults().global_clipnorm(1.0).learning_rate(
+                      std::make_shared<CosineDecay>(0.0, 100, 0.0, 2e-3, 10))),
+                  {"accuracy"});
+    const Batch a(1), b(2);
+    model.train_step(a.x, a.y);
+    long counted = 0;
+    {
+      AllocationProbe probe;
+      for (int step = 0; step < 3; ++step) {
+        model.train_step(b.x, b.y);
+        model.train_step(a.x, a.y);
+      }
+      counted = probe.count();
+    }
+    CHECK(counted == 0);
+  }
+  set_num_threads(saved);
+}
+
 TEST_CASE("inference allocates nothing after the first batch of a size") {
   auto model = examples::notebook_model<float>(3);
   model.compile("categorical_crossentropy", {"accuracy"});
