@@ -5,6 +5,7 @@ results.json files and bench/pytorch_twin.py's JSON files (docs/results.md).
     bench/seed_table.py --group "today's rule" A/results.json B/results.json \\
                         --group "TF 2.0-2.10's rule" C/results.json D/results.json \\
                         --twin "PyTorch twin" T1.json T2.json T3.json [--probe A/results.json]
+                        [--probe-summary A/results.json B/results.json]
 
 Every run found in a group's files counts once per model (a file of
 `--seeds K` holds K runs per model; runs of the same model and seed found
@@ -121,6 +122,31 @@ def probe(path):
         print()
 
 
+def probe_summary(paths):
+    """Per model and BatchNormalization layer: the moving variance / inference variance ratio (median over
+    channels), averaged over each run's last 10 epochs; the range and mean of that over the runs."""
+    per = {}
+    for path in paths:
+        for m in load(path).get("models", []):
+            rows = m.get("bn_probe", [])
+            if not rows:
+                continue
+            last = max(r["epoch"] for r in rows)
+            for layer in sorted({r["layer"] for r in rows}):
+                tail = [r["variance_ratio_median"] for r in rows if r["layer"] == layer and r["epoch"] > last - 10]
+                per.setdefault((m["model"], layer), []).append(sum(tail) / len(tail))
+    if not per:
+        return
+    print("**BatchNormalization probe over runs**: moving variance / the variance of the layer's input in "
+          "inference on the validation images (median over channels), averaged over each run's last 10 epochs\n")
+    print("| model | layer | runs | mean | min-max over runs |")
+    print("|---|---|---|---|---|")
+    for (model, layer), ratios in sorted(per.items()):
+        print(f"| {model} | {layer} | {len(ratios)} | {statistics.mean(ratios):.2f} | "
+              f"{min(ratios):.2f}-{max(ratios):.2f} |")
+    print()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--group", nargs="+", action="append", default=[], metavar=("TITLE", "RESULTS_JSON"),
@@ -128,6 +154,8 @@ def main():
     p.add_argument("--twin", nargs="+", action="append", default=[], metavar=("TITLE", "TWIN_JSON"),
                    help="a title, then bench/pytorch_twin.py's JSON files")
     p.add_argument("--probe", action="append", default=[], help="results.json whose --bn-probe rows to print")
+    p.add_argument("--probe-summary", nargs="+", default=[], metavar="RESULTS_JSON",
+                   help="results.json files whose --bn-probe ratios to summarize per model and layer")
     args = p.parse_args()
     for g in args.group:
         if len(g) < 2:
@@ -139,6 +167,7 @@ def main():
         table(g[0], twin_runs(g[1:]))
     for path in args.probe:
         probe(path)
+    probe_summary(args.probe_summary)
 
 
 if __name__ == "__main__":
