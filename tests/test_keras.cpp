@@ -269,6 +269,7 @@ TEST_CASE("augmentation layers go out to Keras and come back; RandomCrop is refu
   m.add(RandomTranslation<float>(0.1, Factor(-0.2, 0.1),
                                  RandomTranslationOptions().fill_mode("constant").fill_value(0.5).seed(3)));
   m.add(ZeroPadding2D<float>(1, 0, 2, 1));  // 9 x 9 -> 10 x 12
+  m.add(RandomErasing<float>(RandomErasingOptions().factor(0.5).value_range(-1, 1)));
   m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).activation(Activation::ReLU)));
   m.add(Flatten<float>());
   m.add(Dense<float>(DenseOptions(4).activation(Activation::Softmax)));

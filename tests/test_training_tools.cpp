@@ -465,6 +465,51 @@ TEST_CASE("RandomCrop after ZeroPadding2D: a random window in training, the iden
   CHECK_THROWS_AS(m.add(RandomCrop<double>(9, 9)), ShapeError);
 }
 
+TEST_CASE("RandomErasing: Keras's patch, probability and fill, on numbered images") {
+  Rng rng(1);
+  const Tensor<double> x = numbered(200, 10, 10);
+  // factor (1, 1): every image is erased; scale (0.25, 0.25): each side is sqrt(0.25) = half the image's,
+  // 5.0, so wherever its real corners fall the patch covers 5 whole rows and 5 whole columns.
+  RandomErasing<double> always(RandomErasingOptions().factor(1, 1).scale(0.25, 0.25).fill_value(-7.0).value_range(-10, 300));
+  always.build(Shape{10, 10, 1}, rng);
+  const Tensor<double>& y = always.forward(x, Mode::Train);
+  for (Index b = 0; b < 200; ++b) {
+    Index erased = 0, rows_hit = 0;
+    for (Index i = 0; i < 10; ++i) {
+      Index in_row = 0;
+      for (Index j = 0; j < 10; ++j) {
+        const Index at = (b * 10 + i) * 10 + j;
+        if (y[at] == -7.0) ++in_row;
+        else CHECK(y[at] == x[at]);
+      }
+      erased += in_row;
+      rows_hit += in_row > 0 ? 1 : 0;
+      CHECK((in_row == 0 || in_row == 5));
+    }
+    CHECK(rows_hit == 5);
+    CHECK(erased == 25);
+  }
+  // factor 1.0 as Keras takes it: p ~ U(0, 1), erased when U(0, 1) < p, so half the images on average;
+  // the noise fill is clipped to value_range.
+  RandomErasing<double> half(RandomErasingOptions().factor(1.0).scale(0.25, 0.25).value_range(0, 255));
+  half.build(Shape{10, 10, 1}, rng);
+  const Tensor<double>& z = half.forward(x, Mode::Train);
+  int changed = 0;
+  for (Index b = 0; b < 200; ++b) {
+    bool any = false;
+    for (Index k = 0; k < 100; ++k) {
+      const double v = z[b * 100 + k];
+      any = any || v != x[b * 100 + k];
+      CHECK((v == x[b * 100 + k] || (v >= 0 && v <= 255)));
+    }
+    changed += any ? 1 : 0;
+  }
+  CHECK(changed > 70);  // binomial(200, 1/2): 100 +- 7
+  CHECK(changed < 130);
+  CHECK(&half.forward(x, Mode::Inference) == &x);
+  CHECK_THROWS_AS(RandomErasing<double>(RandomErasingOptions().scale(0.5, 1.5)), ConfigError);
+}
+
 TEST_CASE("augmentation layers: gradients by finite differences, configs made again") {
   Rng rng(2);
   Tensor<double> x(Shape{3, 5, 4, 2});
@@ -476,6 +521,8 @@ TEST_CASE("augmentation layers: gradients by finite differences, configs made ag
       Factor(-0.3, 0.1), 0.25, RandomTranslationOptions().fill_mode("constant").fill_value(0.5)));
   layers.push_back(std::make_unique<RandomTranslation<double>>(0.3, 0.3, RandomTranslationOptions().fill_mode("nearest")));
   layers.push_back(std::make_unique<RandomCrop<double>>(3, 2, 6));
+  layers.push_back(std::make_unique<RandomErasing<double>>(RandomErasingOptions().factor(1, 1).scale(0.2, 0.5).seed(8)));
+  layers.push_back(std::make_unique<RandomErasing<double>>(RandomErasingOptions().fill_value(0.25).value_range(0, 1)));
   layers.push_back(std::make_unique<ZeroPadding2D<double>>(1, 2, 0, 3));
   for (auto& layer : layers) {
     CAPTURE(layer->type());
@@ -497,6 +544,7 @@ TEST_CASE("a model that augments its input, stopped mid-fit and resumed, ends as
     m.add(RandomTranslation<float>(0.2, 0.2));
     m.add(ZeroPadding2D<float>(1));
     m.add(RandomCrop<float>(6, 6));
+    m.add(RandomErasing<float>(RandomErasingOptions().value_range(0, 1)));
     m.add(Flatten<float>());
     m.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
     m.compile("sparse_categorical_crossentropy", {"accuracy"});

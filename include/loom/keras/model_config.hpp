@@ -46,7 +46,7 @@ namespace impl {
 /// The layer classes loom reads, for messages.
 inline const char* supported_layers() {
   return "InputLayer, Conv2D, MaxPooling2D, BatchNormalization, Dropout, Flatten, Dense, Activation, ReLU, Softmax, "
-         "RandomFlip, RandomTranslation, ZeroPadding2D";
+         "RandomFlip, RandomTranslation, RandomErasing, ZeroPadding2D";
 }
 
 /// Reads a JSON document, turning every parse error into a FormatError.
@@ -317,6 +317,24 @@ std::unique_ptr<Layer<T>> layer_from_keras(const std::string& cls, const Fields&
   } else if (cls == "ZeroPadding2D") {
     require_channels_last(f);
     layer = zero_padding_of<T>(f);
+  } else if (cls == "RandomErasing") {
+    require_channels_last(f);
+    RandomErasingOptions o;
+    const auto pair = [&](const char* key, double a, double b, auto set) {
+      if (!f.has(key)) return set(a, b);
+      const json& v = f.at(key);
+      if (v.is_number()) return set(std::max(-v.get<double>(), 0.0), v.get<double>());
+      if (v.is_array() && v.size() == 2 && v[0].is_number() && v[1].is_number()) return set(v[0].get<double>(), v[1].get<double>());
+      f.bad(key, "a number or a list of two");
+    };
+    pair("factor", 0.0, 1.0, [&](double a, double b) { o.factor(a, b); });
+    pair("scale", 0.02, 0.33, [&](double a, double b) { o.scale(a, b); });
+    pair("value_range", 0.0, 255.0, [&](double a, double b) { o.value_range(a, b); });
+    if (f.has("fill_value")) {
+      if (!f.at("fill_value").is_number()) f.refuse("RandomErasing with a fill_value per channel");
+      o.fill_value(f.real("fill_value"));
+    }
+    layer = std::make_unique<RandomErasing<T>>(o.seed(seed_of(f)));
   } else if (cls == "RandomCrop") {
     f.refuse("RandomCrop (Keras resizes in inference where loom takes the central window, so the model would "
              "predict differently)");
@@ -519,6 +537,13 @@ json layer_to_keras(Layer<T>& layer) {
       k["interpolation"] = c.text("interpolation");
       k["fill_value"] = c.real("fill_value");
     }
+  } else if (type == "RandomErasing") {
+    k["factor"] = c.reals("factor");
+    k["scale"] = c.reals("scale");
+    k["fill_value"] = c.has("fill_value") ? json(c.real("fill_value")) : json(nullptr);
+    k["value_range"] = c.reals("value_range");
+    k["seed"] = c.has("seed") ? json(c.u64("seed")) : json(nullptr);
+    k["data_format"] = "channels_last";
   } else if (type == "ZeroPadding2D") {
     const std::vector<double> p = c.reals("padding");
     k["padding"] = json::array({json::array({static_cast<long long>(p[0]), static_cast<long long>(p[1])}),
