@@ -179,8 +179,10 @@ TEST_CASE("one factory each for losses and optimizers, by Keras's class names an
   CHECK(msg.rfind("unknown optimizer 'adagrad' (known: Adam, AdamW, RMSprop, SGD, adam, adamw, rmsprop, sgd", 0) == 0);
   CHECK_THROWS_AS(make_loss<float>("mse"), ConfigError);
   // Every built-in layer registered itself beside its class (and this file's Scale).
-  const std::vector<std::string> layers{"Activation", "BatchNormalization", "Conv2D", "Dense",  "Dropout",
-                                        "Flatten",    "MaxPooling2D",       "ReLU",   "Scale", "Softmax"};
+  const std::vector<std::string> layers{"Activation",    "BatchNormalization", "Conv2D",     "Dense",
+                                        "Dropout",       "Flatten",            "MaxPooling2D", "RandomCrop",
+                                        "RandomErasing", "RandomFlip",         "RandomTranslation", "ReLU",
+                                        "Scale",         "Softmax",            "ZeroPadding2D"};
   CHECK(Registry<Layer<float>>::global().names() == layers);
   CHECK(Registry<Layer<double>>::global().names() == layers);
   CHECK(Registry<Layer<float>>::global().canonical("MaxPool2D") == "MaxPooling2D");  // Keras's alias
