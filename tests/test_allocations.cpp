@@ -28,6 +28,18 @@ struct Batch {
 
 }  // namespace
 
+/// Heap allocations in six training steps of `model`, after a first step has sized every buffer.
+static long allocations_after_first_step(Sequential<float>& model) {
+  const Batch a(1), b(2);
+  model.train_step(a.x, a.y);
+  AllocationProbe probe;
+  for (int step = 0; step < 3; ++step) {
+    model.train_step(b.x, b.y);
+    model.train_step(a.x, a.y);
+  }
+  return probe.count();
+}
+
 TEST_CASE("the probe sees allocations through operator new and through malloc") {
   AllocationProbe probe;
   auto* v = new std::vector<int>(1000);
@@ -47,18 +59,7 @@ TEST_CASE("a training step of the notebook's model allocates nothing after the f
       set_num_threads(threads);
       auto model = examples::notebook_model<float>(3);
       model.compile("sparse_categorical_crossentropy", {"accuracy"}, optimizer);
-      const Batch a(1), b(2);
-      model.train_step(a.x, a.y);  // the first batch sizes every buffer
-      long counted = 0;
-      {
-        AllocationProbe probe;
-        for (int step = 0; step < 3; ++step) {
-          model.train_step(b.x, b.y);
-          model.train_step(a.x, a.y);
-        }
-        counted = probe.count();
-      }
-      CHECK(counted == 0);
+      CHECK(allocations_after_first_step(model) == 0);
     }
   }
   set_num_threads(saved);
@@ -78,18 +79,7 @@ TEST_CASE("a training step of the improved recipe allocates nothing either: augm
                   std::make_unique<AdamW<float>>(AdamW<float>::defaults().global_clipnorm(1.0).learning_rate(
                       std::make_shared<CosineDecay>(0.0, 100, 0.0, 2e-3, 10))),
                   {"accuracy"});
-    const Batch a(1), b(2);
-    model.train_step(a.x, a.y);
-    long counted = 0;
-    {
-      AllocationProbe probe;
-      for (int step = 0; step < 3; ++step) {
-        model.train_step(b.x, b.y);
-        model.train_step(a.x, a.y);
-      }
-      counted = probe.count();
-    }
-    CHECK(counted == 0);
+    CHECK(allocations_after_first_step(model) == 0);
   }
   set_num_threads(saved);
 }

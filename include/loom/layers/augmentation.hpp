@@ -45,6 +45,13 @@ class RandomAugmentation : public Layer<T> {
  protected:
   explicit RandomAugmentation(std::optional<std::uint64_t> seed) : seed_(seed) {}
 
+  /// Images in, images of the same shape out (RandomCrop overrides it).
+  Shape build_impl(const Shape& in, Rng& rng) override {
+    require_image(in);
+    seed_stream(rng);
+    return in;
+  }
+
   /// Without a fixed seed, the stream is seeded from the model's generator at build.
   void seed_stream(Rng& model_rng) {
     const std::uint64_t drawn = model_rng.next_u64();
@@ -107,11 +114,6 @@ class RandomFlip : public detail::RandomAugmentation<T> {
   const std::string& mode() const { return mode_; }
 
  protected:
-  Shape build_impl(const Shape& in, Rng& rng) override {
-    this->require_image(in);
-    this->seed_stream(rng);
-    return in;
-  }
 
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
     identity_ = mode == Mode::Inference;
@@ -194,7 +196,12 @@ class RandomTranslation : public detail::RandomAugmentation<T> {
  public:
   static constexpr const char* class_name = "RandomTranslation";
   RandomTranslation(Factor height_factor, Factor width_factor, RandomTranslationOptions options = {})
-      : detail::RandomAugmentation<T>(options.seed()), h_(height_factor), w_(width_factor), opt_(std::move(options)) {
+      : detail::RandomAugmentation<T>(options.seed()),
+        h_(height_factor),
+        w_(width_factor),
+        opt_(std::move(options)),
+        fill_(opt_.fill_mode() == "constant" ? Fill::Constant : opt_.fill_mode() == "nearest" ? Fill::Nearest : Fill::Reflect),
+        nearest_(opt_.interpolation() == "nearest") {
     for (const Factor& f : {h_, w_}) {
       if (!(f.lower >= -1 && f.upper <= 1 && f.lower <= f.upper)) {
         throw ConfigError(detail::str("RandomTranslation: a factor must be a range [lower, upper] within [-1, 1], got [",
@@ -234,11 +241,6 @@ class RandomTranslation : public detail::RandomAugmentation<T> {
   }
 
  protected:
-  Shape build_impl(const Shape& in, Rng& rng) override {
-    this->require_image(in);
-    this->seed_stream(rng);
-    return in;
-  }
 
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
     identity_ = mode == Mode::Inference;
@@ -302,9 +304,8 @@ class RandomTranslation : public detail::RandomAugmentation<T> {
   /// map_coordinate); "constant" leaves it where it is.
   double mapped(double c, Index len) const {
     const double n = static_cast<double>(len);
-    const std::string& m = opt_.fill_mode();
-    if (m == "constant") return c;
-    if (m == "nearest") return std::clamp(c, 0.0, n - 1);
+    if (fill_ == Fill::Constant) return c;
+    if (fill_ == Fill::Nearest) return std::clamp(c, 0.0, n - 1);
     if (len <= 1) return 0;
     // reflect: d c b a | a b c d | d c b a, a period of 2n
     const double period = 2 * n;
@@ -321,7 +322,7 @@ class RandomTranslation : public detail::RandomAugmentation<T> {
     const double y = mapped(static_cast<double>(i) - shifts_[static_cast<std::size_t>(2 * b)], hh);
     const double x = mapped(static_cast<double>(j) - shifts_[static_cast<std::size_t>(2 * b + 1)], ww);
     const auto inside = [](Index k, Index len) { return k >= 0 && k < len; };
-    if (opt_.interpolation() == "nearest") {
+    if (nearest_) {
       const Index si = static_cast<Index>(std::round(y)), sj = static_cast<Index>(std::round(x));
       if (inside(si, hh) && inside(sj, ww)) {
         tap(si, sj, T(1));
@@ -348,8 +349,11 @@ class RandomTranslation : public detail::RandomAugmentation<T> {
     }
   }
 
+  enum class Fill { Reflect, Constant, Nearest };
   Factor h_, w_;
   RandomTranslationOptions opt_;
+  Fill fill_;     ///< opt_'s fill mode, read per pixel
+  bool nearest_;  ///< nearest interpolation, not bilinear
   std::vector<double> shifts_;  ///< per sample: rows, then columns it moves by
   bool identity_ = true;
   Tensor<T> y_, dx_;
@@ -516,11 +520,6 @@ class RandomErasing : public detail::RandomAugmentation<T> {
   }
 
  protected:
-  Shape build_impl(const Shape& in, Rng& rng) override {
-    this->require_image(in);
-    this->seed_stream(rng);
-    return in;
-  }
 
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
     identity_ = mode == Mode::Inference;
