@@ -6,6 +6,7 @@ results.json files and bench/pytorch_twin.py's JSON files (docs/results.md).
                         --group "TF 2.0-2.10's rule" C/results.json D/results.json \\
                         --twin "PyTorch twin" T1.json T2.json T3.json [--probe A/results.json]
                         [--probe-summary A/results.json B/results.json]
+                        [--classes "notebook recipe" A/results.json --classes "improved" B/results.json]
 
 Every run found in a group's files counts once per model (a file of
 `--seeds K` holds K runs per model; runs of the same model and seed found
@@ -14,7 +15,9 @@ sd over runs, min, max), where the notebook's number falls, the volatility
 (mean |change| of val_accuracy between consecutive epochs over the last 10
 epochs, in points, averaged over runs) and the best-validation epoch's test
 accuracy. --probe prints the BatchNormalization probe (--bn-probe) of the
-first run of each model in the file.
+first run of each model in the file. --classes, given twice, compares two
+groups class by class: recall (and errors per 1,000 images) averaged over
+every run of every model in each group, and what changed.
 """
 import argparse
 import json
@@ -47,7 +50,8 @@ def experiment_runs(paths):
             if key in runs:
                 sys.exit(f"seed_table: {path}: model {key[0]} with seed {key[1]} is there twice")
             runs[key] = {"test": 100 * m["test_accuracy"], "best": 100 * m["best_val_epoch_test_accuracy"],
-                         "val": m["history"]["val_accuracy"], "epochs": m["epochs"]}
+                         "val": m["history"]["val_accuracy"], "epochs": m["epochs"],
+                         "seconds": m.get("train_seconds"), "per_class": m.get("per_class", [])}
             if m.get("recalibrated_bn_test_accuracy") is not None:
                 runs[key]["recalibrated"] = 100 * m["recalibrated_bn_test_accuracy"]
     return runs
@@ -95,6 +99,10 @@ def table(title, runs):
         print("Last epoch's weights with BatchNormalization's statistics recalibrated on the training images "
               "(--bn-probe): " + "; ".join(f"model {k[0]} seed {k[1]}: {runs[k]['test']:.2f} % -> {v:.2f} %"
                                           for k, v in sorted(recal.items())) + ".\n")
+    seconds = [r["seconds"] for r in runs.values() if r.get("seconds")]
+    if seconds:
+        print(f"Training time per run: mean {statistics.mean(seconds):.0f} s ({min(seconds):.0f}-{max(seconds):.0f} s), "
+              f"{statistics.mean(seconds) / statistics.mean(r['epochs'] for r in runs.values()):.1f} s per epoch.\n")
     print("Each run's last-epoch test accuracy: " + "; ".join(
         f"model {k[0]} seed {k[1]}: {runs[k]['test']:.2f} %" for k in sorted(runs)) + ".\n")
 
@@ -147,6 +155,30 @@ def probe_summary(paths):
     print()
 
 
+def classes(groups):
+    """Per class: recall averaged over all runs of each of two groups, and the change."""
+    (ta, ra), (tb, rb) = [(g[0], experiment_runs(g[1:])) for g in groups]
+
+    def recall(runs):
+        per = {}
+        for r in runs.values():
+            for c in r["per_class"]:
+                per.setdefault(c["class"], []).append(100 * c["recall"])
+        return {k: statistics.mean(v) for k, v in per.items()}, len(runs)
+
+    (a, na), (b, nb) = recall(ra), recall(rb)
+    print(f"**Per class, {ta} ({na} runs) against {tb} ({nb} runs)**: recall on the 1,000 test images of each "
+          "class, averaged over every run of the four models\n")
+    print(f"| class | {ta}: recall | {tb}: recall | change (points) | errors per 1,000: {ta} -> {tb} |")
+    print("|---|---|---|---|---|")
+    for name in a:
+        if name not in b:
+            continue
+        print(f"| {name} | {a[name]:.2f} % | {b[name]:.2f} % | {b[name] - a[name]:+.2f} | "
+              f"{10 * (100 - a[name]):.0f} -> {10 * (100 - b[name]):.0f} |")
+    print()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--group", nargs="+", action="append", default=[], metavar=("TITLE", "RESULTS_JSON"),
@@ -156,6 +188,8 @@ def main():
     p.add_argument("--probe", action="append", default=[], help="results.json whose --bn-probe rows to print")
     p.add_argument("--probe-summary", nargs="+", default=[], metavar="RESULTS_JSON",
                    help="results.json files whose --bn-probe ratios to summarize per model and layer")
+    p.add_argument("--classes", nargs="+", action="append", default=[], metavar=("TITLE", "RESULTS_JSON"),
+                   help="twice: a title, then results.json files; compares the two groups class by class")
     args = p.parse_args()
     for g in args.group:
         if len(g) < 2:
@@ -168,6 +202,10 @@ def main():
     for path in args.probe:
         probe(path)
     probe_summary(args.probe_summary)
+    if args.classes:
+        if len(args.classes) != 2 or any(len(g) < 2 for g in args.classes):
+            p.error("--classes is given twice, each time a title and at least one file")
+        classes(args.classes)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ struct ModelResult {
   /// With --bn-probe: the last epoch's weights scored with every BatchNormalization's moving statistics set
   /// to those of its input in inference on the training images (bn_probe.hpp); < 0 when not measured.
   double recalibrated_test_accuracy = -1;
+  double recalibrated_val_accuracy = -1;  ///< the same, on the validation images
 };
 
 /// The mean absolute change of val_accuracy between consecutive epochs over
@@ -270,7 +271,9 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
                       {"per_class", per_class},
                       {"bn_probe", probe},
                       {"recalibrated_bn_test_accuracy",
-                       r.recalibrated_test_accuracy >= 0 ? json(r.recalibrated_test_accuracy) : json(nullptr)}});
+                       r.recalibrated_test_accuracy >= 0 ? json(r.recalibrated_test_accuracy) : json(nullptr)},
+                      {"recalibrated_bn_val_accuracy",
+                       r.recalibrated_val_accuracy >= 0 ? json(r.recalibrated_val_accuracy) : json(nullptr)}});
   }
   json summaries = json::array();
   for (const auto& m : seed_summaries(results)) {

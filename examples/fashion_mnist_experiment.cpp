@@ -74,10 +74,13 @@ void compile_for_recipe(Sequential<float>& model, const ModelSpec& spec, const e
                   {"accuracy"});
     return;
   }
-  loss->set_label_smoothing(0.1);
+  const examples::ImprovedRecipe& recipe = opt.improved_recipe;
+  loss->set_label_smoothing(recipe.label_smoothing);
   const double warmup = static_cast<double>(steps), total = static_cast<double>(steps) * epochs;
-  auto schedule = std::make_shared<CosineDecay>(0.0, std::max(1.0, total - warmup), 0.0, 2e-3, warmup);
-  model.compile(std::move(loss), std::make_unique<AdamW<float>>(AdamW<float>::defaults().learning_rate(schedule)),
+  auto schedule = std::make_shared<CosineDecay>(0.0, std::max(1.0, total - warmup), 0.0, recipe.peak_lr, warmup);
+  model.compile(std::move(loss),
+                std::make_unique<AdamW<float>>(
+                    AdamW<float>::defaults().learning_rate(schedule).weight_decay(recipe.weight_decay)),
                 {"accuracy"});
 }
 
@@ -94,8 +97,23 @@ void check_checkpoint(const Sequential<float>& model, const ModelSpec& spec, con
     throw FormatError(path + ": this checkpoint was trained with the " + (opt.improved() ? "notebook's" : "improved") +
                       " recipe; give --recipe " + (opt.improved() ? "notebook" : "improved") + " to resume it, or remove it");
   }
-  if (opt.improved()) return;
   const Config c = model.optimizer().config();
+  if (opt.improved()) {
+    const examples::ImprovedRecipe& recipe = opt.improved_recipe;
+    bool translates = false, erases = false;
+    for (const auto& layer : model.layers()) {
+      translates = translates || layer->type() == "RandomTranslation";
+      erases = erases || layer->type() == "RandomErasing";
+    }
+    if (c.real("weight_decay", 0) != recipe.weight_decay ||
+        c.real("learning_rate_schedule.warmup_target", 0) != recipe.peak_lr ||
+        model.loss().config().real("label_smoothing", 0) != recipe.label_smoothing ||
+        translates != (recipe.translation > 0) || erases != (recipe.erasing > 0)) {
+      throw FormatError(path + ": this checkpoint was trained with other --translation, --peak-lr, --weight-decay, "
+                               "--label-smoothing or --erasing; give the same ones to resume it, or remove it");
+    }
+    return;
+  }
   if (model.optimizer().type() != "RMSprop" || c.flag("epsilon_inside_sqrt", true) == legacy_rmsprop) {
     throw FormatError(path + ": this checkpoint was trained with " +
                       (legacy_rmsprop ? "today's RMSprop rule; drop --legacy-rmsprop"
@@ -333,6 +351,8 @@ int main(int argc, char** argv) {
       examples::NotebookModelOptions variant;
       variant.synchronized_batch_norm = opt.sync_bn;
       variant.augment = opt.improved();
+      variant.translation = opt.improved_recipe.translation;
+      variant.erasing = opt.improved_recipe.erasing;
       Sequential<float> model =
           resuming ? Sequential<float>::load(ckpt) : examples::notebook_model<float>(r.seed, 10, variant);
       if (resuming) {
@@ -389,8 +409,10 @@ int main(int argc, char** argv) {
       if (opt.bn_probe) {  // the same weights with exact BatchNormalization statistics (the best weights reload them all)
         examples::recalibrate_batch_norm(model, xt);
         r.recalibrated_test_accuracy = model.evaluate(xs, ys, opt.batch_size).accuracy;
-        std::printf("With BatchNormalization's statistics recalibrated on the training images: test accuracy %.2f %%\n",
-                    100 * r.recalibrated_test_accuracy);
+        r.recalibrated_val_accuracy = model.evaluate(xv, yv, opt.batch_size).accuracy;
+        std::printf("With BatchNormalization's statistics recalibrated on the training images: val_accuracy %.4f, "
+                    "test accuracy %.2f %%\n",
+                    r.recalibrated_val_accuracy, 100 * r.recalibrated_test_accuracy);
       }
       model.load_weights(best_path);
       r.best_epoch_test = model.evaluate(xs, ys, opt.batch_size);

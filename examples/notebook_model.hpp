@@ -26,10 +26,15 @@ namespace loom::examples {
 struct NotebookModelOptions {
   double dropout1 = 0.2, dropout2 = 0.3;
   bool synchronized_batch_norm = false;  ///< BatchNormalization(synchronized=True), for data parallelism
-  /// Augmentation in front of the notebook's layers (the improved recipe):
-  /// RandomFlip("horizontal") and RandomTranslation(0.1, 0.1), which act in
-  /// training only, so the model predicts exactly as the notebook's does.
+  /// Augmentation in front of the notebook's layers (the improved recipe
+  /// uses the flip alone): RandomFlip("horizontal"), then
+  /// RandomTranslation(translation, translation) unless translation is 0,
+  /// then RandomErasing(factor=erasing, fill_value=0) unless erasing is 0.
+  /// They act in training only, so the model predicts exactly as the
+  /// notebook's does.
   bool augment = false;
+  double translation = 0;
+  double erasing = 0;
 };
 
 template <class T>
@@ -42,7 +47,8 @@ Sequential<T> notebook_model(std::uint64_t seed = 0, Index num_categories = 10, 
   Sequential<T> model(seed);
   if (opt.augment) {
     model.add(RandomFlip<T>("horizontal"), Shape{28, 28, 1});
-    model.add(RandomTranslation<T>(0.1, 0.1));
+    if (opt.translation > 0) model.add(RandomTranslation<T>(opt.translation, opt.translation));
+    if (opt.erasing > 0) model.add(RandomErasing<T>(RandomErasingOptions().factor(opt.erasing).fill_value(0.0)));
     model.add(conv(75));
   } else {
     model.add(conv(75), Shape{28, 28, 1});

@@ -85,6 +85,15 @@ if(NOT models EQUAL 4 OR acc LESS 0.5)
 endif()
 message(STATUS "quick: results.json has 4 models; model 3 test accuracy ${acc}")
 
+# The improved recipe's search knobs: refused without it, and a checkpoint
+# refuses to resume under other knobs than it was trained with.
+expect(knob_without_recipe 2 "^fashion_mnist_experiment: --peak-lr is for --recipe improved" --peak-lr 0.001)
+expect(improved_quick 0 "" --quick --recipe improved --models 2 --verbose 0 --out ${WORK_DIR}/improved)
+expect(improved_other_knobs 1 "checkpoint was trained with other --translation, --peak-lr, --weight-decay, --label-smoothing or --erasing"
+       --quick --recipe improved --models 2 --verbose 0 --translation 0.1 --resume --out ${WORK_DIR}/improved)
+expect(improved_as_notebook 1 "checkpoint was trained with the improved recipe; give --recipe improved"
+       --quick --models 2 --verbose 0 --resume --out ${WORK_DIR}/improved)
+
 # A model saved for Keras comes back through --import with the same test accuracy
 # (model 3 takes raw pixels), and the analysis of it is all there.
 expect(import 0 "" --import ${WORK_DIR}/quick/keras/model3.keras --import-raw-pixels --out ${WORK_DIR}/imported)

@@ -72,6 +72,8 @@ TEST_CASE("a training step of the improved recipe allocates nothing either: augm
     set_num_threads(threads);
     examples::NotebookModelOptions augmented;
     augmented.augment = true;
+    augmented.translation = 0.1;  // every augmentation layer the search tried, not only the recipe's flip
+    augmented.erasing = 1;
     auto model = examples::notebook_model<float>(3, 10, augmented);
     auto loss = make_loss<float>("sparse_categorical_crossentropy");
     loss->set_label_smoothing(0.1);

@@ -197,14 +197,14 @@ TEST_CASE("--bn-probe: a BatchNormalization's moving statistics against its inpu
   CHECK(probe.rows()[1].mean_shift == doctest::Approx(0).epsilon(1e-5));
 }
 
-TEST_CASE("experiment options: --recipe improved trains 30 epochs, and refuses the old RMSprop rule") {
+TEST_CASE("experiment options: --recipe improved trains 20 epochs, and refuses the old RMSprop rule") {
   ExperimentOptions opt;
   CHECK(parse({}, opt) == -1);
   CHECK(opt.recipe == "notebook");
   CHECK(opt.epochs_for(notebook_models()[3]) == 10);
   CHECK(parse({"--recipe", "improved"}, opt) == -1);
   CHECK(opt.improved());
-  for (const auto& spec : notebook_models()) CHECK(opt.epochs_for(spec) == 30);
+  for (const auto& spec : notebook_models()) CHECK(opt.epochs_for(spec) == 20);
   CHECK(opt.optimizer_description().find("AdamW") != std::string::npos);
   ExperimentOptions both;
   std::string err;
@@ -212,6 +212,29 @@ TEST_CASE("experiment options: --recipe improved trains 30 epochs, and refuses t
   CHECK(err.find("--legacy-rmsprop is for the notebook's recipe") != std::string::npos);
   ExperimentOptions bad;
   CHECK(parse({"--recipe", "fancy"}, bad) == 2);
+}
+
+TEST_CASE("experiment options: the improved recipe's knobs change it, and only it") {
+  ExperimentOptions opt;
+  CHECK(parse({"--recipe", "improved", "--translation", "0", "--peak-lr", "1e-3", "--weight-decay", "0.01",
+               "--label-smoothing", "0"},
+              opt) == -1);
+  CHECK(opt.improved_recipe.translation == 0);
+  CHECK(opt.improved_recipe.peak_lr == 1e-3);
+  CHECK(opt.improved_recipe.weight_decay == 0.01);
+  CHECK(opt.improved_recipe.label_smoothing == 0);
+  const std::string d = opt.optimizer_description();
+  CHECK(d.find("weight_decay 0.01") != std::string::npos);
+  CHECK(d.find("warmup to 0.001") != std::string::npos);
+  CHECK(d.find("RandomTranslation") == std::string::npos);
+  for (const char* knob : {"--translation", "--peak-lr", "--weight-decay", "--label-smoothing", "--erasing"}) {
+    ExperimentOptions plain;
+    std::string err;
+    CHECK(parse({knob, "0.1"}, plain, &err) == 2);
+    CHECK(err == std::string("fashion_mnist_experiment: ") + knob + " is for --recipe improved\n");
+  }
+  ExperimentOptions out_of_range;
+  CHECK(parse({"--recipe", "improved", "--translation", "0.9"}, out_of_range) == 2);
 }
 
 TEST_CASE("experiment options: nonsense gives exit code 2 and one line") {
