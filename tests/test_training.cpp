@@ -563,6 +563,14 @@ TEST_CASE("progress line in Keras's format when the output is not a terminal") {
   CHECK(s.rfind("Epoch 3/20\n1500/1500 [==============================] - ", 0) == 0);
   CHECK(s.find("/step - loss: 0.2601 - accuracy: 0.9046 - val_loss: 0.2672 - val_accuracy: 0.9038\n") !=
         std::string::npos);
+  // Keras's Progbar: "%.4f" if abs(avg) > 1e-3, else "%.4e" (zero and 1e-3 included).
+  std::ostringstream small;
+  Progress q(&small, 2, 1500, false);
+  q.begin_epoch(1, 1);
+  q.end_epoch({{"a", 0.0}, {"b", 1e-3}, {"c", 0.0012}, {"d", -5e-4}, {"e", -0.25}});
+  CAPTURE(small.str());
+  CHECK(small.str().find(" - a: 0.0000e+00 - b: 1.0000e-03 - c: 0.0012 - d: -5.0000e-04 - e: -0.2500\n") !=
+        std::string::npos);
 }
 
 TEST_CASE("the same seed gives the same weights, another seed does not") {

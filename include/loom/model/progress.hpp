@@ -35,10 +35,11 @@ inline bool stdout_is_terminal() {
 
 namespace detail {
 
-/// " - loss: 0.2601" (Keras switches to %.4e below 1e-3).
+/// " - loss: 0.2601": Keras's Progbar prints %.4f when |v| > 1e-3 and %.4e
+/// otherwise, zero included (a learning rate decayed to 0 is "0.0000e+00").
 inline std::string format_metric(const std::string& name, double v) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, (v != 0 && std::fabs(v) < 1e-3) ? " - %s: %.4e" : " - %s: %.4f", name.c_str(), v);
+  std::snprintf(buf, sizeof buf, std::fabs(v) > 1e-3 ? " - %s: %.4f" : " - %s: %.4e", name.c_str(), v);
   return buf;
 }
 
