@@ -99,8 +99,8 @@ def table(title, runs):
         print("Last epoch's weights with BatchNormalization's statistics recalibrated on the training images "
               "(--bn-probe): " + "; ".join(f"model {k[0]} seed {k[1]}: {runs[k]['test']:.2f} % -> {v:.2f} %"
                                           for k, v in sorted(recal.items())) + ".\n")
-    seconds = [r["seconds"] for r in runs.values() if r.get("seconds")]
-    if seconds:
+    seconds = [r.get("seconds") or 0 for r in runs.values()]
+    if min(seconds) > 1:  # a run resumed after it had finished records (almost) no training time
         print(f"Training time per run: mean {statistics.mean(seconds):.0f} s ({min(seconds):.0f}-{max(seconds):.0f} s), "
               f"{statistics.mean(seconds) / statistics.mean(r['epochs'] for r in runs.values()):.1f} s per epoch.\n")
     print("Each run's last-epoch test accuracy: " + "; ".join(
