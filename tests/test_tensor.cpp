@@ -1,9 +1,11 @@
-// Shape, Tensor and Rng.
+// Shape, Tensor, Rng and the threads' WorkQueue.
 #include <doctest/doctest.h>
 
 #include <loom/loom.hpp>
 
+#include <algorithm>
 #include <set>
+#include <vector>
 
 using namespace loom;
 
@@ -117,4 +119,51 @@ TEST_CASE("glorot_uniform stays within Keras's limit") {
   CHECK(w.flat().minCoeff() >= -limit);
   CHECK(w.flat().maxCoeff() > 0.9 * limit);
   CHECK(std::fabs(w.flat().mean()) < 0.1 * limit);
+}
+
+TEST_CASE("WorkQueue: every piece once, each thread's own first, then the others'") {
+  detail::WorkQueue q;
+  SUBCASE("one thread asking for all of two threads' pieces") {
+    q.reset(50, 8, 2);  // pieces 0-7, 8-15, ..., 48-49: home of thread 0 pieces 0-3, of thread 1 pieces 4-6
+    std::vector<Index> begins;
+    for (detail::Range r = q.take(1); r.size() > 0; r = q.take(1)) {
+      CHECK(r.end == std::min<Index>(r.begin + 8, 50));
+      begins.push_back(r.begin);
+    }
+    CHECK(begins == std::vector<Index>{32, 40, 48, 0, 8, 16, 24});
+  }
+  SUBCASE("two threads in a region, however the pieces fall") {
+    for (int round = 0; round < 20; ++round) {
+      q.reset(1000, 7, 2);
+      std::vector<int> owner(1000, -1);
+      detail::parallel(2, [&](int t, int /*nt*/) {
+        for (detail::Range r = q.take(t); r.size() > 0; r = q.take(t)) {
+          for (Index i = r.begin; i < r.end; ++i) {
+            int& o = owner[static_cast<std::size_t>(i)];
+            o = o == -1 ? t : 9;
+          }
+        }
+      });
+      CHECK(std::count(owner.begin(), owner.end(), -1) == 0);  // every index handed out
+      CHECK(std::count(owner.begin(), owner.end(), 9) == 0);   // and none twice
+    }
+  }
+  SUBCASE("a copy starts empty, and a team smaller than asked for still does everything") {
+    q.reset(10, 3, 4);
+    detail::WorkQueue copy = q;
+    copy.reset(10, 3, 4);
+    Index done = 0;
+    for (detail::Range r = copy.take(0); r.size() > 0; r = copy.take(0)) done += r.size();
+    CHECK(done == 10);
+  }
+}
+
+TEST_CASE("WorkQueue without sharing: a thread gets its own pieces only") {
+  detail::WorkQueue q;
+  q.reset(10, 5, 2, /*share=*/false);
+  const detail::Range first = q.take(1);
+  CHECK(first.begin == 5);
+  CHECK(first.end == 10);
+  CHECK(q.take(1).size() == 0);  // thread 0's piece stays thread 0's
+  CHECK(q.take(0).begin == 0);
 }

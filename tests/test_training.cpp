@@ -383,6 +383,30 @@ TEST_CASE("the notebook's model gives the same results on one thread and on two"
   }
 }
 
+TEST_CASE("the notebook's model on two threads: the same weights bit for bit, run after run") {
+  // Winograd's tiles go to whichever thread asks (detail::WorkQueue), so
+  // which thread computes what differs from run to run; the results must not.
+  const int saved = num_threads();
+  set_num_threads(2);
+  Tensor<float> x(Shape{32, 28, 28, 1}), y(Shape{32});
+  Rng rng(4);
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (Index i = 0; i < 32; ++i) y[i] = static_cast<float>(rng.below(10));
+  auto train = [&] {
+    auto model = notebook_model<float>(11);
+    model.compile("sparse_categorical_crossentropy", {"accuracy"}, "rmsprop");
+    for (int step = 0; step < 5; ++step) model.train_step(x, y);
+    std::vector<float> w;
+    for (const auto& p : model.parameters()) w.insert(w.end(), p.value->begin(), p.value->end());
+    const Tensor<float> p = model.predict(x);
+    w.insert(w.end(), p.begin(), p.end());
+    return w;
+  };
+  const auto first = train();
+  for (int run = 0; run < 3; ++run) CHECK(train() == first);
+  set_num_threads(saved);
+}
+
 // ---------------------------------------------------------------- errors a user meets
 
 TEST_CASE("Sequential: clear errors for bad data and bad order") {

@@ -5,7 +5,10 @@
 /// thread runs its matrix products on one core (detail/gemm.hpp), so parallel
 /// regions never nest. Without OpenMP everything runs on one thread.
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <memory>
 #include <string>
 
 #include "error.hpp"
@@ -62,6 +65,62 @@ inline Range split(Index n, int part, int parts) {
   const Index begin = p * q + (p < r ? p : r);
   return {begin, begin + q + (p < r ? 1 : 0)};
 }
+
+/// Hands out the pieces [0, piece), [piece, 2 piece), ... of [0, n) to the
+/// threads of a region. Each thread has a home: the pieces a static split
+/// would give it (so data a thread made in the layer before is still in its
+/// cache). It takes its own pieces in order, then helps the others with
+/// theirs: a core that runs faster (or is not shared with another guest)
+/// does more. Each piece's result must not depend on the thread that
+/// computes it; then the results are the same whatever the scheduling.
+class WorkQueue {
+ public:
+  WorkQueue() = default;
+  WorkQueue(const WorkQueue& /*other*/) {}  // a copy starts empty (std::atomic is neither copied nor moved)
+  WorkQueue& operator=(const WorkQueue& /*other*/) { return *this; }
+
+  /// Sets the work of the next region of `threads` threads; before it,
+  /// outside it. Without `share`, each thread does its own pieces only (a
+  /// static split). Allocates only when `threads` exceeds every earlier call's.
+  void reset(Index n, Index piece, int threads, bool share = true) {
+    n_ = n;
+    piece_ = piece < 1 ? 1 : piece;
+    threads_ = threads < 1 ? 1 : threads;
+    share_ = share;
+    if (threads_ > capacity_) {
+      next_ = std::make_unique<Counter[]>(static_cast<std::size_t>(threads_));
+      capacity_ = threads_;
+    }
+    for (int t = 0; t < threads_; ++t) next_[static_cast<std::size_t>(t)].taken.store(0, std::memory_order_relaxed);
+  }
+
+  /// Thread t's next piece: its own first, then (when shared) the others',
+  /// or an empty range when none is left.
+  Range take(int t) {
+    const Index pieces = (n_ + piece_ - 1) / piece_;
+    for (int k = 0; k < (share_ ? threads_ : 1); ++k) {
+      const int u = (t + k) % threads_;
+      const Range home = split(pieces, u, threads_);
+      Counter& c = next_[static_cast<std::size_t>(u)];
+      if (c.taken.load(std::memory_order_relaxed) >= home.size()) continue;
+      const Index i = c.taken.fetch_add(1, std::memory_order_relaxed);
+      if (i < home.size()) {
+        const Index begin = (home.begin + i) * piece_;
+        return {begin, std::min(begin + piece_, n_)};
+      }
+    }
+    return {n_, n_};
+  }
+
+ private:
+  struct alignas(64) Counter {  // one cache line each: the threads bump their own
+    std::atomic<Index> taken{0};
+  };
+  std::unique_ptr<Counter[]> next_;
+  int capacity_ = 0, threads_ = 1;
+  bool share_ = true;
+  Index n_ = 0, piece_ = 1;
+};
 
 /// This thread's index in the current team, and the team's size (0 and 1
 /// outside a parallel region or without OpenMP).

@@ -193,7 +193,10 @@ class Conv2D : public Layer<T> {
     const int threads = detail::threads_for(n);
     prepare_workspaces(threads, input_grad && !winograd ? tile * per_image * k : 0);
     if (input_grad && winograd) grad_u_.resize_for_overwrite(Shape{Winograd::kPoints, cout, geo_.c});
-    const Index grad_tiles = n * Winograd::tiles_per_image(winograd_input_grad());
+    if (input_grad && winograd) {
+      const Index tiles = n * Winograd::tiles_per_image(winograd_input_grad());
+      queue_.reset(tiles, winograd_piece(tiles, threads, Winograd::chunk_tiles(cout, geo_.c)), threads);
+    }
     detail::parallel(threads, [&](int t, int nt) {
       Workspace& w = ws_[static_cast<std::size_t>(t)];
       const detail::Range mine = detail::split(n, t, nt);
@@ -216,10 +219,12 @@ class Conv2D : public Layer<T> {
       if (input_grad && winograd) {
         const detail::Range rows = detail::split(cout, t, nt);
         Winograd::transform_kernel(kernel_.data(), geo_.c, cout, true, rows.begin, rows.end, grad_u_.data());
+        w.winograd.reserve(cout, geo_.c);
 #pragma omp barrier
-        const detail::Range tiles = detail::split(grad_tiles, t, nt);
-        w.winograd.run(dz_.data(), winograd_input_grad(), cout, tiles.begin, tiles.end, grad_u_.data(), geo_.c,
-                       dx_.data(), {});
+        for (detail::Range tiles = queue_.take(t); tiles.size() > 0; tiles = queue_.take(t)) {
+          w.winograd.run(dz_.data(), winograd_input_grad(), cout, tiles.begin, tiles.end, grad_u_.data(), geo_.c,
+                         dx_.data(), {});
+        }
       } else if (input_grad) {
         for (Index n0 = mine.begin; n0 < mine.end; n0 += tile) {
           const Index n1 = std::min(n0 + tile, mine.end);
@@ -254,8 +259,9 @@ class Conv2D : public Layer<T> {
 
   /// Winograd's forward. The kernel's transform is skipped in inference when
   /// the kernel is the one last transformed (a copy tells), which matters at
-  /// batch 1; the output tiles are split evenly across the threads, so a
-  /// single image uses every core.
+  /// batch 1. The output tiles are split evenly across the threads, so a
+  /// single image uses every core; in training a thread that is done takes
+  /// pieces of another's share that it has not started (detail::WorkQueue).
   void forward_winograd(const Tensor<T>& x, bool keep, const detail::GemmEpilogue<T>& epilogue) {
     const Index k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
     const Index tiles = geo_.n * Winograd::tiles_per_image(winograd_forward());
@@ -263,6 +269,15 @@ class Conv2D : public Layer<T> {
     if (!reuse) u_.resize_for_overwrite(Shape{Winograd::kPoints, geo_.c, cout});
     const int threads = detail::threads_for(tiles);
     prepare_workspaces(threads, 0);
+    // In training, pieces a faster core can take from a slower one (on the
+    // development VM, +5 to +8 % images/s while one core is slowed, -1 % when
+    // none is); in inference, where that did not pay (-2 %), the static
+    // split: one piece per thread, its own.
+    if (keep) {
+      queue_.reset(tiles, winograd_piece(tiles, threads, Winograd::chunk_tiles(geo_.c, cout)), threads);
+    } else {
+      queue_.reset(tiles, (tiles + threads - 1) / threads, threads, /*share=*/false);
+    }
     detail::parallel(threads, [&](int t, int nt) {
       Workspace& w = ws_[static_cast<std::size_t>(t)];
       const detail::Range images = detail::split(geo_.n, t, nt);
@@ -272,9 +287,11 @@ class Conv2D : public Layer<T> {
         Winograd::transform_kernel(kernel_.data(), geo_.c, cout, false, rows.begin, rows.end, u_.data());
 #pragma omp barrier
       }
-      const detail::Range mine = detail::split(tiles, t, nt);
-      w.winograd.run(x.data(), winograd_forward(), geo_.c, mine.begin, mine.end, u_.data(), cout, y_.data(),
-                     epilogue);
+      w.winograd.reserve(geo_.c, cout);
+      for (detail::Range mine = queue_.take(t); mine.size() > 0; mine = queue_.take(t)) {
+        w.winograd.run(x.data(), winograd_forward(), geo_.c, mine.begin, mine.end, u_.data(), cout, y_.data(),
+                       epilogue);
+      }
       if (opt_.activation() == Activation::Softmax) {
 #pragma omp barrier
         detail::activate(opt_.activation(), y_.data() + images.begin * per_image * cout, images.size() * per_image,
@@ -294,6 +311,16 @@ class Conv2D : public Layer<T> {
     Tensor<T> col, dkernel;
     std::vector<double> dbias;
   };
+
+  /// Winograd's tiles go to the threads in pieces of this many: at most a
+  /// chunk of the kernel's, about four pieces per thread so that a faster
+  /// core can take more, but 16 tiles at least (the GEMM's rows) unless that
+  /// would leave a thread idle (a batch of few tiles).
+  static Index winograd_piece(Index tiles, int threads, Index chunk) {
+    const auto ceil_div = [](Index a, Index b) { return (a + b - 1) / b; };
+    const Index piece = std::min(chunk, ceil_div(tiles, 4 * Index(threads)));
+    return std::max(piece, std::min<Index>(16, ceil_div(tiles, threads)));
+  }
 
   bool winograd_applies() const {
     return opt_.kernel_size() == Size2{3, 3} && opt_.strides() == Size2{1, 1};
@@ -334,6 +361,7 @@ class Conv2D : public Layer<T> {
   Tensor<T> affine_;                           // its scale and shift
   Tensor<T> u_, u_source_;  // Winograd's forward U, and the kernel it came from (inference)
   bool u_cached_ = false;    // u_ is the transform of u_source_
+  detail::WorkQueue queue_;  // Winograd's tiles, handed to the threads a piece at a time
   Tensor<T> grad_u_;          // Winograd's U of the backward to the input
   detail::Window2D geo_;
   Tensor<T> kernel_, bias_, dkernel_, dbias_;

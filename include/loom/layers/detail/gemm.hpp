@@ -46,6 +46,19 @@ class Gemm {
   Gemm& operator=(Gemm&&) noexcept = default;
   ~Gemm() = default;
 
+  /// Makes every buffer a product of at most m x n x k needs, so that no
+  /// such call allocates afterwards. (Calls grow them as they go; a caller
+  /// whose shapes vary from step to step reserves the largest first.)
+  void reserve_for(Index m, Index n, Index k) {
+    if (m <= 0 || n <= 0 || k <= 0) return;
+#ifdef LOOM_OWN_SGEMM
+    if constexpr (std::is_same_v<T, float>) return sgemm::reserve(m, n, k, bpack_);
+#endif
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0)
+    reserve(m, n, k);
+#endif
+  }
+
   /// C[m x n] (row-major, row stride ldc) = op(A)[m x k] * op(B)[k x n], or
   /// += when `accumulate`, then the epilogue (bias, ReLU, affine). Allocates only
   /// when m, n or k exceed every earlier call's.

@@ -325,6 +325,23 @@ inline int choose_tile(Index m, Index n) {
   return best;
 }
 
+/// Grows bpack to what any product of at most m x n x k needs, whatever
+/// tile it chooses and whether it packs B (so that a later, larger call of
+/// gemm on the same buffer does not allocate).
+inline void reserve(Index m, Index n, Index k, Buffer& bpack) {
+  (void)m;
+  Index need = 0;
+#define LOOM_SGEMM_NEED(MR, NV, RATE)                                           \
+  {                                                                             \
+    const Index nr = NV * Isa::W, kc = std::min<Index>(KC, k);                 \
+    const Index panel = std::min<Index>(NC, (n + nr - 1) / nr * nr) * kc;       \
+    need = std::max<Index>(need, panel + MR * kc);                              \
+  }
+  LOOM_SGEMM_TILES(LOOM_SGEMM_NEED)
+#undef LOOM_SGEMM_NEED
+  if (static_cast<Index>(bpack.size()) < need) bpack.resize(static_cast<std::size_t>(need));
+}
+
 /// C[m x n] (row stride ldc) = op(A) op(B), or += when `accumulate`, then
 /// the epilogue. k >= 1.
 inline void gemm(Index m, Index n, Index k, const GemmOperand<float>& a, const GemmOperand<float>& b, float* c,

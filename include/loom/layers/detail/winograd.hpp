@@ -122,6 +122,25 @@ class Winograd3x3 {
     }
   }
 
+  /// Tiles run's steps take at a time: their transformed input and products
+  /// (36 (cin + cout) values each) within about 384 KiB, a multiple of 16
+  /// rows for the GEMM.
+  static Index chunk_tiles(Index cin, Index cout) {
+    const Index bytes = kPoints * (cin + cout) * static_cast<Index>(sizeof(T));
+    return std::clamp<Index>((Index(384) << 10) / bytes / 16 * 16, 16, 256);
+  }
+
+  /// Makes the scratch a run with these channels needs. A thread that may
+  /// be handed no tiles in a step calls it anyway, so that it does not
+  /// allocate in a later step when it is handed some.
+  void reserve(Index cin, Index cout) {
+    const Index chunk = chunk_tiles(cin, cout);
+    const Index need_v = chunk * kPoints * cin, need_m = chunk * kPoints * cout;
+    if (static_cast<Index>(v_.size()) < need_v) v_.resize(static_cast<std::size_t>(need_v));
+    if (static_cast<Index>(m_.size()) < need_m) m_.resize(static_cast<std::size_t>(need_m));
+    gemm_.reserve_for(chunk, cout, cin);
+  }
+
   /// Tiles of the output per image.
   static Index tiles_per_image(const Winograd2D& g) { return ((g.ho + M - 1) / M) * ((g.wo + M - 1) / M); }
 
@@ -133,13 +152,8 @@ class Winograd3x3 {
   void run(const T* x, const Winograd2D& geo, Index cin, Index first, Index last, const T* u, Index cout, T* y,
            GemmEpilogue<T> epilogue) {
     const Index per_image = tiles_per_image(geo), total = last - first;
-    // Tiles per chunk: their transformed input and products (36 (cin+cout)
-    // values each) within about 384 KiB, a multiple of 16 rows for the GEMM.
-    const Index bytes = kPoints * (cin + cout) * static_cast<Index>(sizeof(T));
-    const Index chunk = std::clamp<Index>((Index(384) << 10) / bytes / 16 * 16, 16, 256);
-    const Index need_v = chunk * kPoints * cin, need_m = chunk * kPoints * cout;
-    if (static_cast<Index>(v_.size()) < need_v) v_.resize(static_cast<std::size_t>(need_v));
-    if (static_cast<Index>(m_.size()) < need_m) m_.resize(static_cast<std::size_t>(need_m));
+    const Index chunk = chunk_tiles(cin, cout);
+    reserve(cin, cout);
     for (Index t0 = 0; t0 < total; t0 += chunk) {
       const Index tiles = std::min(chunk, total - t0);
       for (Index t = 0; t < tiles; ++t) input_tile(x, geo, cin, per_image, first + t0 + t, v_.data() + t * kPoints * cin);
