@@ -189,29 +189,25 @@ TEST_CASE("gradient check: BatchNormalization in training mode") {
 }
 
 TEST_CASE("gradient check: MaxPool2D") {
-  SUBCASE("2x2/2 same on an odd size") {
-    MaxPool2D<double> layer(MaxPool2DOptions({2, 2}).padding(Padding::Same));
-    check_layer_gradients(layer, random_input(layer, {5, 7, 2}, 2));
-  }
-  SUBCASE("3x3/2 valid, overlapping windows") {
-    MaxPool2D<double> layer(MaxPool2DOptions({3, 3}).strides(Size2{2, 2}));
-    check_layer_gradients(layer, random_input(layer, {7, 7, 2}, 2));
-  }
-  SUBCASE("2x2/2 valid on an odd size: the last row and column are in no window") {
-    MaxPool2D<double> layer(MaxPool2DOptions({2, 2}));
-    check_layer_gradients(layer, random_input(layer, {5, 5, 3}, 2));
-  }
-  SUBCASE("2x2/3 valid: gaps between the windows") {
-    MaxPool2D<double> layer(MaxPool2DOptions({2, 2}).strides(Size2{3, 3}));
-    check_layer_gradients(layer, random_input(layer, {8, 8, 2}, 2));
-  }
-  SUBCASE("3x3/3 same: windows tile an image padded on both sides") {
-    MaxPool2D<double> layer(MaxPool2DOptions({3, 3}).padding(Padding::Same));
-    check_layer_gradients(layer, random_input(layer, {7, 8, 2}, 2));
-  }
-  SUBCASE("17x17/3 valid: windows of more than 256 cells") {
-    MaxPool2D<double> layer(MaxPool2DOptions({17, 17}).strides(Size2{3, 3}));
-    check_layer_gradients(layer, random_input(layer, {20, 20, 1}, 1));
+  struct Case {
+    const char* what;
+    MaxPool2DOptions options;
+    Shape input;
+    Index batch;
+  };
+  const Case cases[] = {
+      {"2x2/2 same on an odd size", MaxPool2DOptions({2, 2}).padding(Padding::Same), {5, 7, 2}, 2},
+      {"3x3/2 valid, overlapping windows", MaxPool2DOptions({3, 3}).strides(Size2{2, 2}), {7, 7, 2}, 2},
+      {"2x2/2 valid on an odd size: the last row and column are in no window", MaxPool2DOptions({2, 2}), {5, 5, 3}, 2},
+      {"2x2/3 valid: gaps between the windows", MaxPool2DOptions({2, 2}).strides(Size2{3, 3}), {8, 8, 2}, 2},
+      {"3x3/3 same: windows tile an image padded on both sides", MaxPool2DOptions({3, 3}).padding(Padding::Same),
+       {7, 8, 2}, 2},
+      {"17x17/3 valid: a large window", MaxPool2DOptions({17, 17}).strides(Size2{3, 3}), {20, 20, 1}, 1},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.what);
+    MaxPool2D<double> layer(c.options);
+    check_layer_gradients(layer, random_input(layer, c.input, c.batch));
   }
 }
 

@@ -192,8 +192,8 @@ class Conv2D : public Layer<T> {
     const bool winograd = uses_winograd();
     const int threads = detail::threads_for(n);
     prepare_workspaces(threads, input_grad && !winograd ? tile * per_image * k : 0);
-    if (input_grad && winograd) grad_u_.resize_for_overwrite(Shape{Winograd::kPoints, cout, geo_.c});
     if (input_grad && winograd) {
+      grad_u_.resize_for_overwrite(Shape{Winograd::kPoints, cout, geo_.c});
       const Index tiles = n * Winograd::tiles_per_image(winograd_input_grad());
       queue_.reset(tiles, winograd_piece(tiles, threads, Winograd::chunk_tiles(cout, geo_.c)), threads);
     }

@@ -52,7 +52,7 @@ class Gemm {
   void reserve_for(Index m, Index n, Index k) {
     if (m <= 0 || n <= 0 || k <= 0) return;
 #ifdef LOOM_OWN_SGEMM
-    if constexpr (std::is_same_v<T, float>) return sgemm::reserve(m, n, k, bpack_);
+    if constexpr (std::is_same_v<T, float>) return sgemm::reserve(n, k, bpack_);
 #endif
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0)
     reserve(m, n, k);

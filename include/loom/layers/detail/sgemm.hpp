@@ -325,11 +325,10 @@ inline int choose_tile(Index m, Index n) {
   return best;
 }
 
-/// Grows bpack to what any product of at most m x n x k needs, whatever
-/// tile it chooses and whether it packs B (so that a later, larger call of
-/// gemm on the same buffer does not allocate).
-inline void reserve(Index m, Index n, Index k, Buffer& bpack) {
-  (void)m;
+/// Grows bpack to what any product of at most n columns and depth k needs,
+/// whatever its rows, the tile it chooses and whether it packs B (so that a
+/// later call of gemm on the same buffer does not allocate).
+inline void reserve(Index n, Index k, Buffer& bpack) {
   Index need = 0;
 #define LOOM_SGEMM_NEED(MR, NV, RATE)                                           \
   {                                                                             \
