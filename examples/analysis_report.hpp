@@ -54,6 +54,7 @@ struct ModelResult {
   double train_seconds = 0;
   /// The epoch with the best val_accuracy, and the test result of its weights
   /// (kept in memory during training; chosen on validation data only).
+  /// 0 and unset when there was no validation split (--refit).
   int best_epoch = 0;
   Evaluation best_epoch_test;
   std::vector<BnProbeRow> bn_probe;  ///< with --bn-probe: every BatchNormalization layer after every epoch
@@ -82,6 +83,7 @@ struct SeedSummary {
   double mean = 0, sd = 0, min = 0, max = 0;  ///< last-epoch test accuracy, in %; sd over runs (n - 1)
   int runs_below_notebook = 0;                 ///< runs whose last-epoch test accuracy is below the notebook's
   double volatility = 0;                       ///< mean over runs, in points of val_accuracy
+  int best_val_runs = 0;  ///< runs with a best-validation epoch (none with --refit)
   double best_val_mean = 0, best_val_min = 0, best_val_max = 0;  ///< test accuracy of the best-validation epoch, in %
 
   /// Where the notebook's number falls in this spread, in words.
@@ -113,16 +115,21 @@ inline std::vector<SeedSummary> seed_summaries(const std::vector<ModelResult>& r
     s.min = s.best_val_min = 1e9;
     s.max = s.best_val_max = -1e9;
     for (const ModelResult* r : runs) {
-      const double a = 100 * r->test.accuracy, b = 100 * r->best_epoch_test.accuracy;
+      const double a = 100 * r->test.accuracy;
       s.mean += a / s.runs;
       s.min = std::min(s.min, a);
       s.max = std::max(s.max, a);
       s.runs_below_notebook += a < spec.notebook_test_accuracy ? 1 : 0;
-      s.best_val_mean += b / s.runs;
-      s.best_val_min = std::min(s.best_val_min, b);
-      s.best_val_max = std::max(s.best_val_max, b);
       if (r->history.has("val_accuracy")) s.volatility += 100 * volatility(r->history["val_accuracy"]) / s.runs;
+      if (r->best_epoch > 0) {
+        const double b = 100 * r->best_epoch_test.accuracy;
+        ++s.best_val_runs;
+        s.best_val_mean += b;
+        s.best_val_min = std::min(s.best_val_min, b);
+        s.best_val_max = std::max(s.best_val_max, b);
+      }
     }
+    if (s.best_val_runs > 0) s.best_val_mean /= s.best_val_runs;
     for (const ModelResult* r : runs) s.sd += std::pow(100 * r->test.accuracy - s.mean, 2);
     s.sd = s.runs > 1 ? std::sqrt(s.sd / (s.runs - 1)) : 0.0;
     out.push_back(s);
@@ -137,6 +144,12 @@ inline const std::vector<std::vector<int>>& notebook_false_alarms() {
   static const std::vector<std::vector<int>> v{
       {89, 15, 113, 75, 104}, {110, 5, 110, 72, 97}, {86, 14, 83, 75, 200}, {186, 14, 155, 69, 172}};
   return v;
+}
+
+inline std::string fixed2(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f", v);
+  return b;
 }
 
 inline std::string percent(double v) {
@@ -263,9 +276,9 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
                       {"test_loss", r.test.loss},
                       {"test_accuracy", r.test.accuracy},
                       {"volatility", r.history.has("val_accuracy") ? volatility(r.history["val_accuracy"]) : 0.0},
-                      {"best_val_epoch", r.best_epoch},
-                      {"best_val_epoch_test_accuracy", r.best_epoch_test.accuracy},
-                      {"best_val_epoch_test_loss", r.best_epoch_test.loss},
+                      {"best_val_epoch", r.best_epoch > 0 ? json(r.best_epoch) : json(nullptr)},
+                      {"best_val_epoch_test_accuracy", r.best_epoch > 0 ? json(r.best_epoch_test.accuracy) : json(nullptr)},
+                      {"best_val_epoch_test_loss", r.best_epoch > 0 ? json(r.best_epoch_test.loss) : json(nullptr)},
                       {"notebook_test_accuracy", r.spec.notebook_test_accuracy / 100},
                       {"confusion_matrix", matrix},
                       {"per_class", per_class},
@@ -284,9 +297,11 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
                          {"notebook_test_accuracy", m.spec.notebook_test_accuracy / 100},
                          {"notebook_position", m.notebook_position()},
                          {"volatility", m.volatility / 100},
-                         {"best_val_epoch_test_accuracy", {{"mean", m.best_val_mean / 100},
-                                                           {"min", m.best_val_min / 100},
-                                                           {"max", m.best_val_max / 100}}}});
+                         {"best_val_epoch_test_accuracy",
+                          m.best_val_runs > 0 ? json{{"mean", m.best_val_mean / 100},
+                                                     {"min", m.best_val_min / 100},
+                                                     {"max", m.best_val_max / 100}}
+                                              : json(nullptr)}});
   }
   return {{"loom_version", loom::version},
           {"command", command},
@@ -297,6 +312,8 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
           {"synchronized_batch_norm", opt.sync_bn},
           {"batch_size", opt.batch_size},
           {"quick", opt.quick},
+          {"train_images", opt.train_images()},
+          {"validation_images", opt.validation_images()},
           {"seeds", opt.seeds},
           {"recipe", opt.recipe},
           {"optimizer", opt.optimizer_description()},
@@ -320,10 +337,14 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
   }
   if (opt.improved()) o << "Recipe: improved (issue 12): the notebook's model, trained differently.  \n";
   o << "Optimizer: " << opt.optimizer_description() << ".  \n";
+  if (opt.refit) {
+    o << "Refit (--refit): trained on all " << opt.train_images()
+      << " training images, with no validation split; the test images were never used to choose anything.  \n";
+  }
   std::snprintf(b, sizeof b, "Threads %d, batch %ld, seed %llu, %d run%s per model%s. Wall time %.0f s (%.1f min).\n\n",
                 opt.threads, static_cast<long>(opt.batch_size), static_cast<unsigned long long>(opt.seed), opt.seeds,
                 opt.seeds == 1 ? "" : "s (run r seeds model i with seed + 100 r + i)",
-                opt.quick ? ", **quick smoke run (3,000 training and 1,000 validation images): not comparable to the notebook**"
+                opt.quick ? ", **quick smoke run (a few thousand images, one epoch): not comparable to the notebook**"
                           : "",
                 wall_seconds, wall_seconds / 60);
   o << b;
@@ -336,10 +357,16 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
          "| model | runs | mean | sd | min | max | notebook | notebook's place | volatility | best-validation epoch's "
          "test accuracy, mean (min-max) |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& m : summaries) {
-      std::snprintf(b, sizeof b, "| %d | %d | %.2f %% | %.2f | %.2f %% | %.2f %% | %.2f %% | %s | %.2f | %.2f %% (%.2f-%.2f) |\n",
-                    m.spec.id, m.runs, m.mean, m.sd, m.min, m.max, m.spec.notebook_test_accuracy,
-                    m.notebook_position().c_str(), m.volatility, m.best_val_mean, m.best_val_min, m.best_val_max);
+      std::snprintf(b, sizeof b, "| %d | %d | %.2f %% | %.2f | %.2f %% | %.2f %% | %.2f %% | %s | ", m.spec.id, m.runs,
+                    m.mean, m.sd, m.min, m.max, m.spec.notebook_test_accuracy, m.notebook_position().c_str());
       o << b;
+      if (m.best_val_runs > 0) {
+        std::snprintf(b, sizeof b, "%.2f | %.2f %% (%.2f-%.2f) |\n", m.volatility, m.best_val_mean, m.best_val_min,
+                      m.best_val_max);
+        o << b;
+      } else {
+        o << "- | - (no validation split) |\n";
+      }
     }
     o << "\n";
   }
@@ -347,19 +374,24 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
        "training time |\n|---|---|---|---|---|---|---|---|---|\n";
   double sum = 0, nb_sum = 0;
   for (const auto& r : results) {
-    std::snprintf(b, sizeof b, "| %d | %d (seed %llu) | %s | %d | %.2f %% | %.2f %% | %+.2f | %.2f | %.0f s |\n",
+    const std::string vol = r.history.has("val_accuracy") ? fixed2(100 * volatility(r.history["val_accuracy"])) : "-";
+    std::snprintf(b, sizeof b, "| %d | %d (seed %llu) | %s | %d | %.2f %% | %.2f %% | %+.2f | %s | %.0f s |\n",
                   r.spec.id, r.run + 1, static_cast<unsigned long long>(r.seed), r.spec.description().c_str(), r.epochs,
                   100 * r.test.accuracy, r.spec.notebook_test_accuracy,
-                  100 * r.test.accuracy - r.spec.notebook_test_accuracy,
-                  r.history.has("val_accuracy") ? 100 * volatility(r.history["val_accuracy"]) : 0.0, r.train_seconds);
+                  100 * r.test.accuracy - r.spec.notebook_test_accuracy, vol.c_str(), r.train_seconds);
     o << b;
     sum += 100 * r.test.accuracy;
     nb_sum += r.spec.notebook_test_accuracy;
   }
+  const bool best_epochs =
+      std::any_of(results.begin(), results.end(), [](const ModelResult& r) { return r.best_epoch > 0; });
   if (!results.empty()) {
     const double n = static_cast<double>(results.size());
     std::snprintf(b, sizeof b, "| mean | | | | %.2f %% | %.2f %% | %+.2f | | |\n\n", sum / n, nb_sum / n, (sum - nb_sum) / n);
     o << b;
+  }
+  if (best_epochs) {
+    const double n = static_cast<double>(results.size());
     o << "The table above is the notebook's recipe: the weights after the last epoch. Keeping instead the "
          "weights of the epoch with the best validation accuracy (chosen on the validation images, "
          "never on the test set, as Keras's `ModelCheckpoint(save_best_only=True)` would) gives:\n\n"
@@ -423,13 +455,20 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
     o << b;
     std::snprintf(b, sizeof b,
                   "Test: %lld correct, %lld wrong: accuracy %.2f %%, error rate %.2f %% (notebook: %.2f %%, %.2f %%). "
-                  "Test loss %.4f. Last epoch: loss %.4f, val_loss %.4f, val_accuracy %.4f.\n\n",
+                  "Test loss %.4f. Last epoch: loss %.4f",
                   cm.correct(), cm.total() - cm.correct(), 100 * cm.accuracy(), 100 * (1 - cm.accuracy()),
                   r.spec.notebook_test_accuracy, 100 - r.spec.notebook_test_accuracy, r.test.loss,
-                  r.history.has("loss") ? r.history["loss"].back() : 0.0,
-                  r.history.has("val_loss") ? r.history["val_loss"].back() : 0.0,
-                  r.history.has("val_accuracy") ? r.history["val_accuracy"].back() : 0.0);
+                  r.history.has("loss") ? r.history["loss"].back() : 0.0);
     o << b;
+    if (r.history.has("val_accuracy")) {
+      std::snprintf(b, sizeof b, ", val_loss %.4f, val_accuracy %.4f", r.history["val_loss"].back(),
+                    r.history["val_accuracy"].back());
+      o << b;
+    } else if (r.history.has("accuracy")) {
+      std::snprintf(b, sizeof b, ", accuracy %.4f (no validation split)", r.history["accuracy"].back());
+      o << b;
+    }
+    o << ".\n\n";
     o << "| class | images | missed | recall | false alarms | notebook's \"misclassified\" (= its false alarms) | "
          "precision | F1 | most often mistaken for |\n|---|---|---|---|---|---|---|---|---|\n";
     const auto& nb = notebook_false_alarms()[static_cast<std::size_t>(r.spec.id - 1)];

@@ -3,7 +3,9 @@
 // the same model four times over {normalized, raw} x {one-hot + categorical
 // cross-entropy, integer labels + sparse categorical cross-entropy}, Keras's
 // default optimizer (RMSprop), 20/20/20/10 epochs at batch 32; then each
-// model's test accuracy and per-class analysis, with figures.
+// model's test accuracy and per-class analysis, with figures. --recipe improved
+// trains the same model better, and (unless --no-refit) on all 60,000 training
+// images, with no validation split: its recipe was chosen on the split.
 //
 //   fashion_mnist_experiment [--out results] [--models 1 2 3 4] [--quick] ... (see --help)
 //
@@ -84,9 +86,9 @@ void compile_for_recipe(Sequential<float>& model, const ModelSpec& spec, const e
                 {"accuracy"});
 }
 
-/// A checkpoint must belong to the model it resumes: same seed, loss, recipe, RMSprop rule and no more epochs than asked for.
+/// A checkpoint must belong to the model it resumes: same seed, loss, recipe, split, RMSprop rule and no more epochs than asked for.
 void check_checkpoint(const Sequential<float>& model, const ModelSpec& spec, const ModelResult& r,
-                      const examples::ExperimentOptions& opt, const std::string& path) {
+                      const examples::ExperimentOptions& opt, long steps, const std::string& path) {
   const bool legacy_rmsprop = opt.legacy_rmsprop;
   if (!model.compiled() || model.seed() != r.seed || model.loss().type() != make_loss<float>(spec.loss())->type() ||
       model.position().epoch > r.epochs) {
@@ -97,6 +99,12 @@ void check_checkpoint(const Sequential<float>& model, const ModelSpec& spec, con
     throw FormatError(path + ": this checkpoint was trained with the " + (opt.improved() ? "notebook's" : "improved") +
                       " recipe; give --recipe " + (opt.improved() ? "notebook" : "improved") + " to resume it, or remove it");
   }
+  // A finished epoch records val_accuracy exactly when there was a validation split.
+  if (model.position().epoch > 0 && model.history().has("val_accuracy") == opt.refit) {
+    throw FormatError(path + ": this checkpoint was trained " +
+                      (opt.refit ? "on the notebook's split (--no-refit)" : "on every training image (--refit)") +
+                      "; give the same to resume it, or remove it");
+  }
   const Config c = model.optimizer().config();
   if (opt.improved()) {
     const examples::ImprovedRecipe& recipe = opt.improved_recipe;
@@ -104,6 +112,10 @@ void check_checkpoint(const Sequential<float>& model, const ModelSpec& spec, con
     for (const auto& layer : model.layers()) {
       translates = translates || layer->type() == "RandomTranslation";
       erases = erases || layer->type() == "RandomErasing";
+    }
+    if (c.real("learning_rate_schedule.warmup_steps", 0) != static_cast<double>(steps)) {
+      throw FormatError(path + ": this checkpoint's schedule was set for another number of steps per epoch "
+                               "(other --batch-size, --quick or --refit); give the same ones to resume it, or remove it");
     }
     if (c.real("weight_decay", 0) != recipe.weight_decay ||
         c.real("learning_rate_schedule.warmup_target", 0) != recipe.peak_lr ||
@@ -278,24 +290,31 @@ int main(int argc, char** argv) {
     std::signal(SIGINT, examples::on_sigint);
 
     // The notebook: (X, Y), (x_test, y_test) = fashion_mnist.load_data(); first 48,000 train, last 12,000 valid.
+    // With --refit all 60,000 train and there is no validation split.
     auto data = datasets::fashion_mnist::load<float>(opt.data_dir);
-    const Index n_train = opt.quick ? 3000 : 48000, n_valid = opt.quick ? 1000 : 12000;
+    const Index n_train = opt.train_images(), n_valid = opt.validation_images();
+    const bool validate = n_valid > 0;
     Tensor<float> x_train = data::take(data.x_train, 0, n_train), y_train = data::take(data.y_train, 0, n_train);
-    Tensor<float> x_valid = data::take(data.x_train, 48000, 48000 + n_valid);
-    Tensor<float> y_valid = data::take(data.y_train, 48000, 48000 + n_valid);
+    Tensor<float> x_valid, y_valid;
+    if (validate) {
+      x_valid = data::take(data.x_train, 48000, 48000 + n_valid);
+      y_valid = data::take(data.y_train, 48000, 48000 + n_valid);
+      data::add_channel_axis(x_valid);
+    }
     data.x_train = Tensor<float>();  // the split copies are all that is needed from here on
     data.y_train = Tensor<float>();
-    for (Tensor<float>* x : {&x_train, &x_valid, &data.x_test}) data::add_channel_axis(*x);
+    for (Tensor<float>* x : {&x_train, &data.x_test}) data::add_channel_axis(*x);
     const Tensor<float>& x_test = data.x_test;
     const Tensor<float>& y_test = data.y_test;
     std::cout << "x_train is now a " << x_train.shape() << " shaped array\n"
-              << "x_valid is now a " << x_valid.shape() << " shaped array\n"
+              << (validate ? "x_valid is now a " + x_valid.shape().str() + " shaped array\n"
+                           : std::string("no validation split (--refit): every training image trains the model\n"))
               << " and x_test is now a " << x_test.shape() << " shaped array\n"
               << (comm ? "processes " + std::to_string(opt.processes) + (opt.sync_bn ? " (synchronized BatchNormalization)" : "") + ", " : std::string())
               << "threads " << opt.threads << (comm ? " each" : "") << ", batch size " << opt.batch_size << ", seed " << opt.seed
               << (opt.quick ? ", quick smoke run" : "") << "\n";
     if (opt.quick) {
-      std::cout << "Note: a quick run takes about 94 steps per epoch, too few for BatchNormalization's moving\n"
+      std::cout << "Note: a quick run takes about 100 steps per epoch, too few for BatchNormalization's moving\n"
                    "statistics (momentum 0.99) to settle, so test accuracy in inference mode is not meaningful yet,\n"
                    "above all for the normalized models. It checks that everything runs, not how well.\n";
     }
@@ -327,7 +346,7 @@ int main(int argc, char** argv) {
       Tensor<float> xt_n, xv_n, xs_n;
       if (spec.normalized) {
         xt_n = data::scaled(x_train, 1.0 / 255);
-        xv_n = data::scaled(x_valid, 1.0 / 255);
+        if (validate) xv_n = data::scaled(x_valid, 1.0 / 255);
         xs_n = data::scaled(x_test, 1.0 / 255);
       }
       const Tensor<float>& xt = spec.normalized ? xt_n : x_train;
@@ -336,15 +355,15 @@ int main(int argc, char** argv) {
       Tensor<float> yt_1h, yv_1h, ys_1h;
       if (spec.one_hot) {
         yt_1h = data::to_categorical(y_train, 10);
-        yv_1h = data::to_categorical(y_valid, 10);
+        if (validate) yv_1h = data::to_categorical(y_valid, 10);
         ys_1h = data::to_categorical(y_test, 10);
       }
       const Tensor<float>& yt = spec.one_hot ? yt_1h : y_train;
       const Tensor<float>& yv = spec.one_hot ? yv_1h : y_valid;
       const Tensor<float>& ys = spec.one_hot ? ys_1h : y_test;
 
-      // Checkpoints: the whole model with its training state after every epoch (and at Ctrl-C), and the
-      // weights of the epoch with the best val_accuracy. Both are written atomically.
+      // Checkpoints: the whole model with its training state after every epoch (and at Ctrl-C), and (with a
+      // validation split) the weights of the epoch with the best val_accuracy. Both are written atomically.
       const std::string ckpt = (fs::path(opt.out) / "checkpoints" / (stem + ".loom")).string();
       const std::string best_path = (fs::path(opt.out) / "checkpoints" / (stem + "_best.weights")).string();
       const bool resuming = opt.resume && fs::exists(ckpt);
@@ -355,34 +374,38 @@ int main(int argc, char** argv) {
       variant.erasing = opt.improved_recipe.erasing;
       Sequential<float> model =
           resuming ? Sequential<float>::load(ckpt) : examples::notebook_model<float>(r.seed, 10, variant);
+      const long steps = static_cast<long>((xt.dim(0) + opt.batch_size - 1) / opt.batch_size);
       if (resuming) {
-        check_checkpoint(model, spec, r, opt, ckpt);
+        check_checkpoint(model, spec, r, opt, steps, ckpt);
         std::cout << "Resuming from " << ckpt << " after epoch " << model.position().epoch
                   << (model.position().step > 0 ? " and batch " + std::to_string(model.position().step) : std::string())
                   << "\n";
       } else {
-        const long steps = static_cast<long>((xt.dim(0) + opt.batch_size - 1) / opt.batch_size);
         compile_for_recipe(model, spec, opt, r.epochs, steps);
       }
-      // The weights of the epoch with the best val_accuracy; on --resume its best so far comes back
-      // with the checkpoint.
-      const auto keep_best = std::make_shared<ModelCheckpoint<float>>(
-          best_path, ModelCheckpointOptions().monitor("val_accuracy").save_best_only(true).save_weights_only(true));
       FitOptions<float> fit_options = FitOptions<float>()
                                          .epochs(r.epochs)
                                          .batch_size(opt.batch_size)
                                          .verbose(opt.verbose)
-                                         .validation_data(xv, yv)
                                          .resume(resuming)
                                          .stop_flag(&examples::interrupted)
                                          .distributed(comm);
+      // The weights of the epoch with the best val_accuracy; on --resume its best so far comes back
+      // with the checkpoint.
+      std::shared_ptr<ModelCheckpoint<float>> keep_best;
+      if (validate) {
+        fit_options.validation_data(xv, yv);
+        keep_best = std::make_shared<ModelCheckpoint<float>>(
+            best_path, ModelCheckpointOptions().monitor("val_accuracy").save_best_only(true).save_weights_only(true));
+      }
       std::shared_ptr<examples::BnProbe> probe;
       if (opt.bn_probe) {
         probe = std::make_shared<examples::BnProbe>(xv);
         fit_options.callback(probe);
       }
       // keep_best before the checkpoint: a checkpoint never names a best file not yet written.
-      fit_options.callback(keep_best).callback(std::make_shared<ModelCheckpoint<float>>(ckpt));
+      if (keep_best) fit_options.callback(keep_best);
+      fit_options.callback(std::make_shared<ModelCheckpoint<float>>(ckpt));
       const auto t0 = Clock::now();
       model.fit(xt, yt, fit_options);
       r.train_seconds = seconds_since(t0);
@@ -401,8 +424,6 @@ int main(int argc, char** argv) {
       }
       r.history = model.history();
       if (probe) r.bn_probe = probe->rows();
-      r.best_epoch = keep_best->best_epoch();
-      const double best_val = keep_best->best();
       // The notebook's numbers: the weights after the last epoch.
       r.test = model.evaluate(xs, ys, opt.batch_size);
       r.confusion = ConfusionMatrix(labels_of(y_test), argmax_rows(model.predict(xs, opt.batch_size)), 10);
@@ -414,21 +435,25 @@ int main(int argc, char** argv) {
                     "test accuracy %.2f %%\n",
                     r.recalibrated_val_accuracy, 100 * r.recalibrated_test_accuracy);
       }
-      model.load_weights(best_path);
-      r.best_epoch_test = model.evaluate(xs, ys, opt.batch_size);
       std::cout << "\nModel " << id << " on the 10,000 test images (notebook: " << spec.notebook_test_accuracy
                 << " %), weights after the last epoch\n"
                 << examples::analysis_text(r.confusion);
-      std::printf("With the weights of epoch %d (best val_accuracy %.4f): test accuracy %.2f %%\n", r.best_epoch,
-                  best_val, 100 * r.best_epoch_test.accuracy);
+      if (keep_best) {
+        r.best_epoch = keep_best->best_epoch();
+        model.load_weights(best_path);
+        r.best_epoch_test = model.evaluate(xs, ys, opt.batch_size);
+        std::printf("With the weights of epoch %d (best val_accuracy %.4f): test accuracy %.2f %%\n", r.best_epoch,
+                    keep_best->best(), 100 * r.best_epoch_test.accuracy);
+      }
       if (run == 0) {  // figures and curves of each model's first run
         try {
           draw_model_figures(opt.out, r, x_test, y_test);
         } catch (const Error& e) {
           std::cerr << "fashion_mnist_experiment: figures of model " << id << " skipped: " << e.what() << "\n";
         }
-        curves.push_back({"model " + std::to_string(id), r.history["loss"], r.history["val_loss"],
-                          r.history["accuracy"], r.history["val_accuracy"]});
+        const auto series = [&](const char* key) { return r.history.has(key) ? r.history[key] : std::vector<double>(); };
+        curves.push_back({"model " + std::to_string(id), series("loss"), series("val_loss"), series("accuracy"),
+                          series("val_accuracy")});
       }
       results.push_back(std::move(r));
       write_outputs(opt, results, seconds_since(start), command);  // a crash later keeps what is done
@@ -442,20 +467,25 @@ int main(int argc, char** argv) {
     }
     const double wall = seconds_since(start);
     write_outputs(opt, results, wall, command);
-    std::printf("\nTest accuracy, weights after the last epoch / of the best validation epoch (notebook):\n");
+    std::printf("\nTest accuracy, weights after the last epoch%s (notebook):\n",
+                validate ? " / of the best validation epoch" : "");
     for (const auto& r : results) {
-      std::printf("  model %d%s: %.2f %% / %.2f %% (%.2f %%)\n", r.spec.id,
+      const std::string best = validate ? " / " + examples::percent(r.best_epoch_test.accuracy) : "";
+      std::printf("  model %d%s: %.2f %%%s (%.2f %%)\n", r.spec.id,
                   opt.seeds > 1 ? (", run " + std::to_string(r.run + 1)).c_str() : "", 100 * r.test.accuracy,
-                  100 * r.best_epoch_test.accuracy, r.spec.notebook_test_accuracy);
+                  best.c_str(), r.spec.notebook_test_accuracy);
     }
     if (opt.seeds > 1) {
-      std::printf("\nOver %d seeds, test accuracy after the last epoch (the notebook's recipe), and volatility:\n",
-                  opt.seeds);
+      std::printf("\nOver %d seeds, test accuracy after the last epoch (the notebook's recipe)%s:\n", opt.seeds,
+                  validate ? ", and volatility" : "");
       for (const auto& m : examples::seed_summaries(results)) {
-        std::printf("  model %d: mean %.2f %%, sd %.2f, min %.2f %%, max %.2f %%; notebook's %.2f %% is %s; "
-                    "volatility %.2f points; best-validation epoch's weights: mean %.2f %%\n",
-                    m.spec.id, m.mean, m.sd, m.min, m.max, m.spec.notebook_test_accuracy,
-                    m.notebook_position().c_str(), m.volatility, m.best_val_mean);
+        std::printf("  model %d: mean %.2f %%, sd %.2f, min %.2f %%, max %.2f %%; notebook's %.2f %% is %s", m.spec.id,
+                    m.mean, m.sd, m.min, m.max, m.spec.notebook_test_accuracy, m.notebook_position().c_str());
+        if (m.best_val_runs > 0) {
+          std::printf("; volatility %.2f points; best-validation epoch's weights: mean %.2f %%", m.volatility,
+                      m.best_val_mean);
+        }
+        std::printf("\n");
       }
     }
     std::printf("Wall time %.0f s. Results, figures and report in %s/\n", wall, opt.out.c_str());

@@ -94,6 +94,27 @@ expect(improved_other_knobs 1 "checkpoint was trained with other --translation, 
 expect(improved_as_notebook 1 "checkpoint was trained with the improved recipe; give --recipe improved"
        --quick --models 2 --verbose 0 --resume --out ${WORK_DIR}/improved)
 
+# The improved recipe refits on every training image: no validation split, no
+# best-validation weights, and its checkpoint refuses to resume on the split.
+file(READ ${WORK_DIR}/improved/results.json improved)
+string(JSON train_images GET "${improved}" train_images)
+string(JSON validation_images GET "${improved}" validation_images)
+string(JSON best_epoch TYPE "${improved}" models 0 best_val_epoch)
+string(JSON history_keys LENGTH "${improved}" models 0 history)
+if(NOT train_images EQUAL 4000 OR NOT validation_images EQUAL 0 OR NOT best_epoch STREQUAL "NULL"
+   OR NOT history_keys EQUAL 2)
+  message(FATAL_ERROR "improved: ${train_images} training and ${validation_images} validation images, best epoch "
+                      "${best_epoch}, ${history_keys} history keys (want 4000, 0, NULL, 2: loss and accuracy)")
+endif()
+if(EXISTS ${WORK_DIR}/improved/checkpoints/model2_best.weights)
+  message(FATAL_ERROR "improved: a best-validation file was written without a validation split")
+endif()
+expect(improved_on_split 1 "checkpoint was trained on every training image \\(--refit\\); give the same"
+       --quick --recipe improved --no-refit --models 2 --verbose 0 --resume --out ${WORK_DIR}/improved)
+expect(refit_without_validation 2 "^fashion_mnist_experiment: --bn-probe needs the validation images"
+       --recipe improved --bn-probe)
+expect(refit_both_ways 2 "^fashion_mnist_experiment: --refit excludes --no-refit" --refit --no-refit)
+
 # A model saved for Keras comes back through --import with the same test accuracy
 # (model 3 takes raw pixels), and the analysis of it is all there.
 expect(import 0 "" --import ${WORK_DIR}/quick/keras/model3.keras --import-raw-pixels --out ${WORK_DIR}/imported)
