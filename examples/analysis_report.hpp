@@ -460,15 +460,13 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
                   r.spec.notebook_test_accuracy, 100 - r.spec.notebook_test_accuracy, r.test.loss,
                   r.history.has("loss") ? r.history["loss"].back() : 0.0);
     o << b;
-    if (r.history.has("val_accuracy")) {
-      std::snprintf(b, sizeof b, ", val_loss %.4f, val_accuracy %.4f", r.history["val_loss"].back(),
-                    r.history["val_accuracy"].back());
-      o << b;
-    } else if (r.history.has("accuracy")) {
-      std::snprintf(b, sizeof b, ", accuracy %.4f (no validation split)", r.history["accuracy"].back());
+    const bool validated = r.history.has("val_accuracy");
+    for (const char* key : {validated ? "val_loss" : "accuracy", validated ? "val_accuracy" : ""}) {
+      if (!r.history.has(key) || r.history[key].empty()) continue;
+      std::snprintf(b, sizeof b, ", %s %.4f", key, r.history[key].back());
       o << b;
     }
-    o << ".\n\n";
+    o << (validated ? ".\n\n" : " (no validation split).\n\n");
     o << "| class | images | missed | recall | false alarms | notebook's \"misclassified\" (= its false alarms) | "
          "precision | F1 | most often mistaken for |\n|---|---|---|---|---|---|---|---|---|\n";
     const auto& nb = notebook_false_alarms()[static_cast<std::size_t>(r.spec.id - 1)];

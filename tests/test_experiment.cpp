@@ -237,6 +237,74 @@ TEST_CASE("experiment options: the improved recipe's knobs change it, and only i
   CHECK(parse({"--recipe", "improved", "--translation", "0.9"}, out_of_range) == 2);
 }
 
+TEST_CASE("experiment options: the improved recipe refits on every training image unless --no-refit") {
+  struct Case {
+    std::vector<const char*> args;
+    bool refit;
+    Index train, valid;
+  };
+  const Case cases[] = {{{}, false, 48000, 12000},
+                        {{"--quick"}, false, 3000, 1000},
+                        {{"--refit"}, true, 60000, 0},
+                        {{"--recipe", "improved"}, true, 60000, 0},
+                        {{"--recipe", "improved", "--quick"}, true, 4000, 0},
+                        {{"--recipe", "improved", "--no-refit"}, false, 48000, 12000},
+                        {{"--recipe", "improved", "--no-refit", "--bn-probe"}, false, 48000, 12000}};
+  for (const Case& c : cases) {
+    ExperimentOptions opt;
+    CAPTURE(c.args.size());
+    CHECK(parse(c.args, opt) == -1);
+    CHECK(opt.refit == c.refit);
+    CHECK(opt.train_images() == c.train);
+    CHECK(opt.validation_images() == c.valid);
+  }
+  std::string err;
+  ExperimentOptions probe;
+  CHECK(parse({"--recipe", "improved", "--bn-probe"}, probe, &err) == 2);
+  CHECK(err == "fashion_mnist_experiment: --bn-probe needs the validation images, which --refit trains on (the "
+               "improved recipe's default; add --no-refit)\n");
+  ExperimentOptions both;
+  CHECK(parse({"--refit", "--no-refit"}, both, &err) == 2);
+  CHECK(err.find("--refit excludes --no-refit") != std::string::npos);
+}
+
+TEST_CASE("without a validation split, results.json and report.md say so instead of best-validation numbers") {
+  ExperimentOptions opt;
+  CHECK(parse({"--recipe", "improved", "--seeds", "2"}, opt) == -1);
+  std::vector<ModelResult> runs;
+  for (int k = 0; k < 2; ++k) {
+    ModelResult r;
+    r.spec = notebook_models()[0];
+    r.run = k;
+    r.epochs = 20;
+    r.confusion = known_matrix();
+    r.test = {0.3, 0.93 + 0.01 * k};  // 93, 94 %
+    r.history.append("loss", 0.5);
+    r.history.append("accuracy", 0.8);
+    runs.push_back(r);
+  }
+  const auto s = seed_summaries(runs);
+  REQUIRE(s.size() == 1);
+  CHECK(s[0].mean == doctest::Approx(93.5));
+  CHECK(s[0].best_val_runs == 0);
+  CHECK(s[0].volatility == 0);
+  const auto json = results_json(opt, runs, 1, "cmd");
+  CHECK(json["train_images"] == 60000);
+  CHECK(json["validation_images"] == 0);
+  CHECK(json["models"][1]["best_val_epoch"].is_null());
+  CHECK(json["models"][1]["best_val_epoch_test_accuracy"].is_null());
+  CHECK(json["summary"][0]["best_val_epoch_test_accuracy"].is_null());
+  CHECK(json["summary"][0]["last_epoch_test_accuracy"]["mean"] == doctest::Approx(0.935));
+  const std::string md = report_markdown(opt, runs, 1, "cmd");
+  CHECK(md.find("Refit (--refit): trained on all 60000 training images, with no validation split") != std::string::npos);
+  CHECK(md.find("| 1 | 2 | 93.50 % | 0.71 | 93.00 % | 94.00 % | 92.05 % | below all 2 runs | - | - (no validation "
+                "split) |") != std::string::npos);
+  CHECK(md.find("| 1 | 2 (seed 0) | normalized pixels, one-hot labels, categorical cross-entropy | 20 | 94.00 % | "
+                "92.05 % | +1.95 | - |") != std::string::npos);
+  CHECK(md.find("best validation epoch |") == std::string::npos);  // no table of best-validation weights
+  CHECK(md.find("Last epoch: loss 0.5000, accuracy 0.8000 (no validation split).") != std::string::npos);
+}
+
 TEST_CASE("experiment options: nonsense gives exit code 2 and one line") {
   for (const auto& args : std::vector<std::vector<const char*>>{{"--models", "0"},
                                                                {"--models", "1", "1"},
