@@ -49,8 +49,9 @@ def experiment_runs(paths):
             key = (m["model"], m["seed"])
             if key in runs:
                 sys.exit(f"seed_table: {path}: model {key[0]} with seed {key[1]} is there twice")
-            runs[key] = {"test": 100 * m["test_accuracy"], "best": 100 * m["best_val_epoch_test_accuracy"],
-                         "val": m["history"]["val_accuracy"], "epochs": m["epochs"],
+            best = m.get("best_val_epoch_test_accuracy")  # null without a validation split (--refit)
+            runs[key] = {"test": 100 * m["test_accuracy"], "best": None if best is None else 100 * best,
+                         "val": m["history"].get("val_accuracy", []), "epochs": m["epochs"],
                          "seconds": m.get("train_seconds"), "per_class": m.get("per_class", [])}
             if m.get("recalibrated_bn_test_accuracy") is not None:
                 runs[key]["recalibrated"] = 100 * m["recalibrated_bn_test_accuracy"]
@@ -87,12 +88,15 @@ def table(title, runs):
     for model in sorted({k[0] for k in runs}):
         rs = [runs[k] for k in sorted(runs) if k[0] == model]
         accs = [r["test"] for r in rs]
-        best = [r["best"] for r in rs]
+        best = [r["best"] for r in rs if r["best"] is not None]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        vol = 100 * sum(volatility(r["val"]) for r in rs) / len(rs)
+        validated = [r for r in rs if r["val"]]
+        vol = f"{100 * sum(volatility(r['val']) for r in validated) / len(validated):.2f}" if validated else "-"
+        best_cell = (f"{statistics.mean(best):.2f} % ({min(best):.2f}-{max(best):.2f})" if best
+                     else "- (no validation split)")
         print(f"| {model} | {len(rs)} | {statistics.mean(accs):.2f} % | {sd:.2f} | {min(accs):.2f} % | "
-              f"{max(accs):.2f} % | {NOTEBOOK[model]:.2f} % | {place(NOTEBOOK[model], accs)} | {vol:.2f} | "
-              f"{statistics.mean(best):.2f} % ({min(best):.2f}-{max(best):.2f}) |")
+              f"{max(accs):.2f} % | {NOTEBOOK[model]:.2f} % | {place(NOTEBOOK[model], accs)} | {vol} | "
+              f"{best_cell} |")
     print()
     recal = {k: r["recalibrated"] for k, r in runs.items() if "recalibrated" in r}
     if recal:
