@@ -211,6 +211,111 @@ TEST_CASE("gradient check: MaxPool2D") {
   }
 }
 
+namespace {
+
+/// A BatchNormalization and the MaxPool2D after it, built for `input`, the
+/// pooling fused in as the trainer fuses it, gamma and beta of mixed signs
+/// (a negative gamma turns the window's largest x into its smallest output).
+template <class T>
+bool fuse_batch_norm_and_pool(BatchNormalization<T>& bn, MaxPool2D<T>& pool, const Shape& input) {
+  Rng rng(2);
+  pool.build(bn.build(input, rng), rng);
+  auto p = bn.parameters();
+  for (Index k = 0; k < p[0].value->size(); ++k) {
+    (*p[0].value)[k] = static_cast<T>(k % 2 ? -0.7 - 0.1 * k : 1.3 + 0.2 * k);  // gamma
+    (*p[1].value)[k] = static_cast<T>(0.1 * k - 0.2);                          // beta
+  }
+  return bn.fuse_next_in_training(&pool);
+}
+
+struct PoolCase {
+  const char* what;
+  MaxPool2DOptions options;
+  Shape input;
+};
+const PoolCase tiling_pools[] = {
+    {"2x2/2 same on an odd size", MaxPool2DOptions({2, 2}).padding(Padding::Same), {5, 7, 3}},
+    {"2x2/2 valid on an odd size: the last row and column are in no window", MaxPool2DOptions({2, 2}), {5, 5, 3}},
+    {"3x3/3 same: windows padded on both sides", MaxPool2DOptions({3, 3}).padding(Padding::Same), {7, 8, 2}},
+    {"2x3/(2,3) valid, 19 channels: a full vector and a rest", MaxPool2DOptions({2, 3}), {7, 8, 19}},
+};
+
+}  // namespace
+
+TEST_CASE("gradient check: BatchNormalization with the MaxPool2D after it fused in") {
+  for (const PoolCase& c : tiling_pools) {
+    CAPTURE(c.what);
+    BatchNormalization<double> bn;
+    MaxPool2D<double> pool(c.options);
+    REQUIRE(fuse_batch_norm_and_pool(bn, pool, c.input));
+    Rng rng(7);
+    Tensor<double> x(c.input.with_batch(3));
+    random_fill(x, rng, -2, 2);
+    check_layer_gradients(bn, x);
+  }
+}
+
+TEST_CASE("BatchNormalization with MaxPool2D fused in: the pooled output bit for bit, gradients to rounding") {
+  for (const PoolCase& c : tiling_pools) {
+    CAPTURE(c.what);
+    BatchNormalization<float> bn, bn_apart;
+    MaxPool2D<float> pool(c.options), pool_apart(c.options);
+    REQUIRE(fuse_batch_norm_and_pool(bn, pool, c.input));
+    fuse_batch_norm_and_pool(bn_apart, pool_apart, c.input);
+    bn_apart.fuse_next_in_training(nullptr);
+    Rng rng(11);
+    Tensor<float> x(c.input.with_batch(4));
+    for (float& v : x) v = static_cast<float>(rng.uniform(-3, 3));
+    const Tensor<float> fused = bn.forward(x, Mode::Train);
+    const Tensor<float> apart = pool_apart.forward(bn_apart.forward(x, Mode::Train), Mode::Train);
+    REQUIRE(fused.shape() == apart.shape());
+    CHECK(std::equal(fused.begin(), fused.end(), apart.begin()));
+    Tensor<float> dy(fused.shape());
+    for (float& v : dy) v = static_cast<float>(rng.uniform(-1, 1));
+    const Tensor<float> dx = bn.backward(dy);
+    const Tensor<float> dx_apart = bn_apart.backward(pool_apart.backward(dy));
+    REQUIRE(dx.shape() == x.shape());
+    for (Index i = 0; i < dx.size(); ++i) {
+      REQUIRE_MESSAGE(std::fabs(dx[i] - dx_apart[i]) <= 1e-5f * (1 + std::fabs(dx_apart[i])), "dx[" << i << "]");
+    }
+    for (std::size_t p = 0; p < 2; ++p) {  // dgamma, dbeta
+      const Tensor<float>& g = *bn.parameters()[p].grad;
+      const Tensor<float>& g_apart = *bn_apart.parameters()[p].grad;
+      for (Index k = 0; k < g.size(); ++k) CHECK(g[k] == doctest::Approx(g_apart[k]).epsilon(1e-5));
+    }
+    CHECK(bn.parameters()[2].value->size() == c.input.back());
+    for (std::size_t p = 2; p < 4; ++p) {  // the moving statistics move alike
+      CHECK(std::equal(bn.parameters()[p].value->begin(), bn.parameters()[p].value->end(),
+                       bn_apart.parameters()[p].value->begin()));
+    }
+  }
+}
+
+TEST_CASE("BatchNormalization fuses only a MaxPool2D whose windows tile its input, and only both ways") {
+  BatchNormalization<float> bn;
+  MaxPool2D<float> overlapping(MaxPool2DOptions({3, 3}).strides(Size2{2, 2}));
+  CHECK_FALSE(fuse_batch_norm_and_pool(bn, overlapping, {7, 7, 2}));
+  CHECK(bn.fused_next() == nullptr);
+  MaxPool2D<float> gaps(MaxPool2DOptions({2, 2}).strides(Size2{3, 3}));
+  CHECK_FALSE(fuse_batch_norm_and_pool(bn, gaps, {8, 8, 2}));
+  Dropout<float> dropout(0.5);
+  CHECK_FALSE(bn.fuse_next_in_training(&dropout));
+
+  MaxPool2D<float> pool(MaxPool2DOptions({2, 2}));
+  REQUIRE(fuse_batch_norm_and_pool(bn, pool, {4, 4, 2}));
+  CHECK(bn.fused_next() == &pool);
+  Tensor<float> x(Shape{2, 4, 4, 2}, 0.5f);
+  x[3] = 2;
+  CHECK(bn.forward(x, Mode::Train).shape() == Shape{2, 2, 2, 2});
+  CHECK(bn.forward(x, Mode::Inference).shape() == Shape{2, 4, 4, 2});  // inference never pools
+  CHECK(bn.forward(x, Mode::Train).shape() == Shape{2, 2, 2, 2});
+  CHECK_THROWS_AS(bn.backward(Tensor<float>(Shape{2, 4, 4, 2})), ShapeError);  // it takes the pooled gradient
+  bn.fuse_next_in_training(nullptr);
+  CHECK_THROWS_WITH_AS(bn.backward(Tensor<float>(Shape{2, 4, 4, 2})),
+                       doctest::Contains("backward() must be fused with the MaxPool2D as its forward() was"),
+                       ConfigError);
+}
+
 TEST_CASE("gradient check: Dropout, Flatten, ReLU, Softmax") {
   SUBCASE("Dropout") {
     Dropout<double> layer(0.4);

@@ -4,6 +4,7 @@
 // end-to-end training run on a synthetic problem.
 #include <doctest/doctest.h>
 
+#include <limits>
 #include <sstream>
 
 #include "gradient_check.hpp"
@@ -339,6 +340,48 @@ TEST_CASE("in inference each Conv2D absorbs the BatchNormalization after it, to 
   for (Index i = 0; i < fused.size(); ++i) worst = std::max(worst, std::abs(fused[i] - (*out)[i]));
   CHECK(worst < 1e-5f);  // probabilities
   CHECK(worst > 0.0f);   // the fused path did run: it rounds differently
+}
+
+TEST_CASE("in training each BatchNormalization takes the MaxPool2D after it, for one step, to rounding") {
+  // The trainer fuses the three BatchNormalization + MaxPool2D pairs of the
+  // notebook's model; the layers run one by one, unfused, must give the
+  // same gradients within float rounding.
+  auto model = notebook_model<float>(6);
+  model.compile(SparseCategoricalCrossentropy<float>(), SGD<float>(SGDOptions().learning_rate(0)));
+  Tensor<float> x, y;
+  random_batch(16, 9, x, y);
+  for (const auto& l : model.layers()) l->seed(77);
+  model.train_step(x, y);
+  std::vector<Tensor<float>> fused;
+  for (const auto& p : model.parameters()) {
+    if (p.trainable()) fused.push_back(*p.grad);
+  }
+  for (const auto& l : model.layers()) CHECK(l->fused_next() == nullptr);  // for the step only
+
+  for (const auto& l : model.layers()) l->seed(77);
+  const Tensor<float>* out = &x;
+  for (const auto& l : model.layers()) out = &l->forward(*out, Mode::Train);
+  Tensor<float> g;
+  model.loss().gradient(*out, y, g, model.layers().back()->fused_softmax_grad());
+  const Tensor<float>* grad = &g;
+  for (auto it = model.layers().rbegin(); it != model.layers().rend(); ++it) grad = &(*it)->backward(*grad);
+  std::size_t k = 0;
+  for (const auto& p : model.parameters()) {
+    if (!p.trainable()) continue;
+    CAPTURE(p.name);
+    const Tensor<float>& a = fused[k++];
+    double worst = 0, scale = 0;
+    for (Index i = 0; i < a.size(); ++i) {
+      worst = std::max(worst, std::fabs(double(a[i]) - double((*p.grad)[i])));
+      scale = std::max(scale, std::fabs(double((*p.grad)[i])));
+    }
+    CHECK(worst <= 1e-5 * scale);
+  }
+
+  Tensor<float> bad = x;
+  bad[5] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_AS(model.train_step(bad, y), NumericError);
+  for (const auto& l : model.layers()) CHECK(l->fused_next() == nullptr);  // also after a throw
 }
 
 TEST_CASE("the notebook's model gives the same results on one thread and on two") {

@@ -21,14 +21,27 @@
 /// Threads split the rows. Each sums its own rows; the partial sums are then
 /// added in thread order, so the statistics do not depend on scheduling
 /// (they do, within double rounding, on the thread count).
+///
+/// In training, a MaxPool2D that follows on NHWC data, with windows that tile
+/// the image (strides equal to the pool size), is fused in
+/// (Layer::fuse_next_in_training; the trainer does it): forward writes only
+/// the pooled output and, per pooled value, its winner's place and xhat;
+/// backward takes the pooled output's gradient and recomputes xhat from the
+/// input. Neither the full-size output, nor xhat, nor a full-size output
+/// gradient is written: four full-size passes over memory (statistics,
+/// pooling, and backward's read of x and write of dx) instead of eleven. The
+/// pooled output and the winners are the same bit for bit; the gradients
+/// differ only in the order the sums of backward are added.
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "../parallel.hpp"
 #include "layer.hpp"
+#include "max_pool2d.hpp"
 
 namespace loom {
 
@@ -139,32 +152,12 @@ class BatchNormalization : public Layer<T> {
       });
       return y_;
     }
+    pooled_forward_ = fused_pool() != nullptr;
+    if (pooled_forward_) return forward_pooled(x, threads);
     xhat_.resize_for_overwrite(x.shape());
     detail::parallel(threads, [&](int t, int nt) {
       const detail::Range mine = detail::split(rows, t, nt);
-      double* s = partial(t);
-      // Batch statistics in one pass: sums of x and of x^2, in double, so
-      // that var = E[x^2] - mean^2 loses nothing a float could hold.
-      std::fill(s, s + 2 * c, 0.0);
-      for (Index r = mine.begin; r < mine.end; ++r) {
-        const T* xr = x.data() + r * c;
-        for (Index k = 0; k < c; ++k) {
-          const double v = xr[k];
-          s[k] += v;
-          s[c + k] += v * v;
-        }
-      }
-      // The master thread alone sums and, when synchronized, calls the
-      // communicator (MPI needs no more than MPI_THREAD_FUNNELED).
-#pragma omp barrier
-#pragma omp master
-      {
-        reduce_partials(nt);
-        stats_[static_cast<std::size_t>(2 * c)] = static_cast<double>(rows);
-        if (replicas_) replicas_->allreduce_sum(stats_.data(), 2 * c + 1);
-        batch_statistics();
-      }
-#pragma omp barrier
+      gather_statistics(x, t, nt);
       // xhat is kept for backward; y = gamma * xhat + beta.
       const T* __restrict mu = mean_.data();
       const T* __restrict is = inv_std_.data();
@@ -199,6 +192,10 @@ class BatchNormalization : public Layer<T> {
  protected:
   /// dx = gamma * inv_std / n * (n * dy - sum(dy) - xhat * sum(dy * xhat))
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
+    if (pooled_forward_ != (fused_pool() != nullptr)) {
+      throw ConfigError(this->where() + ": backward() must be fused with the MaxPool2D as its forward() was, or not");
+    }
+    if (pooled_forward_) return backward_pooled(dy);
     const Index c = channels(), rows = dy.size() / c;
     const bool input_grad = this->needs_input_grad();
     if (input_grad) dx_.resize_for_overwrite(dy.shape());
@@ -214,22 +211,7 @@ class BatchNormalization : public Layer<T> {
           s[c + k] += static_cast<double>(g[k]) * h[k];
         }
       }
-#pragma omp barrier
-#pragma omp master
-      {
-        reduce_partials(nt);
-        for (Index k = 0; k < c; ++k) {  // this replica's share: the trainer sums them across replicas
-          dbeta_[k] = static_cast<T>(stats_[static_cast<std::size_t>(k)]);
-          dgamma_[k] = static_cast<T>(stats_[static_cast<std::size_t>(c + k)]);
-        }
-        if (replicas_) replicas_->allreduce_sum(stats_.data(), 2 * c);
-        for (Index k = 0; k < c; ++k) {
-          mean_dy_[k] = static_cast<T>(stats_[static_cast<std::size_t>(k)] / count_);
-          mean_dyh_[k] = static_cast<T>(stats_[static_cast<std::size_t>(c + k)] / count_);
-          scale_[k] = gamma_[k] * inv_std_[k];
-        }
-      }
-#pragma omp barrier
+      finish_backward_sums(nt);
       if (input_grad) {
         const T* __restrict sc = scale_.data();
         const T* __restrict mg = mean_dy_.data();
@@ -245,8 +227,241 @@ class BatchNormalization : public Layer<T> {
     return input_grad ? dx_ : this->empty_;
   }
 
+  bool takes_next_in_training(Layer<T>& next) override {
+    pool_ = dynamic_cast<MaxPool2D<T>*>(&next);
+    if (pool_ && !(this->input_shape().rank() == 3 && pool_->windows_tile())) {
+      pool_ = nullptr;
+    }
+    return pool_ != nullptr;
+  }
+
  private:
   Index channels() const { return gamma_.size(); }
+  /// The MaxPool2D fused in, while fuse_next_in_training holds it.
+  MaxPool2D<T>* fused_pool() const { return this->fused_next() ? pool_ : nullptr; }
+
+  /// In every thread of a parallel region: the batch statistics of x in
+  /// one pass (sums of x and of x^2, in double, so that var = E[x^2] -
+  /// mean^2 loses nothing a float could hold), then, on the master thread
+  /// alone, their sum over threads and replicas (MPI needs no more than
+  /// MPI_THREAD_FUNNELED) and the moving statistics' update. Ends in a barrier.
+  void gather_statistics(const Tensor<T>& x, int t, int nt) {
+    const Index c = channels(), rows = x.size() / c;
+    const detail::Range mine = detail::split(rows, t, nt);
+    double* s = partial(t);
+    std::fill(s, s + 2 * c, 0.0);
+    for (Index r = mine.begin; r < mine.end; ++r) {
+      const T* xr = x.data() + r * c;
+      for (Index k = 0; k < c; ++k) {
+        const double v = xr[k];
+        s[k] += v;
+        s[c + k] += v * v;
+      }
+    }
+#pragma omp barrier
+#pragma omp master
+    {
+      reduce_partials(nt);
+      stats_[static_cast<std::size_t>(2 * c)] = static_cast<double>(rows);
+      if (replicas_) replicas_->allreduce_sum(stats_.data(), 2 * c + 1);
+      batch_statistics();
+    }
+#pragma omp barrier
+  }
+
+  /// In every thread, once each has its partial sums of dy and dy * xhat: on
+  /// the master thread, dbeta and dgamma (this replica's share: the trainer
+  /// sums them across replicas), the global sums' means and gamma * inv_std.
+  /// Starts and ends in a barrier.
+  void finish_backward_sums(int nt) {
+    const Index c = channels();
+#pragma omp barrier
+#pragma omp master
+    {
+      reduce_partials(nt);
+      for (Index k = 0; k < c; ++k) {
+        dbeta_[k] = static_cast<T>(stats_[static_cast<std::size_t>(k)]);
+        dgamma_[k] = static_cast<T>(stats_[static_cast<std::size_t>(c + k)]);
+      }
+      if (replicas_) replicas_->allreduce_sum(stats_.data(), 2 * c);
+      for (Index k = 0; k < c; ++k) {
+        mean_dy_[k] = static_cast<T>(stats_[static_cast<std::size_t>(k)] / count_);
+        mean_dyh_[k] = static_cast<T>(stats_[static_cast<std::size_t>(c + k)] / count_);
+        scale_[k] = gamma_[k] * inv_std_[k];
+      }
+    }
+#pragma omp barrier
+  }
+
+  // ---- Fused with the MaxPool2D that follows (training only) ----------------
+
+  /// A winner's place in its window, row-major over the window's cells. As
+  /// wide as a float: with bytes, g++ vectorizes the loops over channels 64
+  /// at a time and runs the notebook's 50 and 25 channels unvectorized.
+  using Cell = std::int32_t;
+
+  /// The window of pooled output (oh, ow), clipped to the image: rows [h0, h1), columns [w0, w1).
+  struct Clip {
+    Index h0, h1, w0, w1, top, left;  // top, left: the unclipped window's first row and column
+  };
+  static Clip clip(const detail::Window2D& g, Index oh, Index ow) {
+    const Index top = oh * g.sh - g.pad_top, left = ow * g.sw - g.pad_left;
+    return {std::max<Index>(top, 0), std::min<Index>(top + g.kh, g.h), std::max<Index>(left, 0),
+            std::min<Index>(left + g.kw, g.w), top, left};
+  }
+
+  /// Statistics, then each window's maximum of gamma * xhat + beta (the
+  /// same arithmetic as the unfused pass, so the same values and, first
+  /// maximum winning and NaN winning as MaxPool2D's, the same winners).
+  const Tensor<T>& forward_pooled(const Tensor<T>& x, int threads) {
+    const Index c = channels();
+    const detail::Window2D& g = pool_->window();
+    const Index n = x.dim(0);
+    pooled_.resize_for_overwrite(Shape{n, g.ho, g.wo, c});
+    pooled_xhat_.resize_for_overwrite(pooled_.shape());
+    winners_.resize(static_cast<std::size_t>(pooled_.size()));
+    input_ = &x;
+    detail::parallel(threads, [&](int t, int nt) {
+      gather_statistics(x, t, nt);
+      const T* __restrict mu = mean_.data();
+      const T* __restrict is = inv_std_.data();
+      const T* __restrict ga = gamma_.data();
+      const T* __restrict be = beta_.data();
+      const detail::Range mine = detail::split(n, t, nt);
+      for (Index s = mine.begin; s < mine.end; ++s) {
+        for (Index oh = 0; oh < g.ho; ++oh) {
+          for (Index ow = 0; ow < g.wo; ++ow) {
+            const Clip w = clip(g, oh, ow);
+            const Index out = ((s * g.ho + oh) * g.wo + ow) * c;
+            T* best = pooled_.data() + out;
+            T* best_xhat = pooled_xhat_.data() + out;
+            Cell* at = winners_.data() + out;
+            bool first = true;
+            for (Index ih = w.h0; ih < w.h1; ++ih) {
+              for (Index iw = w.w0; iw < w.w1; ++iw) {
+                const T* xr = x.data() + ((s * g.h + ih) * g.w + iw) * c;
+                const auto cell = static_cast<Cell>((ih - w.top) * g.kw + (iw - w.left));
+                pool_cell(first, xr, mu, is, ga, be, c, cell, best, best_xhat, at);
+                first = false;
+              }
+            }
+          }
+        }
+      }
+    });
+    return pooled_;
+  }
+
+  /// dy is the pooled output's gradient: the full-size one is dy at each
+  /// winner and 0 elsewhere. Its sums need only the winners' xhat, which
+  /// forward kept; dx is written pixel by pixel, with xhat recomputed from the input.
+  const Tensor<T>& backward_pooled(const Tensor<T>& dy) {
+    const Index c = channels();
+    const detail::Window2D& g = pool_->window();
+    const Tensor<T>& x = *input_;
+    const Index n = x.dim(0);
+    const bool input_grad = this->needs_input_grad();
+    if (input_grad) dx_.resize_for_overwrite(x.shape());
+    detail::parallel(threads_for(x.size() / c, c), [&](int t, int nt) {
+      const T* __restrict mu = mean_.data();
+      const T* __restrict is = inv_std_.data();
+      const detail::Range mine = detail::split(n, t, nt);
+      double* __restrict s = partial(t);
+      std::fill(s, s + 2 * c, 0.0);
+      // The full-size dy is 0 but at the winners, whose xhat forward kept.
+      for (Index i = mine.begin * g.ho * g.wo; i < mine.end * g.ho * g.wo; ++i) {
+        const T* __restrict gy = dy.data() + i * c;
+        const T* __restrict h = pooled_xhat_.data() + i * c;
+        for (Index k = 0; k < c; ++k) {
+          s[k] += gy[k];
+          s[c + k] += static_cast<double>(gy[k]) * h[k];
+        }
+      }
+      finish_backward_sums(nt);
+      if (!input_grad) return;
+      const T* __restrict sc = scale_.data();
+      const T* __restrict mg = mean_dy_.data();
+      const T* __restrict mgh = mean_dyh_.data();
+      for_each_cell(g, mine, [&](Index cell, Cell place, Index out) {
+        const T* xr = x.data() + cell * c;
+        T* d = dx_.data() + cell * c;
+        if (out < 0) {  // in no window: its output gradient is 0
+          dx_cell(xr, mu, is, sc, mg, mgh, nullptr, nullptr, 0, c, d);
+        } else {
+          dx_cell(xr, mu, is, sc, mg, mgh, dy.data() + out, winners_.data() + out, place, c, d);
+        }
+      });
+    });
+    return input_grad ? dx_ : this->empty_;
+  }
+
+  // The per-pixel loops over channels, apart and not inlined, so that the
+  // compiler sees only restrict pointers and values: inlined into the loops
+  // over pixels, g++ 12 vectorized them only in part.
+
+  /// One cell of a window: best, best_xhat, at <- its gamma * xhat + beta,
+  /// its xhat and its place where larger (or NaN, the first NaN staying), or
+  /// unconditionally for the window's first cell.
+  [[gnu::noinline]] static void pool_cell(bool first, const T* __restrict x, const T* __restrict mu,
+                                          const T* __restrict is, const T* __restrict ga, const T* __restrict be,
+                                          Index c, Cell cell, T* __restrict best, T* __restrict best_xhat,
+                                          Cell* __restrict at) {
+    if (first) {
+      for (Index k = 0; k < c; ++k) {
+        const T h = (x[k] - mu[k]) * is[k];
+        best[k] = ga[k] * h + be[k];
+        best_xhat[k] = h;
+        at[k] = cell;
+      }
+      return;
+    }
+    for (Index k = 0; k < c; ++k) {
+      const T h = (x[k] - mu[k]) * is[k];
+      const T v = ga[k] * h + be[k], b = best[k];
+      const bool take = v > b || (v != v && b == b);
+      best[k] = take ? v : b;
+      best_xhat[k] = take ? h : best_xhat[k];
+      at[k] = take ? cell : at[k];
+    }
+  }
+
+  /// dx of one cell, from its window's output gradient (dy, at) where it won, or none (dy null).
+  [[gnu::noinline]] static void dx_cell(const T* __restrict x, const T* __restrict mu, const T* __restrict is,
+                                        const T* __restrict sc, const T* __restrict mg, const T* __restrict mgh,
+                                        const T* __restrict dy, const Cell* __restrict at, Cell place, Index c,
+                                        T* __restrict d) {
+    if (!dy) {
+      for (Index k = 0; k < c; ++k) d[k] = sc[k] * (T(0) - mg[k] - (x[k] - mu[k]) * is[k] * mgh[k]);
+      return;
+    }
+    for (Index k = 0; k < c; ++k) {
+      const T h = (x[k] - mu[k]) * is[k], g = dy[k];
+      d[k] = sc[k] * ((at[k] == place ? g : T(0)) - mg[k] - h * mgh[k]);
+    }
+  }
+
+  /// f(cell, place, out) for every input pixel of the samples `mine`: its
+  /// index (pixels, not values), its place in its window and the offset of
+  /// that window's pooled output; out = -1 (and place 0) for a pixel in no
+  /// window ('valid' pooling leaves the last rows or columns out).
+  template <class F>
+  static void for_each_cell(const detail::Window2D& g, detail::Range mine, F&& f) {
+    for (Index s = mine.begin; s < mine.end; ++s) {
+      for (Index ih = 0; ih < g.h; ++ih) {
+        const Index oh = (ih + g.pad_top) / g.sh;
+        for (Index iw = 0; iw < g.w; ++iw) {
+          const Index ow = (iw + g.pad_left) / g.sw;
+          const Index cell = (s * g.h + ih) * g.w + iw;
+          if (oh >= g.ho || ow >= g.wo) {
+            f(cell, Cell(0), Index(-1));
+            continue;
+          }
+          const Index top = oh * g.sh - g.pad_top, left = ow * g.sw - g.pad_left;
+          f(cell, static_cast<Cell>((ih - top) * g.kw + (iw - left)), ((s * g.ho + oh) * g.wo + ow) * g.c);
+        }
+      }
+    }
+  }
 
   /// Threads for a [rows, c] pass (about 16K elements each at least), with
   /// room for each one's partial sums.
@@ -291,6 +506,11 @@ class BatchNormalization : public Layer<T> {
   Tensor<T> gamma_, beta_, moving_mean_, moving_var_, dgamma_, dbeta_;
   Tensor<T> inv_std_, mean_, mean_dy_, mean_dyh_, scale_;
   Tensor<T> y_, xhat_, dx_;
+  MaxPool2D<T>* pool_ = nullptr;  ///< the last MaxPool2D taken by takes_next_in_training
+  bool pooled_forward_ = false;   ///< whether the last training forward was fused
+  const Tensor<T>* input_ = nullptr;  ///< the fused forward's input, which backward reads again
+  Tensor<T> pooled_, pooled_xhat_;  ///< each window's maximum, and the xhat of its winner
+  std::vector<Cell, detail::UninitializedAllocator<Cell>> winners_;  // every element written by forward
   /// Per channel, the sums of x and x^2 (forward) or of dy and dy * xhat
   /// (backward), then the row count: what synchronized replicas add up.
   std::vector<double> stats_, partial_;

@@ -141,9 +141,10 @@ class Layer {
     if (!forward_done_ || last_mode_ != Mode::Train) {
       throw ConfigError(where() + ": backward() needs a forward() in Mode::Train first");
     }
-    if (dy.shape() != output_shape_.with_batch(batch_)) {
-      throw ShapeError(detail::str(where(), ": expected output gradient ", output_shape_.with_batch(batch_),
-                                   ", got ", dy.shape()));
+    const Shape& out = fused_next_ ? fused_next_->output_shape() : output_shape_;
+    if (dy.shape() != out.with_batch(batch_)) {
+      throw ShapeError(detail::str(where(), ": expected output gradient ", out.with_batch(batch_), ", got ",
+                                   dy.shape()));
     }
     return backward_impl(dy);
   }
@@ -167,6 +168,19 @@ class Layer {
   /// output pass says yes and does it in its next Mode::Inference forward;
   /// Sequential then skips `next`. Conv2D takes a BatchNormalization this way.
   virtual bool absorb_next_in_inference(Layer* /*next*/) { return false; }
+
+  /// Training fusion: offered the layer that follows it, a layer that can do
+  /// that layer's work in its own passes takes it, and until offered nullptr
+  /// its Mode::Train forward returns `next`'s output and its backward takes
+  /// `next`'s output gradient; the caller skips `next` both ways. The trainer
+  /// offers around each training step: BatchNormalization takes a MaxPool2D
+  /// whose windows tile its input. Returns whether the layer took `next`.
+  bool fuse_next_in_training(Layer* next) {
+    fused_next_ = next && takes_next_in_training(*next) ? next : nullptr;
+    return fused_next_ != nullptr;
+  }
+  /// The layer taken by fuse_next_in_training, or nullptr.
+  Layer* fused_next() const { return fused_next_; }
 
   /// The first layer of a model need not compute its input gradient.
   void set_needs_input_grad(bool on) { needs_input_grad_ = on; }
@@ -205,6 +219,8 @@ class Layer {
   virtual Shape build_impl(const Shape& input, Rng& rng) = 0;
   virtual const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) = 0;
   virtual const Tensor<T>& backward_impl(const Tensor<T>& dy) = 0;
+  /// Whether this layer can do `next`'s work in training (see fuse_next_in_training).
+  virtual bool takes_next_in_training(Layer& /*next*/) { return false; }
 
   /// "Conv2D 'conv2d_1'", the prefix of every message about this layer.
   std::string where() const { return type() + " '" + (name_.empty() ? base_name() : name_) + "'"; }
@@ -249,6 +265,7 @@ class Layer {
   Index batch_ = 0;
   bool fused_softmax_grad_ = false;
   bool needs_input_grad_ = true;
+  Layer* fused_next_ = nullptr;
   Index max_parameter_values_ = std::numeric_limits<Index>::max();
   Index parameter_values_ = 0;
 };

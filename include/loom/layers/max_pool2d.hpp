@@ -45,6 +45,10 @@ class MaxPool2D : public Layer<T> {
   std::string base_name() const override { return "max_pooling2d"; }
   const MaxPool2DOptions& options() const { return opt_; }
   Size2 strides() const { return opt_.strides().value_or(opt_.pool_size()); }
+  /// The pooling geometry (after build; `n` is the last forward's batch).
+  const detail::Window2D& window() const { return geo_; }
+  /// Whether every input cell is in at most one window (strides equal to the pool size).
+  bool windows_tile() const { return strides() == opt_.pool_size(); }
 
   Config config() const override {
     return Config()

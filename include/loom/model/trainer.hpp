@@ -311,13 +311,24 @@ class Trainer {
 
   /// Forward in Mode::Train, the loss and its gradient (times `grad_scale`),
   /// backward: every parameter gradient written; returns the batch's mean loss.
+  /// A layer that can do the next one's work in its own passes
+  /// (Layer::fuse_next_in_training) does, both ways, and the next is skipped.
   template <class Model>
   double forward_backward(Model& model, const Tensor<T>& x, const Tensor<T>& y, bool guard, T grad_scale) {
     const auto& layers = model.layers();
+    struct Unfuse {  // the fusions last one step, also when it throws
+      const std::vector<std::unique_ptr<Layer<T>>>& layers;
+      ~Unfuse() {
+        for (const auto& l : layers) l->fuse_next_in_training(nullptr);
+      }
+    } unfuse{layers};
     const Tensor<T>* out = &x;
     for (std::size_t i = 0; i < layers.size(); ++i) {
+      Layer<T>* next = i + 1 < layers.size() ? layers[i + 1].get() : nullptr;
+      const bool fused = next && layers[i]->fuse_next_in_training(next);
       out = &layers[i]->forward(*out, Mode::Train);
       outputs_[i] = out;
+      if (fused) outputs_[++i] = out;
     }
     output_ = out;
     const double loss = loss_->gradient(*out, y, grad_, fused_softmax_);
@@ -326,7 +337,10 @@ class Trainer {
       for (T& g : grad_) g *= grad_scale;
     }
     const Tensor<T>* g = &grad_;
-    for (auto it = layers.rbegin(); it != layers.rend(); ++it) g = &(*it)->backward(*g);
+    for (std::size_t i = layers.size(); i-- > 0;) {
+      if (i > 0 && layers[i - 1]->fused_next() == layers[i].get()) continue;  // done by layers[i - 1]
+      g = &layers[i]->backward(*g);
+    }
     return loss;
   }
 
