@@ -123,6 +123,19 @@ void BM_MaxPoolBackward(benchmark::State& state) {
   count_elements(state);
 }
 
+// --- Dropout, at the notebook's two places ------------------------------
+
+/// range(0): 0 is Dropout(0.2) on conv2's output (14x14x50), 1 is
+/// Dropout(0.3) on the first Dense's (512); range(1) the batch. Forward in
+/// training (a fresh mask) and backward together.
+void BM_DropoutTrain(benchmark::State& state) {
+  const bool conv = state.range(0) == 0;
+  Dropout<float> dropout(conv ? 0.2 : 0.3);
+  const Shape shape = conv ? kImageShapes[1] : Shape{kDenseUnits};
+  time_backward(state, dropout, build_with_batch(dropout, shape, state.range(1)), true);
+  state.counters["elements/s"] = rate(static_cast<double>(shape.size() * state.range(1)));
+}
+
 // --- Loss ----------------------------------------------------------------
 
 /// `n` random integer labels in [0, classes), as the model takes them.
@@ -203,6 +216,7 @@ BENCHMARK(BM_BatchNormTrain)->ArgsProduct({{0, 1, 2}, {32, 256}})->UseRealTime()
 BENCHMARK(BM_BatchNormInference)->ArgsProduct({{0, 1, 2}, {32, 256}})->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_MaxPoolForward)->ArgsProduct({{0, 1, 2}, {32, 256}})->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_MaxPoolBackward)->ArgsProduct({{0, 1, 2}, {32, 256}})->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_DropoutTrain)->ArgsProduct({{0, 1}, {32, 256}})->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_SoftmaxCrossEntropy)->Arg(32)->Arg(256)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_NotebookTrainStep)
     ->ArgsProduct({{32}, {1, 2}})

@@ -70,27 +70,43 @@ class Dropout : public Layer<T> {
     const Index n = x.size();
     detail::parallel(detail::threads_for(n / 65536), [&](int t, int nt) {
       const detail::Range mine = detail::split(n, t, nt);
-      for (Index i = mine.begin; i < mine.end; ++i) {
-        const bool keep = (splitmix64(key, static_cast<std::uint64_t>(i)) >> 11) >= threshold;
-        mask_[i] = keep ? scale : T(0);
-        y_[i] = x[i] * mask_[i];
-      }
+      draw_mask(key, threshold, scale, mine.begin, mine.end, x.data(), mask_.data(), y_.data());
     });
     return y_;
   }
 
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     if (!this->needs_input_grad()) return this->empty_;
+    if (identity_) return dy;
     dx_.resize_for_overwrite(dy.shape());
     const Index n = dy.size();
     detail::parallel(detail::threads_for(n / 65536), [&](int t, int nt) {
       const detail::Range mine = detail::split(n, t, nt);
-      for (Index i = mine.begin; i < mine.end; ++i) dx_[i] = identity_ ? dy[i] : dy[i] * mask_[i];
+      multiply(dy.data(), mask_.data(), dx_.data(), mine.begin, mine.end);
     });
     return dx_;
   }
 
  private:
+  /// Elements [begin, end): mask = scale where hash i clears the threshold,
+  /// else 0; y = x * mask. Branch-free on raw, unaliased pointers, so that
+  /// the compiler vectorizes the hash: with a branch per element (a kept
+  /// element is a coin toss) g++ 12 made it scalar, and mispredictions
+  /// made it 5 % of a training step.
+  [[gnu::noinline]] static void draw_mask(std::uint64_t key, std::uint64_t threshold, T scale, Index begin, Index end,
+                                          const T* __restrict x, T* __restrict mask, T* __restrict y) {
+    for (Index i = begin; i < end; ++i) {
+      const std::uint64_t h = splitmix64(key, static_cast<std::uint64_t>(i)) >> 11;
+      const T m = h >= threshold ? scale : T(0);
+      mask[i] = m;
+      y[i] = x[i] * m;
+    }
+  }
+  [[gnu::noinline]] static void multiply(const T* __restrict dy, const T* __restrict mask, T* __restrict dx,
+                                         Index begin, Index end) {
+    for (Index i = begin; i < end; ++i) dx[i] = dy[i] * mask[i];
+  }
+
   double rate_;
   std::optional<std::uint64_t> seed_;
   Rng rng_;
