@@ -316,6 +316,77 @@ TEST_CASE("BatchNormalization fuses only a MaxPool2D whose windows tile its inpu
                        ConfigError);
 }
 
+TEST_CASE("a Conv2D's ReLU derivative left to the BatchNormalization after it: the same gradients, bit for bit") {
+  // As the trainer arranges it (Layer::leave_relu_grad): the BatchNormalization
+  // zeroes its input gradient where its input is not positive, past a Dropout
+  // if one stands between, and the Conv2D takes what it is given as dL/dz.
+  struct Chain {
+    Conv2D<float> conv2d{conv(4, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU)};
+    Dropout<float> dropout{0.4, 3};
+    BatchNormalization<float> bn;
+    MaxPool2D<float> pool{MaxPool2DOptions({2, 2})};
+    bool with_dropout;
+    Chain(bool dropout, bool pooled) : with_dropout(dropout) {
+      Rng rng(4);
+      Shape s = conv2d.build({6, 5, 3}, rng);
+      if (with_dropout) s = this->dropout.build(s, rng);
+      pool.build(bn.build(s, rng), rng);
+      if (pooled) REQUIRE(bn.fuse_next_in_training(&pool));
+      auto p = bn.parameters();
+      for (Index k = 0; k < 4; ++k) (*p[0].value)[k] = k % 2 ? -0.8f : 1.1f;  // gamma of both signs
+    }
+    const Tensor<float>* relu = nullptr;  // the Conv2D's output
+    const Tensor<float>& forward(const Tensor<float>& x) {
+      const Tensor<float>* h = relu = &conv2d.forward(x, Mode::Train);
+      if (with_dropout) h = &dropout.forward(*h, Mode::Train);
+      return bn.forward(*h, Mode::Train);
+    }
+    const Tensor<float>& backward(const Tensor<float>& dy) {
+      const Tensor<float>* g = &bn.backward(dy);
+      if (with_dropout) g = &dropout.backward(*g);
+      return conv2d.backward(*g);
+    }
+  };
+  for (const bool pooled : {false, true}) {
+    for (const bool dropout : {false, true}) {
+      CAPTURE(pooled);
+      CAPTURE(dropout);
+      Chain left(dropout, pooled), apart(dropout, pooled);
+      REQUIRE(left.conv2d.leave_relu_grad(true));
+      REQUIRE(left.bn.take_input_relu_grad(true));
+      Rng rng(8);
+      Tensor<float> x(Shape{3, 6, 5, 3});
+      for (float& v : x) v = static_cast<float>(rng.uniform(-1, 1));
+      const Tensor<float>& y = left.forward(x);
+      REQUIRE(std::equal(y.begin(), y.end(), apart.forward(x).begin()));
+      Index zeros = 0;  // the ReLU must zero a fair share, or nothing is tested
+      for (float v : *left.relu) zeros += v == 0;
+      CHECK(zeros > left.relu->size() / 5);
+      Tensor<float> dy(y.shape());
+      for (float& v : dy) v = static_cast<float>(rng.uniform(-1, 1));
+      const Tensor<float> dx = left.backward(dy);
+      const Tensor<float>& dx_apart = apart.backward(dy);
+      CHECK(std::equal(dx.begin(), dx.end(), dx_apart.begin()));
+      auto p = left.conv2d.parameters(), q = apart.conv2d.parameters();
+      for (std::size_t i = 0; i < p.size(); ++i) {
+        CAPTURE(p[i].name);
+        CHECK(std::equal(p[i].grad->begin(), p[i].grad->end(), q[i].grad->begin()));
+      }
+    }
+  }
+  // Who agrees: a ReLU Conv2D (not Dense, not without ReLU), a BatchNormalization
+  // that computes its input gradient; Dropout scales elementwise, Flatten does not.
+  Conv2D<float> linear(conv(2, {3, 3}, Padding::Same));
+  CHECK_FALSE(linear.leave_relu_grad(true));
+  Dense<float> dense(DenseOptions(3).activation(Activation::ReLU));
+  CHECK_FALSE(dense.leave_relu_grad(true));
+  BatchNormalization<float> first;
+  first.set_needs_input_grad(false);
+  CHECK_FALSE(first.take_input_relu_grad(true));
+  CHECK(Dropout<float>(0.5).scales_elementwise());
+  CHECK_FALSE(Flatten<float>().scales_elementwise());
+}
+
 TEST_CASE("gradient check: Dropout, Flatten, ReLU, Softmax") {
   SUBCASE("Dropout") {
     Dropout<double> layer(0.4);

@@ -344,8 +344,9 @@ TEST_CASE("in inference each Conv2D absorbs the BatchNormalization after it, to 
 
 TEST_CASE("in training each BatchNormalization takes the MaxPool2D after it, for one step, to rounding") {
   // The trainer fuses the three BatchNormalization + MaxPool2D pairs of the
-  // notebook's model; the layers run one by one, unfused, must give the
-  // same gradients within float rounding.
+  // notebook's model, and leaves each Conv2D's ReLU derivative to the
+  // BatchNormalization after it (past the Dropout after conv2); the layers
+  // run one by one, unfused, must give the same gradients within float rounding.
   auto model = notebook_model<float>(6);
   model.compile(SparseCategoricalCrossentropy<float>(), SGD<float>(SGDOptions().learning_rate(0)));
   Tensor<float> x, y;
@@ -356,7 +357,11 @@ TEST_CASE("in training each BatchNormalization takes the MaxPool2D after it, for
   for (const auto& p : model.parameters()) {
     if (p.trainable()) fused.push_back(*p.grad);
   }
-  for (const auto& l : model.layers()) CHECK(l->fused_next() == nullptr);  // for the step only
+  for (const auto& l : model.layers()) {  // for the step only
+    CHECK(l->fused_next() == nullptr);
+    CHECK_FALSE(l->relu_grad_left());
+    CHECK_FALSE(l->takes_input_relu_grad());
+  }
 
   for (const auto& l : model.layers()) l->seed(77);
   const Tensor<float>* out = &x;
@@ -381,7 +386,10 @@ TEST_CASE("in training each BatchNormalization takes the MaxPool2D after it, for
   Tensor<float> bad = x;
   bad[5] = std::numeric_limits<float>::quiet_NaN();
   CHECK_THROWS_AS(model.train_step(bad, y), NumericError);
-  for (const auto& l : model.layers()) CHECK(l->fused_next() == nullptr);  // also after a throw
+  for (const auto& l : model.layers()) {  // also after a throw
+    CHECK(l->fused_next() == nullptr);
+    CHECK_FALSE(l->relu_grad_left());
+  }
 }
 
 TEST_CASE("the notebook's model gives the same results on one thread and on two") {

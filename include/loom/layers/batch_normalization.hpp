@@ -37,6 +37,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "../parallel.hpp"
@@ -153,6 +154,7 @@ class BatchNormalization : public Layer<T> {
       return y_;
     }
     pooled_forward_ = fused_pool() != nullptr;
+    input_ = &x;
     if (pooled_forward_) return forward_pooled(x, threads);
     xhat_.resize_for_overwrite(x.shape());
     detail::parallel(threads, [&](int t, int nt) {
@@ -216,16 +218,23 @@ class BatchNormalization : public Layer<T> {
         const T* __restrict sc = scale_.data();
         const T* __restrict mg = mean_dy_.data();
         const T* __restrict mgh = mean_dyh_.data();
+        const bool relu = this->takes_input_relu_grad();
         for (Index r = mine.begin; r < mine.end; ++r) {
           const T* __restrict g = dy.data() + r * c;
           const T* __restrict h = xhat_.data() + r * c;
           T* __restrict d = dx_.data() + r * c;
           for (Index k = 0; k < c; ++k) d[k] = sc[k] * (g[k] - mg[k] - h[k] * mgh[k]);
+          if (relu) {
+            const T* __restrict xr = input_->data() + r * c;
+            for (Index k = 0; k < c; ++k) d[k] = xr[k] > T(0) ? d[k] : T(0);
+          }
         }
       }
     });
     return input_grad ? dx_ : this->empty_;
   }
+
+  bool can_take_input_relu_grad() const override { return true; }
 
   bool takes_next_in_training(Layer<T>& next) override {
     pool_ = dynamic_cast<MaxPool2D<T>*>(&next);
@@ -320,7 +329,6 @@ class BatchNormalization : public Layer<T> {
     pooled_.resize_for_overwrite(Shape{n, g.ho, g.wo, c});
     pooled_xhat_.resize_for_overwrite(pooled_.shape());
     winners_.resize(static_cast<std::size_t>(pooled_.size()));
-    input_ = &x;
     detail::parallel(threads, [&](int t, int nt) {
       gather_statistics(x, t, nt);
       const T* __restrict mu = mean_.data();
@@ -382,15 +390,22 @@ class BatchNormalization : public Layer<T> {
       const T* __restrict sc = scale_.data();
       const T* __restrict mg = mean_dy_.data();
       const T* __restrict mgh = mean_dyh_.data();
-      for_each_cell(g, mine, [&](Index cell, Cell place, Index out) {
-        const T* xr = x.data() + cell * c;
-        T* d = dx_.data() + cell * c;
-        if (out < 0) {  // in no window: its output gradient is 0
-          dx_cell(xr, mu, is, sc, mg, mgh, nullptr, nullptr, 0, c, d);
-        } else {
-          dx_cell(xr, mu, is, sc, mg, mgh, dy.data() + out, winners_.data() + out, place, c, d);
-        }
-      });
+      const auto write_dx = [&](auto relu) {
+        for_each_cell(g, mine, [&](Index cell, Cell place, Index out) {
+          const T* xr = x.data() + cell * c;
+          T* d = dx_.data() + cell * c;
+          if (out < 0) {  // in no window: its output gradient is 0
+            dx_cell<decltype(relu)::value>(xr, mu, is, sc, mg, mgh, nullptr, nullptr, 0, c, d);
+          } else {
+            dx_cell<decltype(relu)::value>(xr, mu, is, sc, mg, mgh, dy.data() + out, winners_.data() + out, place, c, d);
+          }
+        });
+      };
+      if (this->takes_input_relu_grad()) {
+        write_dx(std::true_type{});
+      } else {
+        write_dx(std::false_type{});
+      }
     });
     return input_grad ? dx_ : this->empty_;
   }
@@ -425,18 +440,24 @@ class BatchNormalization : public Layer<T> {
     }
   }
 
-  /// dx of one cell, from its window's output gradient (dy, at) where it won, or none (dy null).
+  /// dx of one cell, from its window's output gradient (dy, at) where it
+  /// won, or none (dy null); with Relu, 0 where x <= 0 (take_input_relu_grad).
+  template <bool Relu>
   [[gnu::noinline]] static void dx_cell(const T* __restrict x, const T* __restrict mu, const T* __restrict is,
                                         const T* __restrict sc, const T* __restrict mg, const T* __restrict mgh,
                                         const T* __restrict dy, const Cell* __restrict at, Cell place, Index c,
                                         T* __restrict d) {
     if (!dy) {
-      for (Index k = 0; k < c; ++k) d[k] = sc[k] * (T(0) - mg[k] - (x[k] - mu[k]) * is[k] * mgh[k]);
+      for (Index k = 0; k < c; ++k) {
+        const T v = sc[k] * (T(0) - mg[k] - (x[k] - mu[k]) * is[k] * mgh[k]);
+        d[k] = !Relu || x[k] > T(0) ? v : T(0);
+      }
       return;
     }
     for (Index k = 0; k < c; ++k) {
       const T h = (x[k] - mu[k]) * is[k], g = dy[k];
-      d[k] = sc[k] * ((at[k] == place ? g : T(0)) - mg[k] - h * mgh[k]);
+      const T v = sc[k] * ((at[k] == place ? g : T(0)) - mg[k] - h * mgh[k]);
+      d[k] = !Relu || x[k] > T(0) ? v : T(0);
     }
   }
 
@@ -508,7 +529,9 @@ class BatchNormalization : public Layer<T> {
   Tensor<T> y_, xhat_, dx_;
   MaxPool2D<T>* pool_ = nullptr;  ///< the last MaxPool2D taken by takes_next_in_training
   bool pooled_forward_ = false;   ///< whether the last training forward was fused
-  const Tensor<T>* input_ = nullptr;  ///< the fused forward's input, which backward reads again
+  /// The last training forward's input, which backward reads again when
+  /// fused (with the MaxPool2D or a ReLU's derivative): the trainer keeps it.
+  const Tensor<T>* input_ = nullptr;
   Tensor<T> pooled_, pooled_xhat_;  ///< each window's maximum, and the xhat of its winner
   std::vector<Cell, detail::UninitializedAllocator<Cell>> winners_;  // every element written by forward
   /// Per channel, the sums of x and x^2 (forward) or of dy and dy * xhat

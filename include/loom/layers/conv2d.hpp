@@ -186,8 +186,11 @@ class Conv2D : public Layer<T> {
     const Index n = geo_.n, k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
     const Index tile = images_per_tile();
     const bool input_grad = this->needs_input_grad();
-    const bool act_grad = !this->skip_softmax_grad();
-    dz_.resize_for_overwrite(dy.shape());
+    // dz = dy * f'(y), unless dy is dz already: a fused softmax gradient, a
+    // ReLU's derivative applied by a later layer (leave_relu_grad), no activation.
+    const Activation act = this->skip_softmax_grad() || this->relu_grad_left() ? Activation::None : opt_.activation();
+    if (act != Activation::None) dz_.resize_for_overwrite(dy.shape());
+    const T* dz_all = act != Activation::None ? dz_.data() : dy.data();
     if (input_grad) dx_.resize_for_overwrite(this->input_shape().with_batch(n));
     const bool winograd = uses_winograd();
     const int threads = detail::threads_for(n);
@@ -201,9 +204,10 @@ class Conv2D : public Layer<T> {
       Workspace& w = ws_[static_cast<std::size_t>(t)];
       const detail::Range mine = detail::split(n, t, nt);
       const Index r0 = mine.begin * per_image, rows = mine.size() * per_image;
-      T* dz = dz_.data() + r0 * cout;
-      detail::activation_grad(act_grad ? opt_.activation() : Activation::None, y_.data() + r0 * cout,
-                              dy.data() + r0 * cout, dz, rows, cout);
+      const T* dz = dz_all + r0 * cout;
+      if (act != Activation::None) {
+        detail::activation_grad(act, y_.data() + r0 * cout, dy.data() + r0 * cout, dz_.data() + r0 * cout, rows, cout);
+      }
       // This thread's share of dK = colT * dz and db = column sums of dz.
       T* dk = t == 0 ? dkernel_.data() : w.dkernel.data();
       w.weights(k, cout, rows, {col_.data() + r0 * k, k, true}, {dz, cout}, dk, cout);
@@ -222,14 +226,14 @@ class Conv2D : public Layer<T> {
         w.winograd.reserve(cout, geo_.c);
 #pragma omp barrier
         for (detail::Range tiles = queue_.take(t); tiles.size() > 0; tiles = queue_.take(t)) {
-          w.winograd.run(dz_.data(), winograd_input_grad(), cout, tiles.begin, tiles.end, grad_u_.data(), geo_.c,
+          w.winograd.run(dz_all, winograd_input_grad(), cout, tiles.begin, tiles.end, grad_u_.data(), geo_.c,
                          dx_.data(), {});
         }
       } else if (input_grad) {
         for (Index n0 = mine.begin; n0 < mine.end; n0 += tile) {
           const Index n1 = std::min(n0 + tile, mine.end);
           const Index tile_rows = (n1 - n0) * per_image;
-          w.input(tile_rows, k, cout, {dz_.data() + n0 * per_image * cout, cout}, {kernel_.data(), cout, true},
+          w.input(tile_rows, k, cout, {dz_all + n0 * per_image * cout, cout}, {kernel_.data(), cout, true},
                   w.col.data(), k);
           detail::col2im(w.col.data(), geo_, n0, n1, dx_.data());
         }
@@ -251,6 +255,8 @@ class Conv2D : public Layer<T> {
     });
     return input_grad ? dx_ : this->empty_;
   }
+
+  bool can_leave_relu_grad() const override { return true; }
 
  private:
   /// One thread's scratch: its GEMMs' packing buffers, a tile of column rows

@@ -35,6 +35,7 @@ class Dropout : public Layer<T> {
   bool has_rng() const override { return true; }
   Rng::State rng_state() const override { return rng_.state(); }
   void set_rng_state(const Rng::State& state) override { rng_.set_state(state); }
+  bool scales_elementwise() const override { return true; }  // by 0 or 1 / (1 - rate)
 
   Config config() const override {
     Config c;

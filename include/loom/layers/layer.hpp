@@ -182,6 +182,30 @@ class Layer {
   /// The layer taken by fuse_next_in_training, or nullptr.
   Layer* fused_next() const { return fused_next_; }
 
+  /// Training fusion of a ReLU's derivative, arranged by the trainer for one
+  /// step like fuse_next_in_training. A layer whose output is y = relu(z)
+  /// (Conv2D) can leave dL/dz = dL/dy * (y > 0) to a later layer that reads
+  /// its own input in backward anyway (BatchNormalization): that layer
+  /// multiplies its input gradient by (input > 0), and the first one takes
+  /// the gradient it is given as dL/dz, saving a full pass over memory.
+  /// Between the two may stand layers that scale each element by a factor
+  /// >= 0 both ways (Dropout): their output is positive exactly where their
+  /// input is, or their gradient is 0 there. Each call returns whether the
+  /// layer agreed; the caller undoes both with `false` when the step ends.
+  bool leave_relu_grad(bool on) {
+    relu_grad_left_ = on && activation() == Activation::ReLU && can_leave_relu_grad();
+    return relu_grad_left_;
+  }
+  bool relu_grad_left() const { return relu_grad_left_; }
+  bool take_input_relu_grad(bool on) {
+    input_relu_grad_ = on && needs_input_grad_ && can_take_input_relu_grad();
+    return input_relu_grad_;
+  }
+  bool takes_input_relu_grad() const { return input_relu_grad_; }
+  /// Whether forward and backward multiply each element by one factor >= 0
+  /// (see leave_relu_grad).
+  virtual bool scales_elementwise() const { return false; }
+
   /// The first layer of a model need not compute its input gradient.
   void set_needs_input_grad(bool on) { needs_input_grad_ = on; }
   bool needs_input_grad() const { return needs_input_grad_; }
@@ -221,6 +245,10 @@ class Layer {
   virtual const Tensor<T>& backward_impl(const Tensor<T>& dy) = 0;
   /// Whether this layer can do `next`'s work in training (see fuse_next_in_training).
   virtual bool takes_next_in_training(Layer& /*next*/) { return false; }
+  /// Whether backward can take dL/dz for dL/dy (see leave_relu_grad).
+  virtual bool can_leave_relu_grad() const { return false; }
+  /// Whether backward can multiply its input gradient by (input > 0).
+  virtual bool can_take_input_relu_grad() const { return false; }
 
   /// "Conv2D 'conv2d_1'", the prefix of every message about this layer.
   std::string where() const { return type() + " '" + (name_.empty() ? base_name() : name_) + "'"; }
@@ -266,6 +294,8 @@ class Layer {
   bool fused_softmax_grad_ = false;
   bool needs_input_grad_ = true;
   Layer* fused_next_ = nullptr;
+  bool relu_grad_left_ = false;
+  bool input_relu_grad_ = false;
   Index max_parameter_values_ = std::numeric_limits<Index>::max();
   Index parameter_values_ = 0;
 };
