@@ -2,12 +2,14 @@
 /// \file conv2d.hpp
 /// `Conv2D`: 2-D convolution over NHWC images by im2col + one GEMM, or, for
 /// 3x3 stride-1 layers, by Winograd's F(4x4, 3x3) (detail/winograd.hpp; see
-/// ConvAlgorithm) for the forward and the backward to the input.
+/// ConvAlgorithm) for the forward, the backward to the input and, where
+/// that pays, the weights' gradient.
 ///
 ///     forward:   col = im2col(x)                 [N*Ho*Wo, kh*kw*Cin]
 ///                y   = f(col * K + b)            [N*Ho*Wo, Cout] = NHWC output
 ///     backward:  dz  = dy * f'(y)
 ///                dK  = colT * dz,  db = sum over rows of dz
+///                     (or Winograd's F(3x3, 4x4) from x and dz)
 ///                dx  = col2im(dz * KT)
 ///
 /// The kernel has Keras's layout [kh, kw, Cin, Cout], which viewed as a
@@ -54,7 +56,8 @@ class Conv2DOptions {
 /// takes Winograd's F(4x4, 3x3) for 3x3 stride-1 kernels with at least 8
 /// input and 8 output channels (the notebook's second and third layers),
 /// im2col + GEMM otherwise; bench_conv2d measured the rule
-/// (docs/performance.md). The weights' gradient is always im2col + GEMM.
+/// (docs/performance.md). The weights' gradient too where that measured
+/// faster (Conv2D::uses_winograd_weights; always when forced).
 /// Not part of the model's configuration: both compute the same function,
 /// to within float rounding.
 enum class ConvAlgorithm { Auto, Im2col, Winograd };
@@ -146,10 +149,9 @@ class Conv2D : public Layer<T> {
     geo_.n = x.dim(0);
     const Index k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
     const Index tile = images_per_tile();
-    // Training keeps every column row for the weights' gradient; inference
-    // needs only a tile (and Winograd none).
+    // Training keeps every column row for the weights' gradient (Winograd
+    // keeps x); inference needs only a tile (and Winograd none).
     const bool keep = mode == Mode::Train;
-    if (keep) col_.resize_for_overwrite(Shape{geo_.rows(), k});
     y_.resize_for_overwrite(Shape{geo_.n, geo_.ho, geo_.wo, cout});
     detail::GemmEpilogue<T> epilogue{opt_.use_bias() ? bias_.data() : nullptr,
                                      opt_.activation() == Activation::ReLU};
@@ -163,6 +165,7 @@ class Conv2D : public Layer<T> {
       forward_winograd(x, keep, epilogue);
       return y_;
     }
+    if (keep) col_.resize_for_overwrite(Shape{geo_.rows(), k});
     const int threads = detail::threads_for(geo_.n);
     prepare_workspaces(threads, keep ? 0 : tile * per_image * k);
     detail::parallel(threads, [&](int t, int nt) {
@@ -195,6 +198,11 @@ class Conv2D : public Layer<T> {
     const bool winograd = uses_winograd();
     const int threads = detail::threads_for(n);
     prepare_workspaces(threads, input_grad && !winograd ? tile * per_image * k : 0);
+    const bool winograd_weights = uses_winograd_weights();
+    if (winograd_weights) {
+      parts_.resize(static_cast<std::size_t>(threads));  // allocates only when the threads grow
+      for (int u = 0; u < threads; ++u) parts_[static_cast<std::size_t>(u)] = ws_[static_cast<std::size_t>(u)].dkernel.data();
+    }
     if (input_grad && winograd) {
       grad_u_.resize_for_overwrite(Shape{Winograd::kPoints, cout, geo_.c});
       const Index tiles = n * Winograd::tiles_per_image(winograd_input_grad());
@@ -208,9 +216,15 @@ class Conv2D : public Layer<T> {
       if (act != Activation::None) {
         detail::activation_grad(act, y_.data() + r0 * cout, dy.data() + r0 * cout, dz_.data() + r0 * cout, rows, cout);
       }
-      // This thread's share of dK = colT * dz and db = column sums of dz.
-      T* dk = t == 0 ? dkernel_.data() : w.dkernel.data();
-      w.weights(k, cout, rows, {col_.data() + r0 * k, k, true}, {dz, cout}, dk, cout);
+      // This thread's share of dK (Winograd's sums, or colT * dz) and db = column sums of dz.
+      if (winograd_weights) {
+        const Index per = Winograd::tiles_per_image(winograd_forward());
+        w.winograd.weights(x_.data(), dz_all, winograd_forward(), geo_.c, cout, mine.begin * per, mine.end * per,
+                           w.dkernel.data());
+      } else {
+        T* dk = t == 0 ? dkernel_.data() : w.dkernel.data();
+        w.weights(k, cout, rows, {col_.data() + r0 * k, k, true}, {dz, cout}, dk, cout);
+      }
       if (opt_.use_bias()) {  // in double: a sum over up to N*Ho*Wo rows
         double* db = w.dbias.data();
         std::fill(db, db + cout, 0.0);
@@ -239,11 +253,16 @@ class Conv2D : public Layer<T> {
         }
       }
 #pragma omp barrier
-      // Add the other threads' partial sums, in thread order, each thread a slice.
-      const detail::Range slice = detail::split(k * cout, t, nt);
-      for (int u = 1; u < nt; ++u) {
-        const T* part = ws_[static_cast<std::size_t>(u)].dkernel.data();
-        for (Index e = slice.begin; e < slice.end; ++e) dkernel_[e] += part[e];
+      // Add the threads' partial sums, in thread order, each thread a slice.
+      if (winograd_weights) {
+        const detail::Range slice = detail::split(geo_.c, t, nt);
+        Winograd::finish_weights(parts_.data(), nt, geo_.c, cout, slice.begin, slice.end, dkernel_.data());
+      } else {
+        const detail::Range slice = detail::split(k * cout, t, nt);
+        for (int u = 1; u < nt; ++u) {
+          const T* part = ws_[static_cast<std::size_t>(u)].dkernel.data();
+          for (Index e = slice.begin; e < slice.end; ++e) dkernel_[e] += part[e];
+        }
       }
       if (opt_.use_bias() && t == 0) {
         for (Index c = 0; c < cout; ++c) {
@@ -273,6 +292,9 @@ class Conv2D : public Layer<T> {
     const Index tiles = geo_.n * Winograd::tiles_per_image(winograd_forward());
     const bool reuse = !keep && u_cached_ && std::equal(kernel_.begin(), kernel_.end(), u_source_.begin());
     if (!reuse) u_.resize_for_overwrite(Shape{Winograd::kPoints, geo_.c, cout});
+    const bool winograd_weights = uses_winograd_weights();
+    if (keep && winograd_weights) x_.resize_for_overwrite(x.shape());
+    if (keep && !winograd_weights) col_.resize_for_overwrite(Shape{geo_.rows(), k});
     const int threads = detail::threads_for(tiles);
     prepare_workspaces(threads, 0);
     // In training, pieces a faster core can take from a slower one (on the
@@ -287,7 +309,12 @@ class Conv2D : public Layer<T> {
     detail::parallel(threads, [&](int t, int nt) {
       Workspace& w = ws_[static_cast<std::size_t>(t)];
       const detail::Range images = detail::split(geo_.n, t, nt);
-      if (keep) detail::im2col(x.data(), geo_, images.begin, images.end, col_.data() + images.begin * per_image * k);
+      if (keep && winograd_weights) {  // the weights' gradient reads x again
+        const Index per_x = geo_.h * geo_.w * geo_.c;
+        std::copy(x.data() + images.begin * per_x, x.data() + images.end * per_x, x_.data() + images.begin * per_x);
+      } else if (keep) {
+        detail::im2col(x.data(), geo_, images.begin, images.end, col_.data() + images.begin * per_image * k);
+      }
       if (!reuse) {
         const detail::Range rows = detail::split(geo_.c, t, nt);
         Winograd::transform_kernel(kernel_.data(), geo_.c, cout, false, rows.begin, rows.end, u_.data());
@@ -328,6 +355,16 @@ class Conv2D : public Layer<T> {
     return std::max(piece, std::min<Index>(16, ceil_div(tiles, threads)));
   }
 
+  /// Whether the weights' gradient runs by Winograd too (F(3x3, 4x4), see
+  /// detail/winograd.hpp). Forced with ConvAlgorithm::Winograd; under Auto,
+  /// where it measured faster: conv2 of the notebook (75 -> 50 channels,
+  /// 14x14) gains, conv3 (50 -> 25, 7x7) loses, its per-point products
+  /// [cin x cout] a third as large; the line is drawn between them.
+  bool uses_winograd_weights() const {
+    if (algorithm_ == ConvAlgorithm::Auto) return uses_winograd() && geo_.c * opt_.filters() >= 2500;
+    return algorithm_ == ConvAlgorithm::Winograd;
+  }
+
   bool winograd_applies() const {
     return opt_.kernel_size() == Size2{3, 3} && opt_.strides() == Size2{1, 1};
   }
@@ -356,7 +393,9 @@ class Conv2D : public Layer<T> {
     if (ws_.size() < static_cast<std::size_t>(threads)) ws_.resize(static_cast<std::size_t>(threads));
     for (Workspace& w : ws_) {
       if (w.col.size() < col_elems) w.col.resize_for_overwrite(Shape{col_elems});
-      if (w.dkernel.size() != kernel_.size()) w.dkernel.resize_for_overwrite(kernel_.shape());
+      // A thread's share of dK, or Winograd's sums S for it (36 / 9 times as many).
+      const Index dk = uses_winograd_weights() ? Winograd::kPoints * geo_.c * opt_.filters() : kernel_.size();
+      if (w.dkernel.size() != dk) w.dkernel.resize_for_overwrite(Shape{dk});
       w.dbias.resize(static_cast<std::size_t>(opt_.filters()));
     }
   }
@@ -372,6 +411,8 @@ class Conv2D : public Layer<T> {
   detail::Window2D geo_;
   Tensor<T> kernel_, bias_, dkernel_, dbias_;
   Tensor<T> col_, y_, dz_, dx_;
+  Tensor<T> x_;                    // Winograd's input in training, for the weights' gradient
+  std::vector<const T*> parts_;    // the threads' sums S of Winograd's weights' gradient
   std::vector<Workspace> ws_;
 };
 

@@ -10,6 +10,15 @@
 ///         M[xi] = V[xi] * U[xi]            (m+2)^2 GEMMs  [tiles x cin] x [cin x cout]
 ///         Y = A^T M A                      per output channel, m x m outputs
 ///
+/// The weights' gradient dK[i][j] = sum over outputs of x[. + i][. + j] *
+/// dz[.][.] is the same identity read the other way (F(3x3, 4x4)): over
+/// the forward's tiles, with E the tile's 4 x 4 values of dL/dz,
+///         V = B^T d B,  W = A E A^T        per channel
+///         S[xi] += V[xi]^T * W[xi]         (m+2)^2 GEMMs  [cin x tiles] x [tiles x cout]
+///         dK = G^T S G                     per channel pair, 3 x 3 outputs
+/// (sum over xi of A^T[i][xi] G[xi][k] B^T[xi][j] = [j == i + k], which
+/// makes the forward exact, makes this exact too).
+///
 /// F(4x4, 3x3) does 36 multiplies per input channel and output channel where
 /// direct convolution does 144, so the GEMMs shrink fourfold; the transforms
 /// are adds and a few constant multiplies, vectorised along the channels
@@ -79,6 +88,21 @@ struct WinogradMatrices<4> {
       out[3 * os + l] = d12 + T(8) * d34 + m5;
     }
   }
+  /// out = A in (the output transform's transpose: 4 values to 6), the same
+  /// way; the weights' gradient transforms dL/dz's tiles with it.
+  template <class T, int L>
+  static void grad_1d(const T* in, Index is, T* out, Index os) {
+    for (int l = 0; l < L; ++l) {
+      const T e0 = in[l], e1 = in[is + l], e2 = in[2 * is + l], e3 = in[3 * is + l];
+      const T p02 = e0 + e2, p13 = e1 + e3, q02 = e0 + T(4) * e2, q13 = T(2) * e1 + T(8) * e3;
+      out[l] = e0;
+      out[os + l] = p02 + p13;
+      out[2 * os + l] = p02 - p13;
+      out[3 * os + l] = q02 + q13;
+      out[4 * os + l] = q02 - q13;
+      out[5 * os + l] = e3;
+    }
+  }
 };
 
 /// Where a 3x3 stride-1 correlation reads and writes: input h x w, output
@@ -139,6 +163,78 @@ class Winograd3x3 {
     if (static_cast<Index>(v_.size()) < need_v) v_.resize(static_cast<std::size_t>(need_v));
     if (static_cast<Index>(m_.size()) < need_m) m_.resize(static_cast<std::size_t>(need_m));
     gemm_.reserve_for(chunk, cout, cin);
+  }
+
+  /// One thread's share of the weights' gradient: over output tiles
+  /// [first, last) of the forward (x its input, dz [N, ho, wo, cout] the
+  /// gradient of its pre-activation output), s[xi][ci][co] = the sums of
+  /// V[xi]^T W[xi] (see the file comment). finish_weights turns the sum of
+  /// the threads' s into dK.
+  void weights(const T* x, const T* dz, const Winograd2D& geo, Index cin, Index cout, Index first, Index last,
+               T* s) {
+    const Index per_image = tiles_per_image(geo), total = last - first;
+    const Index chunk = weight_chunk_tiles(cin, cout);
+    reserve_weights(cin, cout);
+    std::fill(s, s + kPoints * cin * cout, T(0));
+    for (Index t0 = 0; t0 < total; t0 += chunk) {
+      const Index tiles = std::min(chunk, total - t0);
+      for (Index t = 0; t < tiles; ++t) {
+        input_tile(x, geo, cin, per_image, first + t0 + t, v_.data() + t * kPoints * cin);
+        grad_tile(dz, geo, cout, per_image, first + t0 + t, m_.data() + t * kPoints * cout, cout);
+      }
+      for (int xi = 0; xi < kPoints; ++xi) {
+        gemm_(cin, cout, tiles, {v_.data() + xi * cin, kPoints * cin, true}, {m_.data() + xi * cout, kPoints * cout},
+              s + xi * cin * cout, cout, /*accumulate=*/true);
+      }
+    }
+  }
+
+  /// dK [3, 3, cin, cout] rows ci in [r0, r1), from the threads' sums
+  /// s[0..parts) (added in their order, in double) by dK = G^T S G.
+  static void finish_weights(const T* const* s, int parts, Index cin, Index cout, Index r0, Index r1, T* dk) {
+    const Index plane = cin * cout;
+    for (Index ci = r0; ci < r1; ++ci) {
+      for (Index co = 0; co < cout; ++co) {
+        double m[kAlpha][kAlpha];
+        for (int xi = 0; xi < kPoints; ++xi) {
+          double sum = 0;
+          for (int p = 0; p < parts; ++p) sum += double(s[p][xi * plane + ci * cout + co]);
+          m[xi / kAlpha][xi % kAlpha] = sum;
+        }
+        double t[kAlpha][3];  // S G
+        for (int a = 0; a < kAlpha; ++a) {
+          for (int j = 0; j < 3; ++j) {
+            double v = 0;
+            for (int b = 0; b < kAlpha; ++b) v += m[a][b] * F::G[b][j];
+            t[a][j] = v;
+          }
+        }
+        for (int i = 0; i < 3; ++i) {
+          for (int j = 0; j < 3; ++j) {
+            double v = 0;
+            for (int a = 0; a < kAlpha; ++a) v += F::G[a][i] * t[a][j];
+            dk[(i * 3 + j) * plane + ci * cout + co] = static_cast<T>(v);
+          }
+        }
+      }
+    }
+  }
+
+  /// Tiles the weights' gradient transforms before its GEMMs: their V and
+  /// W within 4 MiB, a multiple of 16. Its GEMMs' depth is this many tiles,
+  /// and every one reads and writes all of S: with forward's chunks (16
+  /// tiles for conv2) the weights' gradient was 50 % slower than im2col's;
+  /// with 1 MiB 1 % slower than with 4 (bench_conv2d, conv2, batch 32).
+  static Index weight_chunk_tiles(Index cin, Index cout) {
+    const Index bytes = kPoints * (cin + cout) * static_cast<Index>(sizeof(T));
+    return std::clamp<Index>((Index(4) << 20) / bytes / 16 * 16, 16, 4096);
+  }
+  void reserve_weights(Index cin, Index cout) {
+    const Index chunk = weight_chunk_tiles(cin, cout);
+    const Index need_v = chunk * kPoints * cin, need_m = chunk * kPoints * cout;
+    if (static_cast<Index>(v_.size()) < need_v) v_.resize(static_cast<std::size_t>(need_v));
+    if (static_cast<Index>(m_.size()) < need_m) m_.resize(static_cast<std::size_t>(need_m));
+    gemm_.reserve_for(cin, cout, chunk);
   }
 
   /// Tiles of the output per image.
@@ -213,6 +309,54 @@ class Winograd3x3 {
     for (int k = 0; k < kPoints; ++k) {
       T* out = v + k * cin + c0;
       const T* q = r[k / kAlpha][k % kAlpha];
+      if (lanes == L) {
+        for (int l = 0; l < L; ++l) out[l] = q[l];
+      } else {
+        std::copy(q, q + lanes, out);
+      }
+    }
+  }
+
+  /// W[xi][c] of one tile of dL/dz: A E A^T for every output channel, the
+  /// tile's values beyond the output being zeros.
+  static void grad_tile(const T* dz, const Winograd2D& geo, Index cout, Index per_image, Index tile, T* w,
+                        Index point_stride) {
+    const Index tiles_w = (geo.wo + M - 1) / M;
+    const Index n = tile / per_image, oh0 = tile % per_image / tiles_w * M, ow0 = tile % per_image % tiles_w * M;
+    const T* image = dz + n * geo.ho * geo.wo * cout;
+    for (Index c0 = 0; c0 < cout; c0 += kLanes) {
+      const int lanes = static_cast<int>(std::min<Index>(kLanes, cout - c0));
+      grad_channels(image, geo, cout, oh0, ow0, c0, lanes, w, point_stride);
+    }
+  }
+
+  /// Channels [c0, c0 + lanes) of one tile of dL/dz, computed on kLanes.
+  static void grad_channels(const T* image, const Winograd2D& geo, Index cout, Index oh0, Index ow0, Index c0,
+                            int lanes, T* w, Index point_stride) {
+    constexpr int L = kLanes;
+    T e[M][M][L];
+    for (int r = 0; r < M; ++r) {
+      for (int q = 0; q < M; ++q) {
+        const bool inside = oh0 + r < geo.ho && ow0 + q < geo.wo;
+        if (!inside || lanes < L) {
+          for (int l = 0; l < L; ++l) e[r][q][l] = T(0);
+        }
+        if (inside) {
+          const T* p = image + ((oh0 + r) * geo.wo + ow0 + q) * cout + c0;
+          if (lanes == L) {
+            for (int l = 0; l < L; ++l) e[r][q][l] = p[l];
+          } else {
+            std::copy(p, p + lanes, e[r][q]);
+          }
+        }
+      }
+    }
+    T t[kAlpha][M][L], o[kAlpha][kAlpha][L];
+    for (int q = 0; q < M; ++q) F::template grad_1d<T, L>(e[0][q], M * L, t[0][q], M * L);  // A E
+    for (int a = 0; a < kAlpha; ++a) F::template grad_1d<T, L>(t[a][0], L, o[a][0], L);    // (A E) A^T
+    for (int k = 0; k < kPoints; ++k) {
+      T* out = w + k * point_stride + c0;
+      const T* q = o[k / kAlpha][k % kAlpha];
       if (lanes == L) {
         for (int l = 0; l < L; ++l) out[l] = q[l];
       } else {
