@@ -149,19 +149,14 @@ class Winograd3x3 {
   /// Tiles run's steps take at a time: their transformed input and products
   /// (36 (cin + cout) values each) within about 384 KiB, a multiple of 16
   /// rows for the GEMM.
-  static Index chunk_tiles(Index cin, Index cout) {
-    const Index bytes = kPoints * (cin + cout) * static_cast<Index>(sizeof(T));
-    return std::clamp<Index>((Index(384) << 10) / bytes / 16 * 16, 16, 256);
-  }
+  static Index chunk_tiles(Index cin, Index cout) { return tiles_within(Index(384) << 10, cin, cout, 256); }
 
   /// Makes the scratch a run with these channels needs. A thread that may
   /// be handed no tiles in a step calls it anyway, so that it does not
   /// allocate in a later step when it is handed some.
   void reserve(Index cin, Index cout) {
     const Index chunk = chunk_tiles(cin, cout);
-    const Index need_v = chunk * kPoints * cin, need_m = chunk * kPoints * cout;
-    if (static_cast<Index>(v_.size()) < need_v) v_.resize(static_cast<std::size_t>(need_v));
-    if (static_cast<Index>(m_.size()) < need_m) m_.resize(static_cast<std::size_t>(need_m));
+    reserve_tiles(chunk, cin, cout);
     gemm_.reserve_for(chunk, cout, cin);
   }
 
@@ -221,19 +216,15 @@ class Winograd3x3 {
   }
 
   /// Tiles the weights' gradient transforms before its GEMMs: their V and
-  /// W within 4 MiB, a multiple of 16. Its GEMMs' depth is this many tiles,
-  /// and every one reads and writes all of S: with forward's chunks (16
-  /// tiles for conv2) the weights' gradient was 50 % slower than im2col's;
-  /// with 1 MiB 1 % slower than with 4 (bench_conv2d, conv2, batch 32).
-  static Index weight_chunk_tiles(Index cin, Index cout) {
-    const Index bytes = kPoints * (cin + cout) * static_cast<Index>(sizeof(T));
-    return std::clamp<Index>((Index(4) << 20) / bytes / 16 * 16, 16, 4096);
-  }
+  /// W within 4 MiB. Its GEMMs' depth is this many tiles, and every one
+  /// reads and writes all of S: with the forward's chunks (16 tiles for
+  /// conv2) the backward was 17 % (conv2) and 67 % (conv3) slower than with
+  /// im2col's weights' gradient; with 1 MiB, 1 % and 8 % slower than with 4
+  /// (bench_conv2d, batch 32, AVX-512).
+  static Index weight_chunk_tiles(Index cin, Index cout) { return tiles_within(Index(4) << 20, cin, cout, 4096); }
   void reserve_weights(Index cin, Index cout) {
     const Index chunk = weight_chunk_tiles(cin, cout);
-    const Index need_v = chunk * kPoints * cin, need_m = chunk * kPoints * cout;
-    if (static_cast<Index>(v_.size()) < need_v) v_.resize(static_cast<std::size_t>(need_v));
-    if (static_cast<Index>(m_.size()) < need_m) m_.resize(static_cast<std::size_t>(need_m));
+    reserve_tiles(chunk, cin, cout);
     gemm_.reserve_for(cin, cout, chunk);
   }
 
@@ -266,6 +257,20 @@ class Winograd3x3 {
 
  private:
   static constexpr int kLanes = 16;  // channels per step of the transforms (the compiler's vectors)
+
+  /// Tiles whose transforms (36 (cin + cout) values each) fit in `budget`
+  /// bytes: a multiple of 16 (the GEMM's rows), from 16 to `most`.
+  static Index tiles_within(Index budget, Index cin, Index cout, Index most) {
+    const Index bytes = kPoints * (cin + cout) * static_cast<Index>(sizeof(T));
+    return std::clamp<Index>(budget / bytes / 16 * 16, 16, most);
+  }
+
+  /// v_ and m_ for `tiles` tiles of cin and cout channels.
+  void reserve_tiles(Index tiles, Index cin, Index cout) {
+    const Index need_v = tiles * kPoints * cin, need_m = tiles * kPoints * cout;
+    if (static_cast<Index>(v_.size()) < need_v) v_.resize(static_cast<std::size_t>(need_v));
+    if (static_cast<Index>(m_.size()) < need_m) m_.resize(static_cast<std::size_t>(need_m));
+  }
 
   /// V[xi][c] of one tile: B^T d B for every input channel.
   static void input_tile(const T* x, const Winograd2D& geo, Index cin, Index per_image, Index tile,
