@@ -26,7 +26,9 @@
 #include <Eigen/Core>  // aligned_allocator
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../../tensor.hpp"
@@ -126,44 +128,76 @@ inline Strided strided(const GemmOperand<float>& o) {
 
 using Epilogue = GemmEpilogue<float>;
 
+/// Where a micro-kernel reads A: `step(p)` points at depth step p's values,
+/// `at(s, i)` at row i's among them. A is read where it lies, never packed:
+/// each value is broadcast once per step, so an unpacked A costs nothing in
+/// the kernel; measured, that beats packing A, which for a row-major A is a
+/// transpose.
+struct ARowMajor {  // op(A)(i, p) = a[i * lda + p]: MR rows read along p, which the prefetcher follows
+  const float* a;
+  Index lda;
+  const float* step(Index p) const { return a + p; }
+  const float* at(const float* s, int i) const { return s + i * lda; }
+};
+struct AColMajor {  // op(A)(i, p) = a[p * lda + i]: a transposed A, or a packed sliver (lda = MR)
+  const float* a;
+  Index lda;
+  const float* step(Index p) const { return a + p * lda; }
+  const float* at(const float* s, int i) const { return s + i; }
+};
+/// A convolution's im2col matrix read from the image itself (detail/
+/// direct_conv.hpp): row i an output pixel, lda apart, step p a window cell
+/// at offset off[p] from the pixel's window corner.
+struct AWindows {
+  const float* a;
+  Index lda;
+  const Index* off;
+  const float* step(Index p) const { return a + off[p]; }
+  const float* at(const float* s, int i) const { return s + i * lda; }
+};
+/// Its transpose: row i a window cell at offset off[i], step p an output
+/// pixel, lda apart (the weights' gradient).
+struct ACells {
+  const float* a;
+  Index lda;
+  const Index* off;
+  const float* step(Index p) const { return a + p * lda; }
+  const float* at(const float* s, int i) const { return s + off[i]; }
+};
+
 /// The MR x NR tile (NR = NV*W) of C = or += A * B over kc steps, then the
-/// epilogue if `epi` is given (the last depth block's call).
-///
-/// A is read where it lies, never packed: with `KRows` its element (i, p) is
-/// a[i * lda + p] (a row-major op(A): MR rows read along p, which the
-/// prefetcher follows), else a[p * lda + i] (a transposed one: the MR values
-/// of a step are contiguous). Each value is broadcast once per step, so an
-/// unpacked A costs nothing here; measured, it beats packing A, which for a
-/// row-major A is a transpose. B's step p is the NR values at b + p * ldb:
-/// a packed sliver (ldb = NR, zero-padded) or a row-major op(B) in place,
-/// whose columns past n are never read. Only the first m rows and n columns
-/// of the tile are C's.
-template <int MR, int NV, bool KRows>
-void micro_kernel(Index kc, const float* __restrict a, Index lda, const float* __restrict b, Index ldb, float* c,
-                  Index ldc, int m, int n, bool add, const Epilogue* epi) {
+/// epilogue if `epi` is given (the last depth block's call). A's element
+/// (i, p) is read through the view `a` (above). B's step p is the NR values
+/// at b + p * ldb: a packed sliver (ldb = NR, zero-padded) or a row-major
+/// op(B) in place, whose columns past n are never read. Only the first m
+/// rows and n columns of the tile are C's; A's other rows may be read (and
+/// must be readable) but reach no output.
+template <int MR, int NV, class AView>
+void micro_kernel(Index kc, const AView a, const float* __restrict b, Index ldb, float* c, Index ldc, int m, int n,
+                  bool add, const Epilogue* epi) {
   using V = typename Isa::V;
   using Mask = typename Isa::Mask;
   constexpr int W = Isa::W, NR = NV * W;
   Mask mask[NV];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) mask[v] = Isa::mask(n - v * W);
   V acc[MR][NV];
 #pragma GCC unroll 32
   for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[i][v] = Isa::zero();
   }
   const auto steps = [&](auto masked) {
     const float* bp = b;
     for (Index p = 0; p < kc; ++p, bp += ldb) {
       V bv[NV];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) bv[v] = masked ? Isa::load(bp + v * W, mask[v]) : Isa::load(bp + v * W);
-      const float* ap = KRows ? a + p : a + p * lda;
+      const float* ap = a.step(p);
 #pragma GCC unroll 32
       for (int i = 0; i < MR; ++i) {
-        const V ai = Isa::broadcast(KRows ? ap + i * lda : ap + i);
-#pragma GCC unroll 4
+        const V ai = Isa::broadcast(a.at(ap, i));
+#pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) acc[i][v] = Isa::fma(ai, bv[v], acc[i][v]);
       }
     }
@@ -176,7 +210,7 @@ void micro_kernel(Index kc, const float* __restrict a, Index lda, const float* _
   }
   V bias[NV], scale[NV], shift[NV];
   const bool affine = epi && epi->scale;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) {
     bias[v] = epi && epi->bias ? Isa::load(epi->bias + v * W, mask[v]) : Isa::zero();
     scale[v] = affine ? Isa::load(epi->scale + v * W, mask[v]) : Isa::zero();
@@ -194,7 +228,7 @@ void micro_kernel(Index kc, const float* __restrict a, Index lda, const float* _
     for (int i = 0; i < MR; ++i) {
       if (i >= m) break;
       float* row = c + i * ldc;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) Isa::store(row + v * W, finish(acc[i][v], row + v * W, v, std::false_type{}));
     }
     return;
@@ -203,7 +237,7 @@ void micro_kernel(Index kc, const float* __restrict a, Index lda, const float* _
   for (int i = 0; i < MR; ++i) {
     if (i >= m) break;
     float* row = c + i * ldc;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
       if (v * W >= n) break;
       Isa::store(row + v * W, finish(acc[i][v], row + v * W, v, std::true_type{}), mask[v]);
@@ -236,6 +270,13 @@ void pack_b(const Strided& b, Index j0, Index cols, Index p0, Index depth, float
       }
     }
   }
+}
+
+/// The epilogue of C's columns from j on.
+inline Epilogue from_column(Epilogue e, Index j) {
+  if (e.bias) e.bias += j;
+  if (e.scale) e.scale += j, e.shift += j;
+  return e;
 }
 
 /// Cache blocking: KC steps of depth keep a B sliver (KC x NR) in L1 beside
@@ -277,20 +318,20 @@ void run(Index m, Index n, Index k, const Strided& a, const Strided& b, float* c
           const float* bs = pack ? bpack.data() + jr * kc : b.x + pc * b.rs + jc + jr;
           const Index ldb = pack ? NR : b.rs;
           const int nr = static_cast<int>(std::min(NR, nc - jr));
-          Epilogue tile_epilogue = epilogue;
-          if (epilogue.bias) tile_epilogue.bias += jc + jr;
-          if (epilogue.scale) tile_epilogue.scale += jc + jr, tile_epilogue.shift += jc + jr;
+          const Epilogue tile_epilogue = from_column(epilogue, jc + jr);
           const Epilogue* epi = pc + kc == k ? &tile_epilogue : nullptr;
           for (Index ir = 0; ir < mc; ir += MR) {
             const float* as = a.x + (ic + ir) * a.rs + pc * a.cs;
             float* cs = c + (ic + ir) * ldc + jc + jr;
             const Index mr = std::min<Index>(MR, mc - ir);
-            if (mr == MR) {
-              micro_kernel<MR, NV, KRows>(kc, as, lda, bs, ldb, cs, ldc, MR, nr, add, epi);
+            if (mr == MR && KRows) {
+              micro_kernel<MR, NV>(kc, ARowMajor{as, lda}, bs, ldb, cs, ldc, MR, nr, add, epi);
+            } else if (mr == MR) {
+              micro_kernel<MR, NV>(kc, AColMajor{as, lda}, bs, ldb, cs, ldc, MR, nr, add, epi);
             } else {
               float* edge = bpack.data() + edge_at;
               if (jr == 0) pack_b<MR>(Strided{as, a.cs, a.rs}, 0, mr, 0, kc, edge);
-              micro_kernel<MR, NV, false>(kc, edge, MR, bs, ldb, cs, ldc, static_cast<int>(mr), nr, add, epi);
+              micro_kernel<MR, NV>(kc, AColMajor{edge, MR}, bs, ldb, cs, ldc, static_cast<int>(mr), nr, add, epi);
             }
           }
         }
@@ -299,30 +340,60 @@ void run(Index m, Index n, Index k, const Strided& a, const Strided& b, float* c
   }
 }
 
-/// The compiled tile shapes (MR, NV), NR = NV * W, fastest first, and the
-/// rate each reached in its micro-kernel alone (share of the FMA peak, on
-/// the AMD EPYC loom is developed on). The smaller shapes are there for an
-/// N or M that would leave most of a big tile empty (N = 50, a batch of 32).
+/// A compiled tile shape: MR rows, NV vectors (NR = NV * W columns), and the
+/// rate its micro-kernel reached alone (share of the FMA peak, on the AMD
+/// EPYC loom is developed on).
+struct TileShape {
+  int mr, nv;
+  double rate;
+};
+
+/// The GEMM's tiles, fastest first. The smaller shapes are there for an N or
+/// M that would leave most of a big tile empty (N = 50, a batch of 32).
 #if defined(__AVX512F__)
-#define LOOM_SGEMM_TILES(X) X(14, 2, 0.95) X(8, 2, 0.95) X(16, 1, 0.70)
+inline constexpr TileShape kTiles[] = {{14, 2, 0.95}, {8, 2, 0.95}, {16, 1, 0.70}};
 #else
-#define LOOM_SGEMM_TILES(X) X(6, 2, 0.95) X(5, 2, 0.90) X(12, 1, 0.87) X(8, 1, 0.83)
+inline constexpr TileShape kTiles[] = {{6, 2, 0.95}, {5, 2, 0.90}, {12, 1, 0.87}, {8, 1, 0.83}};
 #endif
 
-/// The tile with the least padded work for m x n at its rate, the earlier on ties.
-inline int choose_tile(Index m, Index n) {
-  int best = 0, index = 0;
+/// The direct convolution's weights' gradient (detail/direct_conv.hpp):
+/// rows are window cells (9 for a 3x3 kernel on one channel), columns the
+/// filters, and every shape uses (nearly) all of the vector registers. The
+/// rates are relative, from conv1's weights' gradient (bench_conv2d, batch
+/// 32), where the shapes with more padding won: on AVX-512, 9 x 3 took
+/// 0.58 ms and 5 x 5 0.64; on AVX2, 3 x 3 0.72 ms and 2 x 5 0.81-0.86.
+#if defined(__AVX512F__)
+inline constexpr TileShape kCellTiles[] = {{9, 3, 0.95}, {5, 5, 0.85}, {14, 2, 0.95}, {8, 2, 0.95}};
+#else
+inline constexpr TileShape kCellTiles[] = {{3, 3, 0.95}, {2, 5, 0.80}, {6, 2, 0.95}, {5, 2, 0.90}};
+#endif
+
+/// The tile of `Tiles` with the least padded work for m x n at its rate, the
+/// earlier on ties.
+template <const auto& Tiles>
+int choose_tile(Index m, Index n) {
+  int best = 0;
   double best_cost = 0;
-  const auto consider = [&](int mr, int nv, double rate) {
-    const Index nr = nv * Isa::W;
-    const double cost = double((m + mr - 1) / mr * mr) * double((n + nr - 1) / nr * nr) / rate;
-    if (index == 0 || cost < best_cost) best = index, best_cost = cost;
-    ++index;
-  };
-#define LOOM_SGEMM_CONSIDER(MR, NV, RATE) consider(MR, NV, RATE);
-  LOOM_SGEMM_TILES(LOOM_SGEMM_CONSIDER)
-#undef LOOM_SGEMM_CONSIDER
+  for (int t = 0; t < static_cast<int>(std::size(Tiles)); ++t) {
+    const Index mr = Tiles[t].mr, nr = Tiles[t].nv * Isa::W;
+    const double cost = double((m + mr - 1) / mr * mr) * double((n + nr - 1) / nr * nr) / Tiles[t].rate;
+    if (t == 0 || cost < best_cost) best = t, best_cost = cost;
+  }
   return best;
+}
+
+template <const auto& Tiles, class F, std::size_t... I>
+void with_tile(int tile, F&& f, std::index_sequence<I...>) {
+  ((tile == static_cast<int>(I) ? (f(std::integral_constant<int, Tiles[I].mr>{},
+                                     std::integral_constant<int, Tiles[I].nv>{}),
+                                   0)
+                                : 0),
+   ...);
+}
+/// Calls f(MR, NV) (as std::integral_constant) with tile number `tile` of `Tiles`.
+template <const auto& Tiles, class F>
+void with_tile(int tile, F&& f) {
+  with_tile<Tiles>(tile, f, std::make_index_sequence<std::size(Tiles)>{});
 }
 
 /// Grows bpack to what any product of at most n columns and depth k needs,
@@ -330,14 +401,11 @@ inline int choose_tile(Index m, Index n) {
 /// later call of gemm on the same buffer does not allocate).
 inline void reserve(Index n, Index k, Buffer& bpack) {
   Index need = 0;
-#define LOOM_SGEMM_NEED(MR, NV, RATE)                                           \
-  {                                                                             \
-    const Index nr = NV * Isa::W, kc = std::min<Index>(KC, k);                 \
-    const Index panel = std::min<Index>(NC, (n + nr - 1) / nr * nr) * kc;       \
-    need = std::max<Index>(need, panel + MR * kc);                              \
+  for (const TileShape& t : kTiles) {
+    const Index nr = t.nv * Isa::W, kc = std::min<Index>(KC, k);
+    const Index panel = std::min<Index>(NC, (n + nr - 1) / nr * nr) * kc;
+    need = std::max<Index>(need, panel + t.mr * kc);
   }
-  LOOM_SGEMM_TILES(LOOM_SGEMM_NEED)
-#undef LOOM_SGEMM_NEED
   if (static_cast<Index>(bpack.size()) < need) bpack.resize(static_cast<std::size_t>(need));
 }
 
@@ -346,15 +414,10 @@ inline void reserve(Index n, Index k, Buffer& bpack) {
 inline void gemm(Index m, Index n, Index k, const GemmOperand<float>& a, const GemmOperand<float>& b, float* c,
                  Index ldc, bool accumulate, const Epilogue& epilogue, Buffer& bpack) {
   const Strided sa = strided(a), sb = strided(b);
-  int index = 0;
-  const int tile = choose_tile(m, n);
-#define LOOM_SGEMM_RUN(MR, NV, RATE)                                                                 \
-  if (index++ == tile) {                                                                             \
-    if (a.transposed) return run<MR, NV, false>(m, n, k, sa, sb, c, ldc, accumulate, epilogue, bpack); \
-    return run<MR, NV, true>(m, n, k, sa, sb, c, ldc, accumulate, epilogue, bpack);                  \
-  }
-  LOOM_SGEMM_TILES(LOOM_SGEMM_RUN)
-#undef LOOM_SGEMM_RUN
+  with_tile<kTiles>(choose_tile<kTiles>(m, n), [&](auto mr, auto nv) {
+    if (a.transposed) return run<mr, nv, false>(m, n, k, sa, sb, c, ldc, accumulate, epilogue, bpack);
+    run<mr, nv, true>(m, n, k, sa, sb, c, ldc, accumulate, epilogue, bpack);
+  });
 }
 
 }  // namespace sgemm
