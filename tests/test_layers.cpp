@@ -35,18 +35,37 @@ Conv2DOptions conv(Index filters, Size2 kernel, Padding padding, Size2 strides =
 
 // ---------------------------------------------------------------- gradients
 
-TEST_CASE("gradient check: Conv2D") {
-  SUBCASE("same padding, ReLU, several channels") {
-    Conv2D<double> layer(conv(4, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU));
-    check_layer_gradients(layer, random_input(layer, {6, 5, 3}, 2));
-  }
-  SUBCASE("valid padding, stride 2, no activation") {
-    Conv2D<double> layer(conv(3, {3, 2}, Padding::Valid, {2, 2}));
-    check_layer_gradients(layer, random_input(layer, {7, 6, 2}, 2));
-  }
-  SUBCASE("same padding, stride 2 on an even size, softmax over channels") {
-    Conv2D<double> layer(conv(3, {3, 3}, Padding::Same, {2, 2}, Activation::Softmax));
-    check_layer_gradients(layer, random_input(layer, {4, 4, 2}, 2));
+TEST_CASE("gradient check: Conv2D, by im2col and by the direct kernel") {
+  for (const ConvAlgorithm algorithm : {ConvAlgorithm::Im2col, ConvAlgorithm::Direct}) {
+    CAPTURE(static_cast<int>(algorithm));
+    SUBCASE("same padding, ReLU, several channels") {
+      Conv2D<double> layer(conv(4, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU));
+      layer.set_algorithm(algorithm);
+      check_layer_gradients(layer, random_input(layer, {6, 5, 3}, 2));
+    }
+    SUBCASE("valid padding, stride 2, no activation") {
+      Conv2D<double> layer(conv(3, {3, 2}, Padding::Valid, {2, 2}));
+      layer.set_algorithm(algorithm);
+      check_layer_gradients(layer, random_input(layer, {7, 6, 2}, 2));
+    }
+    SUBCASE("same padding, stride 2 on an even size, softmax over channels") {
+      Conv2D<double> layer(conv(3, {3, 3}, Padding::Same, {2, 2}, Activation::Softmax));
+      layer.set_algorithm(algorithm);
+      check_layer_gradients(layer, random_input(layer, {4, 4, 2}, 2));
+    }
+    SUBCASE("same padding, one channel, a 2x4 kernel, stride (2, 1): uneven padding on each side") {
+      Conv2D<double> layer(conv(3, {2, 4}, Padding::Same, {2, 1}, Activation::ReLU));
+      layer.set_algorithm(algorithm);
+      check_layer_gradients(layer, random_input(layer, {5, 7, 1}, 2));
+    }
+    SUBCASE("two threads, one image: the direct kernel splits its rows") {
+      const int saved = num_threads();
+      set_num_threads(2);
+      Conv2D<double> layer(conv(2, {3, 3}, Padding::Same));
+      layer.set_algorithm(algorithm);
+      check_layer_gradients(layer, random_input(layer, {5, 4, 1}, 1));
+      set_num_threads(saved);
+    }
   }
 }
 
@@ -114,13 +133,62 @@ TEST_CASE("Conv2D: Winograd and im2col agree in float on the notebook's layers, 
   }
 }
 
-TEST_CASE("Conv2D: Auto takes Winograd for 3x3 stride-1 layers with 8+ channels in and out") {
+TEST_CASE("Conv2D: the direct kernel and im2col agree in float, forward and weights' gradient") {
+  struct Case {
+    Shape in;
+    Index filters;
+    Size2 kernel, strides;
+    Padding padding;
+    Index batch;
+  };
+  // The notebook's conv1; an output row shorter than a tile with 33 filters
+  // (a full vector and a rest); a strided 5x5 on 3 channels (a tap tile and
+  // a rest); a batch of one split by rows.
+  for (const Case& c : {Case{{28, 28, 1}, 75, {3, 3}, {1, 1}, Padding::Same, 3},
+                        Case{{9, 5, 2}, 33, {3, 3}, {1, 1}, Padding::Valid, 2},
+                        Case{{17, 19, 3}, 16, {5, 5}, {2, 2}, Padding::Same, 2},
+                        Case{{28, 28, 1}, 32, {3, 3}, {1, 1}, Padding::Same, 1}}) {
+    CAPTURE(c.in);
+    Conv2D<float> a(conv(c.filters, c.kernel, c.padding, c.strides, Activation::ReLU));
+    Conv2D<float> b(conv(c.filters, c.kernel, c.padding, c.strides, Activation::ReLU));
+    Rng rng(3), same_rng(3);
+    a.build(c.in, rng);
+    b.build(c.in, same_rng);
+    a.set_algorithm(ConvAlgorithm::Im2col);
+    b.set_algorithm(ConvAlgorithm::Direct);
+    for (float& v : *a.parameters()[1].value) v = static_cast<float>(rng.uniform(-0.5, 0.5));
+    std::copy(a.parameters()[1].value->begin(), a.parameters()[1].value->end(), b.parameters()[1].value->begin());
+    Tensor<float> x(c.in.with_batch(c.batch));
+    for (float& v : x) v = static_cast<float>(rng.uniform(-1, 1));
+    for (const Mode mode : {Mode::Inference, Mode::Train}) {
+      const Tensor<float> ya = a.forward(x, mode);
+      const Tensor<float>& yb = b.forward(x, mode);
+      REQUIRE(ya.shape() == yb.shape());
+      for (Index i = 0; i < ya.size(); ++i) REQUIRE(yb[i] == doctest::Approx(ya[i]).epsilon(1e-5));
+    }
+    Tensor<float> dy(a.output_shape().with_batch(c.batch));
+    for (float& v : dy) v = static_cast<float>(rng.uniform(-1, 1));
+    a.backward(dy);
+    b.backward(dy);
+    for (std::size_t p = 0; p < 2; ++p) {
+      const Tensor<float>&ga = *a.parameters()[p].grad, &gb = *b.parameters()[p].grad;
+      float scale = 0;
+      for (Index i = 0; i < ga.size(); ++i) scale = std::max(scale, std::abs(ga[i]));
+      for (Index i = 0; i < ga.size(); ++i) REQUIRE(std::abs(ga[i] - gb[i]) <= 1e-5f * scale);
+    }
+  }
+}
+
+TEST_CASE("Conv2D: Auto takes Winograd for 3x3 stride-1 layers with 8+ channels in and out, Direct for fewer in") {
   Rng rng(1);
   Conv2D<float> first(conv(75, {3, 3}, Padding::Same)), second(conv(50, {3, 3}, Padding::Same));
+  Conv2D<float> eight(conv(4, {3, 3}, Padding::Same, {2, 2}));
   first.build({28, 28, 1}, rng);
   second.build({14, 14, 75}, rng);
-  CHECK(first.algorithm() == ConvAlgorithm::Im2col);
+  eight.build({9, 9, 8}, rng);
+  CHECK(first.algorithm() == ConvAlgorithm::Direct);
   CHECK(second.algorithm() == ConvAlgorithm::Winograd);
+  CHECK(eight.algorithm() == ConvAlgorithm::Im2col);
   Conv2D<float> strided(conv(8, {3, 3}, Padding::Same, {2, 2})), wide(conv(8, {5, 5}, Padding::Same));
   CHECK_THROWS_WITH_AS(strided.set_algorithm(ConvAlgorithm::Winograd),
                        "Conv2D: Winograd convolution needs a 3x3 kernel with strides (1, 1)", ConfigError);

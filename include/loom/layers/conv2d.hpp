@@ -1,9 +1,10 @@
 #pragma once
 /// \file conv2d.hpp
-/// `Conv2D`: 2-D convolution over NHWC images by im2col + one GEMM, or, for
-/// 3x3 stride-1 layers, by Winograd's F(4x4, 3x3) (detail/winograd.hpp; see
-/// ConvAlgorithm) for the forward, the backward to the input and, where
-/// that pays, the weights' gradient.
+/// `Conv2D`: 2-D convolution over NHWC images by im2col + one GEMM; for 3x3
+/// stride-1 layers, by Winograd's F(4x4, 3x3) (detail/winograd.hpp) for the
+/// forward, the backward to the input and, where that pays, the weights'
+/// gradient; for layers with few input channels, by the same GEMM reading
+/// the image in place (detail/direct_conv.hpp). See ConvAlgorithm.
 ///
 ///     forward:   col = im2col(x)                 [N*Ho*Wo, kh*kw*Cin]
 ///                y   = f(col * K + b)            [N*Ho*Wo, Cout] = NHWC output
@@ -33,6 +34,7 @@
 #include "../parallel.hpp"
 #include "batch_normalization.hpp"
 #include "detail/activation.hpp"
+#include "detail/direct_conv.hpp"
 #include "detail/gemm.hpp"
 #include "detail/im2col.hpp"
 #include "detail/winograd.hpp"
@@ -55,12 +57,14 @@ class Conv2DOptions {
 /// How Conv2D computes its forward and its backward to the input. `Auto`
 /// takes Winograd's F(4x4, 3x3) for 3x3 stride-1 kernels with at least 8
 /// input and 8 output channels (the notebook's second and third layers),
-/// im2col + GEMM otherwise; bench_conv2d measured the rule
-/// (docs/performance.md). The weights' gradient too where that measured
-/// faster (Conv2D::uses_winograd_weights; always when forced).
-/// Not part of the model's configuration: both compute the same function,
-/// to within float rounding.
-enum class ConvAlgorithm { Auto, Im2col, Winograd };
+/// the direct kernel for fewer than 8 input channels (its first), im2col +
+/// GEMM otherwise; bench_conv2d measured the rule (docs/performance.md).
+/// Winograd does the weights' gradient too where that measured faster
+/// (Conv2D::uses_winograd_weights; always when forced); Direct does its
+/// forward and weights' gradient, and its backward to the input is
+/// im2col's. Not part of the model's configuration: all compute the same
+/// function, to within float rounding.
+enum class ConvAlgorithm { Auto, Im2col, Winograd, Direct };
 
 template <class T>
 class Conv2D : public Layer<T> {
@@ -96,8 +100,12 @@ class Conv2D : public Layer<T> {
     return absorbed_ != nullptr;
   }
 
-  /// The algorithm the layer runs (Auto resolved; Im2col before build).
-  ConvAlgorithm algorithm() const { return uses_winograd() ? ConvAlgorithm::Winograd : ConvAlgorithm::Im2col; }
+  /// The algorithm the layer runs (Auto resolved; before build, as for a
+  /// layer of no input channels).
+  ConvAlgorithm algorithm() const {
+    if (uses_winograd()) return ConvAlgorithm::Winograd;
+    return uses_direct() ? ConvAlgorithm::Direct : ConvAlgorithm::Im2col;
+  }
 
   Config config() const override {
     return Config()
@@ -165,6 +173,10 @@ class Conv2D : public Layer<T> {
       forward_winograd(x, keep, epilogue);
       return y_;
     }
+    if (uses_direct()) {
+      forward_direct(x, epilogue);
+      return y_;
+    }
     if (keep) col_.resize_for_overwrite(Shape{geo_.rows(), k});
     const int threads = detail::threads_for(geo_.n);
     prepare_workspaces(threads, keep ? 0 : tile * per_image * k);
@@ -198,7 +210,7 @@ class Conv2D : public Layer<T> {
     const bool winograd = uses_winograd();
     const int threads = detail::threads_for(n);
     prepare_workspaces(threads, input_grad && !winograd ? tile * per_image * k : 0);
-    const bool winograd_weights = uses_winograd_weights();
+    const bool winograd_weights = uses_winograd_weights(), direct = uses_direct();
     if (winograd_weights) {
       parts_.resize(static_cast<std::size_t>(threads));  // allocates only when the threads grow
       for (int u = 0; u < threads; ++u) parts_[static_cast<std::size_t>(u)] = ws_[static_cast<std::size_t>(u)].dkernel.data();
@@ -221,6 +233,10 @@ class Conv2D : public Layer<T> {
         const Index per = Winograd::tiles_per_image(winograd_forward());
         w.winograd.weights(x_.data(), dz_all, winograd_forward(), geo_.c, cout, mine.begin * per, mine.end * per,
                            w.dkernel.data());
+      } else if (direct) {
+        T* dk = t == 0 ? dkernel_.data() : w.dkernel.data();
+        std::fill(dk, dk + k * cout, T(0));
+        direct_.weights(xpad_.data(), dz_all, mine.begin * geo_.ho, mine.end * geo_.ho, cout, dk);
       } else {
         T* dk = t == 0 ? dkernel_.data() : w.dkernel.data();
         w.weights(k, cout, rows, {col_.data() + r0 * k, k, true}, {dz, cout}, dk, cout);
@@ -338,6 +354,28 @@ class Conv2D : public Layer<T> {
     u_cached_ = !keep;  // training moves the kernel: U is this step's only
   }
 
+  /// The direct kernel's forward: each thread pads its share of the images
+  /// (kept in training for the weights' gradient) and computes their output.
+  /// Splitting one image's rows across threads measured 8 % slower at batch
+  /// 1 (notebook_speed, AVX-512): conv1's image is 10 us of work, about
+  /// what the threads' barrier costs.
+  void forward_direct(const Tensor<T>& x, const detail::GemmEpilogue<T>& epilogue) {
+    const Index cout = opt_.filters();
+    direct_.set(geo_);
+    xpad_.resize_for_overwrite(Shape{direct_.padded_size(geo_.n)});
+    detail::parallel(detail::threads_for(geo_.n), [&](int t, int nt) {
+      const detail::Range images = detail::split(geo_.n, t, nt);
+      direct_.pad(x.data(), images.begin, images.end, xpad_.data());
+      direct_.forward(xpad_.data(), images.begin * geo_.ho, images.end * geo_.ho, kernel_.data(), cout, y_.data(),
+                      epilogue);
+      if (opt_.activation() == Activation::Softmax) {
+        const Index per_image = geo_.ho * geo_.wo;
+        detail::activate(opt_.activation(), y_.data() + images.begin * per_image * cout, images.size() * per_image,
+                         cout);
+      }
+    });
+  }
+
   struct Workspace {
     detail::Gemm<T> forward, weights, input;
     Winograd winograd;
@@ -363,6 +401,14 @@ class Conv2D : public Layer<T> {
   bool uses_winograd_weights() const {
     if (algorithm_ == ConvAlgorithm::Auto) return uses_winograd() && geo_.c * opt_.filters() >= 2500;
     return algorithm_ == ConvAlgorithm::Winograd;
+  }
+
+  /// Whether the direct kernel runs: forced, or under Auto for layers with
+  /// fewer than 8 input channels that Winograd does not take, whose im2col
+  /// copies runs of a few floats (bench_conv2d: conv1, one channel).
+  bool uses_direct() const {
+    if (algorithm_ == ConvAlgorithm::Auto) return !uses_winograd() && geo_.c < 8;
+    return algorithm_ == ConvAlgorithm::Direct;
   }
 
   bool winograd_applies() const {
@@ -412,6 +458,8 @@ class Conv2D : public Layer<T> {
   Tensor<T> kernel_, bias_, dkernel_, dbias_;
   Tensor<T> col_, y_, dz_, dx_;
   Tensor<T> x_;                    // Winograd's input in training, for the weights' gradient
+  detail::DirectConv<T> direct_;   // the direct kernel's geometry
+  Tensor<T> xpad_;                 // its zero-bordered images (kept in training)
   std::vector<const T*> parts_;    // the threads' sums S of Winograd's weights' gradient
   std::vector<Workspace> ws_;
 };
