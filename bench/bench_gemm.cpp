@@ -8,6 +8,11 @@
 //   BM_OpenBLAS     OpenBLAS's single-threaded cblas_sgemm on the same shape
 //                   and operand layouts (only when built with libopenblas-dev)
 //   BM_EigenProduct Eigen's product expression, single-threaded, same shape
+//   BM_Direct       loom's direct convolution (detail/direct_conv.hpp), which
+//                   replaces the forward and weights' products of layers
+//                   with few input channels (conv1), images padded included;
+//                   its flops counted as the product's, so it reads beside
+//                   the GEMMs, which leave out im2col's copy
 //
 // Every figure is GFLOP/s of one core, so the ratios read directly in one
 // run. Arguments: /layer/batch/product, layer 0 = 28x28x1 -> 75,
@@ -137,6 +142,33 @@ void BM_OpenBLAS(benchmark::State& state) {
 }
 #endif
 
+void BM_Direct(benchmark::State& state) {
+  const Product p(state);
+  const ConvShape s = kShapes[state.range(0)];
+  const Index images = state.range(1) / 2;
+  detail::Window2D g{images, s.h, s.w, s.cin, 3, 3, 1, 1, 1, 1, s.h, s.w};  // 3x3, 'same'
+  detail::DirectConv<float> direct;
+  direct.set(g);
+  Tensor<float> x(Shape{images, s.h, s.w, s.cin}, 0.5f), kernel(Shape{g.patch(), s.cout}, 0.25f);
+  Tensor<float> xpad(Shape{direct.padded_size(images)}), y(Shape{images * s.h * s.w, s.cout}, 0.25f);
+  Tensor<float> dk(kernel.shape());
+  direct.pad(x.data(), 0, images, xpad.data());
+  direct.set_kernel(kernel.data(), s.cout);
+  const bool forward = state.range(2) == 0;
+  for (auto _ : state) {
+    if (forward) {
+      direct.pad(x.data(), 0, images, xpad.data());
+      direct.forward(xpad.data(), 0, images * s.h, y.data(), {});
+    } else {
+      std::fill(dk.begin(), dk.end(), 0.0f);
+      direct.weights(xpad.data(), y.data(), 0, images * s.h, s.cout, dk.data());
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(detail::float_gemm_kernel());
+  gflops(state, p.flops());
+}
+
 void product_args(benchmark::internal::Benchmark* b) {
   b->ArgsProduct({{0, 1, 2}, {32, 256}, {0, 1, 2}})
       ->ArgNames({"layer", "batch", "product"})
@@ -152,5 +184,10 @@ BENCHMARK(BM_Product)->Apply(product_args);
 BENCHMARK(BM_OpenBLAS)->Apply(product_args);
 #endif
 BENCHMARK(BM_EigenProduct)->Apply(product_args);
+BENCHMARK(BM_Direct)
+    ->ArgsProduct({{0}, {32, 256}, {0, 1}})
+    ->ArgNames({"layer", "batch", "product"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

@@ -362,12 +362,12 @@ class Conv2D : public Layer<T> {
   void forward_direct(const Tensor<T>& x, const detail::GemmEpilogue<T>& epilogue) {
     const Index cout = opt_.filters();
     direct_.set(geo_);
+    direct_.set_kernel(kernel_.data(), cout);
     xpad_.resize_for_overwrite(Shape{direct_.padded_size(geo_.n)});
     detail::parallel(detail::threads_for(geo_.n), [&](int t, int nt) {
       const detail::Range images = detail::split(geo_.n, t, nt);
       direct_.pad(x.data(), images.begin, images.end, xpad_.data());
-      direct_.forward(xpad_.data(), images.begin * geo_.ho, images.end * geo_.ho, kernel_.data(), cout, y_.data(),
-                      epilogue);
+      direct_.forward(xpad_.data(), images.begin * geo_.ho, images.end * geo_.ho, y_.data(), epilogue);
       if (opt_.activation() == Activation::Softmax) {
         const Index per_image = geo_.ho * geo_.wo;
         detail::activate(opt_.activation(), y_.data() + images.begin * per_image * cout, images.size() * per_image,

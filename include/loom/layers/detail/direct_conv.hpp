@@ -77,12 +77,30 @@ class DirectConv {
     if (n1 == g_.n) std::fill(xpad + g_.n * padded_image(), xpad + padded_size(g_.n), T(0));
   }
 
+  /// The forward's kernel [kh*kw*c, cout], for the forwards until the next
+  /// call. loom's float kernel gets a copy packed as its GEMM packs B: a
+  /// sliver of NR columns per tile, zero-padded, read without masks (on
+  /// AVX2, conv1's forward on one core went from 40 to 51 GFLOP/s,
+  /// bench_gemm's BM_Direct). One thread calls it, before the forwards.
+  void set_kernel(const T* kernel, Index cout) {
+    kernel_ = kernel;
+    cout_ = cout;
+#ifdef LOOM_OWN_SGEMM
+    if constexpr (std::is_same_v<T, float>) {
+      using namespace sgemm;
+      with_tile<kTiles>(choose_tile<kTiles>(g_.wo, cout), [&](auto, auto nv) {
+        constexpr Index NR = nv * Isa::W;
+        packed_.resize(static_cast<std::size_t>((cout + NR - 1) / NR * NR * g_.patch()));
+        pack_b<NR>(Strided{kernel, cout, 1}, 0, cout, 0, g_.patch(), packed_.data());
+      });
+    }
+#endif
+  }
+
   /// Output rows [r0, r1) of the batch (row r = image r / ho, row r % ho)
-  /// from xpad: y [N, ho, wo, cout] = epilogue(col * kernel), kernel
-  /// [kh*kw*c, cout].
-  void forward(const T* xpad, Index r0, Index r1, const T* kernel, Index cout, T* y,
-               const GemmEpilogue<T>& epilogue) const {
-    const Index k = g_.patch(), wo = g_.wo;
+  /// from xpad: y [N, ho, wo, cout] = epilogue(col * kernel).
+  void forward(const T* xpad, Index r0, Index r1, T* y, const GemmEpilogue<T>& epilogue) const {
+    const Index k = g_.patch(), wo = g_.wo, cout = cout_;
 #ifdef LOOM_OWN_SGEMM
     if constexpr (std::is_same_v<T, float>) {
       using namespace sgemm;
@@ -94,9 +112,9 @@ class DirectConv {
             const Epilogue e = from_column(epilogue, j);
             const int n = static_cast<int>(std::min(NR, cout - j));
             for (Index ow = 0; ow < wo; ow += MR) {
-              micro_kernel<mr, nv>(k, AWindows{corner + ow * g_.sw * g_.c, g_.sw * g_.c, off_.data()}, kernel + j,
-                                   cout, y + (r * wo + ow) * cout + j, cout, static_cast<int>(std::min(MR, wo - ow)),
-                                   n, /*add=*/false, &e);
+              micro_kernel<mr, nv>(k, AWindows{corner + ow * g_.sw * g_.c, g_.sw * g_.c, off_.data()},
+                                   packed_.data() + j * k, NR, y + (r * wo + ow) * cout + j, cout,
+                                   static_cast<int>(std::min(MR, wo - ow)), n, /*add=*/false, &e);
             }
           }
         }
@@ -104,6 +122,7 @@ class DirectConv {
       return;
     }
 #endif
+    const T* kernel = kernel_;
     for (Index r = r0; r < r1; ++r) {
       const T* corner = xpad + image_row(r);
       for (Index ow = 0; ow < wo; ++ow) {
@@ -167,6 +186,11 @@ class DirectConv {
   Window2D g_;
   Index hp_ = 0, wp_ = 0;
   std::vector<Index> off_;  // window cell p's offset from the window's corner, then kMaxRows zeros
+  const T* kernel_ = nullptr;
+  Index cout_ = 0;
+#ifdef LOOM_OWN_SGEMM
+  sgemm::Buffer packed_;  // the kernel in NR-wide slivers (float)
+#endif
 };
 
 }  // namespace loom::detail
