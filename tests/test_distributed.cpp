@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -294,7 +295,10 @@ class UncountedCommunicator : public Communicator {
     AllocationPause pause;
     inner_->broadcast(data, bytes, root);
   }
-  [[noreturn]] void abort(int code) override { inner_->abort(code); }
+  [[noreturn]] void abort(int code) override {
+    inner_->abort(code);
+    std::abort();  // not reached (the inner communicator's abort does not return either)
+  }
   using Communicator::broadcast;
 
  private:

@@ -124,6 +124,7 @@ class Trainer {
     } catch (const std::exception& e) {
       std::cerr << "loom: rank " << comm->rank() << " of " << comm->size() << ": " << e.what() << std::endl;
       comm->abort(1);
+      throw;  // not reached: abort ends every rank (g++ does not carry [[noreturn]] through a virtual call)
     }
   }
 
