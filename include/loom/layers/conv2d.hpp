@@ -233,13 +233,14 @@ class Conv2D : public Layer<T> {
         const Index per = Winograd::tiles_per_image(winograd_forward());
         w.winograd.weights(x_.data(), dz_all, winograd_forward(), geo_.c, cout, mine.begin * per, mine.end * per,
                            w.dkernel.data());
-      } else if (direct) {
-        T* dk = t == 0 ? dkernel_.data() : w.dkernel.data();
-        std::fill(dk, dk + k * cout, T(0));
-        direct_.weights(xpad_.data(), dz_all, mine.begin * geo_.ho, mine.end * geo_.ho, cout, dk);
       } else {
         T* dk = t == 0 ? dkernel_.data() : w.dkernel.data();
-        w.weights(k, cout, rows, {col_.data() + r0 * k, k, true}, {dz, cout}, dk, cout);
+        if (direct) {
+          std::fill(dk, dk + k * cout, T(0));
+          direct_.weights(xpad_.data(), dz_all, mine.begin * geo_.ho, mine.end * geo_.ho, cout, dk);
+        } else {
+          w.weights(k, cout, rows, {col_.data() + r0 * k, k, true}, {dz, cout}, dk, cout);
+        }
       }
       if (opt_.use_bias()) {  // in double: a sum over up to N*Ho*Wo rows
         double* db = w.dbias.data();
