@@ -195,6 +195,83 @@ TEST_CASE("Conv2D: Auto takes Winograd for 3x3 stride-1 layers with 8+ channels 
   CHECK_THROWS_AS(wide.set_algorithm(ConvAlgorithm::Winograd), ConfigError);
 }
 
+TEST_CASE("Conv2D in inference takes a Dropout, a BatchNormalization and a MaxPool2D after it, to rounding") {
+  // Sequential offers a Conv2D the layers after it (Layer::absorb_next_in_inference);
+  // run one by one, they must give what the Conv2D gives alone, with the
+  // pooling done on the direct kernel's rows or Winograd's 4x4 tiles.
+  struct Case {
+    const char* what;
+    ConvAlgorithm algorithm;
+    Shape in;
+    Size2 strides;
+    MaxPool2DOptions pool;
+    bool pools;  // whether the Conv2D takes the pooling
+  };
+  const MaxPool2DOptions same2 = MaxPool2DOptions({2, 2}).padding(Padding::Same);
+  for (const Case& c : {
+           Case{"direct, the notebook's conv1", ConvAlgorithm::Direct, {28, 28, 1}, {1, 1}, same2, true},
+           Case{"direct, 3x3/3 same: windows padded on both sides", ConvAlgorithm::Direct, {7, 8, 2}, {1, 1},
+                MaxPool2DOptions({3, 3}).padding(Padding::Same), true},
+           Case{"direct, strided, 2x2 valid: the last row in no window", ConvAlgorithm::Direct, {17, 19, 3},
+                {2, 2}, MaxPool2DOptions({2, 2}), true},
+           Case{"Winograd, 2x2 same on 14x14", ConvAlgorithm::Winograd, {14, 14, 8}, {1, 1}, same2, true},
+           Case{"Winograd, 2x2 same on 7x7: a tile past the output", ConvAlgorithm::Winograd, {7, 7, 9}, {1, 1},
+                same2, true},
+           Case{"Winograd, 4x4 valid on 9x10", ConvAlgorithm::Winograd, {9, 10, 8}, {1, 1}, MaxPool2DOptions({4, 4}),
+                true},
+           Case{"Winograd, 3x3 windows cross its tiles", ConvAlgorithm::Winograd, {9, 9, 8}, {1, 1},
+                MaxPool2DOptions({3, 3}), false},
+           Case{"Winograd, overlapping windows", ConvAlgorithm::Winograd, {9, 9, 8}, {1, 1},
+                MaxPool2DOptions({3, 3}).strides(Size2{2, 2}), false},
+           Case{"im2col does not pool", ConvAlgorithm::Im2col, {9, 9, 3}, {1, 1}, same2, false},
+       }) {
+    INFO(std::string(c.what));
+    Conv2D<float> layer(conv(19, {3, 3}, Padding::Same, c.strides, Activation::ReLU));
+    Dropout<float> dropout(0.4);
+    BatchNormalization<float> bn;
+    MaxPool2D<float> pool(c.pool);
+    Rng rng(4);
+    pool.build(bn.build(dropout.build(layer.build(c.in, rng), rng), rng), rng);
+    layer.set_algorithm(c.algorithm);
+    for (float& v : *layer.parameters()[1].value) v = static_cast<float>(rng.uniform(-0.5, 0.5));
+    auto p = bn.parameters();  // gamma of both signs, and moving statistics away from 0 and 1
+    for (Index k = 0; k < 19; ++k) {
+      (*p[0].value)[k] = static_cast<float>(k % 2 ? -0.7 - 0.1 * k : 1.3 + 0.2 * k);
+      (*p[1].value)[k] = static_cast<float>(0.1 * k - 0.2);
+      (*p[2].value)[k] = static_cast<float>(0.05 * k);
+      (*p[3].value)[k] = static_cast<float>(0.5 + 0.1 * k);
+    }
+    Tensor<float> x(c.in.with_batch(3));
+    for (float& v : x) v = static_cast<float>(rng.uniform(-1, 1));
+    const Tensor<float> apart =
+        pool.forward(bn.forward(dropout.forward(layer.forward(x, Mode::Inference), Mode::Inference), Mode::Inference),
+                     Mode::Inference);
+    layer.absorb_next_in_inference(&bn);  // the normalization alone, pooled apart: the same bits as pooled inside
+    const Tensor<float> pooled_apart = pool.forward(layer.forward(x, Mode::Inference), Mode::Inference);
+    layer.absorb_next_in_inference(nullptr);
+
+    CHECK(layer.absorb_next_in_inference(&dropout));
+    CHECK(layer.absorb_next_in_inference(&bn));
+    CHECK(layer.absorb_next_in_inference(&pool) == c.pools);
+    CHECK_FALSE(layer.absorb_next_in_inference(&bn));  // nothing after the pooling, nor a second one
+    Tensor<float> fused = layer.forward(x, Mode::Inference);
+    layer.absorb_next_in_inference(nullptr);
+    if (!c.pools) fused = pool.forward(fused, Mode::Inference);
+    REQUIRE(fused.shape() == apart.shape());
+    for (Index i = 0; i < fused.size(); ++i) {
+      REQUIRE_MESSAGE(std::fabs(fused[i] - apart[i]) <= 1e-5f * (1 + std::fabs(apart[i])), "y[" << i << "]");
+    }
+    CHECK(std::equal(fused.begin(), fused.end(), pooled_apart.begin()));
+    // The offer ended: the next inference forward is the layer's own again.
+    CHECK(layer.forward(x, Mode::Inference).shape() == layer.output_shape().with_batch(3));
+  }
+  Conv2D<float> softmax(conv(4, {3, 3}, Padding::Same, {1, 1}, Activation::Softmax));
+  BatchNormalization<float> bn;
+  Rng rng(1);
+  bn.build(softmax.build({5, 5, 2}, rng), rng);
+  CHECK_FALSE(softmax.absorb_next_in_inference(&bn));
+}
+
 TEST_CASE("gradient check: Dense") {
   SUBCASE("linear") {
     Dense<double> layer(DenseOptions(5));

@@ -323,10 +323,11 @@ TEST_CASE("predict gives the same outputs whatever the batch size: bit for bit w
   }
 }
 
-TEST_CASE("in inference each Conv2D absorbs the BatchNormalization after it, to rounding") {
+TEST_CASE("in inference each Conv2D absorbs the BatchNormalization and MaxPool2D after it, to rounding") {
   // Sequential::forward lets a Conv2D apply the next BatchNormalization in
-  // its epilogue (both algorithms: conv1 runs im2col, conv2 and conv3
-  // Winograd); the layers run one by one must agree within float rounding.
+  // its epilogue, past conv2's Dropout, and pool its own output (conv1 runs
+  // the direct kernel, conv2 and conv3 Winograd); the layers run one by one
+  // must agree within float rounding.
   auto model = notebook_model<float>(6);
   model.compile("sparse_categorical_crossentropy", {"accuracy"});
   Tensor<float> x, y;

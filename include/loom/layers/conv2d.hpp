@@ -39,6 +39,7 @@
 #include "detail/im2col.hpp"
 #include "detail/winograd.hpp"
 #include "layer.hpp"
+#include "max_pool2d.hpp"
 
 namespace loom {
 
@@ -93,11 +94,28 @@ class Conv2D : public Layer<T> {
     }
     algorithm_ = a;
   }
-  /// Takes a following BatchNormalization into the epilogue of the next
-  /// inference forward (after the bias and ReLU, y = relu(z) * scale + shift).
+  /// Takes into its next inference forward, offered in order: layers that
+  /// pass their input through in inference (Dropout); a BatchNormalization,
+  /// in the epilogue (after the bias and ReLU, y = relu(z) * scale + shift);
+  /// and then a MaxPool2D whose windows tile the output, pooled from the
+  /// epilogue's rows (direct kernel) or tiles (Winograd, for windows within
+  /// its 4x4 tiles, as 2x2 pooling), so the unpooled output is never
+  /// stored. Not with a softmax activation, nor the pooling under im2col.
   bool absorb_next_in_inference(Layer<T>* next) override {
-    absorbed_ = opt_.activation() == Activation::Softmax ? nullptr : dynamic_cast<BatchNormalization<T>*>(next);
-    return absorbed_ != nullptr;
+    if (!next) {
+      absorbed_ = nullptr;
+      pooled_ = nullptr;
+      return false;
+    }
+    if (pooled_ || opt_.activation() == Activation::Softmax) return false;
+    if (next->identity_in_inference()) return true;
+    if (auto* bn = dynamic_cast<BatchNormalization<T>*>(next); bn && !absorbed_) {
+      absorbed_ = bn;
+      return true;
+    }
+    auto* pool = dynamic_cast<MaxPool2D<T>*>(next);
+    if (pool && can_pool(*pool)) pooled_ = pool;
+    return pooled_ != nullptr;
   }
 
   /// The algorithm the layer runs (Auto resolved; before build, as for a
@@ -160,7 +178,15 @@ class Conv2D : public Layer<T> {
     // Training keeps every column row for the weights' gradient (Winograd
     // keeps x); inference needs only a tile (and Winograd none).
     const bool keep = mode == Mode::Train;
-    y_.resize_for_overwrite(Shape{geo_.n, geo_.ho, geo_.wo, cout});
+    const detail::Window2D* pool = nullptr;
+    if (pooled_ && mode == Mode::Inference) {
+      pool_ = pooled_->window();
+      pool_.n = geo_.n;
+      pool = &pool_;
+      y_.resize_for_overwrite(Shape{geo_.n, pool_.ho, pool_.wo, cout});
+    } else {
+      y_.resize_for_overwrite(Shape{geo_.n, geo_.ho, geo_.wo, cout});
+    }
     detail::GemmEpilogue<T> epilogue{opt_.use_bias() ? bias_.data() : nullptr,
                                      opt_.activation() == Activation::ReLU};
     if (absorbed_ && mode == Mode::Inference) {
@@ -170,11 +196,11 @@ class Conv2D : public Layer<T> {
       epilogue.shift = affine_.data() + cout;
     }
     if (uses_winograd()) {
-      forward_winograd(x, keep, epilogue);
+      forward_winograd(x, keep, epilogue, pool);
       return y_;
     }
     if (uses_direct()) {
-      forward_direct(x, epilogue);
+      forward_direct(x, epilogue, pool);
       return y_;
     }
     if (keep) col_.resize_for_overwrite(Shape{geo_.rows(), k});
@@ -304,7 +330,8 @@ class Conv2D : public Layer<T> {
   /// batch 1. The output tiles are split evenly across the threads, so a
   /// single image uses every core; in training a thread that is done takes
   /// pieces of another's share that it has not started (detail::WorkQueue).
-  void forward_winograd(const Tensor<T>& x, bool keep, const detail::GemmEpilogue<T>& epilogue) {
+  void forward_winograd(const Tensor<T>& x, bool keep, const detail::GemmEpilogue<T>& epilogue,
+                        const detail::Window2D* pool) {
     const Index k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
     const Index tiles = geo_.n * Winograd::tiles_per_image(winograd_forward());
     const bool reuse = !keep && u_cached_ && std::equal(kernel_.begin(), kernel_.end(), u_source_.begin());
@@ -340,7 +367,7 @@ class Conv2D : public Layer<T> {
       w.winograd.reserve(geo_.c, cout);
       for (detail::Range mine = queue_.take(t); mine.size() > 0; mine = queue_.take(t)) {
         w.winograd.run(x.data(), winograd_forward(), geo_.c, mine.begin, mine.end, u_.data(), cout, y_.data(),
-                       epilogue);
+                       epilogue, pool);
       }
       if (opt_.activation() == Activation::Softmax) {
 #pragma omp barrier
@@ -359,22 +386,48 @@ class Conv2D : public Layer<T> {
   /// (kept in training for the weights' gradient) and computes their output.
   /// Splitting one image's rows across threads measured 8 % slower at batch
   /// 1 (notebook_speed, AVX-512): conv1's image is 10 us of work, about
-  /// what the threads' barrier costs.
-  void forward_direct(const Tensor<T>& x, const detail::GemmEpilogue<T>& epilogue) {
-    const Index cout = opt_.filters();
+  /// what the threads' barrier costs. With `pool`, the rows of one pooling
+  /// window go to the thread's scratch, and only their pooling to y.
+  void forward_direct(const Tensor<T>& x, const detail::GemmEpilogue<T>& epilogue, const detail::Window2D* pool) {
+    const Index cout = opt_.filters(), row = geo_.wo * cout;
     direct_.set(geo_);
     direct_.set_kernel(kernel_.data(), cout);
     xpad_.resize_for_overwrite(Shape{direct_.padded_size(geo_.n)});
-    detail::parallel(detail::threads_for(geo_.n), [&](int t, int nt) {
+    const int threads = detail::threads_for(geo_.n);
+    if (pool) prepare_workspaces(threads, pool->kh * row);
+    detail::parallel(threads, [&](int t, int nt) {
       const detail::Range images = detail::split(geo_.n, t, nt);
       direct_.pad(x.data(), images.begin, images.end, xpad_.data());
-      direct_.forward(xpad_.data(), images.begin * geo_.ho, images.end * geo_.ho, y_.data(), epilogue);
+      if (pool) {
+        T* band = ws_[static_cast<std::size_t>(t)].col.data();
+        for (Index n = images.begin; n < images.end; ++n) {
+          for (Index ph = 0; ph < pool->ho; ++ph) {
+            const detail::Range rows = detail::pool_rows(*pool, ph);
+            direct_.forward(xpad_.data(), n * geo_.ho + rows.begin, n * geo_.ho + rows.end, band, epilogue);
+            detail::pool_row(band, rows.size(), *pool, y_.data() + (n * pool->ho + ph) * pool->wo * cout);
+          }
+        }
+        return;
+      }
+      direct_.forward(xpad_.data(), images.begin * geo_.ho, images.end * geo_.ho, y_.data() + images.begin * geo_.ho * row,
+                      epilogue);
       if (opt_.activation() == Activation::Softmax) {
         const Index per_image = geo_.ho * geo_.wo;
         detail::activate(opt_.activation(), y_.data() + images.begin * per_image * cout, images.size() * per_image,
                          cout);
       }
     });
+  }
+
+  /// Whether the forward can pool its output for `pool` (see
+  /// absorb_next_in_inference): windows that tile the output, and for
+  /// Winograd lie within its tiles.
+  bool can_pool(const MaxPool2D<T>& pool) const {
+    const detail::Window2D& p = pool.window();
+    if (!pool.windows_tile() || p.h != geo_.ho || p.w != geo_.wo || p.c != opt_.filters()) return false;
+    if (uses_direct()) return true;
+    return uses_winograd() && Winograd::kTile % p.kh == 0 && Winograd::kTile % p.kw == 0 && p.pad_top == 0 &&
+           p.pad_left == 0;
   }
 
   struct Workspace {
@@ -450,6 +503,8 @@ class Conv2D : public Layer<T> {
   Conv2DOptions opt_;
   ConvAlgorithm algorithm_ = ConvAlgorithm::Auto;
   BatchNormalization<T>* absorbed_ = nullptr;  // the next layer, during a fused inference forward
+  MaxPool2D<T>* pooled_ = nullptr;             // the pooling after it, likewise
+  detail::Window2D pool_;                      // its geometry, for this forward
   Tensor<T> affine_;                           // its scale and shift
   Tensor<T> u_, u_source_;  // Winograd's forward U, and the kernel it came from (inference)
   bool u_cached_ = false;    // u_ is the transform of u_source_

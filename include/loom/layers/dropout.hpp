@@ -30,6 +30,7 @@ class Dropout : public Layer<T> {
   static constexpr const char* class_name = "Dropout";
   std::string type() const override { return class_name; }
   std::string base_name() const override { return "dropout"; }
+  bool identity_in_inference() const override { return true; }
   double rate() const { return rate_; }
   void seed(std::uint64_t seed) override { rng_.seed(seed); }
   bool has_rng() const override { return true; }

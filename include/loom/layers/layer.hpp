@@ -163,11 +163,19 @@ class Layer {
   void set_fused_softmax_grad(bool on) { fused_softmax_grad_ = on; }
   bool fused_softmax_grad() const { return fused_softmax_grad_; }
 
-  /// Inference fusion: offered the layer that follows it (or nullptr to end
-  /// the offer), a layer that can compute that layer's work in its own
-  /// output pass says yes and does it in its next Mode::Inference forward;
-  /// Sequential then skips `next`. Conv2D takes a BatchNormalization this way.
+  /// Inference fusion: offered the layers that follow it one at a time, in
+  /// order, for as long as it says yes (then nullptr, to end the offer), a
+  /// layer that can compute their work in its own output pass takes them
+  /// and does it in its next Mode::Inference forward, whose output is then
+  /// the last taken layer's; Sequential skips the layers taken. Conv2D takes
+  /// a BatchNormalization and a MaxPool2D this way, and the layers between
+  /// that pass their input through in inference (Dropout).
   virtual bool absorb_next_in_inference(Layer* /*next*/) { return false; }
+
+  /// Whether the layer's inference forward returns its input unchanged
+  /// (Dropout, the random augmentations), so that a layer absorbing the
+  /// ones after it can step over it.
+  virtual bool identity_in_inference() const { return false; }
 
   /// Training fusion: offered the layer that follows it, a layer that can do
   /// that layer's work in its own passes takes it, and until offered nullptr

@@ -14,6 +14,7 @@
 
 #include "../parallel.hpp"
 #include "detail/im2col.hpp"
+#include "detail/pool.hpp"
 #include "layer.hpp"
 
 namespace loom {
@@ -88,31 +89,13 @@ class MaxPool2D : public Layer<T> {
       const detail::Range mine = detail::split(g.n, t, nt);
       for (Index n = mine.begin; n < mine.end; ++n) {
         for (Index oh = 0; oh < g.ho; ++oh) {
-          const Index h0 = std::max<Index>(oh * g.sh - g.pad_top, 0);
-          const Index h1 = std::min<Index>(oh * g.sh - g.pad_top + g.kh, g.h);
-          for (Index ow = 0; ow < g.wo; ++ow) {
-            const Index w0 = std::max<Index>(ow * g.sw - g.pad_left, 0);
-            const Index w1 = std::min<Index>(ow * g.sw - g.pad_left + g.kw, g.w);
-            const Index out = ((n * g.ho + oh) * g.wo + ow) * g.c;
-            T* best = y_.data() + out;
-            Index* at = track ? argmax_.data() + out : nullptr;
-            // The window's first cell, then every other cell a whole pixel
-            // (all channels) at a time.
-            const Index first = ((n * g.h + h0) * g.w + w0) * g.c;
-            for (Index c = 0; c < g.c; ++c) best[c] = xd[first + c];
-            if (track) {
-              for (Index c = 0; c < g.c; ++c) at[c] = first + c;
-            }
-            for (Index ih = h0; ih < h1; ++ih) {
-              for (Index iw = ih == h0 ? w0 + 1 : w0; iw < w1; ++iw) {
-                const Index cell = ((n * g.h + ih) * g.w + iw) * g.c;
-                if (track) {
-                  take_larger(xd + cell, cell, g.c, best, at);
-                } else {
-                  take_larger(xd + cell, g.c, best);
-                }
-              }
-            }
+          const detail::Range rows = detail::pool_rows(g, oh);
+          const T* band = xd + (n * g.h + rows.begin) * g.w * g.c;
+          T* out = y_.data() + (n * g.ho + oh) * g.wo * g.c;
+          if (track) {
+            pool_row_tracked(band, rows.size(), band - xd, out, argmax_.data() + (out - y_.data()));
+          } else {
+            detail::pool_row(band, rows.size(), g, out);
           }
         }
       }
@@ -137,8 +120,21 @@ class MaxPool2D : public Layer<T> {
   }
 
  private:
+  /// detail::pool_row, remembering each output's winning input cell (its
+  /// index in x, the band starting at x[first]).
+  void pool_row_tracked(const T* band, Index rows, Index first, T* out, Index* at) const {
+    const Index c = geo_.c;
+    detail::visit_pool_row(
+        rows, geo_,
+        [&](Index ow, Index cell) {
+          std::copy(band + cell, band + cell + c, out + ow * c);
+          for (Index ch = 0; ch < c; ++ch) at[ow * c + ch] = first + cell + ch;
+        },
+        [&](Index ow, Index cell) { take_larger(band + cell, first + cell, c, out + ow * c, at + ow * c); });
+  }
+
   /// best[c], at[c] <- src[c], first + c where src[c] is larger, or NaN (the
-  /// first NaN wins and stays). Branch-free, so the compiler vectorizes it.
+  /// first NaN wins and stays), as detail::take_larger.
   static void take_larger(const T* __restrict src, Index first, Index channels, T* __restrict best,
                           Index* __restrict at) {
     for (Index c = 0; c < channels; ++c) {
@@ -146,14 +142,6 @@ class MaxPool2D : public Layer<T> {
       const bool take = v > b || (v != v && b == b);
       best[c] = take ? v : b;
       at[c] = take ? first + c : at[c];
-    }
-  }
-
-  /// The same without the winners' positions.
-  static void take_larger(const T* __restrict src, Index channels, T* __restrict best) {
-    for (Index c = 0; c < channels; ++c) {
-      const T v = src[c], b = best[c];
-      best[c] = v > b || (v != v && b == b) ? v : b;
     }
   }
 

@@ -139,22 +139,28 @@ class Sequential {
   // ---- Inference ------------------------------------------------------------
 
   /// Runs every layer on a batch; returns the last layer's output. In
-  /// inference a layer that can absorb the next one's work (a Conv2D then a
-  /// BatchNormalization) does it in its own output pass, and the next is
-  /// skipped: the same function up to rounding, one pass over memory less.
+  /// inference a layer that can absorb the work of the ones after it (a
+  /// Conv2D, then a BatchNormalization and a MaxPool2D) does it in its own
+  /// output pass, and they are skipped: the same function up to rounding,
+  /// with fewer passes over memory.
   const Tensor<T>& forward(const Tensor<T>& x, Mode mode) {
     check_inputs(x, "forward");
     const Tensor<T>* out = &x;
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       Layer<T>& layer = *layers_[i];
-      Layer<T>* next = i + 1 < layers_.size() ? layers_[i + 1].get() : nullptr;
-      if (mode == Mode::Inference && next && layer.absorb_next_in_inference(next)) {
-        out = &layer.forward(*out, mode);
-        layer.absorb_next_in_inference(nullptr);
-        ++i;
-      } else {
-        out = &layer.forward(*out, mode);
+      std::size_t taken = 0;
+      while (mode == Mode::Inference && i + taken + 1 < layers_.size() &&
+             layer.absorb_next_in_inference(layers_[i + taken + 1].get())) {
+        ++taken;
       }
+      struct Release {  // ends the offer, also when forward throws
+        Layer<T>* layer;
+        ~Release() {
+          if (layer) layer->absorb_next_in_inference(nullptr);
+        }
+      } release{taken > 0 ? &layer : nullptr};
+      out = &layer.forward(*out, mode);
+      i += taken;
     }
     return *out;
   }

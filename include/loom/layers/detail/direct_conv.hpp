@@ -98,7 +98,8 @@ class DirectConv {
   }
 
   /// Output rows [r0, r1) of the batch (row r = image r / ho, row r % ho)
-  /// from xpad: y [N, ho, wo, cout] = epilogue(col * kernel).
+  /// from xpad: y = epilogue(col * kernel), where y holds rows [r0, r1) of
+  /// the output [N, ho, wo, cout] (wo * cout values each, from row r0).
   void forward(const T* xpad, Index r0, Index r1, T* y, const GemmEpilogue<T>& epilogue) const {
     const Index k = g_.patch(), wo = g_.wo, cout = cout_;
 #ifdef LOOM_OWN_SGEMM
@@ -113,7 +114,7 @@ class DirectConv {
             const int n = static_cast<int>(std::min(NR, cout - j));
             for (Index ow = 0; ow < wo; ow += MR) {
               micro_kernel<mr, nv>(k, AWindows{corner + ow * g_.sw * g_.c, g_.sw * g_.c, off_.data()},
-                                   packed_.data() + j * k, NR, y + (r * wo + ow) * cout + j, cout,
+                                   packed_.data() + j * k, NR, y + ((r - r0) * wo + ow) * cout + j, cout,
                                    static_cast<int>(std::min(MR, wo - ow)), n, /*add=*/false, &e);
             }
           }
@@ -127,7 +128,7 @@ class DirectConv {
       const T* corner = xpad + image_row(r);
       for (Index ow = 0; ow < wo; ++ow) {
         const T* a = corner + ow * g_.sw * g_.c;
-        T* out = y + (r * wo + ow) * cout;
+        T* out = y + ((r - r0) * wo + ow) * cout;
         std::fill(out, out + cout, T(0));
         for (Index p = 0; p < k; ++p) {
           const T v = a[off_[static_cast<std::size_t>(p)]];

@@ -36,6 +36,7 @@
 
 #include "../../tensor.hpp"
 #include "gemm.hpp"
+#include "pool.hpp"
 
 namespace loom::detail {
 
@@ -116,6 +117,8 @@ class Winograd3x3 {
  public:
   using F = WinogradMatrices<M>;
   static constexpr int kAlpha = F::kAlpha, kPoints = kAlpha * kAlpha;
+  /// Output pixels per tile, each way.
+  static constexpr int kTile = M;
 
   /// U[xi][ci][co] = (G g G^T)[xi] from a kernel [3, 3, cin, cout]; with
   /// `input_grad`, of the kernel rotated by 180 degrees with its channels
@@ -158,6 +161,7 @@ class Winograd3x3 {
     const Index chunk = chunk_tiles(cin, cout);
     reserve_tiles(chunk, cin, cout);
     gemm_.reserve_for(chunk, cout, cin);
+    if (static_cast<Index>(tile_.size()) < M * M * cout) tile_.resize(static_cast<std::size_t>(M * M * cout));
   }
 
   /// One thread's share of the weights' gradient: over output tiles
@@ -234,10 +238,13 @@ class Winograd3x3 {
   /// One thread: output tiles [first, last) of the batch, numbered image by
   /// image, row by row (so threads can split a single image), of
   /// x [N, h, w, cin] into y [N, ho, wo, cout] through U from
-  /// transform_kernel, then the epilogue (bias, ReLU).
+  /// transform_kernel, then the epilogue (bias, ReLU). With `pool`, a
+  /// max-pooling of y [N, ho, wo, cout] (pool->h x pool->w) whose windows
+  /// lie within the tiles (strides equal to a size that divides kTile, no
+  /// padding before), y is the pooling's output [N, pool->ho, pool->wo, cout].
   /// Allocates only when a call needs more scratch than every earlier one.
   void run(const T* x, const Winograd2D& geo, Index cin, Index first, Index last, const T* u, Index cout, T* y,
-           GemmEpilogue<T> epilogue) {
+           GemmEpilogue<T> epilogue, const Window2D* pool = nullptr) {
     const Index per_image = tiles_per_image(geo), total = last - first;
     const Index chunk = chunk_tiles(cin, cout);
     reserve(cin, cout);
@@ -250,7 +257,7 @@ class Winograd3x3 {
               m_.data() + xi * cout, kPoints * cout);
       }
       for (Index t = 0; t < tiles; ++t) {
-        output_tile(m_.data() + t * kPoints * cout, geo, cout, per_image, first + t0 + t, y, epilogue);
+        output_tile(m_.data() + t * kPoints * cout, geo, cout, per_image, first + t0 + t, y, epilogue, pool);
       }
     }
   }
@@ -370,11 +377,21 @@ class Winograd3x3 {
     }
   }
 
-  /// One tile's outputs: A^T M A for every output channel, then the epilogue.
-  static void output_tile(const T* m, const Winograd2D& geo, Index cout, Index per_image, Index tile, T* y,
-                          const GemmEpilogue<T>& epilogue) {
+  /// One tile's outputs: A^T M A for every output channel, then the
+  /// epilogue (and the pooling, as in run).
+  void output_tile(const T* m, const Winograd2D& geo, Index cout, Index per_image, Index tile, T* y,
+                   const GemmEpilogue<T>& epilogue, const Window2D* pool) {
     const Index tiles_w = (geo.wo + M - 1) / M;
     const Index n = tile / per_image, ti = tile % per_image / tiles_w, tj = tile % per_image % tiles_w;
+    if (pool) {  // the tile's outputs to tile_, as an image of their own, then pooled
+      const Winograd2D band{0, 0, std::min<Index>(M, geo.ho - ti * M), std::min<Index>(M, geo.wo - tj * M), 0, 0};
+      for (Index c0 = 0; c0 < cout; c0 += kLanes) {
+        const int lanes = static_cast<int>(std::min<Index>(kLanes, cout - c0));
+        output_channels(m, band, cout, 0, 0, c0, lanes, tile_.data(), epilogue);
+      }
+      pool_tile(tile_.data(), band, ti * M, tj * M, cout, *pool, y + n * pool->ho * pool->wo * cout);
+      return;
+    }
     T* image = y + n * geo.ho * geo.wo * cout;
     for (Index c0 = 0; c0 < cout; c0 += kLanes) {
       const int lanes = static_cast<int>(std::min<Index>(kLanes, cout - c0));
@@ -409,7 +426,24 @@ class Winograd3x3 {
     }
   }
 
-  std::vector<T> v_, m_;
+  /// Pools one tile's outputs, `tile` [band.ho, band.wo, cout] (the part of
+  /// the tile at (oh0, ow0) inside the output), into the pooled image, with
+  /// MaxPool2D's loops: the pooling's windows lie within the tile.
+  static void pool_tile(const T* tile, const Winograd2D& band, Index oh0, Index ow0, Index cout, const Window2D& pool,
+                        T* image) {
+    Window2D part = pool;  // the pooling of this tile alone
+    part.h = band.ho;
+    part.w = band.wo;
+    part.ho = std::min<Index>(M / pool.kh, pool.ho - oh0 / pool.kh);
+    part.wo = std::min<Index>(M / pool.kw, pool.wo - ow0 / pool.kw);
+    for (Index a = 0; a < part.ho; ++a) {
+      const Range rows = pool_rows(part, a);
+      pool_row(tile + rows.begin * part.w * cout, rows.size(), part,
+               image + ((oh0 / pool.kh + a) * pool.wo + ow0 / pool.kw) * cout);
+    }
+  }
+
+  std::vector<T> v_, m_, tile_;  // tile_: one tile's outputs, when pooled
   Gemm<T> gemm_;
 };
 
