@@ -122,7 +122,9 @@ class Trainer {
       ReplicasOf<Model> replicas(model, comm);
       return fit_impl(model, x, y, options, comm);
     } catch (const std::exception& e) {
-      std::cerr << "loom: rank " << comm->rank() << " of " << comm->size() << ": " << e.what() << std::endl;
+      // One write: std::cerr is unbuffered, and mpiexec's own message about
+      // the abort, written to the same stream, could land inside the line.
+      std::cerr << detail::str("loom: rank ", comm->rank(), " of ", comm->size(), ": ", e.what(), '\n') << std::flush;
       comm->abort(1);
       throw;  // not reached: abort ends every rank (g++ does not carry [[noreturn]] through a virtual call)
     }
