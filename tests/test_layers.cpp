@@ -681,6 +681,32 @@ TEST_CASE("MaxPool2D, same padding on an odd size ignores the padded cells") {
   CHECK(valid.build({7, 7, 50}, rng) == Shape{3, 3, 50});
 }
 
+TEST_CASE("MaxPool2D: a NaN in a window wins, infinities compare, in both modes and both window loops") {
+  // 2x2 windows take a one-pass loop, 3x3 ones the general loop; inference
+  // and training (which remembers the winners) have loops of their own.
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> image{1, 2, 3, 4, 5,  6, nan, 8, 9, 10,  -inf, -inf, 0, -1, nan,  -inf, -inf, -2, -3, 7};
+  Tensor<float> x(Shape{1, 4, 5, 2});  // channel 1 is -channel 0
+  for (std::size_t i = 0; i < image.size(); ++i) {
+    x[Index(2 * i)] = image[i];
+    x[Index(2 * i + 1)] = -image[i];
+  }
+  const auto same_value = [](float a, float b) { return (std::isnan(a) && std::isnan(b)) || a == b; };
+  for (const Mode mode : {Mode::Inference, Mode::Train}) {
+    MaxPool2D<float> two(MaxPool2DOptions({2, 2}).padding(Padding::Same));
+    Rng rng(0);
+    REQUIRE(two.build({4, 5, 2}, rng) == Shape{2, 3, 2});
+    const Tensor<float>& y = two.forward(x, mode);
+    const float want[] = {nan, nan, 9, -3, 10, -5, -inf, inf, 0, 3, nan, nan};
+    for (Index i = 0; i < 12; ++i) CHECK_MESSAGE(same_value(y[i], want[i]), "2x2 y[" << i << "] = " << y[i]);
+    MaxPool2D<float> three(MaxPool2DOptions({3, 3}).padding(Padding::Same));
+    REQUIRE(three.build({4, 5, 2}, rng) == Shape{2, 2, 2});
+    const Tensor<float>& z = three.forward(x, mode);  // rows {0,1}, {2,3} (one padded row before); columns {0,1,2}, {3,4}
+    const float want3[] = {nan, nan, 10, -4, 0, inf, nan, nan};
+    for (Index i = 0; i < 8; ++i) CHECK_MESSAGE(same_value(z[i], want3[i]), "3x3 z[" << i << "] = " << z[i]);
+  }
+}
+
 TEST_CASE("MaxPool2D routes the gradient to the winning cell, per channel") {
   MaxPool2D<double> layer(MaxPool2DOptions({2, 2}));
   Rng rng(0);
