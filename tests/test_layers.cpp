@@ -350,7 +350,7 @@ TEST_CASE("gradient check: MaxPool2D") {
       {"17x17/3 valid: a large window", MaxPool2DOptions({17, 17}).strides(Size2{3, 3}), {20, 20, 1}, 1},
   };
   for (const Case& c : cases) {
-    CAPTURE(c.what);
+    INFO(std::string(c.what));  // CAPTURE of a const char* logs the pointer
     MaxPool2D<double> layer(c.options);
     check_layer_gradients(layer, random_input(layer, c.input, c.batch));
   }
@@ -389,7 +389,7 @@ const PoolCase tiling_pools[] = {
 
 TEST_CASE("gradient check: BatchNormalization with the MaxPool2D after it fused in") {
   for (const PoolCase& c : tiling_pools) {
-    CAPTURE(c.what);
+    INFO(std::string(c.what));  // CAPTURE of a const char* logs the pointer
     BatchNormalization<double> bn;
     MaxPool2D<double> pool(c.options);
     REQUIRE(fuse_batch_norm_and_pool(bn, pool, c.input));
@@ -402,7 +402,7 @@ TEST_CASE("gradient check: BatchNormalization with the MaxPool2D after it fused 
 
 TEST_CASE("BatchNormalization with MaxPool2D fused in: the pooled output bit for bit, gradients to rounding") {
   for (const PoolCase& c : tiling_pools) {
-    CAPTURE(c.what);
+    INFO(std::string(c.what));  // CAPTURE of a const char* logs the pointer
     BatchNormalization<float> bn, bn_apart;
     MaxPool2D<float> pool(c.options), pool_apart(c.options);
     REQUIRE(fuse_batch_norm_and_pool(bn, pool, c.input));
