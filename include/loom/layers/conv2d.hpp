@@ -178,15 +178,9 @@ class Conv2D : public Layer<T> {
     // Training keeps every column row for the weights' gradient (Winograd
     // keeps x); inference needs only a tile (and Winograd none).
     const bool keep = mode == Mode::Train;
-    const detail::Window2D* pool = nullptr;
-    if (pooled_ && mode == Mode::Inference) {
-      pool_ = pooled_->window();
-      pool_.n = geo_.n;
-      pool = &pool_;
-      y_.resize_for_overwrite(Shape{geo_.n, pool_.ho, pool_.wo, cout});
-    } else {
-      y_.resize_for_overwrite(Shape{geo_.n, geo_.ho, geo_.wo, cout});
-    }
+    // The pooling taken (its geometry; the loops never read its batch size).
+    const detail::Window2D* pool = pooled_ && mode == Mode::Inference ? &pooled_->window() : nullptr;
+    y_.resize_for_overwrite(Shape{geo_.n, pool ? pool->ho : geo_.ho, pool ? pool->wo : geo_.wo, cout});
     detail::GemmEpilogue<T> epilogue{opt_.use_bias() ? bias_.data() : nullptr,
                                      opt_.activation() == Activation::ReLU};
     if (absorbed_ && mode == Mode::Inference) {
@@ -504,7 +498,6 @@ class Conv2D : public Layer<T> {
   ConvAlgorithm algorithm_ = ConvAlgorithm::Auto;
   BatchNormalization<T>* absorbed_ = nullptr;  // the next layer, during a fused inference forward
   MaxPool2D<T>* pooled_ = nullptr;             // the pooling after it, likewise
-  detail::Window2D pool_;                      // its geometry, for this forward
   Tensor<T> affine_;                           // its scale and shift
   Tensor<T> u_, u_source_;  // Winograd's forward U, and the kernel it came from (inference)
   bool u_cached_ = false;    // u_ is the transform of u_source_
