@@ -98,6 +98,27 @@ TEST_CASE("inference allocates nothing after the first batch of a size") {
   CHECK(probe.count() == 0);
 }
 
+TEST_CASE("inference on two threads' copies of the layers allocates nothing after the first call") {
+  // 150 samples in chunks of 8: each thread runs whole chunks on its own
+  // copy of the layers (Sequential::infer_chunks), the last chunk smaller.
+  const int saved = num_threads();
+  set_num_threads(2);
+  auto model = examples::notebook_model<float>(3);
+  model.compile("sparse_categorical_crossentropy", {"accuracy"});
+  Tensor<float> x(Shape{150, 28, 28, 1}), y(Shape{150});
+  Rng rng(5);
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (float& v : y) v = static_cast<float>(rng.below(10));
+  model.evaluate(x, y, 8);
+  {
+    AllocationProbe probe;
+    model.evaluate(x, y, 8);
+    model.evaluate(x, y, 8);
+    CHECK(probe.count() == 0);
+  }
+  set_num_threads(saved);
+}
+
 TEST_CASE("fit's batches allocate nothing after the first: gather, step, logs and callbacks") {
   auto model = examples::notebook_model<float>(3);
   model.compile("sparse_categorical_crossentropy", {"accuracy"});

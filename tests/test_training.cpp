@@ -323,6 +323,66 @@ TEST_CASE("predict gives the same outputs whatever the batch size: bit for bit w
   }
 }
 
+TEST_CASE("predict and evaluate on two threads run whole chunks on copies of the layers, with the same results") {
+  // With at least two chunks per thread, each thread runs its chunks on its
+  // own copy of the layers (Sequential::infer_chunks); otherwise, and on one
+  // thread, the model's own layers run every chunk. Same bits either way
+  // with loom's own GEMM; to rounding with Eigen's.
+#ifdef LOOM_OWN_SGEMM
+  const float tolerance = 0;
+#else
+  const float tolerance = 1e-6f;
+#endif
+  const auto worst = [](const Tensor<float>& a, const Tensor<float>& b) {
+    REQUIRE(a.shape() == b.shape());
+    float d = 0;
+    for (Index i = 0; i < a.size(); ++i) d = std::max(d, std::abs(a[i] - b[i]));
+    return d;
+  };
+  const int saved = num_threads();
+  auto model = notebook_model<float>(12);
+  model.compile("sparse_categorical_crossentropy", {"accuracy"});
+  Tensor<float> x, y;
+  random_batch(150, 9, x, y);
+  model.train_step(x, y);
+  const auto both = [&](auto&& run) {  // run() on one thread, then on two
+    set_num_threads(1);
+    auto one = run();
+    set_num_threads(2);
+    auto two = run();
+    CHECK(num_threads() == 2);  // the copies' threads ran with one thread each, not the caller
+    return std::make_pair(std::move(one), std::move(two));
+  };
+  for (const Index b : {Index(1), Index(8), Index(32), Index(40)}) {  // 150, 19, 5 and 5 chunks: all copies
+    CAPTURE(b);
+    const auto [one, two] = both([&] { return model.predict(x, b); });
+    CHECK(worst(one, two) <= tolerance);
+    const auto [e1, e2] = both([&] { return model.evaluate(x, y, b); });
+    CHECK(e1.accuracy == e2.accuracy);
+    CHECK(e1.loss == doctest::Approx(e2.loss).epsilon(1e-12));
+  }
+  // The copies take the model's parameters before each use: after a step
+  // that moves them, two threads still agree with one.
+  model.train_step(x, y);
+  {
+    const auto [one, two] = both([&] { return model.predict(x, 8); });
+    CHECK(worst(one, two) <= tolerance);
+  }
+  // ... and its settings: im2col rounds differently from Winograd, so a copy
+  // still running Winograd would not agree bit for bit.
+  auto& conv = dynamic_cast<Conv2D<float>&>(model.layer(3));
+  REQUIRE(conv.algorithm() == ConvAlgorithm::Winograd);
+  const Tensor<float> winograd = model.predict(x, 8);
+  conv.set_algorithm(ConvAlgorithm::Im2col);
+  {
+    const auto [one, two] = both([&] { return model.predict(x, 8); });
+    CHECK(worst(one, two) <= tolerance);
+    CHECK(worst(two, winograd) > 0);
+    CHECK(worst(two, winograd) < 1e-4f);
+  }
+  set_num_threads(saved);
+}
+
 TEST_CASE("in inference each Conv2D absorbs the BatchNormalization and MaxPool2D after it, to rounding") {
   // Sequential::forward lets a Conv2D apply the next BatchNormalization in
   // its epilogue, past conv2's Dropout, and pool its own output (conv1 runs

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -240,6 +241,22 @@ class Layer {
 
   /// The layer's hyperparameters: what `from_config` needs to make it again.
   virtual Config config() const { return {}; }
+
+  /// For Sequential's inference on several threads at once (predict,
+  /// evaluate): a new, unbuilt layer of this type and configuration, made
+  /// by the registry from type() and config() as a loaded model's layers
+  /// are; nullptr for a type nobody registered (the model then splits each
+  /// layer's work across the threads instead). Sequential builds the copy,
+  /// and before each use copies the parameters and buffers into it and
+  /// calls copy_settings_to.
+  virtual std::unique_ptr<Layer> inference_copy() const {
+    const Registry<Layer>& registry = Registry<Layer>::global();
+    return registry.has(type()) ? registry.create(type(), config()) : nullptr;
+  }
+  /// Gives an inference_copy of this layer the settings that are neither
+  /// its configuration nor parameters but change its output, if only by
+  /// rounding (Conv2D's algorithm).
+  virtual void copy_settings_to(Layer& /*copy*/) const {}
 
   /// Caps the parameter values the next `build` may create: a build that
   /// would create more throws ConfigError before allocating them. The model

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <exception>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -23,7 +24,9 @@
 #include "../io.hpp"
 #include "../layers/layer.hpp"
 #include "../losses.hpp"
+#include "../metrics.hpp"
 #include "../optimizers.hpp"
+#include "../parallel.hpp"
 #include "fit_options.hpp"
 #include "history.hpp"
 #include "model_file.hpp"
@@ -76,6 +79,8 @@ class Sequential {
     }
     layers_.push_back(std::move(layer));
     params_.clear();
+    copies_.clear();
+    no_copies_ = false;
     trainer_.invalidate();
   }
 
@@ -145,32 +150,16 @@ class Sequential {
   /// with fewer passes over memory.
   const Tensor<T>& forward(const Tensor<T>& x, Mode mode) {
     check_inputs(x, "forward");
-    const Tensor<T>* out = &x;
-    for (std::size_t i = 0; i < layers_.size(); ++i) {
-      Layer<T>& layer = *layers_[i];
-      std::size_t taken = 0;
-      while (mode == Mode::Inference && i + taken + 1 < layers_.size() &&
-             layer.absorb_next_in_inference(layers_[i + taken + 1].get())) {
-        ++taken;
-      }
-      struct Release {  // ends the offer, also when forward throws
-        Layer<T>* layer;
-        ~Release() {
-          if (layer) layer->absorb_next_in_inference(nullptr);
-        }
-      } release{taken > 0 ? &layer : nullptr};
-      out = &layer.forward(*out, mode);
-      i += taken;
-    }
-    return *out;
+    return run_layers(layers_, x, mode);
   }
 
-  /// Inference runs the layers on at most this many samples at a time,
-  /// whatever predict's batch_size: 32 of the notebook's images keep their
-  /// activations in cache where 1,000 do not (15,300 against 13,300 images/s
-  /// on the development machine, AVX-512, in one run). In inference a sample's outputs depend on
-  /// that sample alone: with loom's own float GEMM (x86 with AVX2 or
-  /// AVX-512) they are the same bit for bit whatever the batch; with Eigen's
+  /// Inference (predict, evaluate) runs the layers on at most this many
+  /// samples at a time, whatever the batch_size: 32 of the notebook's
+  /// images keep their activations in cache where 1,000 do not (15,300
+  /// against 13,300 images/s on the development machine, AVX-512, in one
+  /// run). In inference a sample's outputs depend on that sample alone: with
+  /// loom's own float GEMM (x86 with AVX2 or AVX-512) they are the same bit
+  /// for bit whatever the batch and whichever thread runs it; with Eigen's
   /// kernel, whose blocking depends on the sizes, the same to rounding (tested).
   static constexpr Index kInferenceChunk = 32;
 
@@ -181,13 +170,10 @@ class Sequential {
     const Index n = x.dim(0);
     Tensor<T> result(layers_.back()->output_shape().with_batch(n));
     const Index width = result.size() / std::max<Index>(n, 1);
-    const Index step = std::min(batch_size, kInferenceChunk);
-    for (Index start = 0; start < n; start += step) {
-      const Index b = std::min(step, n - start);
-      slice(x, start, b, xb_);
-      const Tensor<T>& p = forward(xb_, Mode::Inference);
-      std::copy(p.begin(), p.end(), result.data() + start * width);
-    }
+    infer_chunks(x, 0, n, std::min(batch_size, kInferenceChunk),
+                 [&](Index /*chunk*/, Index start, const Tensor<T>& p, Tensor<T>& /*scratch*/) {
+                   std::copy(p.begin(), p.end(), result.data() + start * width);
+                 });
     return result;
   }
 
@@ -202,19 +188,24 @@ class Sequential {
 
   /// What `evaluate` divides, over the samples [begin, end) of checked data:
   /// the loss times the samples, and the correct predictions. (A distributed
-  /// fit splits validation among its ranks with it.)
+  /// fit splits validation among its ranks with it.) The sums run over
+  /// chunks of at most kInferenceChunk samples, in order, so they are the
+  /// same whatever the batch_size (up to rounding) and the thread count.
   std::pair<double, Index> evaluation_sums(const Tensor<T>& x, const Tensor<T>& y, Index begin, Index end,
                                            Index batch_size) {
     const Loss<T>& loss = trainer_.loss();
+    const Index step = std::min(batch_size, kInferenceChunk), chunks = (end - begin + step - 1) / step;
+    if (static_cast<Index>(chunk_sums_.size()) < chunks) chunk_sums_.resize(static_cast<std::size_t>(chunks));
+    infer_chunks(x, begin, end, step, [&](Index chunk, Index start, const Tensor<T>& p, Tensor<T>& yb) {
+      slice(y, start, p.dim(0), yb);
+      chunk_sums_[static_cast<std::size_t>(chunk)] = {loss.value(p, yb) * static_cast<double>(p.dim(0)),
+                                                      count_correct(p, yb, loss)};
+    });
     double sum = 0;
     Index correct = 0;
-    for (Index start = begin; start < end; start += batch_size) {
-      const Index b = std::min(batch_size, end - start);
-      slice(x, start, b, xb_);
-      slice(y, start, b, yb_);
-      const Tensor<T>& p = forward(xb_, Mode::Inference);
-      sum += loss.value(p, yb_) * static_cast<double>(b);
-      correct += count_correct(p, yb_, loss);
+    for (Index c = 0; c < chunks; ++c) {
+      sum += chunk_sums_[static_cast<std::size_t>(c)].first;
+      correct += chunk_sums_[static_cast<std::size_t>(c)].second;
     }
     return {sum, correct};
   }
@@ -328,6 +319,117 @@ class Sequential {
     build(x.shape().without_batch());
   }
 
+  /// Runs `layers` on a batch; see forward.
+  static const Tensor<T>& run_layers(std::vector<std::unique_ptr<Layer<T>>>& layers, const Tensor<T>& x, Mode mode) {
+    const Tensor<T>* out = &x;
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      Layer<T>& layer = *layers[i];
+      std::size_t taken = 0;
+      while (mode == Mode::Inference && i + taken + 1 < layers.size() &&
+             layer.absorb_next_in_inference(layers[i + taken + 1].get())) {
+        ++taken;
+      }
+      struct Release {  // ends the offer, also when forward throws
+        Layer<T>* layer;
+        ~Release() {
+          if (layer) layer->absorb_next_in_inference(nullptr);
+        }
+      } release{taken > 0 ? &layer : nullptr};
+      out = &layer.forward(*out, mode);
+      i += taken;
+    }
+    return *out;
+  }
+
+  /// Inference over the samples [begin, end) of x, `step` at a time: calls
+  /// done(chunk, start, output, scratch) for each chunk (numbered from 0,
+  /// starting at sample `start`), with a tensor `done` may use as it likes.
+  ///
+  /// With several threads and at least two chunks for each, every thread
+  /// runs whole chunks on its own copy of the layers (InferenceCopy), one
+  /// thread to a chunk: no barrier between the layers, and a thread whose
+  /// core runs faster takes more chunks (detail::WorkQueue). Otherwise the
+  /// model's own layers run the chunks in turn, each splitting its work
+  /// across the threads. A chunk's output is the same either way (see
+  /// kInferenceChunk). `done` runs once per chunk, maybe on another thread
+  /// than the caller's, so it must write only what belongs to its chunk.
+  template <class Done>
+  void infer_chunks(const Tensor<T>& x, Index begin, Index end, Index step, Done&& done) {
+    const Index chunks = (end - begin + step - 1) / step;
+    const int threads = num_threads();
+    if (threads < 2 || chunks < 2 * Index(threads) || !prepare_copies(threads)) {
+      for (Index c = 0; c < chunks; ++c) {
+        const Index start = begin + c * step;
+        slice(x, start, std::min(step, end - start), xb_);
+        done(c, start, run_layers(layers_, xb_, Mode::Inference), yb_);
+      }
+      return;
+    }
+    parameters();  // the model's list, made before the threads read it
+    chunk_queue_.reset(chunks, 1, threads);
+    std::exception_ptr error;
+    detail::parallel(threads, [&](int t, int /*nt*/) {
+      try {
+        set_num_threads(1);  // this thread's own: its layers' work is not split again
+        InferenceCopy& copy = copies_[static_cast<std::size_t>(t)];
+        copy.take_parameters(params_, layers_);
+        for (detail::Range c = chunk_queue_.take(t); c.size() > 0; c = chunk_queue_.take(t)) {
+          const Index start = begin + c.begin * step;
+          slice(x, start, std::min(step, end - start), copy.xb);
+          done(c.begin, start, run_layers(copy.layers, copy.xb, Mode::Inference), copy.yb);
+        }
+      } catch (...) {
+#pragma omp critical(loom_inference_error)
+        if (!error) error = std::current_exception();
+      }
+    });
+    if (error) std::rethrow_exception(error);
+  }
+
+  /// A thread's copy of the model's layers, for infer_chunks, with its own
+  /// batch buffers. Its layers hold their own outputs and scratch; the
+  /// parameters are the model's, copied in before each use (about 1 MB for
+  /// the notebook's model, against 2 ms for a chunk of 32 images).
+  struct InferenceCopy {
+    std::vector<std::unique_ptr<Layer<T>>> layers;
+    std::vector<Parameter<T>> params;
+    Tensor<T> xb, yb;
+
+    void take_parameters(const std::vector<Parameter<T>>& from, const std::vector<std::unique_ptr<Layer<T>>>& model) {
+      for (std::size_t i = 0; i < params.size(); ++i) {
+        std::copy(from[i].value->begin(), from[i].value->end(), params[i].value->begin());
+      }
+      for (std::size_t i = 0; i < layers.size(); ++i) model[i]->copy_settings_to(*layers[i]);
+    }
+  };
+
+  /// Makes `threads` copies of the layers, if not made yet; false when a
+  /// layer has no inference_copy, or a copy's parameters do not match the
+  /// layer's (then the model runs its own layers).
+  bool prepare_copies(int threads) {
+    if (no_copies_) return false;
+    const std::vector<Parameter<T>>& mine = parameters();
+    while (copies_.size() < static_cast<std::size_t>(threads)) {
+      InferenceCopy copy;
+      Rng rng;  // the copy's initial weights are overwritten before use
+      for (const auto& layer : layers_) {
+        std::unique_ptr<Layer<T>> twin = layer->inference_copy();
+        if (!twin) return no_copies_ = true, copies_.clear(), false;
+        twin->set_name(layer->name());
+        twin->build(layer->input_shape(), rng);
+        for (const auto& p : twin->parameters()) copy.params.push_back(p);
+        copy.layers.push_back(std::move(twin));
+      }
+      const bool same = copy.params.size() == mine.size() &&
+                        std::equal(mine.begin(), mine.end(), copy.params.begin(), [](const auto& a, const auto& b) {
+                          return a.value->shape() == b.value->shape();
+                        });
+      if (!same) return no_copies_ = true, copies_.clear(), false;
+      copies_.push_back(std::move(copy));
+    }
+    return true;
+  }
+
   /// dst <- rows [start, start + b) of src.
   static void slice(const Tensor<T>& src, Index start, Index b, Tensor<T>& dst) {
     Shape s = src.shape();
@@ -345,6 +447,10 @@ class Sequential {
   std::optional<Shape> input_shape_;
   std::vector<Parameter<T>> params_;
   Tensor<T> xb_, yb_;  ///< reused by predict and evaluate
+  std::vector<InferenceCopy> copies_;  ///< infer_chunks' threads' layers, made when first needed
+  bool no_copies_ = false;             ///< a layer cannot be copied
+  detail::WorkQueue chunk_queue_;
+  std::vector<std::pair<double, Index>> chunk_sums_;  ///< evaluation_sums' loss sum and correct count per chunk
   Trainer<T> trainer_;
 };
 
