@@ -13,6 +13,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 
 #include <loom/loom.hpp>
@@ -72,9 +73,21 @@ class Unregistered : public Scale<T> {
   std::string type() const override { return "Unregistered"; }
 };
 
+/// Registered, but its config cannot make it again (a user's bug).
+template <class T>
+class Unmakeable : public Scale<T> {
+ public:
+  static constexpr const char* class_name = "Unmakeable";
+  static std::unique_ptr<Layer<T>> from_config(const Config& /*c*/) {
+    throw std::invalid_argument("Unmakeable: no config makes this layer");
+  }
+  std::string type() const override { return class_name; }
+};
+
 }  // namespace user
 
 LOOM_REGISTER(user::Scale)
+LOOM_REGISTER(user::Unmakeable)
 
 namespace {
 
@@ -147,6 +160,38 @@ TEST_CASE("a layer defined by the user, once registered, saves, loads and trains
   loaded.fit(x, y, FitOptions<float>().epochs(3).batch_size(4).verbose(0).resume(true));
   CHECK(weights_of(loaded) == weights_of(model));
   CHECK(Registry<Layer<double>>::global().has("Scale"));  // both scalar types
+}
+
+TEST_CASE("predict on two threads copies a registered layer of the user's, and runs the model's own layers otherwise") {
+  // With two chunks or more per thread, predict runs each thread's chunks on
+  // a copy of the layers made by the registry (Sequential::infer_chunks);
+  // a layer that cannot be copied keeps the model on its own layers. Either
+  // way the outputs are those of one thread. The factor is set after build,
+  // so a copy that kept its initial factor would be caught.
+  const int saved = num_threads();
+  Tensor<float> x(Shape{100, 6});
+  Rng rng(2);
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (int kind = 0; kind < 3; ++kind) {
+    CAPTURE(kind);
+    Sequential<float> model(1);
+    model.add(Dense<float>(DenseOptions(4)), Shape{6});
+    if (kind == 0) model.add(user::Scale<float>(0.5));
+    if (kind == 1) model.add(user::Unregistered<float>());
+    if (kind == 2) model.add(user::Unmakeable<float>());
+    (*model.layer(1).parameters()[0].value)[0] = 3;
+    set_num_threads(1);
+    const Tensor<float> one = model.predict(x, 4);
+    set_num_threads(2);
+    const Tensor<float> two = model.predict(x, 4);
+#ifdef LOOM_OWN_SGEMM
+    CHECK(std::equal(one.begin(), one.end(), two.begin()));
+#else  // Eigen's kernel blocks by the sizes: to rounding
+    for (Index i = 0; i < one.size(); ++i) CHECK(two[i] == doctest::Approx(one[i]).epsilon(1e-6));
+#endif
+    CHECK(one[0] != 0);
+  }
+  set_num_threads(saved);
 }
 
 TEST_CASE("saving a layer nobody registered fails at once, saying how to register it") {

@@ -403,31 +403,45 @@ class Sequential {
     }
   };
 
-  /// Makes `threads` copies of the layers, if not made yet; false when a
-  /// layer has no inference_copy, or a copy's parameters do not match the
-  /// layer's (then the model runs its own layers).
+  /// Makes `threads` copies of the layers, if not made yet. False when a
+  /// layer has no inference_copy, cannot be made again from its config
+  /// (a user's class whose from_config throws), or its copy's parameters do
+  /// not match its own: then the model runs its own layers, as it can.
   bool prepare_copies(int threads) {
     if (no_copies_) return false;
     const std::vector<Parameter<T>>& mine = parameters();
     while (copies_.size() < static_cast<std::size_t>(threads)) {
-      InferenceCopy copy;
-      Rng rng;  // the copy's initial weights are overwritten before use
+      std::optional<InferenceCopy> copy = make_copy(mine);
+      if (!copy) {
+        no_copies_ = true;
+        copies_.clear();
+        return false;
+      }
+      copies_.push_back(std::move(*copy));
+    }
+    return true;
+  }
+
+  std::optional<InferenceCopy> make_copy(const std::vector<Parameter<T>>& mine) const {
+    InferenceCopy copy;
+    Rng rng;  // the copy's initial weights are overwritten before use
+    try {
       for (const auto& layer : layers_) {
         std::unique_ptr<Layer<T>> twin = layer->inference_copy();
-        if (!twin) return no_copies_ = true, copies_.clear(), false;
+        if (!twin) return std::nullopt;
         twin->set_name(layer->name());
         twin->build(layer->input_shape(), rng);
         for (const auto& p : twin->parameters()) copy.params.push_back(p);
         copy.layers.push_back(std::move(twin));
       }
-      const bool same = copy.params.size() == mine.size() &&
-                        std::equal(mine.begin(), mine.end(), copy.params.begin(), [](const auto& a, const auto& b) {
-                          return a.value->shape() == b.value->shape();
-                        });
-      if (!same) return no_copies_ = true, copies_.clear(), false;
-      copies_.push_back(std::move(copy));
+    } catch (const std::exception&) {  // the model's own layers still work
+      return std::nullopt;
     }
-    return true;
+    const bool same = copy.params.size() == mine.size() &&
+                      std::equal(mine.begin(), mine.end(), copy.params.begin(),
+                                 [](const auto& a, const auto& b) { return a.value->shape() == b.value->shape(); });
+    if (!same) return std::nullopt;
+    return copy;
   }
 
   /// dst <- rows [start, start + b) of src.
