@@ -94,10 +94,10 @@ class Conv2D : public Layer<T> {
     }
     algorithm_ = a;
   }
+  /// Its copies for inference (Layer::inference_copy) run its algorithm.
   void copy_settings_to(Layer<T>& copy) const override {
     if (auto* conv = dynamic_cast<Conv2D*>(&copy)) conv->algorithm_ = algorithm_;
   }
-
   /// Takes into its next inference forward, offered in order: layers that
   /// pass their input through in inference (Dropout); a BatchNormalization,
   /// in the epilogue (after the bias and ReLU, y = relu(z) * scale + shift);

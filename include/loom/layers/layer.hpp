@@ -245,10 +245,11 @@ class Layer {
   /// For Sequential's inference on several threads at once (predict,
   /// evaluate): a new, unbuilt layer of this type and configuration, made
   /// by the registry from type() and config() as a loaded model's layers
-  /// are; nullptr for a type nobody registered (the model then splits each
-  /// layer's work across the threads instead). Sequential builds the copy,
+  /// are; nullptr for a type nobody registered. Sequential builds the copy,
   /// and before each use copies the parameters and buffers into it and
-  /// calls copy_settings_to.
+  /// calls copy_settings_to. Without a copy of every layer (nullptr, or an
+  /// exception here or in the copy's build), the model splits each layer's
+  /// work across the threads instead.
   virtual std::unique_ptr<Layer> inference_copy() const {
     const Registry<Layer>& registry = Registry<Layer>::global();
     return registry.has(type()) ? registry.create(type(), config()) : nullptr;
