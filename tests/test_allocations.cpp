@@ -17,9 +17,10 @@ using namespace loom;
 
 namespace {
 
+/// n random images with random labels (of 10), from Rng(seed).
 struct Batch {
-  Tensor<float> x{Shape{32, 28, 28, 1}}, y{Shape{32}};
-  explicit Batch(std::uint64_t seed) {
+  Tensor<float> x, y;
+  explicit Batch(std::uint64_t seed, Index n = 32) : x(Shape{n, 28, 28, 1}), y(Shape{n}) {
     Rng rng(seed);
     for (float& v : x) v = static_cast<float>(rng.uniform());
     for (float& v : y) v = static_cast<float>(rng.below(10));
@@ -105,15 +106,12 @@ TEST_CASE("inference on two threads' copies of the layers allocates nothing afte
   set_num_threads(2);
   auto model = examples::notebook_model<float>(3);
   model.compile("sparse_categorical_crossentropy", {"accuracy"});
-  Tensor<float> x(Shape{150, 28, 28, 1}), y(Shape{150});
-  Rng rng(5);
-  for (float& v : x) v = static_cast<float>(rng.uniform());
-  for (float& v : y) v = static_cast<float>(rng.below(10));
-  model.evaluate(x, y, 8);
+  const Batch data(5, 150);
+  model.evaluate(data.x, data.y, 8);
   {
     AllocationProbe probe;
-    model.evaluate(x, y, 8);
-    model.evaluate(x, y, 8);
+    model.evaluate(data.x, data.y, 8);
+    model.evaluate(data.x, data.y, 8);
     CHECK(probe.count() == 0);
   }
   set_num_threads(saved);
@@ -122,10 +120,7 @@ TEST_CASE("inference on two threads' copies of the layers allocates nothing afte
 TEST_CASE("fit's batches allocate nothing after the first: gather, step, logs and callbacks") {
   auto model = examples::notebook_model<float>(3);
   model.compile("sparse_categorical_crossentropy", {"accuracy"});
-  Tensor<float> x(Shape{160, 28, 28, 1}), y(Shape{160});
-  Rng rng(4);
-  for (float& v : x) v = static_cast<float>(rng.uniform());
-  for (float& v : y) v = static_cast<float>(rng.below(10));
+  const Batch data(4, 160);
   // Counts from the end of batch 2 to the end of batch 5 (of 5): three whole
   // batches of fit's loop, each with on_batch_end and its running logs.
   long counted = -1;
@@ -141,7 +136,7 @@ TEST_CASE("fit's batches allocate nothing after the first: gather, step, logs an
       counted = allocations.load();
     }
   };
-  model.fit(x, y, FitOptions<float>().epochs(1).batch_size(32).verbose(0).callback(probe));
+  model.fit(data.x, data.y, FitOptions<float>().epochs(1).batch_size(32).verbose(0).callback(probe));
   CHECK(seen_loss > 0);
   CHECK(counted == 0);
 }

@@ -365,7 +365,6 @@ class Sequential {
       }
       return;
     }
-    parameters();  // the model's list, made before the threads read it
     chunk_queue_.reset(chunks, 1, threads);
     std::exception_ptr error;
     detail::parallel(threads, [&](int t, int /*nt*/) {
@@ -403,7 +402,8 @@ class Sequential {
     }
   };
 
-  /// Makes `threads` copies of the layers, if not made yet. False when a
+  /// Makes `threads` copies of the layers, if not made yet, and the model's
+  /// parameter list (params_) before the threads read it. False when a
   /// layer has no inference_copy, cannot be made again from its config
   /// (a user's class whose from_config throws), or its copy's parameters do
   /// not match its own: then the model runs its own layers, as it can.
