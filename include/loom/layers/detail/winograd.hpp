@@ -189,30 +189,44 @@ class Winograd3x3 {
   }
 
   /// dK [3, 3, cin, cout] rows ci in [r0, r1), from the threads' sums
-  /// s[0..parts) (added in their order, in double) by dK = G^T S G.
+  /// s[0..parts) (added in their order, in double) by dK = G^T S G. Runs
+  /// along kLanes output channels at a time: each thread's sums are read in
+  /// rows, not one value per 36 planes.
   static void finish_weights(const T* const* s, int parts, Index cin, Index cout, Index r0, Index r1, T* dk) {
+    constexpr int L = kLanes;
     const Index plane = cin * cout;
+    double m[kPoints][L], t[kAlpha][3][L];
     for (Index ci = r0; ci < r1; ++ci) {
-      for (Index co = 0; co < cout; ++co) {
-        double m[kAlpha][kAlpha];
+      for (Index c0 = 0; c0 < cout; c0 += L) {
+        const int lanes = static_cast<int>(std::min<Index>(L, cout - c0));
+        const Index at = ci * cout + c0;
         for (int xi = 0; xi < kPoints; ++xi) {
-          double sum = 0;
-          for (int p = 0; p < parts; ++p) sum += double(s[p][xi * plane + ci * cout + co]);
-          m[xi / kAlpha][xi % kAlpha] = sum;
-        }
-        double t[kAlpha][3];  // S G
-        for (int a = 0; a < kAlpha; ++a) {
-          for (int j = 0; j < 3; ++j) {
-            double v = 0;
-            for (int b = 0; b < kAlpha; ++b) v += m[a][b] * F::G[b][j];
-            t[a][j] = v;
+          double* sum = m[xi];
+          std::fill(sum, sum + L, 0.0);
+          for (int p = 0; p < parts; ++p) {
+            const T* q = s[p] + xi * plane + at;
+            for (int l = 0; l < lanes; ++l) sum[l] += double(q[l]);
           }
         }
-        for (int i = 0; i < 3; ++i) {
+        for (int a = 0; a < kAlpha; ++a) {  // S G
           for (int j = 0; j < 3; ++j) {
-            double v = 0;
-            for (int a = 0; a < kAlpha; ++a) v += F::G[a][i] * t[a][j];
-            dk[(i * 3 + j) * plane + ci * cout + co] = static_cast<T>(v);
+            double* v = t[a][j];
+            std::fill(v, v + L, 0.0);
+            for (int b = 0; b < kAlpha; ++b) {
+              const double g = F::G[b][j];
+              for (int l = 0; l < L; ++l) v[l] += m[a * kAlpha + b][l] * g;
+            }
+          }
+        }
+        for (int i = 0; i < 3; ++i) {  // G^T (S G)
+          for (int j = 0; j < 3; ++j) {
+            double v[L] = {};
+            for (int a = 0; a < kAlpha; ++a) {
+              const double g = F::G[a][i];
+              for (int l = 0; l < L; ++l) v[l] += g * t[a][j][l];
+            }
+            T* out = dk + (i * 3 + j) * plane + at;
+            for (int l = 0; l < lanes; ++l) out[l] = static_cast<T>(v[l]);
           }
         }
       }
