@@ -58,8 +58,9 @@ struct Window2D {
 };
 
 /// Copies n values. Window rows of a first layer are a few values long (3
-/// for a 3x3 kernel on one channel), where a call to memcpy costs more than
-/// the copy: sizes up to 8 get a memcpy of constant size, which compilers
+/// for a 3x3 kernel on one channel), and Winograd's transforms copy the last
+/// few channels of a pixel (up to 15): there a call to memcpy costs more than
+/// the copy. Sizes up to 16 get a memcpy of constant size, which compilers
 /// turn into a move or two.
 template <class T>
 inline void copy_small(const T* from, Index n, T* to) {
@@ -68,6 +69,8 @@ inline void copy_small(const T* from, Index n, T* to) {
   case k: std::memcpy(to, from, k * sizeof(T)); return;
     LOOM_COPY_CASE(1) LOOM_COPY_CASE(2) LOOM_COPY_CASE(3) LOOM_COPY_CASE(4)
     LOOM_COPY_CASE(5) LOOM_COPY_CASE(6) LOOM_COPY_CASE(7) LOOM_COPY_CASE(8)
+    LOOM_COPY_CASE(9) LOOM_COPY_CASE(10) LOOM_COPY_CASE(11) LOOM_COPY_CASE(12)
+    LOOM_COPY_CASE(13) LOOM_COPY_CASE(14) LOOM_COPY_CASE(15) LOOM_COPY_CASE(16)
 #undef LOOM_COPY_CASE
     default: std::memcpy(to, from, sizeof(T) * static_cast<std::size_t>(n));
   }

@@ -36,6 +36,7 @@
 
 #include "../../tensor.hpp"
 #include "gemm.hpp"
+#include "im2col.hpp"
 #include "pool.hpp"
 
 namespace loom::detail {
@@ -324,7 +325,7 @@ class Winograd3x3 {
           if (lanes == L) {
             for (int l = 0; l < L; ++l) d[i][j][l] = p[l];
           } else {
-            std::copy(p, p + lanes, d[i][j]);
+            copy_small(p, lanes, d[i][j]);
           }
         }
       }
@@ -338,7 +339,7 @@ class Winograd3x3 {
       if (lanes == L) {
         for (int l = 0; l < L; ++l) out[l] = q[l];
       } else {
-        std::copy(q, q + lanes, out);
+        copy_small(q, lanes, out);
       }
     }
   }
@@ -372,7 +373,7 @@ class Winograd3x3 {
           if (lanes == L) {
             for (int l = 0; l < L; ++l) e[r][q][l] = p[l];
           } else {
-            std::copy(p, p + lanes, e[r][q]);
+            copy_small(p, lanes, e[r][q]);
           }
         }
       }
@@ -386,7 +387,7 @@ class Winograd3x3 {
       if (lanes == L) {
         for (int l = 0; l < L; ++l) out[l] = q[l];
       } else {
-        std::copy(q, q + lanes, out);
+        copy_small(q, lanes, out);
       }
     }
   }
@@ -425,7 +426,7 @@ class Winograd3x3 {
         for (int l = 0; l < L; ++l) q[l] = p[l];
       } else {
         std::fill(q, q + L, T(0));
-        std::copy(p, p + lanes, q);
+        copy_small(p, lanes, q);
       }
     }
     T t[M][kAlpha][L], o[M][M][L];
