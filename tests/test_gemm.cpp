@@ -1,12 +1,14 @@
 // detail::Gemm against a plain triple loop in double: every transpose
 // combination, accumulate or overwrite, row strides wider than the matrix,
 // and shapes on both sides of every tile and block edge of loom's own float
-// kernel (MR, NR, KC, MC, NC). This file is compiled three times: into
+// kernel (MR, NR, KC, MC, NC). And detail::add_column_sums against the plain
+// loop it replaces, bit for bit. This file is compiled three times: into
 // loom_tests (the build's own target, AVX-512 on such a machine), and into
 // gemm_tests_avx2 and gemm_tests_eigen (tests/CMakeLists.txt), so that every
 // kernel loom has is checked on the machine that builds it.
 #include <doctest/doctest.h>
 
+#include <loom/layers/detail/column_sums.hpp>
 #include <loom/layers/detail/gemm.hpp>
 #include <cmath>
 #include <limits>
@@ -127,4 +129,50 @@ TEST_CASE("Gemm with k = 0 writes zeros, or leaves C when accumulating") {
   CHECK(c == std::vector<float>(6, 3.0f));
   gemm(2, 3, 0, {nullptr, 0}, {nullptr, 3}, c.data(), 3);
   CHECK(c == std::vector<float>(6, 0.0f));
+}
+
+TEST_CASE("add_column_sums gives the plain row-by-row loop's sums bit for bit, on every column group and row block edge") {
+  using loom::detail::Second;
+  std::mt19937 rng(7);
+  // Magnitudes from 1e-20 to 1e20, so that double sums round and a change
+  // in the order of the additions shows.
+  std::uniform_real_distribution<float> mantissa(-1, 1);
+  std::uniform_int_distribution<int> exponent(-20, 20);
+  for (const Index cols : {1, 3, 4, 5, 8, 11, 12, 16, 17, 25, 28, 50, 75}) {
+    for (const Index rows : {0, 1, 31, 32, 33, 70}) {
+      std::vector<float> a(static_cast<std::size_t>(rows * cols)), b(a.size());
+      for (auto* v : {&a, &b}) {
+        for (float& x : *v) x = mantissa(rng) * std::pow(10.0f, static_cast<float>(exponent(rng)));
+      }
+      // Sums that start from earlier values, as a thread's partial sums may.
+      std::vector<double> start(static_cast<std::size_t>(2 * cols));
+      for (double& x : start) x = mantissa(rng) * 1e15;
+      std::vector<double> want_sum(start.begin(), start.begin() + cols), want_sq(start.begin() + cols, start.end());
+      std::vector<double> want_dot = want_sq;
+      for (Index r = 0; r < rows; ++r) {
+        for (Index k = 0; k < cols; ++k) {
+          const double x = a[static_cast<std::size_t>(r * cols + k)], y = b[static_cast<std::size_t>(r * cols + k)];
+          want_sum[static_cast<std::size_t>(k)] += x;
+          want_sq[static_cast<std::size_t>(k)] += x * x;
+          want_dot[static_cast<std::size_t>(k)] += x * y;
+        }
+      }
+      CAPTURE(cols);
+      CAPTURE(rows);
+      std::vector<double> sum(start.begin(), start.begin() + cols), dot(start.begin() + cols, start.end());
+      loom::detail::add_column_sums<Second::None>(a.data(), static_cast<const float*>(nullptr), rows, cols,
+                                                  sum.data(), nullptr);
+      CHECK(sum == want_sum);
+      sum.assign(start.begin(), start.begin() + cols);
+      loom::detail::add_column_sums<Second::Squares>(a.data(), static_cast<const float*>(nullptr), rows, cols,
+                                                     sum.data(), dot.data());
+      CHECK(sum == want_sum);
+      CHECK(dot == want_sq);
+      sum.assign(start.begin(), start.begin() + cols);
+      dot.assign(start.begin() + cols, start.end());
+      loom::detail::add_column_sums<Second::Products>(a.data(), b.data(), rows, cols, sum.data(), dot.data());
+      CHECK(sum == want_sum);
+      CHECK(dot == want_dot);
+    }
+  }
 }

@@ -40,6 +40,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "detail/column_sums.hpp"
 #include "../parallel.hpp"
 #include "layer.hpp"
 #include "max_pool2d.hpp"
@@ -205,14 +206,8 @@ class BatchNormalization : public Layer<T> {
       const detail::Range mine = detail::split(rows, t, nt);
       double* s = partial(t);
       std::fill(s, s + 2 * c, 0.0);
-      for (Index r = mine.begin; r < mine.end; ++r) {
-        const T* g = dy.data() + r * c;
-        const T* h = xhat_.data() + r * c;
-        for (Index k = 0; k < c; ++k) {
-          s[k] += g[k];
-          s[c + k] += static_cast<double>(g[k]) * h[k];
-        }
-      }
+      detail::add_column_sums<detail::Second::Products>(dy.data() + mine.begin * c, xhat_.data() + mine.begin * c,
+                                                        mine.size(), c, s, s + c);
       finish_backward_sums(nt);
       if (input_grad) {
         const T* __restrict sc = scale_.data();
@@ -259,14 +254,8 @@ class BatchNormalization : public Layer<T> {
     const detail::Range mine = detail::split(rows, t, nt);
     double* s = partial(t);
     std::fill(s, s + 2 * c, 0.0);
-    for (Index r = mine.begin; r < mine.end; ++r) {
-      const T* xr = x.data() + r * c;
-      for (Index k = 0; k < c; ++k) {
-        const double v = xr[k];
-        s[k] += v;
-        s[c + k] += v * v;
-      }
-    }
+    detail::add_column_sums<detail::Second::Squares>(x.data() + mine.begin * c, static_cast<const T*>(nullptr),
+                                                     mine.size(), c, s, s + c);
 #pragma omp barrier
 #pragma omp master
     {
@@ -374,17 +363,12 @@ class BatchNormalization : public Layer<T> {
       const T* __restrict mu = mean_.data();
       const T* __restrict is = inv_std_.data();
       const detail::Range mine = detail::split(n, t, nt);
-      double* __restrict s = partial(t);
+      double* s = partial(t);
       std::fill(s, s + 2 * c, 0.0);
       // The full-size dy is 0 but at the winners, whose xhat forward kept.
-      for (Index i = mine.begin * g.ho * g.wo; i < mine.end * g.ho * g.wo; ++i) {
-        const T* __restrict gy = dy.data() + i * c;
-        const T* __restrict h = pooled_xhat_.data() + i * c;
-        for (Index k = 0; k < c; ++k) {
-          s[k] += gy[k];
-          s[c + k] += static_cast<double>(gy[k]) * h[k];
-        }
-      }
+      const Index first = mine.begin * g.ho * g.wo;
+      detail::add_column_sums<detail::Second::Products>(dy.data() + first * c, pooled_xhat_.data() + first * c,
+                                                        mine.size() * g.ho * g.wo, c, s, s + c);
       finish_backward_sums(nt);
       if (!input_grad) return;
       const T* __restrict sc = scale_.data();

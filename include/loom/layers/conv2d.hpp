@@ -34,6 +34,7 @@
 #include "../parallel.hpp"
 #include "batch_normalization.hpp"
 #include "detail/activation.hpp"
+#include "detail/column_sums.hpp"
 #include "detail/direct_conv.hpp"
 #include "detail/gemm.hpp"
 #include "detail/im2col.hpp"
@@ -269,9 +270,7 @@ class Conv2D : public Layer<T> {
       if (opt_.use_bias()) {  // in double: a sum over up to N*Ho*Wo rows
         double* db = w.dbias.data();
         std::fill(db, db + cout, 0.0);
-        for (Index r = 0; r < rows; ++r) {
-          for (Index c = 0; c < cout; ++c) db[c] += dz[r * cout + c];
-        }
+        detail::add_column_sums<detail::Second::None>(dz, static_cast<const T*>(nullptr), rows, cout, db, nullptr);
       }
       // dx: Winograd's correlation of dz with the rotated kernel (every
       // thread's dz must be ready), or col2im(dz * KT) a tile of images at a time.
