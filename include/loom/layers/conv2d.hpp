@@ -253,6 +253,16 @@ class Conv2D : public Layer<T> {
       if (act != Activation::None) {
         detail::activation_grad(act, y_.data() + r0 * cout, dy.data() + r0 * cout, dz_.data() + r0 * cout, rows, cout);
       }
+      // Winograd's dx reads every thread's dz and the whole rotated kernel,
+      // so they are made before the one barrier. It comes after the
+      // weights' gradient, a static split, so that a thread done with its
+      // share early takes more of dx's tiles instead of waiting.
+      if (input_grad && winograd) {
+        const detail::Range rows = detail::split(cout, t, nt);
+        Winograd::transform_kernel(kernel_.data(), geo_.c, cout, true, rows.begin, rows.end, grad_u_.data());
+        w.winograd.reserve(cout, geo_.c);
+#pragma omp barrier
+      }
       // This thread's share of dK (Winograd's sums, or colT * dz) and db = column sums of dz.
       if (winograd_weights) {
         const Index per = Winograd::tiles_per_image(winograd_forward());
@@ -272,13 +282,9 @@ class Conv2D : public Layer<T> {
         std::fill(db, db + cout, 0.0);
         detail::add_column_sums<detail::Second::None>(dz, static_cast<const T*>(nullptr), rows, cout, db, nullptr);
       }
-      // dx: Winograd's correlation of dz with the rotated kernel (every
-      // thread's dz must be ready), or col2im(dz * KT) a tile of images at a time.
+      // dx: Winograd's correlation of dz with the rotated kernel, or
+      // col2im(dz * KT) a tile of images at a time.
       if (input_grad && winograd) {
-        const detail::Range rows = detail::split(cout, t, nt);
-        Winograd::transform_kernel(kernel_.data(), geo_.c, cout, true, rows.begin, rows.end, grad_u_.data());
-        w.winograd.reserve(cout, geo_.c);
-#pragma omp barrier
         for (detail::Range tiles = queue_.take(t); tiles.size() > 0; tiles = queue_.take(t)) {
           w.winograd.run(dz_all, winograd_input_grad(), cout, tiles.begin, tiles.end, grad_u_.data(), geo_.c,
                          dx_.data(), {});
