@@ -157,13 +157,3 @@ TEST_CASE("WorkQueue: every piece once, each thread's own first, then the others
     CHECK(done == 10);
   }
 }
-
-TEST_CASE("WorkQueue without sharing: a thread gets its own pieces only") {
-  detail::WorkQueue q;
-  q.reset(10, 5, 2, /*share=*/false);
-  const detail::Range first = q.take(1);
-  CHECK(first.begin == 5);
-  CHECK(first.end == 10);
-  CHECK(q.take(1).size() == 0);  // thread 0's piece stays thread 0's
-  CHECK(q.take(0).begin == 0);
-}

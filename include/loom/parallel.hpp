@@ -80,13 +80,11 @@ class WorkQueue {
   WorkQueue& operator=(const WorkQueue& /*other*/) { return *this; }
 
   /// Sets the work of the next region of `threads` threads; before it,
-  /// outside it. Without `share`, each thread does its own pieces only (a
-  /// static split). Allocates only when `threads` exceeds every earlier call's.
-  void reset(Index n, Index piece, int threads, bool share = true) {
+  /// outside it. Allocates only when `threads` exceeds every earlier call's.
+  void reset(Index n, Index piece, int threads) {
     n_ = n;
     piece_ = piece < 1 ? 1 : piece;
     threads_ = threads < 1 ? 1 : threads;
-    share_ = share;
     if (threads_ > capacity_) {
       next_ = std::make_unique<Counter[]>(static_cast<std::size_t>(threads_));
       capacity_ = threads_;
@@ -94,11 +92,11 @@ class WorkQueue {
     for (int t = 0; t < threads_; ++t) next_[static_cast<std::size_t>(t)].taken.store(0, std::memory_order_relaxed);
   }
 
-  /// Thread t's next piece: its own first, then (when shared) the others',
-  /// or an empty range when none is left.
+  /// Thread t's next piece: its own first, then the others', or an empty
+  /// range when none is left.
   Range take(int t) {
     const Index pieces = (n_ + piece_ - 1) / piece_;
-    for (int k = 0; k < (share_ ? threads_ : 1); ++k) {
+    for (int k = 0; k < threads_; ++k) {
       const int u = (t + k) % threads_;
       const Range home = split(pieces, u, threads_);
       Counter& c = next_[static_cast<std::size_t>(u)];
@@ -118,7 +116,6 @@ class WorkQueue {
   };
   std::unique_ptr<Counter[]> next_;
   int capacity_ = 0, threads_ = 1;
-  bool share_ = true;
   Index n_ = 0, piece_ = 1;
 };
 
