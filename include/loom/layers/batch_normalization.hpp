@@ -40,8 +40,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "detail/column_sums.hpp"
 #include "../parallel.hpp"
+#include "detail/column_sums.hpp"
 #include "layer.hpp"
 #include "max_pool2d.hpp"
 

@@ -49,6 +49,12 @@ inline void group(const T* __restrict a, const T* __restrict b, Index rows, Inde
   }
 }
 
+/// p + k, or null for an array that is not read.
+template <class P>
+inline P* at(P* p, Index k) {
+  return p ? p + k : nullptr;
+}
+
 }  // namespace column_sums_impl
 
 /// sum[k] += a[r][k] over rows r of a [rows, cols] block, in row order, and
@@ -63,10 +69,10 @@ void add_column_sums(const T* a, const T* b, Index rows, Index cols, double* sum
     const T* ab = a + r0 * cols;
     const T* bb = S == Second::Products ? b + r0 * cols : nullptr;
     Index k = 0;
-    for (; k + 16 <= cols; k += 16) group<16, S>(ab + k, bb ? bb + k : bb, n, cols, sum + k, dot ? dot + k : dot);
-    if (k + 8 <= cols) group<8, S>(ab + k, bb ? bb + k : bb, n, cols, sum + k, dot ? dot + k : dot), k += 8;
-    if (k + 4 <= cols) group<4, S>(ab + k, bb ? bb + k : bb, n, cols, sum + k, dot ? dot + k : dot), k += 4;
-    for (; k < cols; ++k) group<1, S>(ab + k, bb ? bb + k : bb, n, cols, sum + k, dot ? dot + k : dot);
+    for (; k + 16 <= cols; k += 16) group<16, S>(ab + k, at(bb, k), n, cols, sum + k, at(dot, k));
+    if (k + 8 <= cols) group<8, S>(ab + k, at(bb, k), n, cols, sum + k, at(dot, k)), k += 8;
+    if (k + 4 <= cols) group<4, S>(ab + k, at(bb, k), n, cols, sum + k, at(dot, k)), k += 4;
+    for (; k < cols; ++k) group<1, S>(ab + k, at(bb, k), n, cols, sum + k, at(dot, k));
   }
 }
 
