@@ -2,6 +2,9 @@
 // inputs and every parameter), hand-computed small cases, Keras's shapes.
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <cstring>
+
 #include "gradient_check.hpp"
 
 using namespace loom;
@@ -704,6 +707,55 @@ TEST_CASE("MaxPool2D: a NaN in a window wins, infinities compare, in both modes 
     const Tensor<float>& z = three.forward(x, mode);  // rows {0,1}, {2,3} (one padded row before); columns {0,1,2}, {3,4}
     const float want3[] = {nan, nan, 10, -4, 0, inf, nan, nan};
     for (Index i = 0; i < 8; ++i) CHECK_MESSAGE(same_value(z[i], want3[i]), "3x3 z[" << i << "] = " << z[i]);
+  }
+}
+
+TEST_CASE("MaxPool2D 2x2: the bits of a window-by-window maximum by larger's rule, NaN or not") {
+  // Inference pools 2x2 windows by plain maxima and redoes a pixel's
+  // windows by larger's NaN rule when their sums are NaN; training's loop
+  // remembers the winners. Both must give, bit for bit, the first NaN of a
+  // window, else its maximum, the first of equal values (-0 before +0).
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const Index h = 6, w = 8, c = 75;  // 75 channels: whole vectors and a remainder
+  Tensor<float> x(Shape{2, h, w, c});
+  Rng rng(7);
+  // Mostly a few values, so that windows tie and zeros of both signs win.
+  // The first image's first row of windows has NaNs of both signs, its
+  // second infinities of both signs (whose sums are NaN too): both go by
+  // larger. Everywhere else no sum is NaN, and the plain maxima stand.
+  const float values[] = {0.0f, -0.0f, -1.0f, 0.5f, -inf, inf, nan, -nan};
+  for (Index i = 0; i < x.size(); ++i) {
+    const Index pixel = i / c, row = pixel / w % h, image = pixel / (w * h);
+    const int kinds = image == 0 && row < 2 ? 8 : image == 0 && row < 4 ? 6 : 5;
+    const double u = rng.uniform(0, 1);
+    x[i] = u < 0.8 ? values[static_cast<int>(u * 10) % kinds] : static_cast<float>(rng.uniform(-1, 1));
+  }
+  const auto bits = [](float v) {
+    std::uint32_t b;
+    std::memcpy(&b, &v, sizeof b);
+    return b;
+  };
+  for (const Mode mode : {Mode::Inference, Mode::Train}) {
+    MaxPool2D<float> pool(MaxPool2DOptions({2, 2}));
+    Rng r(0);
+    REQUIRE(pool.build({h, w, c}, r) == Shape{h / 2, w / 2, c});
+    const Tensor<float>& y = pool.forward(x, mode);
+    int mismatches = 0;
+    for (Index n = 0; n < 2; ++n) {
+      for (Index oh = 0; oh < h / 2; ++oh) {
+        for (Index ow = 0; ow < w / 2; ++ow) {
+          for (Index ch = 0; ch < c; ++ch) {
+            const auto at = [&](Index i, Index j) { return x[((n * h + 2 * oh + i) * w + 2 * ow + j) * c + ch]; };
+            float best = at(0, 0);
+            for (const float v : {at(0, 1), at(1, 0), at(1, 1)}) {
+              if (v > best || (std::isnan(v) && !std::isnan(best))) best = v;
+            }
+            mismatches += bits(y[((n * h / 2 + oh) * (w / 2) + ow) * c + ch]) != bits(best);
+          }
+        }
+      }
+    }
+    CHECK_MESSAGE(mismatches == 0, (mode == Mode::Train ? "training" : "inference"));
   }
 }
 

@@ -51,9 +51,29 @@ inline void max_of_two(const T* __restrict a, const T* __restrict b, Index n, T*
   for (Index i = 0; i < n; ++i) out[i] = larger(a[i], b[i]);
 }
 
+/// out[i] <- the largest of a[i], b[i], c[i] and d[i] by `x > m ? x : m`,
+/// which is larger's value, bits and ties included, when none is NaN. The
+/// NaN test is left out of the loop, whose maxima and sums then vectorize
+/// to a few instructions; instead it returns whether any sum of the four was
+/// NaN (a NaN, or infinities of both signs), for the caller to redo the
+/// cells with larger.
+template <class T>
+inline bool max_of_four(const T* __restrict a, const T* __restrict b, const T* __restrict c, const T* __restrict d,
+                        Index n, T* __restrict out) {
+  int unordered = 0;
+  for (Index i = 0; i < n; ++i) {
+    T m = b[i] > a[i] ? b[i] : a[i];
+    m = c[i] > m ? c[i] : m;
+    out[i] = d[i] > m ? d[i] : m;
+    const T sum = (a[i] + b[i]) + (c[i] + d[i]);
+    unordered |= static_cast<int>(sum != sum);
+  }
+  return unordered != 0;
+}
+
 /// One row of a max-pooling's output (pool.wo pixels) from the `rows` input
-/// rows at `band` that its windows cover. 2x2 windows (the notebook's) skip
-/// the copy of the first cell, which went through a call to memmove.
+/// rows at `band` that its windows cover. 2x2 windows (the notebook's) take
+/// max_of_four, and larger's loops only where it finds a NaN.
 template <class T>
 void pool_row(const T* band, Index rows, const Window2D& pool, T* out) {
   const Index c = pool.c;
@@ -61,12 +81,15 @@ void pool_row(const T* band, Index rows, const Window2D& pool, T* out) {
     const Index row = pool.w * c;
     for (Index ow = 0; ow < pool.wo; ++ow, out += c) {
       const T* top = band + 2 * ow * c;
-      // g++ 12 vectorizes none of the one-loop forms of four cells tried
-      // (larger of larger, pairs, a running maximum): three short loops then.
       if (2 * ow + 1 < pool.w) {
-        max_of_two(top, top + c, c, out);
-        take_larger(top + row, c, out);
-        take_larger(top + row + c, c, out);
+        // g++ 12 vectorizes none of the one-loop forms of larger over four
+        // cells tried (larger of larger, pairs, a running maximum): three
+        // short loops then, after a NaN.
+        if (max_of_four(top, top + c, top + row, top + row + c, c, out)) {
+          max_of_two(top, top + c, c, out);
+          take_larger(top + row, c, out);
+          take_larger(top + row + c, c, out);
+        }
       } else {  // the last column of an odd width, clipped
         max_of_two(top, top + row, c, out);
       }
