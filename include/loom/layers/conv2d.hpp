@@ -301,7 +301,7 @@ class Conv2D : public Layer<T> {
 #pragma omp barrier
       // Add the threads' partial sums, in thread order, each thread a slice.
       if (winograd_weights) {
-        const detail::Range slice = detail::split(geo_.c, t, nt);
+        const detail::Range slice = detail::split(Winograd::sum_rows(geo_.c, cout), t, nt);
         Winograd::finish_weights(parts_.data(), nt, geo_.c, cout, slice.begin, slice.end, dkernel_.data());
       } else {
         const detail::Range slice = detail::split(k * cout, t, nt);

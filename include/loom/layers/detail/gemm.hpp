@@ -59,6 +59,15 @@ class Gemm {
 #endif
   }
 
+  /// Whether a caller free to compute C^T (n x m) instead of C (m x n)
+  /// should: loom's kernel pads less of it (Eigen's: never asked to).
+  static bool faster_transposed([[maybe_unused]] Index m, [[maybe_unused]] Index n) {
+#ifdef LOOM_OWN_SGEMM
+    if constexpr (std::is_same_v<T, float>) return sgemm::faster_transposed(m, n);
+#endif
+    return false;
+  }
+
   /// C[m x n] (row-major, row stride ldc) = op(A)[m x k] * op(B)[k x n], or
   /// += when `accumulate`, then the epilogue (bias, ReLU, affine). Allocates only
   /// when m, n or k exceed every earlier call's.

@@ -368,18 +368,28 @@ inline constexpr TileShape kCellTiles[] = {{9, 3, 0.95}, {5, 5, 0.85}, {14, 2, 0
 inline constexpr TileShape kCellTiles[] = {{3, 3, 0.95}, {2, 5, 0.80}, {6, 2, 0.95}, {5, 2, 0.90}};
 #endif
 
+/// The padded work of an m x n product in tiles of `tile`, at its rate.
+inline double tile_cost(const TileShape& tile, Index m, Index n) {
+  const Index mr = tile.mr, nr = tile.nv * Isa::W;
+  return double((m + mr - 1) / mr * mr) * double((n + nr - 1) / nr * nr) / tile.rate;
+}
+
 /// The tile of `Tiles` with the least padded work for m x n at its rate, the
 /// earlier on ties.
 template <const auto& Tiles>
 int choose_tile(Index m, Index n) {
   int best = 0;
-  double best_cost = 0;
-  for (int t = 0; t < static_cast<int>(std::size(Tiles)); ++t) {
-    const Index mr = Tiles[t].mr, nr = Tiles[t].nv * Isa::W;
-    const double cost = double((m + mr - 1) / mr * mr) * double((n + nr - 1) / nr * nr) / Tiles[t].rate;
-    if (t == 0 || cost < best_cost) best = t, best_cost = cost;
+  for (int t = 1; t < static_cast<int>(std::size(Tiles)); ++t) {
+    if (tile_cost(Tiles[t], m, n) < tile_cost(Tiles[best], m, n)) best = t;
   }
   return best;
+}
+
+/// Whether the transposed product, n x m, pads less work than m x n in
+/// gemm's best tiles (with vectors along N, N = 50 pads to 56 or 64 where
+/// M = 50 pads to 50 or 54).
+inline bool faster_transposed(Index m, Index n) {
+  return tile_cost(kTiles[choose_tile<kTiles>(n, m)], n, m) < tile_cost(kTiles[choose_tile<kTiles>(m, n)], m, n);
 }
 
 template <const auto& Tiles, class F, std::size_t... I>

@@ -165,15 +165,24 @@ class Winograd3x3 {
     if (static_cast<Index>(tile_.size()) < M * M * cout) tile_.resize(static_cast<std::size_t>(M * M * cout));
   }
 
+  /// Whether the weights' sums are kept transposed, s[xi][co][ci] =
+  /// W[xi]^T V[xi], because the GEMM pads less of that product (on AVX2,
+  /// conv2's 50 x 75 against 75 x 50). The sums' bits are the same either
+  /// way: each is the same products added in the same order.
+  static bool sums_transposed(Index cin, Index cout) { return Gemm<T>::faster_transposed(cin, cout); }
+  /// The sums' rows (cout when transposed, else cin), which finish_weights splits.
+  static Index sum_rows(Index cin, Index cout) { return sums_transposed(cin, cout) ? cout : cin; }
+
   /// One thread's share of the weights' gradient: over output tiles
   /// [first, last) of the forward (x its input, dz [N, ho, wo, cout] the
   /// gradient of its pre-activation output), s[xi][ci][co] = the sums of
-  /// V[xi]^T W[xi] (see the file comment). finish_weights turns the sum of
-  /// the threads' s into dK.
+  /// V[xi]^T W[xi] (see the file comment), or s[xi][co][ci] when
+  /// sums_transposed. finish_weights turns the sum of the threads' s into dK.
   void weights(const T* x, const T* dz, const Winograd2D& geo, Index cin, Index cout, Index first, Index last,
                T* s) {
     const Index per_image = tiles_per_image(geo), total = last - first;
     const Index chunk = weight_chunk_tiles(cin, cout);
+    const bool transposed = sums_transposed(cin, cout);
     reserve_weights(cin, cout);
     std::fill(s, s + kPoints * cin * cout, T(0));
     for (Index t0 = 0; t0 < total; t0 += chunk) {
@@ -183,24 +192,33 @@ class Winograd3x3 {
         grad_tile(dz, geo, cout, per_image, first + t0 + t, m_.data() + t * kPoints * cout, cout);
       }
       for (int xi = 0; xi < kPoints; ++xi) {
-        gemm_(cin, cout, tiles, {v_.data() + xi * cin, kPoints * cin, true}, {m_.data() + xi * cout, kPoints * cout},
-              s + xi * cin * cout, cout, /*accumulate=*/true);
+        const T* v = v_.data() + xi * cin;   // V[xi]: tiles x cin, row stride 36 cin
+        const T* w = m_.data() + xi * cout;  // W[xi]: tiles x cout
+        T* sums = s + xi * cin * cout;
+        if (transposed) {
+          gemm_(cout, cin, tiles, {w, kPoints * cout, true}, {v, kPoints * cin}, sums, cin, /*accumulate=*/true);
+        } else {
+          gemm_(cin, cout, tiles, {v, kPoints * cin, true}, {w, kPoints * cout}, sums, cout, /*accumulate=*/true);
+        }
       }
     }
   }
 
-  /// dK [3, 3, cin, cout] rows ci in [r0, r1), from the threads' sums
-  /// s[0..parts) (added in their order, in double) by dK = G^T S G. Runs
-  /// along kLanes output channels at a time: each thread's sums are read in
-  /// rows, not one value per 36 planes.
+  /// dK [3, 3, cin, cout] from rows [r0, r1) of the threads' sums s[0..parts)
+  /// (sum_rows: input channels, or output channels when sums_transposed),
+  /// added in their order, in double, by dK = G^T S G. Runs along kLanes
+  /// columns of a row at a time: each thread's sums are read in rows, not
+  /// one value per 36 planes.
   static void finish_weights(const T* const* s, int parts, Index cin, Index cout, Index r0, Index r1, T* dk) {
     constexpr int L = kLanes;
     const Index plane = cin * cout;
+    const bool transposed = sums_transposed(cin, cout);
+    const Index cols = transposed ? cin : cout, stride = transposed ? cout : 1;  // dK's step from column to column
     double m[kPoints][L], t[kAlpha][3][L];
-    for (Index ci = r0; ci < r1; ++ci) {
-      for (Index c0 = 0; c0 < cout; c0 += L) {
-        const int lanes = static_cast<int>(std::min<Index>(L, cout - c0));
-        const Index at = ci * cout + c0;
+    for (Index r = r0; r < r1; ++r) {
+      for (Index c0 = 0; c0 < cols; c0 += L) {
+        const int lanes = static_cast<int>(std::min<Index>(L, cols - c0));
+        const Index at = r * cols + c0;
         for (int xi = 0; xi < kPoints; ++xi) {
           double* sum = m[xi];
           std::fill(sum, sum + L, 0.0);
@@ -219,6 +237,7 @@ class Winograd3x3 {
             }
           }
         }
+        const Index first = transposed ? c0 * cout + r : r * cout + c0;  // dK's (ci, co) of lane 0
         for (int i = 0; i < 3; ++i) {  // G^T (S G)
           for (int j = 0; j < 3; ++j) {
             double v[L] = {};
@@ -226,8 +245,8 @@ class Winograd3x3 {
               const double g = F::G[a][i];
               for (int l = 0; l < L; ++l) v[l] += g * t[a][j][l];
             }
-            T* out = dk + (i * 3 + j) * plane + at;
-            for (int l = 0; l < lanes; ++l) out[l] = static_cast<T>(v[l]);
+            T* out = dk + (i * 3 + j) * plane + first;
+            for (int l = 0; l < lanes; ++l) out[l * stride] = static_cast<T>(v[l]);
           }
         }
       }
@@ -244,7 +263,11 @@ class Winograd3x3 {
   void reserve_weights(Index cin, Index cout) {
     const Index chunk = weight_chunk_tiles(cin, cout);
     reserve_tiles(chunk, cin, cout);
-    gemm_.reserve_for(cin, cout, chunk);
+    if (sums_transposed(cin, cout)) {
+      gemm_.reserve_for(cout, cin, chunk);
+    } else {
+      gemm_.reserve_for(cin, cout, chunk);
+    }
   }
 
   /// Tiles of the output per image.
