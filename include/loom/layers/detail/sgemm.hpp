@@ -379,8 +379,10 @@ inline double tile_cost(const TileShape& tile, Index m, Index n) {
 template <const auto& Tiles>
 int choose_tile(Index m, Index n) {
   int best = 0;
+  double best_cost = tile_cost(Tiles[0], m, n);
   for (int t = 1; t < static_cast<int>(std::size(Tiles)); ++t) {
-    if (tile_cost(Tiles[t], m, n) < tile_cost(Tiles[best], m, n)) best = t;
+    const double cost = tile_cost(Tiles[t], m, n);
+    if (cost < best_cost) best = t, best_cost = cost;
   }
   return best;
 }
