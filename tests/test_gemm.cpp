@@ -2,7 +2,9 @@
 // combination, accumulate or overwrite, row strides wider than the matrix,
 // and shapes on both sides of every tile and block edge of loom's own float
 // kernel (MR, NR, KC, MC, NC). And detail::add_column_sums against the plain
-// loop it replaces, bit for bit. This file is compiled three times: into
+// loop it replaces, bit for bit, and Winograd's weights' gradient, whose sums'
+// layout follows the kernel's tiles, against a direct sum. This file is
+// compiled three times: into
 // loom_tests (the build's own target, AVX-512 on such a machine), and into
 // gemm_tests_avx2 and gemm_tests_eigen (tests/CMakeLists.txt), so that every
 // kernel loom has is checked on the machine that builds it.
@@ -10,10 +12,13 @@
 
 #include <loom/layers/detail/column_sums.hpp>
 #include <loom/layers/detail/gemm.hpp>
+#include <loom/layers/detail/winograd.hpp>
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 using loom::Index;
@@ -174,5 +179,58 @@ TEST_CASE("add_column_sums gives the plain row-by-row loop's sums bit for bit, o
       CHECK(sum == want_sum);
       CHECK(dot == want_dot);
     }
+  }
+}
+
+TEST_CASE("Winograd's weights' gradient matches a direct sum, its sums kept in either layout") {
+  // The sums S[xi] are kept transposed where the kernel's tiles pad less so
+  // (AVX2: 75 -> 50; AVX-512: 40 -> 16; Eigen: never); two threads' sums,
+  // each finished over its own rows, must give the direct sum's dK either way.
+  using Winograd = loom::detail::Winograd3x3<float>;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1, 1);
+  const Index n = 2, h = 6, w = 7;  // 'same': output h x w, tiles past its edge
+  const loom::detail::Winograd2D geo{h, w, h, w, 1, 1};
+  for (const auto& [cin, cout] : {std::pair<Index, Index>{75, 50}, {40, 16}, {50, 25}, {9, 17}}) {
+    CAPTURE(cin);
+    CAPTURE(cout);
+    CAPTURE(Winograd::sums_transposed(cin, cout));
+    std::vector<float> x(static_cast<std::size_t>(n * h * w * cin)), dz(static_cast<std::size_t>(n * h * w * cout));
+    for (auto* v : {&x, &dz}) {
+      for (float& e : *v) e = u(rng);
+    }
+    const Index plane = cin * cout, tiles = n * Winograd::tiles_per_image(geo);
+    std::vector<float> s0(static_cast<std::size_t>(Winograd::kPoints * plane)), s1(s0.size());
+    Winograd first, second;
+    first.weights(x.data(), dz.data(), geo, cin, cout, 0, tiles / 2, s0.data());
+    second.weights(x.data(), dz.data(), geo, cin, cout, tiles / 2, tiles, s1.data());
+    const float* parts[] = {s0.data(), s1.data()};
+    std::vector<float> dk(static_cast<std::size_t>(9 * plane), std::numeric_limits<float>::quiet_NaN());
+    const Index rows = Winograd::sum_rows(cin, cout);
+    Winograd::finish_weights(parts, 2, cin, cout, 0, rows / 2, dk.data());
+    Winograd::finish_weights(parts, 2, cin, cout, rows / 2, rows, dk.data());
+    double worst = 0;
+    for (Index i = 0; i < 3; ++i) {
+      for (Index j = 0; j < 3; ++j) {
+        for (Index ci = 0; ci < cin; ++ci) {
+          for (Index co = 0; co < cout; ++co) {
+            double want = 0;
+            for (Index b = 0; b < n; ++b) {
+              for (Index oh = 0; oh < h; ++oh) {
+                for (Index ow = 0; ow < w; ++ow) {
+                  const Index ih = oh + i - 1, iw = ow + j - 1;
+                  if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
+                  want += double(x[static_cast<std::size_t>(((b * h + ih) * w + iw) * cin + ci)]) *
+                          double(dz[static_cast<std::size_t>(((b * h + oh) * w + ow) * cout + co)]);
+                }
+              }
+            }
+            const double got = dk[static_cast<std::size_t>((i * 3 + j) * plane + ci * cout + co)];
+            worst = std::max(worst, std::isnan(got) ? 1e9 : std::fabs(got - want));
+          }
+        }
+      }
+    }
+    CHECK(worst < 1e-4);  // sums of up to 84 products of magnitude below 1
   }
 }
