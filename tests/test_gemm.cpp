@@ -184,7 +184,7 @@ TEST_CASE("add_column_sums gives the plain row-by-row loop's sums bit for bit, o
 
 TEST_CASE("Winograd's weights' gradient matches a direct sum, its sums kept in either layout") {
   // The sums S[xi] are kept transposed where the kernel's tiles pad less so
-  // (AVX2: 75 -> 50; AVX-512: 40 -> 16; Eigen: never); two threads' sums,
+  // (AVX2: 75 -> 50 and 9 -> 17; AVX-512: 40 -> 16; Eigen: never); two threads' sums,
   // each finished over its own rows, must give the direct sum's dK either way.
   using Winograd = loom::detail::Winograd3x3<float>;
   std::mt19937 rng(11);

@@ -60,7 +60,7 @@ class Gemm {
   }
 
   /// Whether a caller free to compute C^T (n x m) instead of C (m x n)
-  /// should: loom's kernel pads less of it (Eigen's: never asked to).
+  /// should: loom's kernel pads less of it. Always false on Eigen's path.
   static bool faster_transposed([[maybe_unused]] Index m, [[maybe_unused]] Index n) {
 #ifdef LOOM_OWN_SGEMM
     if constexpr (std::is_same_v<T, float>) return sgemm::faster_transposed(m, n);
