@@ -77,9 +77,10 @@ void check_shapes(double tolerance) {
   std::mt19937 rng(42);
   Gemm<T> gemm;  // one object throughout: its buffers grow and shrink in use
   // Edges: 1, tile sizes +-1 (MR up to 24, NR 8 to 32), depth past KC = 256,
-  // rows past MC (about 168), columns past NC = 2048.
+  // rows past MC (about 168), columns past NC = 2048; widths a few columns
+  // past whole tiles of 16 or 32 (18, 34, 66), as N = 50 is on AVX2.
   const Index ms[] = {1, 5, 6, 7, 13, 14, 15, 32, 33, 169, 200};
-  const Index ns[] = {1, 7, 8, 9, 16, 17, 25, 32, 33, 50, 75};
+  const Index ns[] = {1, 7, 8, 9, 16, 17, 18, 25, 32, 33, 34, 50, 66, 75};
   const Index ks[] = {1, 9, 50, 257, 600};
   int cases = 0;
   for (const Index m : ms) {
@@ -103,6 +104,16 @@ void check_shapes(double tolerance) {
     const Case c{37, 2100, 300, (bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0, true, bits % 3 == 0};
     CAPTURE(bits);
     REQUIRE(gemm_error(gemm, c, rng) < tolerance);
+  }
+  // Tall (B packed) and past NC: a second column block of 2 columns, or of
+  // 52 (2100 = 2048 + 52).
+  for (const Index n : {2050, 2100}) {
+    for (int bits = 0; bits < 8; ++bits) {
+      const Case c{200, n, 20, (bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0, true, bits % 2 == 0};
+      CAPTURE(n);
+      CAPTURE(bits);
+      REQUIRE(gemm_error(gemm, c, rng) < tolerance);
+    }
   }
 }
 
