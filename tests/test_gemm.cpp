@@ -105,8 +105,8 @@ void check_shapes(double tolerance) {
     CAPTURE(bits);
     REQUIRE(gemm_error(gemm, c, rng) < tolerance);
   }
-  // Tall (B packed) and past NC: a second column block of 2 columns, or of
-  // 52 (2100 = 2048 + 52).
+  // Tall (so loom's kernel packs even a row-major B) and past NC: a second
+  // column block of 2 columns, or of 52 (2100 = 2048 + 52).
   for (const Index n : {2050, 2100}) {
     for (int bits = 0; bits < 8; ++bits) {
       const Case c{200, n, 20, (bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0, true, bits % 2 == 0};
