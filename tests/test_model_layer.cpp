@@ -23,7 +23,9 @@
 using namespace loom;
 namespace fs = std::filesystem;
 using loom::testing::error_of;
+using loom::testing::random_data;
 using loom::testing::TempDir;
+using loom::testing::weights_of;
 
 namespace user {
 
@@ -91,15 +93,7 @@ LOOM_REGISTER(user::Unmakeable)
 
 namespace {
 
-void data(Index n, Tensor<float>& x, Tensor<float>& y, std::uint64_t seed) {
-  Rng rng(seed);
-  x = Tensor<float>(Shape{n, 8, 8, 1});
-  y = Tensor<float>(Shape{n});
-  for (float& v : x) v = static_cast<float>(rng.uniform());
-  for (float& v : y) v = static_cast<float>(rng.below(3));
-}
-
-Sequential<float> small_model(std::uint64_t seed) {
+Sequential<float> resumable_model(std::uint64_t seed) {
   Sequential<float> m(seed);
   m.add(Conv2D<float>(Conv2DOptions(4, {3, 3}).padding(Padding::Same).activation(Activation::ReLU)), Shape{8, 8, 1});
   m.add(BatchNormalization<float>());
@@ -110,12 +104,6 @@ Sequential<float> small_model(std::uint64_t seed) {
   m.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
   m.compile(SparseCategoricalCrossentropy<float>(), Adam<float>(AdamOptions().learning_rate(0.01)), {"accuracy"});
   return m;
-}
-
-std::vector<float> weights_of(Sequential<float>& m) {
-  std::vector<float> w;
-  for (const auto& p : m.parameters()) w.insert(w.end(), p.value->begin(), p.value->end());
-  return w;
 }
 
 /// Runs `f` with loom on one thread (results that sum across threads depend on their number).
@@ -452,11 +440,11 @@ void check_same(const Outcome& a, const Outcome& b) {
 
 TEST_CASE("killed and resumed with ModelCheckpoint(save_best_only) and EarlyStopping, fit ends as if never stopped") {
   Tensor<float> x, y, xv, yv;
-  data(96, x, y, 4);
-  data(48, xv, yv, 9);  // labels unrelated to the inputs: validation loss soon rises and EarlyStopping stops
+  random_data(96, x, y, 4);
+  random_data(48, xv, yv, 9);  // labels unrelated to the inputs: validation loss soon rises and EarlyStopping stops
   TempDir a_dir;
   Callbacks a(a_dir);
-  auto straight = small_model(5);
+  auto straight = resumable_model(5);
   straight.fit(x, y, a.options(xv, yv));
   const Outcome expected = outcome(straight, a, a_dir);
   REQUIRE(expected.stopped_epoch > 4);  // the run this test needs: stopped early, after epoch 4
@@ -469,7 +457,7 @@ TEST_CASE("killed and resumed with ModelCheckpoint(save_best_only) and EarlyStop
       std::atomic<bool> kill{false};
       auto killer = std::make_shared<LambdaCallback<float>>();
       killer->on_batch_end_fn = [&](Sequential<float>& m, long, const Logs&) { kill = m.position().epoch == 3; };
-      auto doomed = small_model(5);
+      auto doomed = resumable_model(5);
       doomed.fit(x, y, b.options(xv, yv).callback(killer).stop_flag(&kill));
       REQUIRE(doomed.interrupted());  // dropped without saving, as a killed process would
     }
@@ -490,7 +478,7 @@ TEST_CASE("killed and resumed with ModelCheckpoint(save_best_only) and EarlyStop
       press->on_batch_end_fn = [&](Sequential<float>& m, long batch, const Logs&) {
         ctrl_c = m.position().epoch == 2 && batch == 2;
       };
-      auto first = small_model(5);
+      auto first = resumable_model(5);
       first.fit(x, y, b.options(xv, yv).callback(press).stop_flag(&ctrl_c));
       REQUIRE(first.interrupted());
       first.save(dir.file("mid.loom"));

@@ -18,10 +18,11 @@
 using namespace loom;
 namespace fs = std::filesystem;
 using loom::testing::error_of;
+using loom::testing::random_data;
 using loom::testing::TempDir;
+using loom::testing::weights_of;
 
 namespace {
-
 
 /// A small model with every kind of state: BN buffers, dropout streams, optimizer slots.
 Sequential<float> small_model(std::uint64_t seed) {
@@ -38,24 +39,9 @@ Sequential<float> small_model(std::uint64_t seed) {
   return m;
 }
 
-void data(Index n, Tensor<float>& x, Tensor<float>& y, std::uint64_t seed = 4) {
-  Rng rng(seed);
-  x = Tensor<float>(Shape{n, 8, 8, 1});
-  y = Tensor<float>(Shape{n});
-  for (float& v : x) v = static_cast<float>(rng.uniform());
-  for (float& v : y) v = static_cast<float>(rng.below(3));
-}
-
-std::vector<float> weights_of(Sequential<float>& m) {
-  std::vector<float> w;
-  for (const auto& p : m.parameters()) w.insert(w.end(), p.value->begin(), p.value->end());
-  return w;
-}
-
 bool same_bits(const Tensor<float>& a, const Tensor<float>& b) {
   return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
 }
-
 
 std::string read(const std::string& path) { return detail::read_whole_file(path); }
 void write(const std::string& path, const std::string& bytes) {
@@ -113,7 +99,7 @@ TEST_CASE("save and load: the notebook's model predicts bit for bit the same, su
 TEST_CASE("resume after an epoch or mid-epoch ends with the same weights as an uninterrupted fit") {
   TempDir dir;
   Tensor<float> x, y;
-  data(100, x, y);
+  random_data(100, x, y);
   const auto opts = FitOptions<float>().epochs(3).batch_size(16).verbose(0);
 
   auto straight = small_model(5);
@@ -147,7 +133,7 @@ TEST_CASE("resume after an epoch or mid-epoch ends with the same weights as an u
     auto first = small_model(5);
     first.fit(x, y, FitOptions<float>(opts).epochs(1));
     Tensor<float> x2, y2;
-    data(50, x2, y2);
+    random_data(50, x2, y2);
     CHECK_THROWS_AS(first.fit(x2, y2, FitOptions<float>(opts).resume(true)), ConfigError);
   }
 }
@@ -155,7 +141,7 @@ TEST_CASE("resume after an epoch or mid-epoch ends with the same weights as an u
 TEST_CASE("save_weights / load_weights into a model of the same architecture") {
   TempDir dir;
   Tensor<float> x, y;
-  data(40, x, y);
+  random_data(40, x, y);
   auto trained = small_model(1);
   trained.fit(x, y, FitOptions<float>().epochs(1).verbose(0));
   trained.save_weights(dir.file("w.weights"));
@@ -177,7 +163,7 @@ TEST_CASE("save_weights / load_weights into a model of the same architecture") {
 TEST_CASE("load names the file and the first thing that does not match") {
   TempDir dir;
   Tensor<float> x, y;
-  data(20, x, y);
+  random_data(20, x, y);
   auto model = small_model(1);
   model.fit(x, y, FitOptions<float>().epochs(1).verbose(0));
   const std::string good = model.to_bytes();
@@ -247,7 +233,7 @@ TEST_CASE("saving is atomic: a failed save leaves the old file and no temporary 
 TEST_CASE("ModelCheckpoint saves every epoch, or only the best; EarlyStopping stops and restores") {
   TempDir dir;
   Tensor<float> x, y;
-  data(64, x, y);
+  random_data(64, x, y);
   auto model = small_model(3);
   auto every = std::make_shared<ModelCheckpoint<float>>(dir.file("e{epoch}.loom"));
   auto best = std::make_shared<ModelCheckpoint<float>>(
@@ -276,7 +262,7 @@ TEST_CASE("ModelCheckpoint saves every epoch, or only the best; EarlyStopping st
 
 TEST_CASE("fit stops on a loss that is not finite, naming epoch, batch and layer") {
   Tensor<float> x, y;
-  data(64, x, y);
+  random_data(64, x, y);
   auto model = small_model(3);
   Tensor<float> bad = x;
   bad[3 * 64 + 5] = std::numeric_limits<float>::quiet_NaN();  // in sample 3 of the first batch

@@ -1,14 +1,19 @@
 #pragma once
-// Small helpers shared by the tests that touch files and errors.
+// Small helpers shared by the tests: files, errors, and the small models' data.
 
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include <loom/error.hpp>
+#include <loom/model/sequential.hpp>
+#include <loom/random.hpp>
+#include <loom/tensor.hpp>
 
 namespace loom::testing {
 
@@ -39,6 +44,22 @@ std::string error_of(F f) {
     return e.what();
   }
   return "(no error)";
+}
+
+/// `n` random 8x8x1 images in [0, 1) into `x`, and labels 0-2 unrelated to them into `y`.
+inline void random_data(Index n, Tensor<float>& x, Tensor<float>& y, std::uint64_t seed = 4) {
+  Rng rng(seed);
+  x = Tensor<float>(Shape{n, 8, 8, 1});
+  y = Tensor<float>(Shape{n});
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (float& v : y) v = static_cast<float>(rng.below(3));
+}
+
+/// Every parameter of `m`, in order, in one vector.
+inline std::vector<float> weights_of(Sequential<float>& m) {
+  std::vector<float> w;
+  for (const auto& p : m.parameters()) w.insert(w.end(), p.value->begin(), p.value->end());
+  return w;
 }
 
 }  // namespace loom::testing
