@@ -36,6 +36,10 @@ namespace loom {
 /// How a loss expects its targets.
 enum class Targets { OneHot, Sparse };
 
+/// A loss: its value and gradient for a batch of predictions. `predict`-side
+/// work (`evaluate`, the validation of `fit`) calls `value` and `label` from
+/// several threads at once on the same object, so a subclass's const
+/// functions must not change its state (loom's own losses keep none).
 template <class T>
 class Loss {
  public:
