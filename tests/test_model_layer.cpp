@@ -289,9 +289,8 @@ std::vector<double> as_doubles(const Tensor<float>& t) { return {t.begin(), t.en
 
 /// Every parameter and buffer of `m`, in order, as doubles.
 std::vector<double> weights(Sequential<float>& m) {
-  std::vector<double> w;
-  for (const auto& p : m.parameters()) w.insert(w.end(), p.value->begin(), p.value->end());
-  return w;
+  const std::vector<float> w = weights_of(m);
+  return {w.begin(), w.end()};
 }
 
 }  // namespace
