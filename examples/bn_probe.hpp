@@ -35,7 +35,7 @@ struct ChannelMoments {
   double variance(std::size_t c) const { return std::max(0.0, sq[c] / count - mean(c) * mean(c)); }
 };
 
-inline std::vector<ChannelMoments> batch_norm_input_moments(Sequential<float>& model, const Tensor<float>& x,
+inline std::vector<ChannelMoments> batch_norm_input_moments(Model<float>& model, const Tensor<float>& x,
                                                             const std::vector<std::size_t>& bn) {
   std::vector<ChannelMoments> out(bn.size());
   if (bn.empty()) return out;
@@ -69,7 +69,7 @@ inline std::vector<ChannelMoments> batch_norm_input_moments(Sequential<float>& m
 }
 
 /// The indices of the BatchNormalization layers of `model`, in order.
-inline std::vector<std::size_t> batch_norm_layers(const Sequential<float>& model) {
+inline std::vector<std::size_t> batch_norm_layers(const Model<float>& model) {
   std::vector<std::size_t> bn;
   const auto& layers = model.layers();
   for (std::size_t i = 0; i < layers.size(); ++i) {
@@ -115,7 +115,7 @@ class BnProbe : public Callback<float> {
 
   const std::vector<BnProbeRow>& rows() const { return rows_; }
 
-  void on_epoch_end(Sequential<float>& model, int epoch, const Logs& /*logs*/) override {
+  void on_epoch_end(Model<float>& model, int epoch, const Logs& /*logs*/) override {
     const std::vector<std::size_t> bn = batch_norm_layers(model);
     const std::vector<ChannelMoments> moments = batch_norm_input_moments(model, x_, bn);
     for (std::size_t k = 0; k < bn.size(); ++k) {

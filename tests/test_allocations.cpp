@@ -126,7 +126,7 @@ TEST_CASE("fit's batches allocate nothing after the first: gather, step, logs an
   long counted = -1;
   double seen_loss = 0;
   auto probe = std::make_shared<LambdaCallback<float>>();
-  probe->on_batch_end_fn = [&](Sequential<float>&, long batch, const Logs& logs) {
+  probe->on_batch_end_fn = [&](Model<float>&, long batch, const Logs& logs) {
     seen_loss += logs["loss"];
     if (batch == 2) {
       allocations = 0;

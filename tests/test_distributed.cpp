@@ -247,7 +247,7 @@ TEST_CASE("a stop on any rank stops every rank at the same place") {
     CHECK(m.position().step == 1);
   }
   SUBCASE("stop_training from a callback on rank 0 only: every rank ends after that epoch") {
-    auto cb = std::make_shared<LambdaCallback<float>>([](Sequential<float>& m, int epoch, const Logs&) {
+    auto cb = std::make_shared<LambdaCallback<float>>([](Model<float>& m, int epoch, const Logs&) {
       if (comm->rank() == 0 && epoch == 1) m.trainer().stop_training();
     });
     Sequential<float> m = small_model(1);
@@ -263,7 +263,7 @@ TEST_CASE("only rank 0 prints progress and runs the callbacks that save the mode
   struct Saver : Callback<float> {
     int calls = 0;
     bool saves_model() const override { return true; }
-    void on_epoch_end(Sequential<float>&, int, const Logs&) override { ++calls; }
+    void on_epoch_end(Model<float>&, int, const Logs&) override { ++calls; }
   };
   auto saver = std::make_shared<Saver>();
   Sequential<float> m = small_model(1);
@@ -322,7 +322,7 @@ TEST_CASE("a distributed training step allocates nothing once the first batches 
     long counted = -1;
     std::optional<AllocationProbe> probe;
     auto cb = std::make_shared<LambdaCallback<float>>();
-    cb->on_batch_end_fn = [&](Sequential<float>&, long batch, const Logs&) {
+    cb->on_batch_end_fn = [&](Model<float>&, long batch, const Logs&) {
       if (batch == 3) probe.emplace();
       if (batch == 13) {
         counted = probe->count();
@@ -343,7 +343,7 @@ int run_failure(const std::string& how) {
   Tensor<float> y = one_hot_labels(64, 72);
   if (how == "data" && comm->rank() == 1) y[0] = 1 - y[0];
   auto cb = std::make_shared<LambdaCallback<float>>();
-  cb->on_batch_end_fn = [&](Sequential<float>&, long batch, const Logs&) {
+  cb->on_batch_end_fn = [&](Model<float>&, long batch, const Logs&) {
     if (comm->rank() != 1 || batch != 2) return;
     if (how == "exception") throw Error("an injected failure in batch 2");
     if (how == "kill") std::raise(SIGKILL);

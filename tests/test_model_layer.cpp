@@ -455,7 +455,7 @@ TEST_CASE("killed and resumed with ModelCheckpoint(save_best_only) and EarlyStop
       Callbacks b(dir);
       std::atomic<bool> kill{false};
       auto killer = std::make_shared<LambdaCallback<float>>();
-      killer->on_batch_end_fn = [&](Sequential<float>& m, long, const Logs&) { kill = m.position().epoch == 3; };
+      killer->on_batch_end_fn = [&](Model<float>& m, long, const Logs&) { kill = m.position().epoch == 3; };
       auto doomed = resumable_model(5);
       doomed.fit(x, y, b.options(xv, yv).callback(killer).stop_flag(&kill));
       REQUIRE(doomed.interrupted());  // dropped without saving, as a killed process would
@@ -474,7 +474,7 @@ TEST_CASE("killed and resumed with ModelCheckpoint(save_best_only) and EarlyStop
       Callbacks b(dir);
       std::atomic<bool> ctrl_c{false};
       auto press = std::make_shared<LambdaCallback<float>>();
-      press->on_batch_end_fn = [&](Sequential<float>& m, long batch, const Logs&) {
+      press->on_batch_end_fn = [&](Model<float>& m, long batch, const Logs&) {
         ctrl_c = m.position().epoch == 2 && batch == 2;
       };
       auto first = resumable_model(5);

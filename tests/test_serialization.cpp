@@ -247,7 +247,7 @@ TEST_CASE("ModelCheckpoint saves every epoch, or only the best; EarlyStopping st
   auto stop = std::make_shared<EarlyStopping<float>>(
       EarlyStoppingOptions().monitor("loss").patience(1).restore_best_weights(true).min_delta(1e9));
   std::vector<float> after_first;
-  auto probe = std::make_shared<LambdaCallback<float>>([&](Sequential<float>&, int epoch, const Logs&) {
+  auto probe = std::make_shared<LambdaCallback<float>>([&](Model<float>&, int epoch, const Logs&) {
     if (epoch == 1) after_first = weights_of(model);
   });
   const History h = model.fit(x, y, FitOptions<float>().epochs(10).verbose(0).callback(probe).callback(stop));

@@ -648,20 +648,20 @@ TEST_CASE("a LambdaCallback sees every hook in Keras's order and can stop traini
   auto model = small_cnn(2);
   std::vector<std::string> calls;
   auto cb = std::make_shared<LambdaCallback<float>>();
-  cb->on_train_begin_fn = [&](Sequential<float>&) { calls.push_back("train_begin"); };
-  cb->on_epoch_begin_fn = [&](Sequential<float>&, int e) { calls.push_back("epoch_begin " + std::to_string(e)); };
-  cb->on_batch_end_fn = [&](Sequential<float>&, long b, const Logs& logs) {
+  cb->on_train_begin_fn = [&](Model<float>&) { calls.push_back("train_begin"); };
+  cb->on_epoch_begin_fn = [&](Model<float>&, int e) { calls.push_back("epoch_begin " + std::to_string(e)); };
+  cb->on_batch_end_fn = [&](Model<float>&, long b, const Logs& logs) {
     calls.push_back("batch " + std::to_string(b));
     CHECK(logs.has("loss"));
     CHECK_FALSE(logs.has("val_loss"));
   };
-  cb->on_epoch_end_fn = [&](Sequential<float>& m, int e, const Logs& logs) {
+  cb->on_epoch_end_fn = [&](Model<float>& m, int e, const Logs& logs) {
     calls.push_back("epoch_end " + std::to_string(e));
     CHECK(m.history().epochs() == static_cast<std::size_t>(e));  // the epoch is in the history already
     CHECK(logs["loss"] == m.history()["loss"].back());
     if (e == 3) m.trainer().stop_training();
   };
-  cb->on_train_end_fn = [&](Sequential<float>&) { calls.push_back("train_end"); };
+  cb->on_train_end_fn = [&](Model<float>&) { calls.push_back("train_end"); };
   const History h = model.fit(x, y, FitOptions<float>().epochs(5).batch_size(32).verbose(0).callback(cb));
   CHECK(h.epochs() == 3);
   const std::vector<std::string> expected{"train_begin", "epoch_begin 1", "batch 1", "batch 2", "epoch_end 1",

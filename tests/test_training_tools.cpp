@@ -62,7 +62,7 @@ void check_resume_matches(Sequential<float>& straight, Sequential<float> first, 
   TempDir dir;
   std::atomic<bool> stop{false};
   auto press = std::make_shared<LambdaCallback<float>>();
-  press->on_batch_end_fn = [&](Sequential<float>& m, long batch, const Logs&) {
+  press->on_batch_end_fn = [&](Model<float>& m, long batch, const Logs&) {
     stop = m.position().epoch == 3 && batch == 2;
   };
   first.fit(x, y, options.callback(press).stop_flag(&stop));

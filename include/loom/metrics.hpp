@@ -13,6 +13,12 @@
 
 namespace loom {
 
+/// Loss and metrics from `evaluate`.
+struct Evaluation {
+  double loss = 0;
+  double accuracy = 0;
+};
+
 /// Index of the largest of `row[0..k)` (the first one on ties).
 template <class T>
 Index argmax(const T* row, Index k) {

@@ -25,7 +25,7 @@
 namespace loom {
 
 template <class T>
-class Sequential;
+class Model;
 
 template <class T>
 class Callback {
@@ -33,19 +33,19 @@ class Callback {
   virtual ~Callback() = default;
 
   /// Once, when fit starts (also when it resumes, before the state is restored).
-  virtual void on_train_begin(Sequential<T>& /*model*/) {}
+  virtual void on_train_begin(Model<T>& /*model*/) {}
   /// Before the first batch of each epoch (not again when resuming mid-epoch).
-  virtual void on_epoch_begin(Sequential<T>& /*model*/, int /*epoch*/) {}
+  virtual void on_epoch_begin(Model<T>& /*model*/, int /*epoch*/) {}
   /// After each batch, with the epoch's running "loss" (and "accuracy").
-  virtual void on_batch_end(Sequential<T>& /*model*/, long /*batch*/, const Logs& /*logs*/) {}
+  virtual void on_batch_end(Model<T>& /*model*/, long /*batch*/, const Logs& /*logs*/) {}
   /// After each epoch's validation, before the epoch enters the History and
   /// its line is printed: a callback may add to the logs here (Keras's
   /// learning-rate callbacks add "learning_rate").
-  virtual void on_epoch_logs(Sequential<T>& /*model*/, int /*epoch*/, Logs& /*logs*/) {}
+  virtual void on_epoch_logs(Model<T>& /*model*/, int /*epoch*/, Logs& /*logs*/) {}
   /// After each epoch, once its line is printed, with its metrics and validation metrics.
-  virtual void on_epoch_end(Sequential<T>& /*model*/, int /*epoch*/, const Logs& /*logs*/) {}
+  virtual void on_epoch_end(Model<T>& /*model*/, int /*epoch*/, const Logs& /*logs*/) {}
   /// Once, when fit has run its epochs or was stopped by a callback (not when interrupted).
-  virtual void on_train_end(Sequential<T>& /*model*/) {}
+  virtual void on_train_end(Model<T>& /*model*/) {}
 
   /// True for callbacks that write the model to a file: they run last.
   virtual bool saves_model() const { return false; }
@@ -61,33 +61,33 @@ class Callback {
 /// Keras's LambdaCallback: each hook is an optional function.
 ///
 ///     auto log = std::make_shared<LambdaCallback<float>>();
-///     log->on_epoch_end_fn = [](Sequential<float>&, int epoch, const Logs& logs) { ... };
+///     log->on_epoch_end_fn = [](Model<float>&, int epoch, const Logs& logs) { ... };
 template <class T>
 class LambdaCallback : public Callback<T> {
  public:
-  std::function<void(Sequential<T>&)> on_train_begin_fn, on_train_end_fn;
-  std::function<void(Sequential<T>&, int)> on_epoch_begin_fn;
-  std::function<void(Sequential<T>&, long, const Logs&)> on_batch_end_fn;
-  std::function<void(Sequential<T>&, int, const Logs&)> on_epoch_end_fn;
+  std::function<void(Model<T>&)> on_train_begin_fn, on_train_end_fn;
+  std::function<void(Model<T>&, int)> on_epoch_begin_fn;
+  std::function<void(Model<T>&, long, const Logs&)> on_batch_end_fn;
+  std::function<void(Model<T>&, int, const Logs&)> on_epoch_end_fn;
 
   LambdaCallback() = default;
   /// The common case: a function called after every epoch.
-  explicit LambdaCallback(std::function<void(Sequential<T>&, int, const Logs&)> on_epoch_end)
+  explicit LambdaCallback(std::function<void(Model<T>&, int, const Logs&)> on_epoch_end)
       : on_epoch_end_fn(std::move(on_epoch_end)) {}
 
-  void on_train_begin(Sequential<T>& m) override {
+  void on_train_begin(Model<T>& m) override {
     if (on_train_begin_fn) on_train_begin_fn(m);
   }
-  void on_epoch_begin(Sequential<T>& m, int epoch) override {
+  void on_epoch_begin(Model<T>& m, int epoch) override {
     if (on_epoch_begin_fn) on_epoch_begin_fn(m, epoch);
   }
-  void on_batch_end(Sequential<T>& m, long batch, const Logs& logs) override {
+  void on_batch_end(Model<T>& m, long batch, const Logs& logs) override {
     if (on_batch_end_fn) on_batch_end_fn(m, batch, logs);
   }
-  void on_epoch_end(Sequential<T>& m, int epoch, const Logs& logs) override {
+  void on_epoch_end(Model<T>& m, int epoch, const Logs& logs) override {
     if (on_epoch_end_fn) on_epoch_end_fn(m, epoch, logs);
   }
-  void on_train_end(Sequential<T>& m) override {
+  void on_train_end(Model<T>& m) override {
     if (on_train_end_fn) on_train_end_fn(m);
   }
 };

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "callback.hpp"
-#include "sequential.hpp"
+#include "model.hpp"
 
 namespace loom {
 namespace detail {
@@ -55,7 +55,7 @@ class ModelCheckpoint : public Callback<T> {
   explicit ModelCheckpoint(std::string path, ModelCheckpointOptions options = {})
       : path_(std::move(path)), opt_(std::move(options)) {}
 
-  void on_epoch_end(Sequential<T>& model, int epoch, const Logs& logs) override {
+  void on_epoch_end(Model<T>& model, int epoch, const Logs& logs) override {
     if (opt_.save_best_only()) {
       const double v = detail::monitored(logs, opt_.monitor(), "ModelCheckpoint");
       const bool up = detail::improves_upwards(opt_.monitor());
@@ -126,13 +126,13 @@ class EarlyStopping : public Callback<T> {
  public:
   explicit EarlyStopping(EarlyStoppingOptions options = {}) : opt_(std::move(options)) {}
 
-  void on_train_begin(Sequential<T>&) override {
+  void on_train_begin(Model<T>&) override {
     best_ = 0;
     best_epoch_ = wait_ = stopped_epoch_ = 0;
     best_weights_.clear();
   }
 
-  void on_epoch_end(Sequential<T>& model, int epoch, const Logs& logs) override {
+  void on_epoch_end(Model<T>& model, int epoch, const Logs& logs) override {
     const double v = detail::monitored(logs, opt_.monitor(), "EarlyStopping");
     const bool up = detail::improves_upwards(opt_.monitor());
     const double delta = std::fabs(opt_.min_delta());
@@ -206,7 +206,7 @@ class LearningRateScheduler : public Callback<T> {
     if (!schedule_) throw ConfigError("LearningRateScheduler: no schedule function");
   }
 
-  void on_epoch_begin(Sequential<T>& model, int epoch) override {
+  void on_epoch_begin(Model<T>& model, int epoch) override {
     Optimizer<T>& opt = model.trainer().optimizer();
     const double lr = schedule_(epoch - 1, opt.learning_rate());
     if (!std::isfinite(lr) || lr < 0) {
@@ -216,7 +216,7 @@ class LearningRateScheduler : public Callback<T> {
     opt.set_learning_rate(lr);
     if (verbose_ > 0) std::cout << "\nEpoch " << epoch << ": LearningRateScheduler setting learning rate to " << lr << ".\n";
   }
-  void on_epoch_logs(Sequential<T>& model, int, Logs& logs) override {
+  void on_epoch_logs(Model<T>& model, int, Logs& logs) override {
     logs.set("learning_rate", model.trainer().optimizer().learning_rate());
   }
 
@@ -263,7 +263,7 @@ class ReduceLROnPlateau : public Callback<T> {
     }
   }
 
-  void on_train_begin(Sequential<T>& model) override {
+  void on_train_begin(Model<T>& model) override {
     const Optimizer<T>& o = model.trainer().optimizer();
     if (o.learning_rate_schedule()) {
       throw ConfigError(detail::str("ReduceLROnPlateau: the optimizer's learning rate follows a ",
@@ -275,7 +275,7 @@ class ReduceLROnPlateau : public Callback<T> {
   }
 
   /// Keras's on_epoch_end: the rate is logged before it is reduced.
-  void on_epoch_logs(Sequential<T>& model, int epoch, Logs& logs) override {
+  void on_epoch_logs(Model<T>& model, int epoch, Logs& logs) override {
     Optimizer<T>& o = model.trainer().optimizer();
     logs.set("learning_rate", o.learning_rate());
     const double v = detail::monitored(logs, opt_.monitor(), "ReduceLROnPlateau");

@@ -34,6 +34,7 @@
 #include "../layers/layer.hpp"
 #include "../registry.hpp"
 #include "trainer.hpp"
+#include "training_state.hpp"
 
 namespace loom {
 
@@ -42,26 +43,28 @@ class Sequential;
 
 namespace detail {
 
-/// Reads and writes model files. A friend of Sequential<T> and Trainer<T>.
+/// Reads and writes model files, through the public interfaces of
+/// Sequential<T> and its Trainer<T>.
 template <class T>
 struct ModelFile {
   static std::string write(const Sequential<T>& m, bool training, bool weights_only) {
     m.require_built("save");
     ByteWriter w;
+    const auto& layers = m.layers();
     if (weights_only) {
-      w.u32(static_cast<std::uint32_t>(m.layers_.size()));
-      for (const auto& l : m.layers_) w.str(l->type());
+      w.u32(static_cast<std::uint32_t>(layers.size()));
+      for (const auto& l : layers) w.str(l->type());
       write_parameters(w, m);
       return frame(w.bytes, kWeightsOnly, sizeof(T));
     }
-    for (const auto& l : m.layers_) require_registered<Layer<T>>(l->type(), "layer '" + l->name() + "'");
-    w.str(m.name_);
-    w.u64(m.seed_);
-    w.shape(*m.input_shape_);
-    w.rng(m.init_rng_.state());
-    w.rng(m.trainer_.rng_state());
-    w.u32(static_cast<std::uint32_t>(m.layers_.size()));
-    for (const auto& l : m.layers_) {
+    for (const auto& l : layers) require_registered<Layer<T>>(l->type(), "layer '" + l->name() + "'");
+    w.str(m.name());
+    w.u64(m.seed());
+    w.shape(m.input_shape());
+    w.rng(m.init_rng_state());
+    w.rng(m.trainer().rng_state());  // the training stream: here since format 1, also without the training state
+    w.u32(static_cast<std::uint32_t>(layers.size()));
+    for (const auto& l : layers) {
       w.str(l->type());
       w.str(l->name());
       w.pairs(l->config().entries());
@@ -69,9 +72,9 @@ struct ModelFile {
       if (l->has_rng()) w.rng(l->rng_state());
     }
     write_parameters(w, m);
-    const bool with_training = training && m.trainer_.compiled();
+    const bool with_training = training && m.compiled();
     w.u8(with_training ? 1 : 0);
-    if (with_training) write_training(w, m.trainer_);
+    if (with_training) write_training(w, m.trainer());
     return frame(w.bytes, with_training ? kHasTraining : 0, sizeof(T));
   }
 
@@ -115,14 +118,14 @@ struct ModelFile {
       layer_rngs.emplace_back(has_rng, has_rng ? r.rng("layer random state") : Rng::State{});
     }
     read_parameters(r, m);
-    m.init_rng_.set_state(init);
-    m.trainer_.set_rng_state(train);
+    m.set_init_rng_state(init);
+    m.trainer().set_rng_state(train);
     for (std::size_t i = 0; i < layer_rngs.size(); ++i) {
-      if (layer_rngs[i].first) m.layers_[i]->set_rng_state(layer_rngs[i].second);
+      if (layer_rngs[i].first) m.layers()[i]->set_rng_state(layer_rngs[i].second);
     }
     const bool with_training = r.u8("training flag") != 0;
     if (with_training != ((info.flags & kHasTraining) != 0)) r.fail("the training flag disagrees with the header");
-    if (with_training) read_training(r, m, info.version);
+    if (with_training) read_training(r, m, info.version, train);
     if (r.remaining() != 0) r.fail(ByteReader::str_of(r.remaining(), " unexpected bytes after the model"));
     return m;
   }
@@ -134,15 +137,16 @@ struct ModelFile {
     if (!(info.flags & kWeightsOnly)) {
       r.fail("this is a model file (save): use Sequential::load, or save_weights to make a weights file");
     }
+    const auto& layers = m.layers();
     const std::uint32_t n = r.u32("layer count");
-    if (n != m.layers_.size()) {
-      r.fail(ByteReader::str_of("the file holds ", n, " layers, the model has ", m.layers_.size()));
+    if (n != layers.size()) {
+      r.fail(ByteReader::str_of("the file holds ", n, " layers, the model has ", layers.size()));
     }
     for (std::uint32_t i = 0; i < n; ++i) {
       const std::string type = r.str("layer type");
-      if (type != m.layers_[i]->type()) {
-        r.fail(ByteReader::str_of("layer ", i + 1, " is a ", type, " in the file, a ", m.layers_[i]->type(), " ('",
-                                  m.layers_[i]->name(), "') in the model"));
+      if (type != layers[i]->type()) {
+        r.fail(ByteReader::str_of("layer ", i + 1, " is a ", type, " in the file, a ", layers[i]->type(), " ('",
+                                  layers[i]->name(), "') in the model"));
       }
     }
     read_parameters(r, m);
@@ -192,58 +196,23 @@ struct ModelFile {
     for (const auto& p : params) *p.value = std::move(values[i++]);
   }
 
+  /// The training section: what compile set (loss, metrics, optimizer), then
+  /// the training state (training_state.hpp), then the loss's config.
   static void write_training(ByteWriter& w, const Trainer<T>& t) {
-    require_registered<Loss<T>>(t.loss_->type(), "the loss");
-    require_registered<Optimizer<T>>(t.optimizer_->type(), "the optimizer");
-    w.str(t.loss_->type());
-    w.u32(static_cast<std::uint32_t>(t.metrics_.size()));
-    for (const auto& s : t.metrics_) w.str(s);
-    const Optimizer<T>& opt = *t.optimizer_;
-    w.str(opt.type());
-    w.pairs(opt.config().entries());
-    w.i64(opt.iterations());
-    w.u32(static_cast<std::uint32_t>(opt.slots().size()));
-    for (const auto& s : opt.slots()) {
-      w.str(s.name);
-      w.shape(s.shape);
-      w.u32(static_cast<std::uint32_t>(s.state.size()));
-      for (const auto& v : s.state) w.values(v);
-    }
-    const TrainingPosition& at = t.position_;
-    w.i64(at.epoch);
-    w.i64(at.step);
-    w.f64(at.loss_sum);
-    w.i64(at.correct);
-    w.i64(at.seen);
-    w.u64(t.order_.size());
-    for (Index i : t.order_) w.i64(i);
-    w.u32(static_cast<std::uint32_t>(t.history_.history.size()));
-    for (const auto& kv : t.history_.history) {
-      w.str(kv.first);
-      w.u64(kv.second.size());
-      for (double v : kv.second) w.f64(v);
-    }
-    // Format 2: the stop request and the callbacks' states (those of the last
-    // fit, or those read from a file that no fit has taken yet).
-    w.u8(t.stop_requested_ ? 1 : 0);
-    std::vector<std::pair<std::string, std::string>> fresh;
-    for (const auto& cb : t.callbacks_) {
-      if (cb->state_key().empty()) continue;
-      ByteWriter s;
-      cb->save_state(s);
-      fresh.emplace_back(cb->state_key(), std::move(s.bytes));
-    }
-    const auto& states = t.callbacks_.empty() ? t.saved_states_ : fresh;
-    w.u32(static_cast<std::uint32_t>(states.size()));
-    for (const auto& s : states) {
-      w.str(s.first);
-      w.str(s.second);
-    }
-    w.pairs(t.loss_->config().entries());
+    require_registered<Loss<T>>(t.loss().type(), "the loss");
+    require_registered<Optimizer<T>>(t.optimizer().type(), "the optimizer");
+    w.str(t.loss().type());
+    w.u32(static_cast<std::uint32_t>(t.metrics().size()));
+    for (const auto& s : t.metrics()) w.str(s);
+    w.str(t.optimizer().type());
+    w.pairs(t.optimizer().config().entries());
+    t.state().write(w);
+    w.pairs(t.loss().config().entries());
   }
 
-  static void read_training(ByteReader& r, Sequential<T>& m, std::uint32_t version) {
-    Trainer<T>& t = m.trainer_;
+  /// Reads the training section and compiles the model with it; `stream` is
+  /// the training stream, read from the model part.
+  static void read_training(ByteReader& r, Sequential<T>& m, std::uint32_t version, const Rng::State& stream) {
     const std::string loss = r.str("loss type");
     const std::uint32_t n_metrics = r.u32("metric count");
     if (n_metrics > 16) r.fail(ByteReader::str_of(n_metrics, " metrics, at most 16 expected"));
@@ -259,66 +228,16 @@ struct ModelFile {
                 << ": saved before loom recorded RMSprop's rule; its optimizer keeps the rule it was trained with, "
                    "w -= lr*g/(sqrt(a) + eps) (TensorFlow 2.0-2.10), not today's Keras rule w -= lr*g/sqrt(a + eps)\n";
     }
-    const std::int64_t iterations = r.i64("optimizer step count");
-    const std::uint32_t n_slots = r.u32("optimizer slot count");
-    std::vector<typename Optimizer<T>::Slot> slots;
-    for (std::uint32_t i = 0; i < n_slots; ++i) {
-      typename Optimizer<T>::Slot s;
-      s.name = r.str("slot name");
-      s.shape = r.shape("slot shape", sizeof(T));
-      const std::uint32_t n_state = r.u32("slot state count");
-      if (n_state > 4) r.fail(ByteReader::str_of("slot '", s.name, "' has ", n_state, " state tensors, at most 4"));
-      for (std::uint32_t j = 0; j < n_state; ++j) {
-        Tensor<T> v(s.shape);
-        r.values(v, "slot values");
-        s.state.push_back(std::move(v));
-      }
-      slots.push_back(std::move(s));
-    }
-    TrainingPosition& at = t.position_;
-    at.epoch = static_cast<int>(r.i64("epoch"));
-    at.step = static_cast<long>(r.i64("batch"));
-    at.loss_sum = r.f64("running loss");
-    at.correct = static_cast<Index>(r.i64("running correct count"));
-    at.seen = static_cast<Index>(r.i64("running sample count"));
-    if (at.epoch < 0 || at.step < 0 || at.correct < 0 || at.seen < at.correct) r.fail("the training position is inconsistent");
-    const std::uint64_t n = r.count("sample order", 8);
-    std::vector<char> used(static_cast<std::size_t>(n), 0);
-    t.order_.assign(static_cast<std::size_t>(n), 0);
-    for (auto& i : t.order_) {
-      const std::int64_t v = r.i64("sample order");
-      if (v < 0 || static_cast<std::uint64_t>(v) >= n || used[static_cast<std::size_t>(v)]) {
-        r.fail("the sample order is not a permutation");
-      }
-      used[static_cast<std::size_t>(v)] = 1;
-      i = static_cast<Index>(v);
-    }
-    const std::uint32_t n_keys = r.u32("history size");
-    if (n_keys > 64) r.fail(ByteReader::str_of("history has ", n_keys, " metrics, at most 64 expected"));
-    for (std::uint32_t k = 0; k < n_keys; ++k) {
-      const std::string key = r.str("history key");
-      const std::uint64_t len = r.count("history length", 8);
-      auto& values = t.history_.history[key];
-      for (std::uint64_t i = 0; i < len; ++i) values.push_back(r.f64("history value"));
-    }
-    Config loss_config;
-    if (version >= 2) {  // format 1 ends before these
-      t.stop_requested_ = r.u8("stop request") != 0;
-      const std::uint32_t n_states = r.u32("callback state count");
-      if (n_states > 256) r.fail(ByteReader::str_of(n_states, " callback states, at most 256 expected"));
-      for (std::uint32_t i = 0; i < n_states; ++i) {
-        std::string key = r.str("callback state key");
-        t.saved_states_.emplace_back(std::move(key), r.str("callback state"));
-      }
-      t.state_source_ = r.source();
-      loss_config = Config(r.pairs("loss config"));
-    }
-    if (slots.empty() && iterations != 0) r.fail("the optimizer has taken steps but holds no state");
-    if (!slots.empty()) check_slots(r, m, slots);
+    TrainingState<T> state;
+    state.read(r, version);
+    state.stream = stream;
+    const Config loss_config = version >= 2 ? Config(r.pairs("loss config")) : Config();  // format 1 ends before it
+    if (!state.optimizer_slots.empty()) check_slots(r, m, state.optimizer_slots);
+    Trainer<T>& t = m.trainer();
     try {  // the registries, compile and the optimizer's own checks: name the file
       t.compile(make_loss<T>(loss, loss_config), make_optimizer<T>(opt_type, opt_config), metrics);
       t.prepare(m);  // builds the optimizer for this architecture
-      if (!slots.empty()) t.optimizer_->restore(std::move(slots), iterations);
+      t.restore(std::move(state), r.source());
     } catch (const Error& e) {
       r.fail(std::string("training state: ") + e.what());
     }
