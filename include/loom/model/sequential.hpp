@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../io.hpp"
+#include "../layers/fusion.hpp"
 #include "../layers/layer.hpp"
 #include "../losses.hpp"
 #include "../metrics.hpp"
@@ -145,9 +146,9 @@ class Sequential {
 
   /// Runs every layer on a batch; returns the last layer's output. In
   /// inference a layer that can absorb the work of the ones after it (a
-  /// Conv2D, then a BatchNormalization and a MaxPool2D) does it in its own
-  /// output pass, and they are skipped: the same function up to rounding,
-  /// with fewer passes over memory.
+  /// Conv2D, then a BatchNormalization and a MaxPool2D: InferenceFusion in
+  /// layers/fusion.hpp) does it in its own output pass, and they are
+  /// skipped: the same function up to rounding, with fewer passes over memory.
   const Tensor<T>& forward(const Tensor<T>& x, Mode mode) {
     check_inputs(x, "forward");
     return run_layers(layers_, x, mode);
@@ -323,20 +324,9 @@ class Sequential {
   static const Tensor<T>& run_layers(std::vector<std::unique_ptr<Layer<T>>>& layers, const Tensor<T>& x, Mode mode) {
     const Tensor<T>* out = &x;
     for (std::size_t i = 0; i < layers.size(); ++i) {
-      Layer<T>& layer = *layers[i];
-      std::size_t taken = 0;
-      while (mode == Mode::Inference && i + taken + 1 < layers.size() &&
-             layer.absorb_next_in_inference(layers[i + taken + 1].get())) {
-        ++taken;
-      }
-      struct Release {  // ends the offer, also when forward throws
-        Layer<T>* layer;
-        ~Release() {
-          if (layer) layer->absorb_next_in_inference(nullptr);
-        }
-      } release{taken > 0 ? &layer : nullptr};
-      out = &layer.forward(*out, mode);
-      i += taken;
+      InferenceFusion<T> fusion(layers, i, mode);  // ends with the forward, also when it throws
+      out = &layers[i]->forward(*out, mode);
+      i += fusion.taken();
     }
     return *out;
   }
