@@ -280,6 +280,60 @@ TEST_CASE("Conv2D in inference takes a Dropout, a BatchNormalization and a MaxPo
   CHECK_FALSE(fusion::absorb_next_in_inference(softmax, &bn));
 }
 
+TEST_CASE("the fusion planner fuses a user's own layer only as far as it declares") {
+  // A layer the planner does not know: declaring nothing, nothing fuses with
+  // it or across it; declaring FusionTraits, the planner steps over it.
+  struct Custom : Layer<float> {
+    FusionTraits traits;
+    std::string type() const override { return "Custom"; }
+    std::string base_name() const override { return "custom"; }
+    FusionTraits fusion_traits() const override { return traits; }
+
+   protected:
+    Shape build_impl(const Shape& in, Rng&) override { return in; }
+    const Tensor<float>& forward_impl(const Tensor<float>& x, Mode) override { return x; }
+    const Tensor<float>& backward_impl(const Tensor<float>& dy) override { return dy; }
+  };
+  Conv2D<float> layer(conv(4, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU));
+  Custom custom;
+  BatchNormalization<float> bn;
+  CHECK_FALSE(fusion::absorb_next_in_inference(layer, &custom));
+  CHECK_FALSE(fusion::absorb_next_in_inference(custom, &bn));
+  CHECK_FALSE(fusion::fuse_next_in_training(custom, &bn));
+  CHECK_FALSE(fusion::fuse_next_in_training(bn, &custom));
+  CHECK_FALSE(fusion::leave_relu_grad(custom, true));
+  CHECK_FALSE(fusion::take_input_relu_grad(custom, true));
+  custom.traits.identity_in_inference = true;
+  CHECK(fusion::absorb_next_in_inference(layer, &custom));
+  CHECK(fusion::absorb_next_in_inference(layer, &bn));
+  CHECK(layer.absorbed() == &bn);
+  fusion::absorb_next_in_inference(layer, nullptr);
+  CHECK(layer.absorbed() == nullptr);
+
+  // In training a Conv2D's ReLU derivative passes it only when it scales elementwise.
+  std::vector<std::unique_ptr<Layer<float>>> layers;
+  layers.push_back(std::make_unique<Conv2D<float>>(conv(4, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU)));
+  auto owned = std::make_unique<Custom>();
+  Custom& user = *owned;
+  layers.push_back(std::move(owned));
+  layers.push_back(std::make_unique<BatchNormalization<float>>());
+  for (const bool scales : {false, true}) {
+    CAPTURE(scales);
+    user.traits.scales_elementwise = scales;
+    {
+      TrainingFusion<float> plan(layers);
+      CHECK(fusion::relu_grad_left(*layers[0]) == scales);
+      CHECK(fusion::takes_input_relu_grad(*layers[2]) == scales);
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        CHECK_FALSE(plan.fused(i));
+        CHECK_FALSE(plan.skips(i));
+      }
+    }
+    CHECK_FALSE(fusion::relu_grad_left(*layers[0]));  // for the plan's life only
+    CHECK_FALSE(fusion::takes_input_relu_grad(*layers[2]));
+  }
+}
+
 TEST_CASE("gradient check: Dense") {
   SUBCASE("linear") {
     Dense<double> layer(DenseOptions(5));
