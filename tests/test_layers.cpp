@@ -202,9 +202,10 @@ TEST_CASE("Conv2D: Auto takes Winograd for 3x3 stride-1 layers with 8+ channels 
 }
 
 TEST_CASE("Conv2D in inference takes a Dropout, a BatchNormalization and a MaxPool2D after it, to rounding") {
-  // Sequential offers a Conv2D the layers after it (Layer::absorb_next_in_inference);
-  // run one by one, they must give what the Conv2D gives alone, with the
-  // pooling done on the direct kernel's rows or Winograd's 4x4 tiles.
+  // Sequential offers a Conv2D the layers after it (InferenceFusion, by
+  // fusion::absorb_next_in_inference); run one by one, they must give what
+  // the Conv2D gives alone, with the pooling done on the direct kernel's rows
+  // or Winograd's 4x4 tiles.
   struct Case {
     const char* what;
     ConvAlgorithm algorithm;
@@ -252,16 +253,17 @@ TEST_CASE("Conv2D in inference takes a Dropout, a BatchNormalization and a MaxPo
     const Tensor<float> apart =
         pool.forward(bn.forward(dropout.forward(layer.forward(x, Mode::Inference), Mode::Inference), Mode::Inference),
                      Mode::Inference);
-    layer.absorb_next_in_inference(&bn);  // the normalization alone, pooled apart: the same bits as pooled inside
+    // The normalization alone, pooled apart: the same bits as pooled inside.
+    fusion::absorb_next_in_inference(layer, &bn);
     const Tensor<float> pooled_apart = pool.forward(layer.forward(x, Mode::Inference), Mode::Inference);
-    layer.absorb_next_in_inference(nullptr);
+    fusion::absorb_next_in_inference(layer, nullptr);
 
-    CHECK(layer.absorb_next_in_inference(&dropout));
-    CHECK(layer.absorb_next_in_inference(&bn));
-    CHECK(layer.absorb_next_in_inference(&pool) == c.pools);
-    CHECK_FALSE(layer.absorb_next_in_inference(&bn));  // nothing after the pooling, nor a second one
+    CHECK(fusion::absorb_next_in_inference(layer, &dropout));
+    CHECK(fusion::absorb_next_in_inference(layer, &bn));
+    CHECK(fusion::absorb_next_in_inference(layer, &pool) == c.pools);
+    CHECK_FALSE(fusion::absorb_next_in_inference(layer, &bn));  // nothing after the pooling, nor a second one
     Tensor<float> fused = layer.forward(x, Mode::Inference);
-    layer.absorb_next_in_inference(nullptr);
+    fusion::absorb_next_in_inference(layer, nullptr);
     if (!c.pools) fused = pool.forward(fused, Mode::Inference);
     REQUIRE(fused.shape() == apart.shape());
     for (Index i = 0; i < fused.size(); ++i) {
@@ -275,7 +277,61 @@ TEST_CASE("Conv2D in inference takes a Dropout, a BatchNormalization and a MaxPo
   BatchNormalization<float> bn;
   Rng rng(1);
   bn.build(softmax.build({5, 5, 2}, rng), rng);
-  CHECK_FALSE(softmax.absorb_next_in_inference(&bn));
+  CHECK_FALSE(fusion::absorb_next_in_inference(softmax, &bn));
+}
+
+TEST_CASE("the fusion planner fuses a user's own layer only as far as it declares") {
+  // A layer the planner does not know: declaring nothing, nothing fuses with
+  // it or across it; declaring FusionTraits, the planner steps over it.
+  struct Custom : Layer<float> {
+    FusionTraits traits;
+    std::string type() const override { return "Custom"; }
+    std::string base_name() const override { return "custom"; }
+    FusionTraits fusion_traits() const override { return traits; }
+
+   protected:
+    Shape build_impl(const Shape& in, Rng&) override { return in; }
+    const Tensor<float>& forward_impl(const Tensor<float>& x, Mode) override { return x; }
+    const Tensor<float>& backward_impl(const Tensor<float>& dy) override { return dy; }
+  };
+  Conv2D<float> layer(conv(4, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU));
+  Custom custom;
+  BatchNormalization<float> bn;
+  CHECK_FALSE(fusion::absorb_next_in_inference(layer, &custom));
+  CHECK_FALSE(fusion::absorb_next_in_inference(custom, &bn));
+  CHECK_FALSE(fusion::fuse_next_in_training(custom, &bn));
+  CHECK_FALSE(fusion::fuse_next_in_training(bn, &custom));
+  CHECK_FALSE(fusion::leave_relu_grad(custom, true));
+  CHECK_FALSE(fusion::take_input_relu_grad(custom, true));
+  custom.traits.identity_in_inference = true;
+  CHECK(fusion::absorb_next_in_inference(layer, &custom));
+  CHECK(fusion::absorb_next_in_inference(layer, &bn));
+  CHECK(layer.absorbed() == &bn);
+  fusion::absorb_next_in_inference(layer, nullptr);
+  CHECK(layer.absorbed() == nullptr);
+
+  // In training a Conv2D's ReLU derivative passes it only when it scales elementwise.
+  std::vector<std::unique_ptr<Layer<float>>> layers;
+  layers.push_back(std::make_unique<Conv2D<float>>(conv(4, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU)));
+  auto owned = std::make_unique<Custom>();
+  Custom& user = *owned;
+  layers.push_back(std::move(owned));
+  layers.push_back(std::make_unique<BatchNormalization<float>>());
+  for (const bool scales : {false, true}) {
+    CAPTURE(scales);
+    user.traits.scales_elementwise = scales;
+    {
+      TrainingFusion<float> plan(layers);
+      CHECK(fusion::relu_grad_left(*layers[0]) == scales);
+      CHECK(fusion::takes_input_relu_grad(*layers[2]) == scales);
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        CHECK_FALSE(plan.fused(i));
+        CHECK_FALSE(plan.skips(i));
+      }
+    }
+    CHECK_FALSE(fusion::relu_grad_left(*layers[0]));  // for the plan's life only
+    CHECK_FALSE(fusion::takes_input_relu_grad(*layers[2]));
+  }
 }
 
 TEST_CASE("gradient check: Dense") {
@@ -376,7 +432,7 @@ bool fuse_batch_norm_and_pool(BatchNormalization<T>& bn, MaxPool2D<T>& pool, con
     (*p[0].value)[k] = static_cast<T>(k % 2 ? -0.7 - 0.1 * k : 1.3 + 0.2 * k);  // gamma
     (*p[1].value)[k] = static_cast<T>(0.1 * k - 0.2);                          // beta
   }
-  return bn.fuse_next_in_training(&pool);
+  return fusion::fuse_next_in_training(bn, &pool);
 }
 
 struct PoolCase {
@@ -413,7 +469,7 @@ TEST_CASE("BatchNormalization with MaxPool2D fused in: the pooled output bit for
     MaxPool2D<float> pool(c.options), pool_apart(c.options);
     REQUIRE(fuse_batch_norm_and_pool(bn, pool, c.input));
     fuse_batch_norm_and_pool(bn_apart, pool_apart, c.input);
-    bn_apart.fuse_next_in_training(nullptr);
+    fusion::fuse_next_in_training(bn_apart, nullptr);
     Rng rng(11);
     Tensor<float> x(c.input.with_batch(4));
     for (float& v : x) v = static_cast<float>(rng.uniform(-3, 3));
@@ -450,7 +506,7 @@ TEST_CASE("BatchNormalization fuses only a MaxPool2D whose windows tile its inpu
   MaxPool2D<float> gaps(MaxPool2DOptions({2, 2}).strides(Size2{3, 3}));
   CHECK_FALSE(fuse_batch_norm_and_pool(bn, gaps, {8, 8, 2}));
   Dropout<float> dropout(0.5);
-  CHECK_FALSE(bn.fuse_next_in_training(&dropout));
+  CHECK_FALSE(fusion::fuse_next_in_training(bn, &dropout));
 
   MaxPool2D<float> pool(MaxPool2DOptions({2, 2}));
   REQUIRE(fuse_batch_norm_and_pool(bn, pool, {4, 4, 2}));
@@ -461,16 +517,17 @@ TEST_CASE("BatchNormalization fuses only a MaxPool2D whose windows tile its inpu
   CHECK(bn.forward(x, Mode::Inference).shape() == Shape{2, 4, 4, 2});  // inference never pools
   CHECK(bn.forward(x, Mode::Train).shape() == Shape{2, 2, 2, 2});
   CHECK_THROWS_AS(bn.backward(Tensor<float>(Shape{2, 4, 4, 2})), ShapeError);  // it takes the pooled gradient
-  bn.fuse_next_in_training(nullptr);
+  fusion::fuse_next_in_training(bn, nullptr);
   CHECK_THROWS_WITH_AS(bn.backward(Tensor<float>(Shape{2, 4, 4, 2})),
                        doctest::Contains("backward() must be fused with the MaxPool2D as its forward() was"),
                        ConfigError);
 }
 
 TEST_CASE("a Conv2D's ReLU derivative left to the BatchNormalization after it: the same gradients, bit for bit") {
-  // As the trainer arranges it (Layer::leave_relu_grad): the BatchNormalization
-  // zeroes its input gradient where its input is not positive, past a Dropout
-  // if one stands between, and the Conv2D takes what it is given as dL/dz.
+  // As the trainer arranges it (TrainingFusion, fusion::leave_relu_grad): the
+  // BatchNormalization zeroes its input gradient where its input is not
+  // positive, past a Dropout if one stands between, and the Conv2D takes
+  // what it is given as dL/dz.
   struct Chain {
     Conv2D<float> conv2d{conv(4, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU)};
     Dropout<float> dropout{0.4, 3};
@@ -482,7 +539,7 @@ TEST_CASE("a Conv2D's ReLU derivative left to the BatchNormalization after it: t
       Shape s = conv2d.build({6, 5, 3}, rng);
       if (with_dropout) s = this->dropout.build(s, rng);
       pool.build(bn.build(s, rng), rng);
-      if (pooled) REQUIRE(bn.fuse_next_in_training(&pool));
+      if (pooled) REQUIRE(fusion::fuse_next_in_training(bn, &pool));
       auto p = bn.parameters();
       for (Index k = 0; k < 4; ++k) (*p[0].value)[k] = k % 2 ? -0.8f : 1.1f;  // gamma of both signs
     }
@@ -503,8 +560,8 @@ TEST_CASE("a Conv2D's ReLU derivative left to the BatchNormalization after it: t
       CAPTURE(pooled);
       CAPTURE(dropout);
       Chain left(dropout, pooled), apart(dropout, pooled);
-      REQUIRE(left.conv2d.leave_relu_grad(true));
-      REQUIRE(left.bn.take_input_relu_grad(true));
+      REQUIRE(fusion::leave_relu_grad(left.conv2d, true));
+      REQUIRE(fusion::take_input_relu_grad(left.bn, true));
       Rng rng(8);
       Tensor<float> x(Shape{3, 6, 5, 3});
       for (float& v : x) v = static_cast<float>(rng.uniform(-1, 1));
@@ -528,14 +585,14 @@ TEST_CASE("a Conv2D's ReLU derivative left to the BatchNormalization after it: t
   // Who agrees: a ReLU Conv2D (not Dense, not without ReLU), a BatchNormalization
   // that computes its input gradient; Dropout scales elementwise, Flatten does not.
   Conv2D<float> linear(conv(2, {3, 3}, Padding::Same));
-  CHECK_FALSE(linear.leave_relu_grad(true));
+  CHECK_FALSE(fusion::leave_relu_grad(linear, true));
   Dense<float> dense(DenseOptions(3).activation(Activation::ReLU));
-  CHECK_FALSE(dense.leave_relu_grad(true));
+  CHECK_FALSE(fusion::leave_relu_grad(dense, true));
   BatchNormalization<float> first;
   first.set_needs_input_grad(false);
-  CHECK_FALSE(first.take_input_relu_grad(true));
-  CHECK(Dropout<float>(0.5).scales_elementwise());
-  CHECK_FALSE(Flatten<float>().scales_elementwise());
+  CHECK_FALSE(fusion::take_input_relu_grad(first, true));
+  CHECK(Dropout<float>(0.5).fusion_traits().scales_elementwise);
+  CHECK_FALSE(Flatten<float>().fusion_traits().scales_elementwise);
 }
 
 TEST_CASE("gradient check: Dropout, Flatten, ReLU, Softmax") {

@@ -420,8 +420,8 @@ TEST_CASE("in training each BatchNormalization takes the MaxPool2D after it, for
   }
   for (const auto& l : model.layers()) {  // for the step only
     CHECK(l->fused_next() == nullptr);
-    CHECK_FALSE(l->relu_grad_left());
-    CHECK_FALSE(l->takes_input_relu_grad());
+    CHECK_FALSE(fusion::relu_grad_left(*l));
+    CHECK_FALSE(fusion::takes_input_relu_grad(*l));
   }
 
   for (const auto& l : model.layers()) l->seed(77);
@@ -449,7 +449,7 @@ TEST_CASE("in training each BatchNormalization takes the MaxPool2D after it, for
   CHECK_THROWS_AS(model.train_step(bad, y), NumericError);
   for (const auto& l : model.layers()) {  // also after a throw
     CHECK(l->fused_next() == nullptr);
-    CHECK_FALSE(l->relu_grad_left());
+    CHECK_FALSE(fusion::relu_grad_left(*l));
   }
 }
 

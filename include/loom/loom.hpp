@@ -13,6 +13,7 @@
 #include "layers/dense.hpp"
 #include "layers/dropout.hpp"
 #include "layers/flatten.hpp"
+#include "layers/fusion.hpp"
 #include "layers/layer.hpp"
 #include "layers/max_pool2d.hpp"
 #include "losses.hpp"

@@ -110,7 +110,7 @@ class RandomFlip : public detail::RandomAugmentation<T> {
   }
   std::string type() const override { return class_name; }
   std::string base_name() const override { return "random_flip"; }
-  bool identity_in_inference() const override { return true; }
+  FusionTraits fusion_traits() const override { return {/*identity_in_inference=*/true, /*scales_elementwise=*/false}; }
   Config config() const override { return this->with_seed(Config().set("mode", mode_)); }
   const std::string& mode() const { return mode_; }
 
@@ -232,7 +232,7 @@ class RandomTranslation : public detail::RandomAugmentation<T> {
   }
   std::string type() const override { return class_name; }
   std::string base_name() const override { return "random_translation"; }
-  bool identity_in_inference() const override { return true; }
+  FusionTraits fusion_traits() const override { return {/*identity_in_inference=*/true, /*scales_elementwise=*/false}; }
   Config config() const override {
     return this->with_seed(Config()
                                .set_reals("height_factor", {h_.lower, h_.upper})
@@ -512,7 +512,7 @@ class RandomErasing : public detail::RandomAugmentation<T> {
   }
   std::string type() const override { return class_name; }
   std::string base_name() const override { return "random_erasing"; }
-  bool identity_in_inference() const override { return true; }
+  FusionTraits fusion_traits() const override { return {/*identity_in_inference=*/true, /*scales_elementwise=*/false}; }
   Config config() const override {
     Config c;
     c.set_reals("factor", {opt_.factor()[0], opt_.factor()[1]})

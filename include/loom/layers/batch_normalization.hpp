@@ -23,8 +23,8 @@
 /// (they do, within double rounding, on the thread count).
 ///
 /// In training, a MaxPool2D that follows on NHWC data, with windows that tile
-/// the image (strides equal to the pool size), is fused in
-/// (Layer::fuse_next_in_training; the trainer does it): forward writes only
+/// the image (strides equal to the pool size), is fused in (fuse_pool; the
+/// fusion planner arranges it for each training step): forward writes only
 /// the pooled output and, per pooled value, its winner's place and xhat;
 /// backward takes the pooled output's gradient and recomputes xhat from the
 /// input. Neither the full-size output, nor xhat, nor a full-size output
@@ -103,6 +103,24 @@ class BatchNormalization : public Layer<T> {
     p.push_back({n + "/moving_variance", &moving_var_, nullptr});
     return p;
   }
+
+  /// Training fusion with the MaxPool2D after it, arranged by fusion.hpp's
+  /// planner (TrainingFusion) for one step, or ended with nullptr: while
+  /// set, the Mode::Train forward returns the pooled output and backward
+  /// takes its gradient (see the file comment). `pool` must follow this
+  /// layer, on images, with windows that tile them.
+  void fuse_pool(MaxPool2D<T>* pool) {
+    pool_ = pool;
+    this->set_fused_next(pool);
+  }
+  MaxPool2D<T>* fused_pool() const { return pool_; }
+
+  /// Training fusion of the ReLU's derivative of the layer before it,
+  /// arranged by the planner for one step: while on, backward multiplies
+  /// its input gradient by (input > 0) (Conv2D::set_relu_grad_left). Only
+  /// with needs_input_grad().
+  void set_input_relu_grad(bool on) { input_relu_grad_ = on; }
+  bool takes_input_relu_grad() const { return input_relu_grad_; }
 
   void set_replicas(Communicator* replicas) override { replicas_ = opt_.synchronized() ? replicas : nullptr; }
   void forward_without_samples() override {
@@ -213,7 +231,7 @@ class BatchNormalization : public Layer<T> {
         const T* __restrict sc = scale_.data();
         const T* __restrict mg = mean_dy_.data();
         const T* __restrict mgh = mean_dyh_.data();
-        const bool relu = this->takes_input_relu_grad();
+        const bool relu = input_relu_grad_;
         for (Index r = mine.begin; r < mine.end; ++r) {
           const T* __restrict g = dy.data() + r * c;
           const T* __restrict h = xhat_.data() + r * c;
@@ -229,20 +247,8 @@ class BatchNormalization : public Layer<T> {
     return input_grad ? dx_ : this->empty_;
   }
 
-  bool can_take_input_relu_grad() const override { return true; }
-
-  bool takes_next_in_training(Layer<T>& next) override {
-    pool_ = dynamic_cast<MaxPool2D<T>*>(&next);
-    if (pool_ && !(this->input_shape().rank() == 3 && pool_->windows_tile())) {
-      pool_ = nullptr;
-    }
-    return pool_ != nullptr;
-  }
-
  private:
   Index channels() const { return gamma_.size(); }
-  /// The MaxPool2D fused in, while fuse_next_in_training holds it.
-  MaxPool2D<T>* fused_pool() const { return this->fused_next() ? pool_ : nullptr; }
 
   /// In every thread of a parallel region: the batch statistics of x in
   /// one pass (sums of x and of x^2, in double, so that var = E[x^2] -
@@ -385,7 +391,7 @@ class BatchNormalization : public Layer<T> {
           }
         });
       };
-      if (this->takes_input_relu_grad()) {
+      if (input_relu_grad_) {
         write_dx(std::true_type{});
       } else {
         write_dx(std::false_type{});
@@ -425,7 +431,7 @@ class BatchNormalization : public Layer<T> {
   }
 
   /// dx of one cell, from its window's output gradient (dy, at) where it
-  /// won, or none (dy null); with Relu, 0 where x <= 0 (take_input_relu_grad).
+  /// won, or none (dy null); with Relu, 0 where x <= 0 (set_input_relu_grad).
   template <bool Relu>
   [[gnu::noinline]] static void dx_cell(const T* __restrict x, const T* __restrict mu, const T* __restrict is,
                                         const T* __restrict sc, const T* __restrict mg, const T* __restrict mgh,
@@ -512,8 +518,9 @@ class BatchNormalization : public Layer<T> {
   Tensor<T> gamma_, beta_, moving_mean_, moving_var_, dgamma_, dbeta_;
   Tensor<T> inv_std_, mean_, mean_dy_, mean_dyh_, scale_;
   Tensor<T> y_, xhat_, dx_;
-  MaxPool2D<T>* pool_ = nullptr;  ///< the last MaxPool2D taken by takes_next_in_training
+  MaxPool2D<T>* pool_ = nullptr;  ///< the MaxPool2D fused in (fuse_pool), or null
   bool pooled_forward_ = false;   ///< whether the last training forward was fused
+  bool input_relu_grad_ = false;  ///< see set_input_relu_grad
   /// The last training forward's input, which backward reads again when
   /// fused (with the MaxPool2D or a ReLU's derivative): the trainer keeps it.
   const Tensor<T>* input_ = nullptr;

@@ -99,29 +99,38 @@ class Conv2D : public Layer<T> {
   void copy_settings_to(Layer<T>& copy) const override {
     if (auto* conv = dynamic_cast<Conv2D*>(&copy)) conv->algorithm_ = algorithm_;
   }
-  /// Takes into its next inference forward, offered in order: layers that
-  /// pass their input through in inference (Dropout); a BatchNormalization,
-  /// in the epilogue (after the bias and ReLU, y = relu(z) * scale + shift);
-  /// and then a MaxPool2D whose windows tile the output, pooled from the
-  /// epilogue's rows (direct kernel) or tiles (Winograd, for windows within
-  /// its 4x4 tiles, as 2x2 pooling), so the unpooled output is never
-  /// stored. Not with a softmax activation, nor the pooling under im2col.
-  bool absorb_next_in_inference(Layer<T>* next) override {
-    if (!next) {
-      absorbed_ = nullptr;
-      pooled_ = nullptr;
-      return false;
-    }
-    if (pooled_ || opt_.activation() == Activation::Softmax) return false;
-    if (next->identity_in_inference()) return true;
-    if (auto* bn = dynamic_cast<BatchNormalization<T>*>(next); bn && !absorbed_) {
-      absorbed_ = bn;
-      return true;
-    }
-    auto* pool = dynamic_cast<MaxPool2D<T>*>(next);
-    if (pool && can_pool(*pool)) pooled_ = pool;
-    return pooled_ != nullptr;
+  /// Inference fusion, arranged by fusion.hpp's planner (InferenceFusion)
+  /// around one forward: the next Mode::Inference forward applies `bn`'s
+  /// inference transform in the epilogue (after the bias and ReLU, y =
+  /// relu(z) * scale + shift) and then `pool`'s pooling, from the epilogue's
+  /// rows (direct kernel) or tiles (Winograd, for windows within its 4x4
+  /// tiles, as 2x2 pooling), so that the unpooled output is never stored;
+  /// its output is then the last one's. Either may be null; `pool` must
+  /// satisfy can_pool. absorb(nullptr, nullptr) ends it.
+  void absorb(BatchNormalization<T>* bn, MaxPool2D<T>* pool) {
+    absorbed_ = bn;
+    pooled_ = pool;
   }
+  BatchNormalization<T>* absorbed() const { return absorbed_; }
+  MaxPool2D<T>* pooled() const { return pooled_; }
+
+  /// Whether the inference forward can pool its output for `pool` (see
+  /// absorb): windows that tile the output, and for Winograd lie within its
+  /// tiles; the direct kernel or Winograd, not im2col.
+  bool can_pool(const MaxPool2D<T>& pool) const {
+    const detail::Window2D& p = pool.window();
+    if (!pool.windows_tile() || p.h != geo_.ho || p.w != geo_.wo || p.c != opt_.filters()) return false;
+    if (uses_direct()) return true;
+    return uses_winograd() && Winograd::kTile % p.kh == 0 && Winograd::kTile % p.kw == 0 && p.pad_top == 0 &&
+           p.pad_left == 0;
+  }
+
+  /// Training fusion of the ReLU's derivative, arranged by fusion.hpp's
+  /// planner (TrainingFusion) for one step: while on, backward takes the
+  /// gradient it is given as dL/dz, a later layer having multiplied it by
+  /// (y > 0) already (BatchNormalization::set_input_relu_grad).
+  void set_relu_grad_left(bool on) { relu_grad_left_ = on; }
+  bool relu_grad_left() const { return relu_grad_left_; }
 
   /// The algorithm the layer runs (Auto resolved; before build, as for a
   /// layer of no input channels).
@@ -227,8 +236,8 @@ class Conv2D : public Layer<T> {
     const Index tile = images_per_tile();
     const bool input_grad = this->needs_input_grad();
     // dz = dy * f'(y), unless dy is dz already: a fused softmax gradient, a
-    // ReLU's derivative applied by a later layer (leave_relu_grad), no activation.
-    const Activation act = this->skip_softmax_grad() || this->relu_grad_left() ? Activation::None : opt_.activation();
+    // ReLU's derivative applied by a later layer (set_relu_grad_left), no activation.
+    const Activation act = this->skip_softmax_grad() || relu_grad_left_ ? Activation::None : opt_.activation();
     if (act != Activation::None) dz_.resize_for_overwrite(dy.shape());
     const T* dz_all = act != Activation::None ? dz_.data() : dy.data();
     if (input_grad) dx_.resize_for_overwrite(this->input_shape().with_batch(n));
@@ -320,8 +329,6 @@ class Conv2D : public Layer<T> {
     });
     return input_grad ? dx_ : this->empty_;
   }
-
-  bool can_leave_relu_grad() const override { return true; }
 
  private:
   /// One thread's scratch: its GEMMs' packing buffers, a tile of column rows
@@ -418,17 +425,6 @@ class Conv2D : public Layer<T> {
     });
   }
 
-  /// Whether the forward can pool its output for `pool` (see
-  /// absorb_next_in_inference): windows that tile the output, and for
-  /// Winograd lie within its tiles.
-  bool can_pool(const MaxPool2D<T>& pool) const {
-    const detail::Window2D& p = pool.window();
-    if (!pool.windows_tile() || p.h != geo_.ho || p.w != geo_.wo || p.c != opt_.filters()) return false;
-    if (uses_direct()) return true;
-    return uses_winograd() && Winograd::kTile % p.kh == 0 && Winograd::kTile % p.kw == 0 && p.pad_top == 0 &&
-           p.pad_left == 0;
-  }
-
   struct Workspace {
     detail::Gemm<T> forward, weights, input;
     Winograd winograd;
@@ -501,8 +497,9 @@ class Conv2D : public Layer<T> {
 
   Conv2DOptions opt_;
   ConvAlgorithm algorithm_ = ConvAlgorithm::Auto;
-  BatchNormalization<T>* absorbed_ = nullptr;  // the next layer, during a fused inference forward
+  BatchNormalization<T>* absorbed_ = nullptr;  // see absorb: during a fused inference forward
   MaxPool2D<T>* pooled_ = nullptr;             // the pooling after it, likewise
+  bool relu_grad_left_ = false;                // see set_relu_grad_left
   Tensor<T> affine_;                           // its scale and shift
   Tensor<T> u_, u_source_;  // Winograd's forward U, and the kernel it came from (inference)
   bool u_cached_ = false;    // u_ is the transform of u_source_

@@ -30,13 +30,15 @@ class Dropout : public Layer<T> {
   static constexpr const char* class_name = "Dropout";
   std::string type() const override { return class_name; }
   std::string base_name() const override { return "dropout"; }
-  bool identity_in_inference() const override { return true; }
+  /// The identity in inference; in training it scales by 0 or 1 / (1 - rate).
+  FusionTraits fusion_traits() const override {
+    return {/*identity_in_inference=*/true, /*scales_elementwise=*/true};
+  }
   double rate() const { return rate_; }
   void seed(std::uint64_t seed) override { rng_.seed(seed); }
   bool has_rng() const override { return true; }
   Rng::State rng_state() const override { return rng_.state(); }
   void set_rng_state(const Rng::State& state) override { rng_.set_state(state); }
-  bool scales_elementwise() const override { return true; }  // by 0 or 1 / (1 - rate)
 
   Config config() const override {
     Config c;

@@ -88,6 +88,22 @@ struct Parameter {
  private:                                           \
   Type name_##_ = default_value;
 
+/// What a layer declares about itself to the fusion planner (fusion.hpp),
+/// which fuses adjacent layers only by its own rules between the concrete
+/// layers it knows and by these flags: a layer it does not know that
+/// declares nothing (a user's own, by default) is never fused, and no
+/// fusion steps over it.
+struct FusionTraits {
+  /// Its Mode::Inference forward returns its input unchanged (Dropout, the
+  /// random augmentations): a layer absorbing the ones after it in inference
+  /// may step over it.
+  bool identity_in_inference = false;
+  /// Its forward and backward multiply each element by one factor >= 0
+  /// (Dropout): its output is positive exactly where its input is, or its
+  /// gradient is 0 there, so a ReLU's derivative may be handed past it.
+  bool scales_elementwise = false;
+};
+
 template <class T>
 class Layer {
  public:
@@ -164,56 +180,17 @@ class Layer {
   void set_fused_softmax_grad(bool on) { fused_softmax_grad_ = on; }
   bool fused_softmax_grad() const { return fused_softmax_grad_; }
 
-  /// Inference fusion: offered the layers that follow it one at a time, in
-  /// order, for as long as it says yes (then nullptr, to end the offer), a
-  /// layer that can compute their work in its own output pass takes them
-  /// and does it in its next Mode::Inference forward, whose output is then
-  /// the last taken layer's; Sequential skips the layers taken. Conv2D takes
-  /// a BatchNormalization and a MaxPool2D this way, and the layers between
-  /// that pass their input through in inference (Dropout).
-  virtual bool absorb_next_in_inference(Layer* /*next*/) { return false; }
+  /// What the layer declares to the fusion planner (fusion.hpp), which
+  /// decides every fusion between adjacent layers: see FusionTraits.
+  virtual FusionTraits fusion_traits() const { return {}; }
 
-  /// Whether the layer's inference forward returns its input unchanged
-  /// (Dropout, the random augmentations), so that a layer absorbing the
-  /// ones after it can step over it.
-  virtual bool identity_in_inference() const { return false; }
-
-  /// Training fusion: offered the layer that follows it, a layer that can do
-  /// that layer's work in its own passes takes it, and until offered nullptr
-  /// its Mode::Train forward returns `next`'s output and its backward takes
-  /// `next`'s output gradient; the caller skips `next` both ways. The trainer
-  /// offers around each training step: BatchNormalization takes a MaxPool2D
-  /// whose windows tile its input. Returns whether the layer took `next`.
-  bool fuse_next_in_training(Layer* next) {
-    fused_next_ = next && takes_next_in_training(*next) ? next : nullptr;
-    return fused_next_ != nullptr;
-  }
-  /// The layer taken by fuse_next_in_training, or nullptr.
-  Layer* fused_next() const { return fused_next_; }
-
-  /// Training fusion of a ReLU's derivative, arranged by the trainer for one
-  /// step like fuse_next_in_training. A layer whose output is y = relu(z)
-  /// (Conv2D) can leave dL/dz = dL/dy * (y > 0) to a later layer that reads
-  /// its own input in backward anyway (BatchNormalization): that layer
-  /// multiplies its input gradient by (input > 0), and the first one takes
-  /// the gradient it is given as dL/dz, saving a full pass over memory.
-  /// Between the two may stand layers that scale each element by a factor
-  /// >= 0 both ways (Dropout): their output is positive exactly where their
-  /// input is, or their gradient is 0 there. Each call returns whether the
-  /// layer agreed; the caller undoes both with `false` when the step ends.
-  bool leave_relu_grad(bool on) {
-    relu_grad_left_ = on && activation() == Activation::ReLU && can_leave_relu_grad();
-    return relu_grad_left_;
-  }
-  bool relu_grad_left() const { return relu_grad_left_; }
-  bool take_input_relu_grad(bool on) {
-    input_relu_grad_ = on && needs_input_grad_ && can_take_input_relu_grad();
-    return input_relu_grad_;
-  }
-  bool takes_input_relu_grad() const { return input_relu_grad_; }
-  /// Whether forward and backward multiply each element by one factor >= 0
-  /// (see leave_relu_grad).
-  virtual bool scales_elementwise() const { return false; }
+  /// Training fusion (arranged by fusion.hpp's TrainingFusion for one step):
+  /// the later layer whose work this one does in its own Mode::Train passes,
+  /// or nullptr. While set, its Mode::Train forward returns that layer's
+  /// output and its backward takes that output's gradient; the caller skips
+  /// the other layer both ways. Only BatchNormalization sets it, taking a
+  /// MaxPool2D (BatchNormalization::fuse_pool).
+  const Layer* fused_next() const { return fused_next_; }
 
   /// The first layer of a model need not compute its input gradient.
   void set_needs_input_grad(bool on) { needs_input_grad_ = on; }
@@ -269,12 +246,8 @@ class Layer {
   virtual Shape build_impl(const Shape& input, Rng& rng) = 0;
   virtual const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) = 0;
   virtual const Tensor<T>& backward_impl(const Tensor<T>& dy) = 0;
-  /// Whether this layer can do `next`'s work in training (see fuse_next_in_training).
-  virtual bool takes_next_in_training(Layer& /*next*/) { return false; }
-  /// Whether backward can take dL/dz for dL/dy (see leave_relu_grad).
-  virtual bool can_leave_relu_grad() const { return false; }
-  /// Whether backward can multiply its input gradient by (input > 0).
-  virtual bool can_take_input_relu_grad() const { return false; }
+  /// Sets fused_next (for a layer whose kernels do that layer's work).
+  void set_fused_next(const Layer* next) { fused_next_ = next; }
 
   /// "Conv2D 'conv2d_1'", the prefix of every message about this layer.
   std::string where() const { return type() + " '" + (name_.empty() ? base_name() : name_) + "'"; }
@@ -319,9 +292,7 @@ class Layer {
   Index batch_ = 0;
   bool fused_softmax_grad_ = false;
   bool needs_input_grad_ = true;
-  Layer* fused_next_ = nullptr;
-  bool relu_grad_left_ = false;
-  bool input_relu_grad_ = false;
+  const Layer* fused_next_ = nullptr;
   Index max_parameter_values_ = std::numeric_limits<Index>::max();
   Index parameter_values_ = 0;
 };

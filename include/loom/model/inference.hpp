@@ -4,9 +4,9 @@
 /// in chunks, on every thread (what Sequential's predict and evaluate use).
 ///
 /// In inference a layer that can absorb the work of the ones after it (a
-/// Conv2D, then a BatchNormalization and a MaxPool2D) does it in its own
-/// output pass, and they are skipped: the same function up to rounding,
-/// with fewer passes over memory.
+/// Conv2D, then a BatchNormalization and a MaxPool2D: InferenceFusion in
+/// layers/fusion.hpp) does it in its own output pass, and they are skipped:
+/// the same function up to rounding, with fewer passes over memory.
 
 #include <algorithm>
 #include <exception>
@@ -14,6 +14,7 @@
 #include <optional>
 #include <vector>
 
+#include "../layers/fusion.hpp"
 #include "../layers/layer.hpp"
 #include "../parallel.hpp"
 #include "../random.hpp"
@@ -36,20 +37,9 @@ class Inference {
   static const Tensor<T>& run(const Layers& layers, const Tensor<T>& x, Mode mode) {
     const Tensor<T>* out = &x;
     for (std::size_t i = 0; i < layers.size(); ++i) {
-      Layer<T>& layer = *layers[i];
-      std::size_t taken = 0;
-      while (mode == Mode::Inference && i + taken + 1 < layers.size() &&
-             layer.absorb_next_in_inference(layers[i + taken + 1].get())) {
-        ++taken;
-      }
-      struct Release {  // ends the offer, also when forward throws
-        Layer<T>* layer;
-        ~Release() {
-          if (layer) layer->absorb_next_in_inference(nullptr);
-        }
-      } release{taken > 0 ? &layer : nullptr};
-      out = &layer.forward(*out, mode);
-      i += taken;
+      InferenceFusion<T> fusion(layers, i, mode);  // ends with the forward, also when it throws
+      out = &layers[i]->forward(*out, mode);
+      i += fusion.taken();
     }
     return *out;
   }

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../error.hpp"
+#include "../layers/fusion.hpp"
 #include "../layers/layer.hpp"
 #include "../losses.hpp"
 #include "../tensor.hpp"
@@ -54,26 +55,16 @@ class TrainStep {
   /// loss. With `guard`, a loss that is not finite throws NumericError naming
   /// the first layer whose output is not finite, before backward runs.
   ///
-  /// A layer that can do the next one's work in its own passes
-  /// (Layer::fuse_next_in_training) does, both ways, and the next is skipped;
-  /// a ReLU's derivative is applied by a later layer that can
-  /// (Layer::leave_relu_grad).
+  /// The layers fuse as the planner arranges for the step (TrainingFusion,
+  /// layers/fusion.hpp): a layer that does the next one's work in its own
+  /// passes does, both ways, and the next is skipped; a ReLU's derivative
+  /// may be applied by a later layer.
   double forward_backward(const Layers& layers, const Loss<T>& loss, const Tensor<T>& x, const Tensor<T>& y,
                           bool guard, T grad_scale) {
-    struct Unfuse {  // the fusions last one step, also when it throws
-      const Layers& layers;
-      ~Unfuse() {
-        for (const auto& l : layers) {
-          l->fuse_next_in_training(nullptr);
-          l->leave_relu_grad(false);
-          l->take_input_relu_grad(false);
-        }
-      }
-    } unfuse{layers};
-    fuse_for_training(layers);
+    TrainingFusion<T> fusion(layers);  // for the step, also when it throws
     const Tensor<T>* out = &x;
     for (std::size_t i = 0; i < layers.size(); ++i) {
-      const bool fused = layers[i]->fused_next() != nullptr;
+      const bool fused = fusion.fused(i);
       out = &layers[i]->forward(*out, Mode::Train);
       outputs_[i] = out;
       if (fused) outputs_[++i] = out;
@@ -86,7 +77,7 @@ class TrainStep {
     }
     const Tensor<T>* g = &grad_;
     for (std::size_t i = layers.size(); i-- > 0;) {
-      if (i > 0 && layers[i - 1]->fused_next() == layers[i].get()) continue;  // done by layers[i - 1]
+      if (fusion.skips(i)) continue;  // done by layers[i - 1]
       g = &layers[i]->backward(*g);
     }
     return value;
@@ -107,23 +98,6 @@ class TrainStep {
   }
 
  private:
-  /// Offers each layer the next to take in, then each ReLU layer the first
-  /// layer after it, past elementwise scalings, to apply its derivative.
-  /// Both for one step: forward_backward undoes them.
-  static void fuse_for_training(const Layers& layers) {
-    const std::size_t n = layers.size();
-    for (std::size_t i = 0; i + 1 < n; ++i) {
-      if (layers[i]->fuse_next_in_training(layers[i + 1].get())) ++i;
-    }
-    for (std::size_t i = 0; i + 1 < n; ++i) {
-      if (layers[i]->fused_next() || !layers[i]->leave_relu_grad(true)) continue;
-      std::size_t j = i + 1;
-      while (j < n && layers[j]->scales_elementwise() && layers[j - 1]->fused_next() != layers[j].get()) ++j;
-      const bool runs_backward = j < n && layers[j - 1]->fused_next() != layers[j].get();
-      if (!(runs_backward && layers[j]->take_input_relu_grad(true))) layers[i]->leave_relu_grad(false);
-    }
-  }
-
   /// Which of the input and the layers' outputs of the last forward first holds a value that is not finite.
   std::string describe_non_finite(const Layers& layers, const Tensor<T>& x, double loss) const {
     const auto finite = [](const Tensor<T>& t) {

@@ -1,0 +1,222 @@
+#pragma once
+/// \file fusion.hpp
+/// The fusion planner: the one place that decides which adjacent layers
+/// fuse, in training and in inference. It reads what a layer declares of
+/// itself (Layer::fusion_traits) and applies rules between the concrete
+/// layers it knows; the layers keep the fused kernels and are told what to
+/// do through setters of their own (Conv2D::absorb, BatchNormalization::
+/// fuse_pool, Conv2D::set_relu_grad_left, BatchNormalization::
+/// set_input_relu_grad). A layer it does not know is never fused.
+///
+/// - Inference (InferenceFusion, around each layer's forward): a Conv2D
+///   without softmax takes, in this order, the layers after it that are
+///   identity_in_inference, one BatchNormalization (applied in its
+///   epilogue) and a MaxPool2D it can pool (Conv2D::can_pool), stepping
+///   over identities between them; the model skips the layers taken.
+/// - Training (TrainingFusion, around each step): a BatchNormalization on
+///   images takes the MaxPool2D right after it when its windows tile the
+///   image; then each Conv2D ending in a ReLU, not itself taken, leaves its
+///   derivative to the first layer after it past layers that
+///   scales_elementwise, when that layer runs its own backward and is a
+///   BatchNormalization that computes its input gradient.
+///
+/// Every arrangement lasts one forward (inference) or one step (training)
+/// and is undone when the planner object goes, also by an exception.
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "batch_normalization.hpp"
+#include "conv2d.hpp"
+#include "layer.hpp"
+#include "max_pool2d.hpp"
+
+namespace loom {
+namespace fusion {
+
+/// `Layer<T>` in a parameter that must not take part in deducing T (so
+/// that nullptr can be passed for it).
+template <class T>
+struct NotDeduced {
+  using type = T;
+};
+template <class T>
+using LayerArg = typename NotDeduced<Layer<T>>::type;
+
+// ---- Inference --------------------------------------------------------------
+
+/// Offers `layer` the next layer after those it has taken, for its next
+/// Mode::Inference forward; returns whether it took it (and so whether the
+/// one after may be offered). nullptr ends the offer and undoes it. Only a
+/// Conv2D without softmax takes anything: layers identity in inference, a
+/// BatchNormalization (before any pooling, once) and then a MaxPool2D it
+/// can pool, after which it takes nothing more.
+template <class T>
+bool absorb_next_in_inference(Layer<T>& layer, LayerArg<T>* next) {
+  auto* conv = dynamic_cast<Conv2D<T>*>(&layer);
+  if (!conv) return false;
+  if (!next) {
+    conv->absorb(nullptr, nullptr);
+    return false;
+  }
+  if (conv->pooled() || conv->activation() == Activation::Softmax) return false;
+  if (next->fusion_traits().identity_in_inference) return true;
+  if (auto* bn = dynamic_cast<BatchNormalization<T>*>(next); bn && !conv->absorbed()) {
+    conv->absorb(bn, nullptr);
+    return true;
+  }
+  auto* pool = dynamic_cast<MaxPool2D<T>*>(next);
+  if (!pool || !conv->can_pool(*pool)) return false;
+  conv->absorb(conv->absorbed(), pool);
+  return true;
+}
+
+// ---- Training ---------------------------------------------------------------
+
+/// Offers `layer` the layer right after it, for its Mode::Train passes
+/// (nullptr undoes); returns whether it took it (Layer::fused_next). A
+/// BatchNormalization on images takes a MaxPool2D whose windows tile them.
+template <class T>
+bool fuse_next_in_training(Layer<T>& layer, LayerArg<T>* next) {
+  auto* bn = dynamic_cast<BatchNormalization<T>*>(&layer);
+  if (!bn) return false;
+  auto* pool = dynamic_cast<MaxPool2D<T>*>(next);
+  if (pool && !(bn->input_shape().rank() == 3 && pool->windows_tile())) pool = nullptr;
+  bn->fuse_pool(pool);
+  return pool != nullptr;
+}
+
+/// The ReLU's derivative of `layer`, left to a later layer (on) or taken
+/// back (off); returns whether it is left. Only a Conv2D whose activation
+/// is ReLU can leave it (Conv2D::set_relu_grad_left).
+template <class T>
+bool leave_relu_grad(Layer<T>& layer, bool on) {
+  auto* conv = dynamic_cast<Conv2D<T>*>(&layer);
+  if (!conv) return false;
+  conv->set_relu_grad_left(on && conv->activation() == Activation::ReLU);
+  return conv->relu_grad_left();
+}
+template <class T>
+bool relu_grad_left(const Layer<T>& layer) {
+  const auto* conv = dynamic_cast<const Conv2D<T>*>(&layer);
+  return conv && conv->relu_grad_left();
+}
+
+/// Whether `layer` multiplies its input gradient by (input > 0), applying
+/// an earlier layer's ReLU derivative (on), or no longer (off); returns
+/// whether it does. Only a BatchNormalization that computes its input
+/// gradient can (BatchNormalization::set_input_relu_grad).
+template <class T>
+bool take_input_relu_grad(Layer<T>& layer, bool on) {
+  auto* bn = dynamic_cast<BatchNormalization<T>*>(&layer);
+  if (!bn) return false;
+  bn->set_input_relu_grad(on && bn->needs_input_grad());
+  return bn->takes_input_relu_grad();
+}
+template <class T>
+bool takes_input_relu_grad(const Layer<T>& layer) {
+  const auto* bn = dynamic_cast<const BatchNormalization<T>*>(&layer);
+  return bn && bn->takes_input_relu_grad();
+}
+
+}  // namespace fusion
+
+/// The inference fusion of one layer of a model for one forward: made
+/// before `layers[i]`'s forward, it offers that layer the ones after it
+/// (fusion::absorb_next_in_inference) while it takes them, in Mode::Inference only;
+/// the forward then does their work too, the caller skips the `taken()`
+/// layers after it, and the destructor ends the offer.
+///
+///     InferenceFusion<T> fusion(layers, i, mode);
+///     out = &layers[i]->forward(*out, mode);
+///     i += fusion.taken();
+template <class T>
+class InferenceFusion {
+ public:
+  InferenceFusion(const std::vector<std::unique_ptr<Layer<T>>>& layers, std::size_t i, Mode mode)
+      : layer_(layers[i].get()) {
+    if (mode != Mode::Inference) return;
+    const std::size_t n = layers.size();
+    while (i + taken_ + 1 < n && fusion::absorb_next_in_inference(*layer_, layers[i + taken_ + 1].get())) ++taken_;
+  }
+  ~InferenceFusion() {
+    if (taken_ > 0) fusion::absorb_next_in_inference(*layer_, nullptr);
+  }
+  InferenceFusion(const InferenceFusion&) = delete;
+  InferenceFusion& operator=(const InferenceFusion&) = delete;
+
+  /// How many layers after layers[i] its forward does.
+  std::size_t taken() const { return taken_; }
+
+ private:
+  Layer<T>* layer_;
+  std::size_t taken_ = 0;
+};
+
+/// The training fusions of a model's layers for one step: arranged when
+/// made, undone when destroyed (also by an exception). First each layer is
+/// offered the next (fusion::fuse_next_in_training; a layer taken is not
+/// offered its own next); then each layer not taking its next that can
+/// leave its ReLU's derivative (fusion::leave_relu_grad) offers it to the
+/// first layer after it past those that scale elementwise
+/// (FusionTraits::scales_elementwise), if that layer runs its own backward
+/// (is not taken) and can apply it (fusion::take_input_relu_grad).
+///
+///     TrainingFusion<T> fusion(layers);
+///     forward:  fused = fusion.fused(i); out = forward(i); if (fused) skip i + 1
+///     backward: if (fusion.skips(i)) continue;
+///
+/// It allocates nothing.
+template <class T>
+class TrainingFusion {
+ public:
+  using Layers = std::vector<std::unique_ptr<Layer<T>>>;
+
+  explicit TrainingFusion(const Layers& layers) : layers_(layers) {
+    try {
+      arrange();
+    } catch (...) {
+      undo();
+      throw;
+    }
+  }
+  ~TrainingFusion() { undo(); }
+  TrainingFusion(const TrainingFusion&) = delete;
+  TrainingFusion& operator=(const TrainingFusion&) = delete;
+
+  /// Whether layers[i] does layers[i + 1]'s work too: its Mode::Train
+  /// forward returns layers[i + 1]'s output, and its backward takes that
+  /// output's gradient.
+  bool fused(std::size_t i) const { return layers_[i]->fused_next() != nullptr; }
+  /// Whether layers[i] is done by layers[i - 1] (see fused): skipped both ways.
+  bool skips(std::size_t i) const { return i > 0 && layers_[i - 1]->fused_next() == layers_[i].get(); }
+
+ private:
+  void arrange() {
+    const std::size_t n = layers_.size();
+    for (std::size_t i = 0; i + 1 < n; ++i) {
+      if (fusion::fuse_next_in_training(*layers_[i], layers_[i + 1].get())) ++i;
+    }
+    for (std::size_t i = 0; i + 1 < n; ++i) {
+      if (fused(i) || !fusion::leave_relu_grad(*layers_[i], true)) continue;
+      std::size_t j = i + 1;
+      while (j < n && layers_[j]->fusion_traits().scales_elementwise && !skips(j)) ++j;
+      const bool runs_backward = j < n && !skips(j);
+      if (!(runs_backward && fusion::take_input_relu_grad(*layers_[j], true))) {
+        fusion::leave_relu_grad(*layers_[i], false);
+      }
+    }
+  }
+  void undo() {
+    for (const auto& l : layers_) {
+      fusion::fuse_next_in_training(*l, nullptr);
+      fusion::leave_relu_grad(*l, false);
+      fusion::take_input_relu_grad(*l, false);
+    }
+  }
+
+  const Layers& layers_;
+};
+
+}  // namespace loom
