@@ -81,7 +81,6 @@ class Trainer {
   bool interrupted() const { return interrupted_; }
   /// Asks fit to stop after the current epoch (Keras's `model.stop_training = True`).
   void stop_training() { stop_requested_ = true; }
-  bool stop_requested() const { return stop_requested_; }
   /// The model's output for the last training batch.
   const Tensor<T>& last_output() const { return step_.output(); }
 
