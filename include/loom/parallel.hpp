@@ -2,7 +2,7 @@
 /// \file parallel.hpp
 /// Threads. loom's layers split their own work across an OpenMP team, once
 /// per layer call (by samples of the batch, or by output columns); each
-/// thread runs its matrix products on one core (detail/gemm.hpp), so parallel
+/// thread runs its matrix products on one core (kernels/gemm.hpp), so parallel
 /// regions never nest. Without OpenMP everything runs on one thread.
 
 #include <algorithm>

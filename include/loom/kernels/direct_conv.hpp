@@ -1,5 +1,5 @@
 #pragma once
-/// \file detail/direct_conv.hpp
+/// \file kernels/direct_conv.hpp
 /// Direct convolution for layers with few input channels (the notebook's
 /// first layer: 28x28x1, 3x3): the GEMM of im2col + GEMM, with the column
 /// matrix read from the image where it lies instead of copied out.
@@ -26,7 +26,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "../../tensor.hpp"
+#include "../tensor.hpp"
 #include "gemm.hpp"
 #include "im2col.hpp"
 

@@ -1,5 +1,5 @@
 #pragma once
-/// \file detail/sgemm.hpp
+/// \file kernels/sgemm.hpp
 /// loom's own single-thread float GEMM for x86: C = op(A) op(B) (or C +=),
 /// packed into cache-sized panels and run by a register-blocked FMA
 /// micro-kernel, in AVX-512 when the compiler targets it, else in AVX2/FMA.
@@ -31,7 +31,7 @@
 #include <utility>
 #include <vector>
 
-#include "../../tensor.hpp"
+#include "../tensor.hpp"
 
 #if (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))) && !defined(LOOM_EIGEN_GEMM)
 #define LOOM_OWN_SGEMM 1
@@ -356,7 +356,7 @@ inline constexpr TileShape kTiles[] = {{14, 2, 0.95}, {8, 2, 0.95}, {16, 1, 0.70
 inline constexpr TileShape kTiles[] = {{6, 2, 0.95}, {5, 2, 0.90}, {12, 1, 0.87}, {8, 1, 0.83}};
 #endif
 
-/// The direct convolution's weights' gradient (detail/direct_conv.hpp):
+/// The direct convolution's weights' gradient (kernels/direct_conv.hpp):
 /// rows are window cells (9 for a 3x3 kernel on one channel), columns the
 /// filters, and every shape uses (nearly) all of the vector registers. The
 /// rates are relative, from conv1's weights' gradient (bench_conv2d, batch
