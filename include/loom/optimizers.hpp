@@ -26,9 +26,12 @@
 #include <vector>
 
 #include "config.hpp"
-#include "layers/layer.hpp"
+#include "error.hpp"
+#include "option.hpp"
+#include "parameter.hpp"
 #include "registry.hpp"
 #include "schedules.hpp"
+#include "tensor.hpp"
 
 namespace loom {
 

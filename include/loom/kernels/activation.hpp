@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../enums.hpp"
 #include "../tensor.hpp"
-#include "../layers/layer.hpp"
 
 namespace loom::detail {
 

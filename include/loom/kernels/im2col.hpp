@@ -19,9 +19,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "../enums.hpp"
 #include "../error.hpp"
 #include "../tensor.hpp"
-#include "../layers/layer.hpp"
 
 namespace loom::detail {
 
