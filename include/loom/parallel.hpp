@@ -119,24 +119,6 @@ class WorkQueue {
   Index n_ = 0, piece_ = 1;
 };
 
-/// This thread's index in the current team, and the team's size (0 and 1
-/// outside a parallel region or without OpenMP).
-inline int thread_index() {
-#if defined(_OPENMP)
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
-inline int team_size() {
-#if defined(_OPENMP)
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
-
 /// Runs body(t, nt) on `threads` threads, t = 0..nt-1. One thread runs the
 /// body directly: libgomp allocates (and frees) a team for every one-thread
 /// parallel region, and a training step must not allocate. The body may use
