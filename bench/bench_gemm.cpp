@@ -8,7 +8,7 @@
 //   BM_OpenBLAS     OpenBLAS's single-threaded cblas_sgemm on the same shape
 //                   and operand layouts (only when built with libopenblas-dev)
 //   BM_EigenProduct Eigen's product expression, single-threaded, same shape
-//   BM_Direct       loom's direct convolution (detail/direct_conv.hpp), which
+//   BM_Direct       loom's direct convolution (kernels/direct_conv.hpp), which
 //                   replaces the forward and weights' products of layers
 //                   with few input channels (conv1), images padded included;
 //                   its flops counted as the product's, so it reads beside

@@ -10,9 +10,9 @@
 // kernel loom has is checked on the machine that builds it.
 #include <doctest/doctest.h>
 
-#include <loom/layers/detail/column_sums.hpp>
-#include <loom/layers/detail/gemm.hpp>
-#include <loom/layers/detail/winograd.hpp>
+#include <loom/kernels/column_sums.hpp>
+#include <loom/kernels/gemm.hpp>
+#include <loom/kernels/winograd.hpp>
 #include <algorithm>
 #include <cmath>
 #include <limits>

@@ -4,6 +4,7 @@
 /// when enabled) and the standard library. Headers with other dependencies,
 /// such as the gzip IDX reader (zlib), are included on their own.
 
+#include "enums.hpp"
 #include "error.hpp"
 #include "initializers.hpp"
 #include "layers/activation.hpp"
@@ -35,6 +36,8 @@
 #include "model/trainer.hpp"
 #include "model/training_state.hpp"
 #include "optimizers.hpp"
+#include "option.hpp"
+#include "parameter.hpp"
 #include "schedules.hpp"
 #include "parallel.hpp"
 #include "random.hpp"

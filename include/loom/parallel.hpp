@@ -2,7 +2,7 @@
 /// \file parallel.hpp
 /// Threads. loom's layers split their own work across an OpenMP team, once
 /// per layer call (by samples of the batch, or by output columns); each
-/// thread runs its matrix products on one core (detail/gemm.hpp), so parallel
+/// thread runs its matrix products on one core (kernels/gemm.hpp), so parallel
 /// regions never nest. Without OpenMP everything runs on one thread.
 
 #include <algorithm>
@@ -118,24 +118,6 @@ class WorkQueue {
   int capacity_ = 0, threads_ = 1;
   Index n_ = 0, piece_ = 1;
 };
-
-/// This thread's index in the current team, and the team's size (0 and 1
-/// outside a parallel region or without OpenMP).
-inline int thread_index() {
-#if defined(_OPENMP)
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
-inline int team_size() {
-#if defined(_OPENMP)
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
 
 /// Runs body(t, nt) on `threads` threads, t = 0..nt-1. One thread runs the
 /// body directly: libgomp allocates (and frees) a team for every one-thread

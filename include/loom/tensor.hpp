@@ -232,7 +232,6 @@ class Tensor {
   }
 
   void fill(T value) { std::fill(data_.begin(), data_.end(), value); }
-  void set_zero() { fill(T(0)); }
 
   /// The tensor as a [dim(0), size/dim(0)] row-major matrix (a vector is one column).
   MatrixMap<T> matrix() { return as_matrix(rows(), cols()); }

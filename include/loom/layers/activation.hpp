@@ -10,7 +10,7 @@
 #include <algorithm>
 #include <memory>
 
-#include "detail/activation.hpp"
+#include "../kernels/activation.hpp"
 #include "layer.hpp"
 
 namespace loom {

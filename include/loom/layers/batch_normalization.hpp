@@ -41,7 +41,7 @@
 #include <vector>
 
 #include "../parallel.hpp"
-#include "detail/column_sums.hpp"
+#include "../kernels/column_sums.hpp"
 #include "layer.hpp"
 #include "max_pool2d.hpp"
 

@@ -1,10 +1,10 @@
 #pragma once
 /// \file conv2d.hpp
 /// `Conv2D`: 2-D convolution over NHWC images by im2col + one GEMM; for 3x3
-/// stride-1 layers, by Winograd's F(4x4, 3x3) (detail/winograd.hpp) for the
+/// stride-1 layers, by Winograd's F(4x4, 3x3) (kernels/winograd.hpp) for the
 /// forward, the backward to the input and, where that pays, the weights'
 /// gradient; for layers with few input channels, by the same GEMM reading
-/// the image in place (detail/direct_conv.hpp). See ConvAlgorithm.
+/// the image in place (kernels/direct_conv.hpp). See ConvAlgorithm.
 ///
 ///     forward:   col = im2col(x)                 [N*Ho*Wo, kh*kw*Cin]
 ///                y   = f(col * K + b)            [N*Ho*Wo, Cout] = NHWC output
@@ -33,12 +33,12 @@
 #include "../initializers.hpp"
 #include "../parallel.hpp"
 #include "batch_normalization.hpp"
-#include "detail/activation.hpp"
-#include "detail/column_sums.hpp"
-#include "detail/direct_conv.hpp"
-#include "detail/gemm.hpp"
-#include "detail/im2col.hpp"
-#include "detail/winograd.hpp"
+#include "../kernels/activation.hpp"
+#include "../kernels/column_sums.hpp"
+#include "../kernels/direct_conv.hpp"
+#include "../kernels/gemm.hpp"
+#include "../kernels/im2col.hpp"
+#include "../kernels/winograd.hpp"
 #include "layer.hpp"
 #include "max_pool2d.hpp"
 
@@ -443,7 +443,7 @@ class Conv2D : public Layer<T> {
   }
 
   /// Whether the weights' gradient runs by Winograd too (F(3x3, 4x4), see
-  /// detail/winograd.hpp). Forced with ConvAlgorithm::Winograd; under Auto,
+  /// kernels/winograd.hpp). Forced with ConvAlgorithm::Winograd; under Auto,
   /// where it measured faster: conv2 of the notebook (75 -> 50 channels,
   /// 14x14) gains, conv3 (50 -> 25, 7x7) loses, its per-point products
   /// [cin x cout] a third as large; the line is drawn between them.

@@ -13,8 +13,8 @@
 
 #include "../initializers.hpp"
 #include "../parallel.hpp"
-#include "detail/activation.hpp"
-#include "detail/gemm.hpp"
+#include "../kernels/activation.hpp"
+#include "../kernels/gemm.hpp"
 #include "layer.hpp"
 
 namespace loom {

@@ -1,7 +1,8 @@
 #pragma once
 /// \file layer.hpp
-/// `Layer<T>`, the interface every layer implements, and the small enums that
-/// layers share.
+/// `Layer<T>`, the interface every layer implements. It includes what layers
+/// share: the enums Mode, Activation and Padding (enums.hpp), Parameter<T>
+/// (parameter.hpp) and LOOM_OPTION (option.hpp).
 ///
 /// Contract. A layer learns its per-sample input shape once, in `build`, and
 /// fixes its parameters and scratch buffers then. `forward(x, mode)` writes
@@ -25,68 +26,15 @@
 
 #include "../communicator.hpp"
 #include "../config.hpp"
+#include "../enums.hpp"
 #include "../error.hpp"
+#include "../option.hpp"
+#include "../parameter.hpp"
 #include "../random.hpp"
 #include "../registry.hpp"
 #include "../tensor.hpp"
 
 namespace loom {
-
-/// Whether a forward pass is part of training (batch statistics, dropout on)
-/// or inference (moving statistics, dropout off). Passed on every call.
-enum class Mode { Train, Inference };
-
-/// Activations that Dense and Conv2D apply to their output after the bias.
-enum class Activation { None, ReLU, Softmax };
-
-/// Keras's padding modes for convolution and pooling.
-enum class Padding { Valid, Same };
-
-inline const char* to_string(Activation a) {
-  switch (a) {
-    case Activation::ReLU: return "relu";
-    case Activation::Softmax: return "softmax";
-    default: return "linear";
-  }
-}
-inline const char* to_string(Padding p) { return p == Padding::Same ? "same" : "valid"; }
-
-/// "relu", "softmax" or "linear" (Keras's names); ConfigError for anything else.
-inline Activation activation_from(const std::string& name) {
-  if (name == "relu") return Activation::ReLU;
-  if (name == "softmax") return Activation::Softmax;
-  if (name != "linear") Config::bad("activation", name);
-  return Activation::None;
-}
-/// "same" or "valid"; ConfigError for anything else.
-inline Padding padding_from(const std::string& name) {
-  if (name != "same" && name != "valid") Config::bad("padding", name);
-  return name == "same" ? Padding::Same : Padding::Valid;
-}
-
-/// A named view of a layer's parameter. Trainable parameters have a gradient;
-/// buffers (BatchNormalization's moving statistics) have `grad == nullptr`:
-/// they are saved and counted as non-trainable, never touched by an optimizer.
-template <class T>
-struct Parameter {
-  std::string name;  ///< "<layer name>/<parameter name>", e.g. "conv2d/kernel"
-  Tensor<T>* value = nullptr;
-  Tensor<T>* grad = nullptr;
-  bool trainable() const { return grad != nullptr; }
-};
-
-/// Declares a Keras-style option with a chained setter and a getter:
-/// `Conv2DOptions(75, {3, 3}).padding(Padding::Same)`.
-#define LOOM_OPTION(Type, name_, default_value)      \
- public:                                            \
-  auto& name_(Type value) {                         \
-    name_##_ = std::move(value);                    \
-    return *this;                                   \
-  }                                                 \
-  const auto& name_() const { return name_##_; }    \
-                                                    \
- private:                                           \
-  Type name_##_ = default_value;
 
 /// What a layer declares about itself to the fusion planner (fusion.hpp),
 /// which fuses adjacent layers only by its own rules between the concrete

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "../parallel.hpp"
-#include "detail/im2col.hpp"
-#include "detail/pool.hpp"
+#include "../kernels/im2col.hpp"
+#include "../kernels/pool.hpp"
 #include "layer.hpp"
 
 namespace loom {

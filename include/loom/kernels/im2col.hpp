@@ -1,5 +1,5 @@
 #pragma once
-/// \file detail/im2col.hpp
+/// \file kernels/im2col.hpp
 /// Window geometry (Keras's "valid"/"same"), and im2col / col2im for NHWC.
 ///
 /// im2col lays every output pixel's receptive field out as one row:
@@ -19,9 +19,9 @@
 #include <algorithm>
 #include <cstring>
 
-#include "../../error.hpp"
-#include "../../tensor.hpp"
-#include "../layer.hpp"
+#include "../enums.hpp"
+#include "../error.hpp"
+#include "../tensor.hpp"
 
 namespace loom::detail {
 

@@ -1,13 +1,13 @@
 #pragma once
-/// \file detail/activation.hpp
+/// \file kernels/activation.hpp
 /// In-place activation kernels shared by Dense, Conv2D and the activation
 /// layers. Data is a row-major [rows, cols] block; softmax runs along a row.
 
 #include <algorithm>
 #include <cmath>
 
-#include "../../tensor.hpp"
-#include "../layer.hpp"
+#include "../enums.hpp"
+#include "../tensor.hpp"
 
 namespace loom::detail {
 

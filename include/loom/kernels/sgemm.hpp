@@ -1,5 +1,5 @@
 #pragma once
-/// \file detail/sgemm.hpp
+/// \file kernels/sgemm.hpp
 /// loom's own single-thread float GEMM for x86: C = op(A) op(B) (or C +=),
 /// packed into cache-sized panels and run by a register-blocked FMA
 /// micro-kernel, in AVX-512 when the compiler targets it, else in AVX2/FMA.
@@ -31,7 +31,7 @@
 #include <utility>
 #include <vector>
 
-#include "../../tensor.hpp"
+#include "../tensor.hpp"
 
 #if (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))) && !defined(LOOM_EIGEN_GEMM)
 #define LOOM_OWN_SGEMM 1
@@ -145,29 +145,11 @@ struct AColMajor {  // op(A)(i, p) = a[p * lda + i]: a transposed A, or a packed
   const float* step(Index p) const { return a + p * lda; }
   const float* at(const float* s, int i) const { return s + i; }
 };
-/// A convolution's im2col matrix read from the image itself (detail/
-/// direct_conv.hpp): row i an output pixel, lda apart, step p a window cell
-/// at offset off[p] from the pixel's window corner.
-struct AWindows {
-  const float* a;
-  Index lda;
-  const Index* off;
-  const float* step(Index p) const { return a + off[p]; }
-  const float* at(const float* s, int i) const { return s + i * lda; }
-};
-/// Its transpose: row i a window cell at offset off[i], step p an output
-/// pixel, lda apart (the weights' gradient).
-struct ACells {
-  const float* a;
-  Index lda;
-  const Index* off;
-  const float* step(Index p) const { return a + p * lda; }
-  const float* at(const float* s, int i) const { return s + off[i]; }
-};
 
 /// The MR x NR tile (NR = NV*W) of C = or += A * B over kc steps, then the
 /// epilogue if `epi` is given (the last depth block's call). A's element
-/// (i, p) is read through the view `a` (above). B's step p is the NR values
+/// (i, p) is read through the view `a` (above; the direct convolution has
+/// its own, in kernels/direct_conv.hpp). B's step p is the NR values
 /// at b + p * ldb: a packed sliver (ldb = NR, zero-padded) or a row-major
 /// op(B) in place, whose columns past n are never read. Only the first m
 /// rows and n columns of the tile are C's; A's other rows may be read (and
@@ -354,18 +336,6 @@ struct TileShape {
 inline constexpr TileShape kTiles[] = {{14, 2, 0.95}, {8, 2, 0.95}, {16, 1, 0.70}};
 #else
 inline constexpr TileShape kTiles[] = {{6, 2, 0.95}, {5, 2, 0.90}, {12, 1, 0.87}, {8, 1, 0.83}};
-#endif
-
-/// The direct convolution's weights' gradient (detail/direct_conv.hpp):
-/// rows are window cells (9 for a 3x3 kernel on one channel), columns the
-/// filters, and every shape uses (nearly) all of the vector registers. The
-/// rates are relative, from conv1's weights' gradient (bench_conv2d, batch
-/// 32), where the shapes with more padding won: on AVX-512, 9 x 3 took
-/// 0.58 ms and 5 x 5 0.64; on AVX2, 3 x 3 0.72 ms and 2 x 5 0.81-0.86.
-#if defined(__AVX512F__)
-inline constexpr TileShape kCellTiles[] = {{9, 3, 0.95}, {5, 5, 0.85}, {14, 2, 0.95}, {8, 2, 0.95}};
-#else
-inline constexpr TileShape kCellTiles[] = {{3, 3, 0.95}, {2, 5, 0.80}, {6, 2, 0.95}, {5, 2, 0.90}};
 #endif
 
 /// The padded work of an m x n product in tiles of `tile`, at its rate.

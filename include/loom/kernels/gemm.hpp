@@ -1,9 +1,9 @@
 #pragma once
-/// \file detail/gemm.hpp
+/// \file kernels/gemm.hpp
 /// `Gemm<T>`: one thread's matrix product C = op(A) * op(B) (or C += ...) on
 /// raw row-major buffers, with the packing buffers kept from call to call.
 /// Float on x86 with AVX2/FMA or AVX-512 runs loom's own kernel
-/// (detail/sgemm.hpp); double, other ISAs, and builds that define
+/// (kernels/sgemm.hpp); double, other ISAs, and builds that define
 /// LOOM_EIGEN_GEMM run Eigen's.
 ///
 /// Why not `c.noalias() = a * b` on maps: that expression builds its blocking
@@ -21,7 +21,7 @@
 #include <memory>
 #include <type_traits>
 
-#include "../../tensor.hpp"
+#include "../tensor.hpp"
 #include "sgemm.hpp"
 
 namespace loom::detail {

@@ -1,5 +1,5 @@
 #pragma once
-/// \file detail/direct_conv.hpp
+/// \file kernels/direct_conv.hpp
 /// Direct convolution for layers with few input channels (the notebook's
 /// first layer: 28x28x1, 3x3): the GEMM of im2col + GEMM, with the column
 /// matrix read from the image where it lies instead of copied out.
@@ -26,11 +26,50 @@
 #include <algorithm>
 #include <vector>
 
-#include "../../tensor.hpp"
+#include "../tensor.hpp"
 #include "gemm.hpp"
 #include "im2col.hpp"
 
 namespace loom::detail {
+
+#ifdef LOOM_OWN_SGEMM
+namespace sgemm {
+
+/// Where the micro-kernel reads A (see ARowMajor in sgemm.hpp) when A is the
+/// im2col matrix read from the padded image itself: row i an output pixel,
+/// lda apart, step p a window cell at offset off[p] from the pixel's window
+/// corner.
+struct AWindows {
+  const float* a;
+  Index lda;
+  const Index* off;
+  const float* step(Index p) const { return a + off[p]; }
+  const float* at(const float* s, int i) const { return s + i * lda; }
+};
+/// Its transpose: row i a window cell at offset off[i], step p an output
+/// pixel, lda apart (the weights' gradient).
+struct ACells {
+  const float* a;
+  Index lda;
+  const Index* off;
+  const float* step(Index p) const { return a + p * lda; }
+  const float* at(const float* s, int i) const { return s + off[i]; }
+};
+
+/// The tiles of the weights' gradient (DirectConv::weights), fastest first:
+/// rows are window cells (9 for a 3x3 kernel on one channel), columns the
+/// filters, and every shape uses (nearly) all of the vector registers. The
+/// rates are relative, from conv1's weights' gradient (bench_conv2d, batch
+/// 32), where the shapes with more padding won: on AVX-512, 9 x 3 took
+/// 0.58 ms and 5 x 5 0.64; on AVX2, 3 x 3 0.72 ms and 2 x 5 0.81-0.86.
+#if defined(__AVX512F__)
+inline constexpr TileShape kCellTiles[] = {{9, 3, 0.95}, {5, 5, 0.85}, {14, 2, 0.95}, {8, 2, 0.95}};
+#else
+inline constexpr TileShape kCellTiles[] = {{3, 3, 0.95}, {2, 5, 0.80}, {6, 2, 0.95}, {5, 2, 0.90}};
+#endif
+
+}  // namespace sgemm
+#endif  // LOOM_OWN_SGEMM
 
 template <class T>
 class DirectConv {

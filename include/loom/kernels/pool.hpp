@@ -1,5 +1,5 @@
 #pragma once
-/// \file detail/pool.hpp
+/// \file kernels/pool.hpp
 /// Max-pooling's inner loops, shared by MaxPool2D and by the Conv2D that
 /// pools its own output in inference (Sequential::forward's fusion). Pixels
 /// are NHWC: a pixel's channels are contiguous. A NaN in a window wins (the
@@ -7,7 +7,7 @@
 
 #include <algorithm>
 
-#include "../../parallel.hpp"
+#include "../parallel.hpp"
 #include "im2col.hpp"
 
 namespace loom::detail {

@@ -1,5 +1,5 @@
 #pragma once
-/// \file detail/winograd.hpp
+/// \file kernels/winograd.hpp
 /// 3x3, stride-1 convolution by Winograd's minimal filtering F(m x m, 3 x 3)
 /// (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
 /// 2016), over NHWC images:
@@ -34,7 +34,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "../../tensor.hpp"
+#include "../tensor.hpp"
 #include "gemm.hpp"
 #include "im2col.hpp"
 #include "pool.hpp"

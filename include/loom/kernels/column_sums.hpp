@@ -1,5 +1,5 @@
 #pragma once
-/// \file detail/column_sums.hpp
+/// \file kernels/column_sums.hpp
 /// Per-column sums, in double, over the rows of row-major [rows, cols]
 /// blocks: BatchNormalization's statistics and gradient sums, a conv's bias
 /// gradient. The plain loop (for each row, for each column, sum[k] += ...)
@@ -11,7 +11,7 @@
 
 #include <algorithm>
 
-#include "../../tensor.hpp"
+#include "../tensor.hpp"
 
 namespace loom::detail {
 
