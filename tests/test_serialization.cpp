@@ -276,3 +276,46 @@ TEST_CASE("fit stops on a loss that is not finite, naming epoch, batch and layer
   CHECK(m2.find("first non-finite output in layer 'dense' (Dense)") != std::string::npos);
   CHECK_THROWS_AS(blown.fit(x, y, FitOptions<float>().verbose(0)), NumericError);
 }
+
+TEST_CASE("the training state's one serializer: what it writes it reads back, field for field") {
+  Tensor<float> x, y;
+  random_data(40, x, y);
+  auto model = small_model(11);
+  auto stop = std::make_shared<EarlyStopping<float>>(EarlyStoppingOptions().monitor("loss").patience(5));
+  std::atomic<bool> ctrl_c{false};
+  auto press = std::make_shared<LambdaCallback<float>>();
+  press->on_batch_end_fn = [&](Model<float>& m, long batch, const Logs&) { ctrl_c = m.position().epoch == 1 && batch == 2; };
+  model.fit(x, y, FitOptions<float>().epochs(3).batch_size(8).verbose(0).callback(stop).callback(press).stop_flag(&ctrl_c));
+  REQUIRE(model.interrupted());  // mid-epoch: running sums, a shuffled order, a history, a callback's state
+  const TrainingState<float> state = model.trainer().state();
+  REQUIRE(state.position.epoch == 1);
+  REQUIRE(state.position.step == 3);  // the flag, set after batch 2, is read as batch 3 starts
+  REQUIRE(state.order.size() == 40);
+  REQUIRE(state.optimizer_steps == 8);
+  REQUIRE(state.history.epochs() == 1);
+  REQUIRE(state.callback_states.size() == 1);
+
+  ByteWriter w;
+  state.write(w);
+  ByteReader r("state", reinterpret_cast<const unsigned char*>(w.bytes.data()), w.bytes.size());
+  TrainingState<float> back;
+  back.read(r);
+  CHECK(r.remaining() == 0);
+  ByteWriter again;
+  back.write(again);
+  CHECK(again.bytes == w.bytes);
+  CHECK(back.position.loss_sum == state.position.loss_sum);
+  CHECK(back.position.seen == state.position.seen);
+  CHECK(back.order == state.order);
+  CHECK(back.history.history == state.history.history);
+  CHECK(back.callback_states == state.callback_states);
+
+  // The model file holds that same state: loaded, the model gives it back byte for byte,
+  // and its training stream too.
+  const auto loaded = Sequential<float>::load_bytes(model.to_bytes(), "memory");
+  const TrainingState<float> from_file = loaded.trainer().state();
+  ByteWriter w2;
+  from_file.write(w2);
+  CHECK(w2.bytes == w.bytes);
+  CHECK(from_file.stream == state.stream);
+}
