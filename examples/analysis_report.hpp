@@ -1,7 +1,9 @@
 #pragma once
 // The notebook's per-class analysis (mis_cls_stats), done right, and the
 // experiment's written outputs: the text tables, results.json (nlohmann/json)
-// and report.md. Every file is written with loom::write_file_atomically.
+// and report.md, for the models trained here and for a model imported from
+// Keras (--import) alike: report.md's per-class section is the same code for
+// both. Every file is written with loom::write_file_atomically.
 //
 // What the notebook's mis_cls_stats printed, and what this prints instead:
 // - its first line swaps the words: "an error rate of 0.9205 and an accuracy
@@ -20,6 +22,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <ostream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -62,6 +65,20 @@ struct ModelResult {
   /// to those of its input in inference on the training images (bn_probe.hpp); < 0 when not measured.
   double recalibrated_test_accuracy = -1;
   double recalibrated_val_accuracy = -1;  ///< the same, on the validation images
+};
+
+/// A model saved by Keras, scored here on the test images (--import).
+struct ImportedModel {
+  std::string file;         ///< as given to --import
+  std::string input_shape;  ///< the model's, without the batch (Shape::str())
+  Index parameters = 0;
+  bool raw_pixels = false;  ///< --import-raw-pixels: given 0..255, not scaled to [0, 1]
+  double test_accuracy = 0;
+  double predict_seconds = 0;
+  ConfusionMatrix confusion{{}, {}, 10};
+
+  /// The pixels it was given, as results.json says it.
+  std::string pixels() const { return raw_pixels ? "raw 0..255" : "scaled to [0, 1]"; }
 };
 
 /// The mean absolute change of val_accuracy between consecutive epochs over
@@ -322,14 +339,62 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
           {"models", models}};
 }
 
-/// report.md: every number beside the notebook's.
+/// results.json of --import: the model, its test accuracy, confusion matrix and per-class metrics.
+inline nlohmann::json results_json(const ImportedModel& m, const std::string& command) {
+  return {{"loom_version", loom::version},
+          {"command", command},
+          {"imported_model", m.file},
+          {"input_shape", m.input_shape},
+          {"parameters", m.parameters},
+          {"pixels", m.pixels()},
+          {"test_accuracy", m.test_accuracy},
+          {"predict_seconds", m.predict_seconds},
+          {"confusion_matrix", confusion_json(m.confusion)},
+          {"per_class", per_class_json(m.confusion)}};
+}
+
+/// report.md's title and command line (the caller ends the line).
+inline void report_heading(std::ostream& o, const std::string& title, const std::string& command) {
+  o << "# " << title << "\n\nCommand: `" << command << "`";
+}
+
+/// One model's per-class section of report.md, trained here or imported: per
+/// true class its images, misses and recall, false alarms, precision, F1 and
+/// what it was most often mistaken for, beside the notebook's "misclassified"
+/// counts when `notebook` is given (notebook_false_alarms()); then the model's
+/// two figures, `stem`_misclassified.png and `stem`_classes.png.
+inline void class_section_markdown(std::ostream& o, const ConfusionMatrix& cm, const std::vector<int>* notebook,
+                                   const std::string& stem) {
+  const auto& names = datasets::fashion_mnist::class_names;
+  char b[512];
+  o << "| class | images | missed | recall | false alarms | "
+    << (notebook ? "notebook's \"misclassified\" (= its false alarms) | " : "")
+    << "precision | F1 | most often mistaken for |\n|---|---|---|---|---|" << (notebook ? "---|" : "")
+    << "---|---|---|\n";
+  for (Index k = 0; k < cm.classes(); ++k) {
+    std::snprintf(b, sizeof b, "| %s | %lld | %lld | %.2f %% | %lld | ", names[static_cast<std::size_t>(k)].c_str(),
+                  cm.support(k), cm.misses(k), 100 * cm.recall(k), cm.false_alarms(k));
+    o << b;
+    if (notebook) {
+      o << (k < static_cast<Index>(notebook->size()) ? std::to_string((*notebook)[static_cast<std::size_t>(k)])
+                                                     : std::string("(cut off)"))
+        << " | ";
+    }
+    std::snprintf(b, sizeof b, "%.2f %% | %.2f %% | %s |\n", 100 * cm.precision(k), 100 * cm.f1(k),
+                  most_mistaken_for(cm, k).c_str());
+    o << b;
+  }
+  o << "\n![misclassifications per class](" << stem << "_misclassified.png)\n![per-class examples and confusions]("
+    << stem << "_classes.png)\n\n";
+}
+
+/// report.md of the models trained here: every number beside the notebook's.
 inline std::string report_markdown(const ExperimentOptions& opt, const std::vector<ModelResult>& results,
                                    double wall_seconds, const std::string& command) {
-  const auto& names = datasets::fashion_mnist::class_names;
   std::ostringstream o;
   char b[512];
-  o << "# Fashion-MNIST, the notebook's four models, in loom " << loom::version << "\n\n";
-  o << "Command: `" << command << "`  \n";
+  report_heading(o, std::string("Fashion-MNIST, the notebook's four models, in loom ") + loom::version, command);
+  o << "  \n";
   if (opt.processes > 1) {
     std::snprintf(b, sizeof b, "Data-parallel over %d MPI processes%s (docs/distributed.md); threads are per process.  \n",
                   opt.processes, opt.sync_bn ? ", synchronized BatchNormalization" : "");
@@ -467,22 +532,8 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
       o << b;
     }
     o << (validated ? ".\n\n" : " (no validation split).\n\n");
-    o << "| class | images | missed | recall | false alarms | notebook's \"misclassified\" (= its false alarms) | "
-         "precision | F1 | most often mistaken for |\n|---|---|---|---|---|---|---|---|---|\n";
-    const auto& nb = notebook_false_alarms()[static_cast<std::size_t>(r.spec.id - 1)];
-    for (Index k = 0; k < cm.classes(); ++k) {
-      const std::string nbv = k < static_cast<Index>(nb.size()) ? std::to_string(nb[static_cast<std::size_t>(k)]) : "(cut off)";
-      std::snprintf(b, sizeof b, "| %s | %lld | %lld | %.2f %% | %lld | %s | %.2f %% | %.2f %% | %s |\n",
-                    names[static_cast<std::size_t>(k)].c_str(), cm.support(k), cm.misses(k), 100 * cm.recall(k),
-                    cm.false_alarms(k), nbv.c_str(), 100 * cm.precision(k), 100 * cm.f1(k),
-                    most_mistaken_for(cm, k).c_str());
-      o << b;
-    }
-    std::snprintf(b, sizeof b,
-                  "\n![misclassifications per class](model%d_misclassified.png)\n![per-class examples and confusions]"
-                  "(model%d_classes.png)\n\n",
-                  r.spec.id, r.spec.id);
-    o << b;
+    class_section_markdown(o, cm, &notebook_false_alarms()[static_cast<std::size_t>(r.spec.id - 1)],
+                           "model" + std::to_string(r.spec.id));
   }
   o << "## Training curves\n\n![training curves](training_curves.png)\n\n";
   o << "## What differs from the notebook\n\n"
@@ -495,6 +546,17 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
        "each model's figures use its own predictions.\n"
        "- The notebook's copy shows only the first five classes of each printout; the rest is cut off, so the "
        "notebook column is incomplete.\n";
+  return o.str();
+}
+
+/// report.md of --import: the model's test accuracy and its per-class section, as a trained model's.
+inline std::string report_markdown(const ImportedModel& m, const std::string& command) {
+  std::ostringstream o;
+  report_heading(o, m.file + " on Fashion-MNIST's test images", command);
+  o << "\n\nTest accuracy " << percent(m.test_accuracy) << " (" << m.confusion.correct() << " of "
+    << m.confusion.total() << "), pixels " << (m.raw_pixels ? "0..255" : "scaled to [0, 1]") << ", input shape "
+    << m.input_shape << ", " << m.parameters << " parameters.\n\n";
+  class_section_markdown(o, m.confusion, nullptr, "imported");
   return o.str();
 }
 

@@ -24,7 +24,6 @@
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -46,6 +45,7 @@
 
 namespace fs = std::filesystem;
 using namespace loom;
+using loom::examples::ImportedModel;
 using loom::examples::ModelResult;
 using loom::examples::ModelSpec;
 
@@ -202,46 +202,30 @@ int run_import(const examples::ExperimentOptions& opt, const std::string& comman
   if (p.rank() != 2 || p.dim(1) != 10) {
     throw ShapeError(detail::str(opt.import_file, " gives outputs ", p.shape().without_batch(), ", not 10 classes"));
   }
-  ModelResult r;
-  r.confusion = ConfusionMatrix(labels_of(data.y_test), argmax_rows(p), 10);
-  const double accuracy = static_cast<double>(r.confusion.correct()) / static_cast<double>(r.confusion.total());
+  ImportedModel m;
+  m.file = opt.import_file;
+  m.input_shape = model.input_shape().str();
+  m.parameters = model.count_params();
+  m.raw_pixels = opt.import_raw;
+  m.predict_seconds = seconds;
+  m.confusion = ConfusionMatrix(labels_of(data.y_test), argmax_rows(p), 10);
+  m.test_accuracy = static_cast<double>(m.confusion.correct()) / static_cast<double>(m.confusion.total());
   std::cout << "\n" << opt.import_file << " on the 10,000 test images (pixels "
-            << (opt.import_raw ? "0..255" : "scaled to [0, 1]") << "): test accuracy " << examples::percent(accuracy)
+            << (opt.import_raw ? "0..255" : "scaled to [0, 1]") << "): test accuracy " << examples::percent(m.test_accuracy)
             << " (" << seconds << " s)\n"
-            << examples::analysis_text(r.confusion);
+            << examples::analysis_text(m.confusion);
   Tensor<float> images = data.x_test;
   data::add_channel_axis(images);
   try {
+    ModelResult r;
+    r.confusion = m.confusion;
     draw_model_figures(opt.out, r, images, data.y_test, "imported");
   } catch (const Error& e) {
     std::cerr << "fashion_mnist_experiment: figures skipped: " << e.what() << "\n";
   }
-  const nlohmann::json results = {{"loom_version", loom::version},
-                                  {"command", command},
-                                  {"imported_model", opt.import_file},
-                                  {"input_shape", model.input_shape().str()},
-                                  {"parameters", model.count_params()},
-                                  {"pixels", opt.import_raw ? "raw 0..255" : "scaled to [0, 1]"},
-                                  {"test_accuracy", accuracy},
-                                  {"predict_seconds", seconds},
-                                  {"confusion_matrix", examples::confusion_json(r.confusion)},
-                                  {"per_class", examples::per_class_json(r.confusion)}};
   const fs::path out(opt.out);
-  write_file_atomically((out / "results.json").string(), results.dump(2) + "\n");
-  std::ostringstream md;
-  md << "# " << opt.import_file << " on Fashion-MNIST's test images\n\n"
-     << "Command: `" << command << "`\n\nTest accuracy " << examples::percent(accuracy) << " ("
-     << r.confusion.correct() << " of " << r.confusion.total() << "), pixels "
-     << (opt.import_raw ? "0..255" : "scaled to [0, 1]") << ", input shape " << model.input_shape() << ", "
-     << model.count_params() << " parameters.\n\n"
-     << "| class | images | missed | recall | precision | F1 |\n|---|---|---|---|---|---|\n";
-  for (Index k = 0; k < 10; ++k) {
-    md << "| " << datasets::fashion_mnist::class_names[static_cast<std::size_t>(k)] << " | " << r.confusion.support(k)
-       << " | " << r.confusion.misses(k) << " | " << examples::percent(r.confusion.recall(k)) << " | "
-       << examples::percent(r.confusion.precision(k)) << " | " << examples::percent(r.confusion.f1(k)) << " |\n";
-  }
-  md << "\nFigures: imported_misclassified.png, imported_classes.png.\n";
-  write_file_atomically((out / "report.md").string(), md.str());
+  write_file_atomically((out / "results.json").string(), examples::results_json(m, command).dump(2) + "\n");
+  write_file_atomically((out / "report.md").string(), examples::report_markdown(m, command));
   std::cout << "Results, figures and report in " << opt.out << "/\n";
   return 0;
 }
