@@ -23,9 +23,10 @@
 // run of each model (train_run) before writing the outputs. Beside this file:
 // experiment_options.hpp (the command line), experiment_data.hpp (the split,
 // and each model's view of it), recipe.hpp (compile for --recipe, check a
-// --resume checkpoint), notebook_model.hpp (the model), analysis_report.hpp
-// (the analysis, results.json and report.md), plots.hpp (the figures),
-// bn_probe.hpp (--bn-probe) and interrupt.hpp (Ctrl-C).
+// --resume checkpoint), notebook_model.hpp (the model), experiment_results.hpp
+// (what a run produced), analysis_report.hpp (the analysis, results.json and
+// report.md), plots.hpp (the figures), bn_probe.hpp (--bn-probe) and
+// interrupt.hpp (Ctrl-C).
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -50,6 +51,7 @@
 #include "bn_probe.hpp"
 #include "experiment_data.hpp"
 #include "experiment_options.hpp"
+#include "experiment_results.hpp"
 #include "interrupt.hpp"
 #include "notebook_model.hpp"
 #include "plots.hpp"
