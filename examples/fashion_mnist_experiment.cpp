@@ -101,7 +101,8 @@ bool join_processes(int& argc, char**& argv, ExperimentOptions& opt, std::option
 
 bool is_rank0(const std::shared_ptr<Communicator>& comm) { return !comm || comm->rank() == 0; }
 
-/// --threads, or one per core (per process under mpirun) when not given.
+/// Uses --threads threads, or when neither it nor join_processes set a number, default_num_threads()
+/// (LOOM_NUM_THREADS, else OMP_NUM_THREADS, else one per core).
 void use_threads(ExperimentOptions& opt) {
   if (opt.threads == 0) opt.threads = default_num_threads();
   set_num_threads(opt.threads);
@@ -117,7 +118,8 @@ void prepare_output(const std::string& out) {
   fs::remove(probe, ec);
 }
 
-/// One line on stderr for the error that ends the program; under mpirun, ends the other processes too.
+/// The error that ends the program, in one line on stderr; returns the exit code, 1. Under mpirun it
+/// ends the other processes too.
 int fail(const std::exception& e, const std::shared_ptr<Communicator>& comm) {
   std::cerr << "fashion_mnist_experiment: " << (comm ? "rank " + std::to_string(comm->rank()) + ": " : std::string())
             << e.what() << std::endl;
@@ -127,6 +129,7 @@ int fail(const std::exception& e, const std::shared_ptr<Communicator>& comm) {
 
 // ---- analysis and figures ----
 
+/// Labels (N,) as the class indices a ConfusionMatrix takes.
 std::vector<Index> labels_of(const Tensor<float>& y) {
   std::vector<Index> v(static_cast<std::size_t>(y.size()));
   for (Index i = 0; i < y.size(); ++i) v[static_cast<std::size_t>(i)] = static_cast<Index>(y[i]);
@@ -166,7 +169,8 @@ void draw_model_figures(const std::string& out, const ConfusionMatrix& cm, const
                     labels, images, captions, mistaken_for);
 }
 
-/// draw_model_figures, or a line on stderr when gnuplot cannot draw them: figures never end a run.
+/// draw_model_figures, or when that fails (a loom::Error) a line on stderr that names the figures as
+/// `which` says: figures never end a run.
 void try_model_figures(const std::string& out, const ConfusionMatrix& cm, const Tensor<float>& x_test_raw,
                        const Tensor<float>& y_test, const std::string& stem, const std::string& name,
                        const std::string& which) {
@@ -439,7 +443,7 @@ examples::plots::Curves curves_of(const ModelResult& r) {
           series("val_accuracy")};
 }
 
-/// training_curves.png, or a line on stderr when gnuplot cannot draw it.
+/// training_curves.png, or when that fails (a loom::Error) a line on stderr.
 void try_training_curves(const ExperimentOptions& opt, const std::vector<examples::plots::Curves>& curves) {
   try {
     examples::plots::training_curves((fs::path(opt.out) / "training_curves.png").string(),
