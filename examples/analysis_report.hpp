@@ -1,7 +1,9 @@
 #pragma once
 // The notebook's per-class analysis (mis_cls_stats), done right, and the
 // experiment's written outputs: the text tables, results.json (nlohmann/json)
-// and report.md. Every file is written with loom::write_file_atomically.
+// and report.md, for the models trained here and for a model imported from
+// Keras (--import) alike: report.md's per-class section is the same code for
+// both. Every file is written with loom::write_file_atomically.
 //
 // What the notebook's mis_cls_stats printed, and what this prints instead:
 // - its first line swaps the words: "an error rate of 0.9205 and an accuracy
@@ -17,9 +19,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <ostream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -27,115 +29,9 @@
 #include <loom/loom.hpp>
 
 #include "experiment_options.hpp"
+#include "experiment_results.hpp"
 
 namespace loom::examples {
-
-/// One BatchNormalization layer after one epoch (--bn-probe): its moving
-/// statistics against those its input has in inference on the validation
-/// images, per channel, summarized over the channels.
-struct BnProbeRow {
-  int epoch = 0;
-  std::string layer;
-  double variance_ratio_median = 0;  ///< median over channels of moving_variance / actual variance
-  double variance_ratio_min = 0;
-  double variance_ratio_max = 0;
-  double mean_shift = 0;  ///< mean over channels of |moving_mean - actual mean| / actual standard deviation
-};
-
-/// Everything one trained model produced.
-struct ModelResult {
-  ModelSpec spec{};
-  int run = 0;  ///< 0 .. --seeds - 1
-  int epochs = 0;
-  std::uint64_t seed = 0;
-  History history;
-  Evaluation test;
-  ConfusionMatrix confusion{{}, {}, 10};
-  double train_seconds = 0;
-  /// The epoch with the best val_accuracy, and the test result of its weights
-  /// (kept in memory during training; chosen on validation data only).
-  /// 0 and unset when there was no validation split (--refit).
-  int best_epoch = 0;
-  Evaluation best_epoch_test;
-  std::vector<BnProbeRow> bn_probe;  ///< with --bn-probe: every BatchNormalization layer after every epoch
-  /// With --bn-probe: the last epoch's weights scored with every BatchNormalization's moving statistics set
-  /// to those of its input in inference on the training images (bn_probe.hpp); < 0 when not measured.
-  double recalibrated_test_accuracy = -1;
-  double recalibrated_val_accuracy = -1;  ///< the same, on the validation images
-};
-
-/// The mean absolute change of val_accuracy between consecutive epochs over
-/// the last `last` epochs (all of them when there are fewer): how much the
-/// last epoch's result depends on where training happens to stop.
-inline double volatility(const std::vector<double>& val_accuracy, std::size_t last = 10) {
-  if (val_accuracy.size() < 2) return 0;
-  const std::size_t from = val_accuracy.size() > last + 1 ? val_accuracy.size() - (last + 1) : 0;
-  double sum = 0;
-  for (std::size_t i = from + 1; i < val_accuracy.size(); ++i) sum += std::fabs(val_accuracy[i] - val_accuracy[i - 1]);
-  return sum / static_cast<double>(val_accuracy.size() - 1 - from);
-}
-
-/// One model over its runs (seeds): the spread of the last epoch's test
-/// accuracy (the notebook's recipe) and of the best-validation epoch's.
-struct SeedSummary {
-  ModelSpec spec{};
-  int runs = 0;
-  double mean = 0, sd = 0, min = 0, max = 0;  ///< last-epoch test accuracy, in %; sd over runs (n - 1)
-  int runs_below_notebook = 0;                 ///< runs whose last-epoch test accuracy is below the notebook's
-  double volatility = 0;                       ///< mean over runs, in points of val_accuracy
-  int best_val_runs = 0;  ///< runs with a best-validation epoch (none with --refit)
-  double best_val_mean = 0, best_val_min = 0, best_val_max = 0;  ///< test accuracy of the best-validation epoch, in %
-
-  /// Where the notebook's number falls in this spread, in words.
-  std::string notebook_position() const {
-    char b[160];
-    if (spec.notebook_test_accuracy < min) {
-      std::snprintf(b, sizeof b, "below all %d runs", runs);
-    } else if (spec.notebook_test_accuracy > max) {
-      std::snprintf(b, sizeof b, "above all %d runs", runs);
-    } else {
-      std::snprintf(b, sizeof b, "above %d of %d runs (%+.1f sd from the mean)", runs_below_notebook, runs,
-                    sd > 0 ? (spec.notebook_test_accuracy - mean) / sd : 0.0);
-    }
-    return b;
-  }
-};
-
-inline std::vector<SeedSummary> seed_summaries(const std::vector<ModelResult>& results) {
-  std::vector<SeedSummary> out;
-  for (const auto& spec : notebook_models()) {
-    std::vector<const ModelResult*> runs;
-    for (const auto& r : results) {
-      if (r.spec.id == spec.id) runs.push_back(&r);
-    }
-    if (runs.empty()) continue;
-    SeedSummary s;
-    s.spec = spec;
-    s.runs = static_cast<int>(runs.size());
-    s.min = s.best_val_min = 1e9;
-    s.max = s.best_val_max = -1e9;
-    for (const ModelResult* r : runs) {
-      const double a = 100 * r->test.accuracy;
-      s.mean += a / s.runs;
-      s.min = std::min(s.min, a);
-      s.max = std::max(s.max, a);
-      s.runs_below_notebook += a < spec.notebook_test_accuracy ? 1 : 0;
-      if (r->history.has("val_accuracy")) s.volatility += 100 * volatility(r->history["val_accuracy"]) / s.runs;
-      if (r->best_epoch > 0) {
-        const double b = 100 * r->best_epoch_test.accuracy;
-        ++s.best_val_runs;
-        s.best_val_mean += b;
-        s.best_val_min = std::min(s.best_val_min, b);
-        s.best_val_max = std::max(s.best_val_max, b);
-      }
-    }
-    if (s.best_val_runs > 0) s.best_val_mean /= s.best_val_runs;
-    for (const ModelResult* r : runs) s.sd += std::pow(100 * r->test.accuracy - s.mean, 2);
-    s.sd = s.runs > 1 ? std::sqrt(s.sd / (s.runs - 1)) : 0.0;
-    out.push_back(s);
-  }
-  return out;
-}
 
 /// What the notebook printed for its first five classes (the rest of its
 /// output is cut off in the copy we have): "Label/class X was miss
@@ -322,14 +218,62 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
           {"models", models}};
 }
 
-/// report.md: every number beside the notebook's.
+/// results.json of --import: the model, its test accuracy, confusion matrix and per-class metrics.
+inline nlohmann::json results_json(const ImportedModel& m, const std::string& command) {
+  return {{"loom_version", loom::version},
+          {"command", command},
+          {"imported_model", m.file},
+          {"input_shape", m.input_shape},
+          {"parameters", m.parameters},
+          {"pixels", m.pixels()},
+          {"test_accuracy", m.test_accuracy},
+          {"predict_seconds", m.predict_seconds},
+          {"confusion_matrix", confusion_json(m.confusion)},
+          {"per_class", per_class_json(m.confusion)}};
+}
+
+/// report.md's title and command line (the caller ends the line).
+inline void report_heading(std::ostream& o, const std::string& title, const std::string& command) {
+  o << "# " << title << "\n\nCommand: `" << command << "`";
+}
+
+/// One model's per-class section of report.md, trained here or imported: per
+/// true class its images, misses and recall, false alarms, precision, F1 and
+/// what it was most often mistaken for, beside the notebook's "misclassified"
+/// counts when `notebook` is given (notebook_false_alarms()); then the model's
+/// two figures, `stem`_misclassified.png and `stem`_classes.png.
+inline void class_section_markdown(std::ostream& o, const ConfusionMatrix& cm, const std::vector<int>* notebook,
+                                   const std::string& stem) {
+  const auto& names = datasets::fashion_mnist::class_names;
+  char b[512];
+  o << "| class | images | missed | recall | false alarms | "
+    << (notebook ? "notebook's \"misclassified\" (= its false alarms) | " : "")
+    << "precision | F1 | most often mistaken for |\n|---|---|---|---|---|" << (notebook ? "---|" : "")
+    << "---|---|---|\n";
+  for (Index k = 0; k < cm.classes(); ++k) {
+    std::snprintf(b, sizeof b, "| %s | %lld | %lld | %.2f %% | %lld | ", names[static_cast<std::size_t>(k)].c_str(),
+                  cm.support(k), cm.misses(k), 100 * cm.recall(k), cm.false_alarms(k));
+    o << b;
+    if (notebook) {
+      o << (k < static_cast<Index>(notebook->size()) ? std::to_string((*notebook)[static_cast<std::size_t>(k)])
+                                                     : std::string("(cut off)"))
+        << " | ";
+    }
+    std::snprintf(b, sizeof b, "%.2f %% | %.2f %% | %s |\n", 100 * cm.precision(k), 100 * cm.f1(k),
+                  most_mistaken_for(cm, k).c_str());
+    o << b;
+  }
+  o << "\n![misclassifications per class](" << stem << "_misclassified.png)\n![per-class examples and confusions]("
+    << stem << "_classes.png)\n\n";
+}
+
+/// report.md of the models trained here: every number beside the notebook's.
 inline std::string report_markdown(const ExperimentOptions& opt, const std::vector<ModelResult>& results,
                                    double wall_seconds, const std::string& command) {
-  const auto& names = datasets::fashion_mnist::class_names;
   std::ostringstream o;
   char b[512];
-  o << "# Fashion-MNIST, the notebook's four models, in loom " << loom::version << "\n\n";
-  o << "Command: `" << command << "`  \n";
+  report_heading(o, std::string("Fashion-MNIST, the notebook's four models, in loom ") + loom::version, command);
+  o << "  \n";
   if (opt.processes > 1) {
     std::snprintf(b, sizeof b, "Data-parallel over %d MPI processes%s (docs/distributed.md); threads are per process.  \n",
                   opt.processes, opt.sync_bn ? ", synchronized BatchNormalization" : "");
@@ -467,22 +411,8 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
       o << b;
     }
     o << (validated ? ".\n\n" : " (no validation split).\n\n");
-    o << "| class | images | missed | recall | false alarms | notebook's \"misclassified\" (= its false alarms) | "
-         "precision | F1 | most often mistaken for |\n|---|---|---|---|---|---|---|---|---|\n";
-    const auto& nb = notebook_false_alarms()[static_cast<std::size_t>(r.spec.id - 1)];
-    for (Index k = 0; k < cm.classes(); ++k) {
-      const std::string nbv = k < static_cast<Index>(nb.size()) ? std::to_string(nb[static_cast<std::size_t>(k)]) : "(cut off)";
-      std::snprintf(b, sizeof b, "| %s | %lld | %lld | %.2f %% | %lld | %s | %.2f %% | %.2f %% | %s |\n",
-                    names[static_cast<std::size_t>(k)].c_str(), cm.support(k), cm.misses(k), 100 * cm.recall(k),
-                    cm.false_alarms(k), nbv.c_str(), 100 * cm.precision(k), 100 * cm.f1(k),
-                    most_mistaken_for(cm, k).c_str());
-      o << b;
-    }
-    std::snprintf(b, sizeof b,
-                  "\n![misclassifications per class](model%d_misclassified.png)\n![per-class examples and confusions]"
-                  "(model%d_classes.png)\n\n",
-                  r.spec.id, r.spec.id);
-    o << b;
+    class_section_markdown(o, cm, &notebook_false_alarms()[static_cast<std::size_t>(r.spec.id - 1)],
+                           "model" + std::to_string(r.spec.id));
   }
   o << "## Training curves\n\n![training curves](training_curves.png)\n\n";
   o << "## What differs from the notebook\n\n"
@@ -495,6 +425,17 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
        "each model's figures use its own predictions.\n"
        "- The notebook's copy shows only the first five classes of each printout; the rest is cut off, so the "
        "notebook column is incomplete.\n";
+  return o.str();
+}
+
+/// report.md of --import: the model's test accuracy and its per-class section, as a trained model's.
+inline std::string report_markdown(const ImportedModel& m, const std::string& command) {
+  std::ostringstream o;
+  report_heading(o, m.file + " on Fashion-MNIST's test images", command);
+  o << "\n\nTest accuracy " << percent(m.test_accuracy) << " (" << m.confusion.correct() << " of "
+    << m.confusion.total() << "), pixels " << (m.raw_pixels ? "0..255" : "scaled to [0, 1]") << ", input shape "
+    << m.input_shape << ", " << m.parameters << " parameters.\n\n";
+  class_section_markdown(o, m.confusion, nullptr, "imported");
   return o.str();
 }
 

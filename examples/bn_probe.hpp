@@ -20,7 +20,7 @@
 #include <loom/data/encoding.hpp>
 #include <loom/loom.hpp>
 
-#include "analysis_report.hpp"
+#include "experiment_results.hpp"
 
 namespace loom::examples {
 
