@@ -34,8 +34,6 @@ class Fields {
     if (!o_.contains(key)) throw FormatError(where_ + ": no '" + key + "'");
     return o_.at(key);
   }
-  /// The whole object.
-  const json& object() const { return o_; }
   std::string text(const char* key) const {
     const json& v = at(key);
     if (!v.is_string()) bad(key, "a string");

@@ -14,6 +14,7 @@
 /// import reads (and checks) the Keras keys in that order, export writes
 /// each step's keys into Keras's config beside name, trainable and dtype.
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
