@@ -5,11 +5,13 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <regex>
 #include <sstream>
 
@@ -22,6 +24,48 @@ using namespace loom;
 using loom::testing::error_of;
 using loom::testing::TempDir;
 using json = nlohmann::json;
+
+// A layer loom does not have, defined here with nothing else than its loom
+// registration and its Keras mapping beside it: Keras's Rescaling
+// (y = x * scale + offset), to show that adding a layer to loom's Keras
+// import and export is one place.
+namespace keras_test_layers {
+
+template <class T>
+class Rescaling : public Layer<T> {
+ public:
+  static constexpr const char* class_name = "Rescaling";
+  Rescaling(double scale, double offset) : scale_(scale), offset_(offset) {}
+  static std::unique_ptr<Layer<T>> from_config(const Config& c) {
+    return std::make_unique<Rescaling>(c.real("scale"), c.real("offset"));
+  }
+  Config config() const override { return Config().set("scale", scale_).set("offset", offset_); }
+  std::string type() const override { return class_name; }
+  std::string base_name() const override { return "rescaling"; }
+
+ protected:
+  Shape build_impl(const Shape& in, Rng&) override { return in; }
+  const Tensor<T>& forward_impl(const Tensor<T>& x, Mode) override {
+    y_.resize_for_overwrite(x.shape());
+    for (Index i = 0; i < x.size(); ++i) y_[i] = static_cast<T>(x[i] * scale_ + offset_);
+    return y_;
+  }
+  const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
+    if (!this->needs_input_grad()) return this->empty_;
+    dx_.resize_for_overwrite(dy.shape());
+    for (Index i = 0; i < dy.size(); ++i) dx_[i] = static_cast<T>(dy[i] * scale_);
+    return dx_;
+  }
+
+ private:
+  double scale_, offset_;
+  Tensor<T> y_, dx_;
+};
+
+LOOM_REGISTER(Rescaling)
+LOOM_KERAS_MAPPING(keras::LayerMapping("Rescaling").real("scale").real("offset", 0.0))
+
+}  // namespace keras_test_layers
 
 namespace {
 
@@ -260,6 +304,60 @@ TEST_CASE("a loom model saved for Keras in either format loads back predicting b
   keras::save_model(model, dir.file("m.bin"), keras::Format::H5);
   CHECK(keras::detect_format(loom::detail::read_whole_file<std::vector<unsigned char>>(dir.file("m.bin")), "m") ==
         keras::Format::H5);
+}
+
+TEST_CASE("a layer defined outside loom, with its LOOM_REGISTER and one Keras mapping beside it, goes to Keras and back") {
+  using keras_test_layers::Rescaling;
+  TempDir dir;
+  Sequential<float> m(5, "rescaled");
+  m.add(Rescaling<float>(1.0 / 255, -0.5), Shape{6, 6, 1});
+  m.add(Conv2D<float>(Conv2DOptions(2, {3, 3}).activation(Activation::ReLU)));
+  m.add(Flatten<float>());
+  m.add(Dense<float>(DenseOptions(5).activation(Activation::Softmax)));
+  train_a_little(m);
+  Tensor<float> x(m.input_shape().with_batch(4));
+  Rng rng(13);
+  for (float& v : x) v = static_cast<float>(rng.uniform(0, 255));
+  const Tensor<float> expected = m.predict(x);
+  for (const char* name : {"r.keras", "r.h5"}) {
+    CAPTURE(name);
+    keras::save_model(m, dir.file(name));
+    auto back = keras::load_model<float>(dir.file(name));
+    REQUIRE(back.layers().size() == m.layers().size());
+    CHECK(back.layers()[0]->type() == "Rescaling");
+    CHECK(back.layers()[0]->config() == m.layers()[0]->config());
+    const Tensor<float> got = back.predict(x);
+    REQUIRE(got.shape() == expected.shape());
+    CHECK(std::memcmp(got.data(), expected.data(), sizeof(float) * static_cast<std::size_t>(got.size())) == 0);
+  }
+  // Keras's class name and config keys, in both formats.
+  const auto zip_bytes = keras::save_model_to_bytes(m, keras::Format::Keras);
+  const keras::zipfile::Reader archive(zip_bytes, "r.keras");
+  const auto text = archive.read("config.json", 1 << 20);
+  const json v3 = json::parse(text.begin(), text.end()).at("config").at("layers")[1];
+  CHECK(v3.at("class_name") == "Rescaling");
+  CHECK(v3.at("module") == "keras.layers");
+  CHECK(v3.at("config") == json({{"name", "rescaling"}, {"trainable", true}, {"dtype", "float32"},
+                                  {"scale", 1.0 / 255}, {"offset", -0.5}}));
+  const auto h5 = keras::save_model_to_bytes(m, keras::Format::H5);
+  auto legacy = keras::hdf5::File::open_image(h5, "r.h5");
+  const json v2 = json::parse(legacy.root().string("model_config")).at("config").at("layers")[1];
+  CHECK(v2.at("class_name") == "Rescaling");
+  CHECK(v2.at("config").at("scale") == 1.0 / 255);
+  CHECK(v2.at("config").at("offset") == -0.5);
+  // Keras's own config of one (offset left out: Keras's default, 0) reads too.
+  auto from_keras = from_json(R"({"class_name": "Sequential", "config": {"name": "s", "layers": [
+      {"class_name": "InputLayer", "config": {"batch_shape": [null, 3], "name": "in"}},
+      {"class_name": "Rescaling", "config": {"name": "r", "scale": 2.0, "dtype": "float32"}}]}})");
+  CHECK(from_keras.layer("r").config() == Config().set("scale", 2.0).set("offset", 0.0));
+  // The supported list, and the message naming it, are derived from the mappings: it is there.
+  const auto supported = keras::supported_layers();
+  CHECK(std::find(supported.begin(), supported.end(), "Rescaling") != supported.end());
+  CHECK(error_of([] {
+          from_json(R"({"class_name": "Sequential", "config": {"name": "s", "layers": [
+              {"class_name": "InputLayer", "config": {"batch_shape": [null, 3], "name": "in"}},
+              {"class_name": "GaussianNoise", "config": {"name": "n", "stddev": 0.1}}]}})");
+        }).find(", ZeroPadding2D, Rescaling") != std::string::npos);
 }
 
 TEST_CASE("augmentation layers go out to Keras and come back; RandomCrop is refused both ways, with the reason") {

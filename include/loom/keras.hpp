@@ -9,13 +9,18 @@
 ///
 ///     auto model = loom::keras::load_model<float>("fashion.keras");
 ///     auto probabilities = model.predict(images);   // (N, 28, 28, 1) in [0, 1]
-///     model.fit(x, y, loom::FitOptions().epochs(1)); // compiled as it was in Keras
+///     model.fit(x, y, loom::FitOptions<float>().epochs(1));  // compiled as it was in Keras
 ///     loom::keras::save_model(model, "fine_tuned.keras");
 ///
 /// Needs, beyond Eigen: the HDF5 C library, libzip and nlohmann-json
 /// (Debian: libhdf5-dev, libzip-dev, nlohmann-json3-dev). The formats, the
 /// layers loom reads, and what it refuses are in docs/keras.md. The HDF5
 /// library is not hardened against hostile files: load models you trust.
+///
+/// A layer (optimizer, loss, schedule) of one's own goes to and from Keras
+/// once it has a Keras mapping registered beside its LOOM_REGISTER:
+/// `LOOM_KERAS_MAPPING(keras::LayerMapping("Rescaling").real("scale").real("offset", 0.0))`
+/// (keras/layer_mapping.hpp, docs/keras.md).
 
 #include <cstring>
 #include <optional>

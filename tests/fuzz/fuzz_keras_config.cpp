@@ -8,6 +8,7 @@
 // finding. The weights' HDF5 parsing is not fuzzed: that library is not
 // hardened against hostile files (docs/keras.md says so).
 // Build and run: scripts/run-fuzz. Seeds: corpus/keras/.
+#include <loom/keras/compile_config.hpp>
 #include <loom/keras/model_config.hpp>
 #include <loom/keras/zipfile.hpp>
 

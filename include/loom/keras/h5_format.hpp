@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "compile_config.hpp"
 #include "hdf5.hpp"
 #include "model_config.hpp"
 #include "optimizer_state.hpp"
@@ -112,21 +113,6 @@ Sequential<T> load_h5(const std::vector<unsigned char>& bytes, const std::string
     }
   }
   return model;
-}
-
-/// Keras's training_config / compile_config of a compiled loom model.
-template <class T>
-json compile_config(const Sequential<T>& model, bool keras_v3) {
-  const auto& trainer = model.trainer();
-  json c = {{"loss", loss_to_keras(trainer.loss())},
-            {"loss_weights", nullptr},
-            {"metrics", trainer.metrics().empty() ? json(nullptr) : json(trainer.metrics())},
-            {"weighted_metrics", nullptr},
-            {"run_eagerly", false},
-            {"steps_per_execution", 1},
-            {"jit_compile", false}};
-  c[keras_v3 ? "optimizer" : "optimizer_config"] = optimizer_to_keras(trainer.optimizer(), keras_v3);
-  return c;
 }
 
 template <class T>

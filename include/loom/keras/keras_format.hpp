@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "compile_config.hpp"
 #include "h5_format.hpp"
 #include "hdf5.hpp"
 #include "model_config.hpp"
@@ -35,7 +36,7 @@ std::vector<std::string> variable_paths(const Sequential<T>& model) {
   std::map<std::string, int> used;
   std::vector<std::string> paths;
   for (const auto& l : model.layers()) {
-    std::string name = snake_case(l->type());
+    std::string name = snake_case(keras_layer_class(l->type()));
     const auto it = used.find(name);
     if (it == used.end()) {
       used[name] = 0;

@@ -18,12 +18,14 @@
 /// (every kind it needs, once per trainable parameter, and nothing else);
 /// otherwise the optimizer starts fresh, as Keras's does in that case.
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "../model/sequential.hpp"
 #include "hdf5.hpp"
-#include "model_config.hpp"
+#include "optimizer_mapping.hpp"
 
 namespace loom::keras::impl {
 

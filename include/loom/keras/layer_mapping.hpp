@@ -1,0 +1,240 @@
+#pragma once
+/// \file layer_mapping.hpp
+/// How a loom layer maps to a Keras layer, both ways: `LayerMapping` says a
+/// layer's Keras class name and how each key of its Keras config becomes a
+/// key of its loom Config (import, then the layer is made through loom's own
+/// registry) and back (export). One registration per layer:
+///
+///     LOOM_REGISTER(Rescaling)                                  // loom's registry
+///     LOOM_KERAS_MAPPING(keras::LayerMapping("Rescaling")       // Keras's class name
+///                            .real("scale").real("offset", 0.0))  // both ways
+///
+/// and the layer reads from and writes to .keras and .h5 files. loom's own
+/// layers are mapped in keras/layers.hpp. Steps run in the order given:
+/// import reads (and checks) the Keras keys in that order, export writes
+/// each step's keys into Keras's config beside name, trainable and dtype.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../layers/layer.hpp"
+#include "../registry.hpp"
+#include "json.hpp"
+#include "mapping.hpp"
+
+namespace loom::keras {
+
+/// A Keras activation: "relu", a serialized function ({"class_name":
+/// "function", "config": "softmax_v2"}), or null for linear.
+inline Activation activation_of(const Fields& f, const char* key = "activation") {
+  if (!f.has(key)) return Activation::None;
+  const json& v = f.at(key);
+  std::string name;
+  if (v.is_string()) {
+    name = v.get<std::string>();
+  } else if (v.is_object() && v.contains("config") && v.at("config").is_string()) {
+    name = v.at("config").get<std::string>();
+  } else {
+    f.bad(key, "an activation name");
+  }
+  if (name.size() > 3 && name.compare(name.size() - 3, 3, "_v2") == 0) name.resize(name.size() - 3);
+  if (name == "relu") return Activation::ReLU;
+  if (name == "softmax") return Activation::Softmax;
+  if (name == "linear") return Activation::None;
+  f.refuse("activation '" + name + "' (loom has relu, softmax and linear)");
+}
+
+inline Padding padding_of(const Fields& f) {
+  const std::string p = f.text("padding", "valid");
+  if (p == "valid") return Padding::Valid;
+  if (p == "same") return Padding::Same;
+  f.refuse("padding '" + p + "'");
+}
+
+inline void require_channels_last(const Fields& f) {
+  const std::string format = f.text("data_format", "channels_last");
+  if (format != "channels_last") f.refuse("data_format '" + format + "' (loom is channels_last, NHWC)");
+}
+
+/// A random layer's `seed` (null: none).
+inline std::optional<std::uint64_t> seed_of(const Fields& f) {
+  if (!f.has("seed")) return std::nullopt;
+  const long long s = f.integer("seed");
+  if (s < 0) f.bad("seed", "a non-negative integer");
+  return static_cast<std::uint64_t>(s);
+}
+
+/// One loom layer class's Keras counterpart and how its config maps both ways.
+class LayerMapping : public MappingNames {
+ public:
+  /// Keras config -> loom Config (throwing FormatError through `Fields` for
+  /// what loom cannot represent).
+  using In = std::function<void(const Fields& keras, Config& loom)>;
+  /// loom Config -> Keras config (which already holds name, trainable, dtype).
+  using Out = std::function<void(const Config& loom, json& keras)>;
+
+  /// `keras_class` is Keras's class name; `loom_class` the name the layer is
+  /// registered under in loom (its `type()`), by default the same.
+  explicit LayerMapping(std::string keras_class, std::string loom_class = {})
+      : MappingNames(std::move(keras_class), std::move(loom_class)) {}
+
+  /// Another class name Keras reads for it ("Convolution2D" for Conv2D).
+  LayerMapping& alias(std::string name) {
+    aliases_.push_back(std::move(name));
+    return *this;
+  }
+  /// A step of one's own: `in` on import, `out` on export (either may be empty).
+  LayerMapping& step(In in, Out out = {}) {
+    steps_.push_back({std::move(in), std::move(out)});
+    return *this;
+  }
+  /// A key Keras always writes with the same value (and loom ignores on import).
+  LayerMapping& constant(const std::string& key, json value) {
+    return step({}, [key, value](const Config&, json& k) { k[key] = value; });
+  }
+  /// A number under the same key both ways; required unless `otherwise` is given.
+  LayerMapping& real(const std::string& key, std::optional<double> otherwise = std::nullopt) {
+    return step([key, otherwise](const Fields& f, Config& c) {
+      c.set(key, otherwise ? f.real(key.c_str(), *otherwise) : f.real(key.c_str()));
+    }, [key, otherwise](const Config& c, json& k) { k[key] = otherwise ? c.real(key, *otherwise) : c.real(key); });
+  }
+  /// An integer in [1, `max`] under the same key both ways (required).
+  LayerMapping& positive_integer(const std::string& key, long long max) {
+    return step([key, max](const Fields& f, Config& c) {
+      const long long v = f.integer(key.c_str());
+      if (v < 1 || v > max) f.bad(key.c_str(), "a positive integer");
+      c.set(key, v);
+    }, [key](const Config& c, json& k) { k[key] = c.integer(key); });
+  }
+  /// true or false under the same key both ways, `otherwise` when absent.
+  LayerMapping& flag(const std::string& key, bool otherwise) {
+    return step([key, otherwise](const Fields& f, Config& c) { c.set(key, f.flag(key.c_str(), otherwise)); },
+                [key, otherwise](const Config& c, json& k) { k[key] = c.flag(key, otherwise); });
+  }
+  /// A string under the same key both ways; required unless `otherwise` is given.
+  LayerMapping& text(const std::string& key, std::optional<std::string> otherwise = std::nullopt) {
+    return step([key, otherwise](const Fields& f, Config& c) {
+      c.set(key, otherwise ? f.text(key.c_str(), *otherwise) : f.text(key.c_str()));
+    }, [key](const Config& c, json& k) { k[key] = c.text(key); });
+  }
+  /// A pair (Keras: n or [a, b]; loom: Size2) under the same key both ways;
+  /// required unless `otherwise` is given.
+  LayerMapping& size2(const std::string& key, std::optional<Size2> otherwise = std::nullopt) {
+    return step([key, otherwise](const Fields& f, Config& c) {
+      c.set(key, otherwise && !f.has(key.c_str()) ? *otherwise : f.size2(key.c_str()));
+    }, [key](const Config& c, json& k) { k[key] = impl::pair_json(c.size2(key)); });
+  }
+  /// Keras's `activation` (relu, softmax, linear) both ways.
+  LayerMapping& activation() {
+    return step([](const Fields& f, Config& c) { c.set("activation", to_string(activation_of(f))); },
+                [](const Config& c, json& k) { k["activation"] = c.text("activation"); });
+  }
+  /// Keras's `padding` (valid, same) both ways.
+  LayerMapping& padding() {
+    return step([](const Fields& f, Config& c) { c.set("padding", to_string(padding_of(f))); },
+                [](const Config& c, json& k) { k["padding"] = c.text("padding"); });
+  }
+  /// Keras's `data_format`: channels_last only (loom is NHWC).
+  LayerMapping& channels_last() {
+    return step([](const Fields& f, Config&) { require_channels_last(f); },
+                [](const Config&, json& k) { k["data_format"] = "channels_last"; });
+  }
+  /// A random layer's `seed` both ways (null: none).
+  LayerMapping& seed() {
+    return step([](const Fields& f, Config& c) {
+      if (const auto s = seed_of(f)) c.set("seed", *s);
+    }, [](const Config& c, json& k) { k["seed"] = c.has("seed") ? json(c.u64("seed")) : json(nullptr); });
+  }
+  /// The Keras layer is not a loom layer: it configures the model (InputLayer).
+  LayerMapping& model_input() {
+    makes_layer_ = false;
+    return *this;
+  }
+  /// loom knows the class but refuses to map it, both ways, because `reason`.
+  LayerMapping& refuse(std::string reason) {
+    refusal_ = std::move(reason);
+    return *this;
+  }
+
+  bool makes_layer() const { return makes_layer_; }
+
+  /// The loom config of a Keras layer config (`f`'s own checks run).
+  Config config_from_keras(const Fields& f) const {
+    if (!refusal_.empty()) f.refuse(keras_class_ + " (" + refusal_ + ")");
+    Config c;
+    for (const auto& s : steps_) {
+      if (s.in) s.in(f, c);
+    }
+    return c;
+  }
+  /// Keras's config entries of a loom config, into `k`.
+  void config_to_keras(const Config& c, json& k) const {
+    for (const auto& s : steps_) {
+      if (s.out) s.out(c, k);
+    }
+  }
+
+ private:
+  struct Step {
+    In in;
+    Out out;
+  };
+  std::vector<Step> steps_;
+  bool makes_layer_ = true;
+};
+
+/// The Keras layer classes loom reads and writes, in registration order.
+inline std::vector<std::string> supported_layers() { return Mappings<LayerMapping>::global().supported(); }
+
+/// The Keras class name loom writes for a layer of loom class `type` (the
+/// type itself for a layer with no mapping).
+inline std::string keras_layer_class(const std::string& type) {
+  const auto m = Mappings<LayerMapping>::global().from_loom(type);
+  return m ? m->keras_class() : type;
+}
+
+namespace impl {
+
+/// One Keras layer config turned into a loom layer (nullptr for a layer that
+/// only configures the model, InputLayer), made by loom's layer registry from
+/// the config its mapping gives.
+template <class T>
+std::unique_ptr<Layer<T>> layer_from_keras(const std::string& cls, const Fields& f) {
+  const std::string name = f.text("name", "");
+  const auto& mappings = Mappings<LayerMapping>::global();
+  const auto m = mappings.from_keras(cls);
+  if (!m) {
+    throw FormatError(f.where() + ": layer class '" + cls + "' is not supported: loom reads " +
+                      mappings.supported_list());
+  }
+  const Config config = m->config_from_keras(f);
+  if (!m->makes_layer()) return nullptr;
+  std::unique_ptr<Layer<T>> layer = Registry<Layer<T>>::global().create(m->loom_class(), config);
+  if (!name.empty()) layer->set_name(name);
+  return layer;
+}
+
+/// Keras 3's config for one loom layer (FormatError for a layer Keras has no
+/// counterpart for, or that loom refuses to write).
+template <class T>
+json layer_to_keras(Layer<T>& layer) {
+  const std::string type = layer.type();
+  const auto m = Mappings<LayerMapping>::global().from_loom(type);
+  if (!m) {
+    throw FormatError("layer '" + layer.name() + "' (" + type + ") has no Keras counterpart loom can write");
+  }
+  if (!m->refusal().empty()) {
+    throw FormatError("layer '" + layer.name() + "' (" + type + ") is not written for Keras: " + m->refusal());
+  }
+  json k = {{"name", layer.name()}, {"trainable", true}, {"dtype", "float32"}};
+  m->config_to_keras(layer.config(), k);
+  return k;
+}
+
+}  // namespace impl
+}  // namespace loom::keras
