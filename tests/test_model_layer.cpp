@@ -152,7 +152,7 @@ TEST_CASE("a layer defined by the user, once registered, saves, loads and trains
 
 TEST_CASE("predict on two threads copies a registered layer of the user's, and runs the model's own layers otherwise") {
   // With two chunks or more per thread, predict runs each thread's chunks on
-  // a copy of the layers made by the registry (Sequential::infer_chunks);
+  // a copy of the layers made by the registry (Inference::chunks, model/inference.hpp);
   // a layer that cannot be copied keeps the model on its own layers. Either
   // way the outputs are those of one thread. The factor is set after build,
   // so a copy that kept its initial factor would be caught.

@@ -325,7 +325,7 @@ TEST_CASE("predict gives the same outputs whatever the batch size: bit for bit w
 
 TEST_CASE("predict and evaluate on two threads run whole chunks on copies of the layers, with the same results") {
   // With at least two chunks per thread, each thread runs its chunks on its
-  // own copy of the layers (Sequential::infer_chunks); otherwise, and on one
+  // own copy of the layers (Inference::chunks, model/inference.hpp); otherwise, and on one
   // thread, the model's own layers run every chunk. Same bits either way
   // with loom's own GEMM; to rounding with Eigen's.
 #ifdef LOOM_OWN_SGEMM
