@@ -485,11 +485,35 @@ TEST_CASE("RMSprop from Keras: the saving version decides where epsilon goes; ex
   CHECK_FALSE(inside(&name, "2.10.1"));
   CHECK_FALSE(inside(nullptr, "2.2.4"));
   CHECK_FALSE(inside(&legacy, "2.13.1"));  // tf.keras.optimizers.legacy.RMSprop
+  // tf-keras 2.11+ writes a legacy optimizer's bare config into a .h5: "decay", no is_legacy_optimizer.
+  const json bare = json::parse(R"({"class_name": "RMSprop", "config": {"decay": 0.0, "rho": 0.9}})");
+  const json modern = json::parse(R"({"class_name": "RMSprop", "config": {"is_legacy_optimizer": false}})");
+  CHECK_FALSE(inside(&bare, "2.21.0"));
+  CHECK(inside(&modern, "2.21.0"));
   inside(&rms, "3.0.0");
   CHECK(m.trainer().optimizer().config().real("rho") == doctest::Approx(0.8));
   const json out = keras::optimizer_to_keras(m.trainer().optimizer(), true);
   CHECK(out.at("config").at("rho") == 0.8);
   CHECK_FALSE(out.at("config").contains("epsilon_inside_sqrt"));
+}
+
+TEST_CASE("BatchNormalization from Keras: the saving version decides the moving variance's rule") {
+  // tf.keras 2.x's fused kernel (NHWC, not float64, fused not False) updates with the unbiased batch
+  // variance; its non-fused path and Keras 3 with the biased one (checked against both by running
+  // them: tests/reference/step_check.py).
+  const auto unbiased = [](const std::string& version, const std::string& extra) {
+    const json config = json::parse(R"({"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [null, 4, 4, 2], "name": "input"}},
+        {"class_name": "BatchNormalization", "config": {"name": "bn")" + extra + "}}]}}");
+    Sequential<float> m = keras::model_from_config<float>(config, "f", 1 << 20, version);
+    return m.layers()[0]->config().flag("unbiased_moving_variance", false);
+  };
+  CHECK(unbiased("2.15.0", ""));
+  CHECK(unbiased("2.1.6", R"(, "dtype": "float32", "fused": null)"));
+  CHECK_FALSE(unbiased("2.15.0", R"(, "dtype": "float64")"));
+  CHECK_FALSE(unbiased("2.4.0", R"(, "fused": false)"));
+  CHECK_FALSE(unbiased("3.10.0", ""));
+  CHECK_FALSE(unbiased("", ""));  // a config that does not say: today's Keras
 }
 
 TEST_CASE("what loom cannot represent is refused, naming the layer, its class and what loom reads") {

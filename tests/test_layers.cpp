@@ -395,6 +395,28 @@ TEST_CASE("gradient check: BatchNormalization in training mode") {
   }
 }
 
+TEST_CASE("BatchNormalization's moving variance: Keras 3's biased batch variance, or tf.keras 2's unbiased") {
+  // One channel, rows 1, 2, 3, 6: mean 3, biased variance (4 + 1 + 0 + 9) / 4 = 3.5,
+  // unbiased 14 / 3. Momentum 0.75: moving_mean = 0.75 * 0 + 0.25 * 3,
+  // moving_variance = 0.75 * 1 + 0.25 * variance.
+  const Tensor<double> x(Shape{4, 1}, {1, 2, 3, 6});
+  for (const bool unbiased : {false, true}) {
+    CAPTURE(unbiased);
+    BatchNormalization<double> bn(BatchNormalizationOptions().momentum(0.75).unbiased_moving_variance(unbiased));
+    Rng rng(1);
+    bn.build(Shape{1}, rng);
+    bn.forward(x, Mode::Train);
+    const auto p = bn.parameters();  // gamma, beta, moving_mean, moving_variance
+    CHECK((*p[2].value)[0] == doctest::Approx(0.75).epsilon(1e-15));
+    CHECK((*p[3].value)[0] == doctest::Approx(0.75 + 0.25 * (unbiased ? 14.0 / 3 : 3.5)).epsilon(1e-15));
+    CHECK(bn.config().flag("unbiased_moving_variance", !unbiased) == unbiased);
+  }
+  CHECK_FALSE(BatchNormalizationOptions().unbiased_moving_variance());  // Keras 3's rule by default
+  // A config without the key was saved before loom had the option, when it used the unbiased rule.
+  const auto old = BatchNormalization<double>::from_config(Config().set("momentum", 0.99).set("epsilon", 1e-3));
+  CHECK(old->config().flag("unbiased_moving_variance", false));
+}
+
 TEST_CASE("gradient check: MaxPool2D") {
   struct Case {
     const char* what;
@@ -844,17 +866,17 @@ TEST_CASE_TEMPLATE("BatchNormalization, training then inference, by hand", T, fl
   const auto& y = layer.forward(x, Mode::Train);
   const double s = std::sqrt(1.25 + 1e-3);
   for (Index i = 0; i < 4; ++i) CHECK(y[i] == doctest::Approx(2 * (i + 1 - 2.5) / s + 0.5).epsilon(1e-5));
-  // Moving statistics: 0.99 * (0, 1) + 0.01 * (2.5, 1.25 * 4 / 3).
+  // Moving statistics (Keras 3's rule, the biased variance): 0.99 * (0, 1) + 0.01 * (2.5, 1.25).
   const auto params = layer.parameters();
   CHECK((*params[2].value)[0] == doctest::Approx(0.025));
-  CHECK((*params[3].value)[0] == doctest::Approx(0.99 + 0.01 * 1.25 * 4 / 3));
+  CHECK((*params[3].value)[0] == doctest::Approx(0.99 + 0.01 * 1.25));
   CHECK_FALSE(params[2].trainable());
   CHECK_FALSE(params[3].trainable());
   CHECK(layer.count_params() == 4);
   CHECK(layer.count_trainable_params() == 2);
   // Inference uses the moving statistics.
   const auto& yi = layer.forward(x, Mode::Inference);
-  const double mv = 0.99 + 0.01 * 1.25 * 4 / 3;
+  const double mv = 0.99 + 0.01 * 1.25;
   for (Index i = 0; i < 4; ++i) {
     CHECK(yi[i] == doctest::Approx(2 * (i + 1 - 0.025) / std::sqrt(mv + 1e-3) + 0.5).epsilon(1e-5));
   }

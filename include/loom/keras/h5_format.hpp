@@ -74,8 +74,9 @@ Sequential<T> load_h5(const std::vector<unsigned char>& bytes, const std::string
     throw FormatError(what + ": no 'model_config': a weights-only file (save_weights) or not a Keras model");
   }
   const json config = parse_json(root.string("model_config"), what + ": model_config");
+  const std::string version = root.has_attribute("keras_version") ? root.string("keras_version") : "";
   // A float16 value takes 2 bytes: no layer can have more values than this.
-  Sequential<T> model = model_from_config<T>(config, what, static_cast<Index>(bytes.size() / 2 + 64));
+  Sequential<T> model = model_from_config<T>(config, what, static_cast<Index>(bytes.size() / 2 + 64), version);
 
   const hdf5::Group weights = root.has_group("model_weights") ? root.group("model_weights") : file.root();
   std::vector<std::pair<std::string, std::vector<std::string>>> groups;  // layers with weights: (name, weight_names)
@@ -101,7 +102,6 @@ Sequential<T> load_h5(const std::vector<unsigned char>& bytes, const std::string
     if (f.has("loss")) {
       const json* optimizer = f.has("optimizer_config") ? &f.at("optimizer_config") : nullptr;
       const json* metrics = f.has("metrics") ? &f.at("metrics") : nullptr;
-      const std::string version = root.has_attribute("keras_version") ? root.string("keras_version") : "";
       compile_from_keras(model, single_loss(f.at("loss"), what), optimizer, metrics, what, version);
     }
     if (model.compiled() && root.has_group("optimizer_weights")) {

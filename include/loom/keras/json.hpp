@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cctype>
+#include <cstdio>
 #include <string>
 #include <utility>
 
@@ -79,10 +80,38 @@ class Fields {
   }
   const std::string& where() const { return where_; }
 
+  /// The Keras version that saved the file ("2.4.0", "3.10.0"; empty when
+  /// unknown), for the mappings whose rules changed between versions.
+  Fields& keras_version(std::string v) {
+    version_ = std::move(v);
+    return *this;
+  }
+  const std::string& keras_version() const { return version_; }
+
  private:
   const json& o_;
   std::string where_;
+  std::string version_;
 };
+
+/// A layer config's dtype: "float32", or a dtype policy's name (Keras 3:
+/// {"class_name": "DTypePolicy", "config": {"name": "float32"}}); empty if none.
+inline std::string dtype_name(const Fields& f) {
+  if (!f.has("dtype")) return "";
+  const json& d = f.at("dtype");
+  if (d.is_string()) return d.get<std::string>();
+  if (d.is_object() && d.contains("config") && d.at("config").is_object() && d.at("config").contains("name") &&
+      d.at("config").at("name").is_string()) {
+    return d.at("config").at("name").get<std::string>();
+  }
+  return "";
+}
+
+/// The major version of a Keras version string (0 when empty or unreadable).
+inline int keras_major_version(const std::string& version) {
+  int major = 0;
+  return std::sscanf(version.c_str(), "%d", &major) == 1 ? major : 0;
+}
 
 namespace impl {
 

@@ -61,7 +61,15 @@ Sequential<T> load_keras(const std::vector<unsigned char>& bytes, const std::str
                                                                 : ": the archive has no model.weights.h5"));
   }
   const auto weight_bytes = archive.read("model.weights.h5", kMaxWeightsBytes);
-  Sequential<T> model = model_from_config<T>(config, what, static_cast<Index>(weight_bytes.size() / 2 + 64));
+  std::string version;  // metadata.json is optional: a .keras file without it counts as today's Keras
+  if (archive.has("metadata.json")) {
+    const auto m = archive.read("metadata.json", kMaxConfigBytes);
+    const json metadata = parse_json(std::string(m.begin(), m.end()), what + ": metadata.json");
+    if (metadata.is_object() && metadata.contains("keras_version") && metadata.at("keras_version").is_string()) {
+      version = metadata.at("keras_version").get<std::string>();
+    }
+  }
+  Sequential<T> model = model_from_config<T>(config, what, static_cast<Index>(weight_bytes.size() / 2 + 64), version);
 
   const std::string weights_what = what + ": model.weights.h5";
   auto file = hdf5::File::open_image(weight_bytes, weights_what);
@@ -95,7 +103,7 @@ Sequential<T> load_keras(const std::vector<unsigned char>& bytes, const std::str
       Fields c(top.at("compile_config"), what + ": compile_config");
       if (c.has("loss")) {
         compile_from_keras(model, single_loss(c.at("loss"), what), c.has("optimizer") ? &c.at("optimizer") : nullptr,
-                           c.has("metrics") ? &c.at("metrics") : nullptr, what);
+                           c.has("metrics") ? &c.at("metrics") : nullptr, what, version);
       }
     }
     if (model.compiled() && root.has_group("optimizer/vars")) {

@@ -122,7 +122,15 @@ LOOM_KERAS_MAPPING(LayerMapping("BatchNormalization")
                        .real("epsilon", 1e-3)
                        .flag("center", true)
                        .flag("scale", true)
-                       .flag("synchronized", false))
+                       .flag("synchronized", false)
+                       // Not a Keras setting but a rule that changed: tf.keras 2.x's fused kernel (its
+                       // default for NHWC images, but not in float64 or with fused=False) updated the
+                       // moving variance with the unbiased batch variance; Keras 3 uses the biased one.
+                       .step([](const Fields& f, Config& c) {
+                         const int major = keras_major_version(f.keras_version());
+                         const bool fused = f.flag("fused", true) && dtype_name(f) != "float64";
+                         c.set("unbiased_moving_variance", major != 0 && major < 3 && fused);
+                       }))
 
 LOOM_KERAS_MAPPING(LayerMapping("Dropout")
                        .step([](const Fields& f, Config& c) {

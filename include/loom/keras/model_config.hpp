@@ -93,10 +93,12 @@ inline void inbound_names(const json& node, std::vector<std::string>& out) {
 ///
 /// `max_values_per_layer` caps what any one layer may allocate for its
 /// parameters: loaders pass what the file could hold, so that a config cannot
-/// ask for more memory than its weights could fill.
+/// ask for more memory than its weights could fill. `keras_version` is the
+/// version that saved the config (empty: unknown, read as today's Keras 3).
 template <class T>
 Sequential<T> model_from_config(const json& model, const std::string& what = "Keras model",
-                                Index max_values_per_layer = std::numeric_limits<Index>::max()) {
+                                Index max_values_per_layer = std::numeric_limits<Index>::max(),
+                                const std::string& keras_version = "") {
   std::string model_name = "sequential";
   bool functional = false;
   const json& layers = impl::layer_list(model, what, model_name, functional);
@@ -111,6 +113,7 @@ Sequential<T> model_from_config(const json& model, const std::string& what = "Ke
     Fields f(e.at("config"), loom::detail::str(what, ": layer ", index, " (", cls, ")"));
     const std::string name = f.text("name", e.text("name", ""));
     Fields lf(e.at("config"), loom::detail::str(what, ": layer '", name, "' (", cls, ")"));
+    lf.keras_version(keras_version);
     if (functional) {
       std::vector<std::string> inputs;
       if (e.has("inbound_nodes")) impl::inbound_names(e.at("inbound_nodes"), inputs);

@@ -137,7 +137,11 @@ LOOM_KERAS_MAPPING(OptimizerMapping("RMSprop")
                        .step([](const Fields& c, const std::string& version, Config& config) {
                          if (c.real("momentum", 0) != 0) c.refuse("RMSprop with momentum");
                          // Not a Keras setting: the saving version or the legacy mark tells (docs/keras-compat.md).
-                         if (keras_before_2_11(version) || c.flag("is_legacy_optimizer", false)) {
+                         // tf.keras 2.11+ writes its legacy optimizers' bare get_config() into a .h5's
+                         // training_config: no is_legacy_optimizer, but the legacy "decay" (the new ones
+                         // and Keras 3's write is_legacy_optimizer or no decay).
+                         const bool legacy_config = c.has("decay") && !c.has("is_legacy_optimizer");
+                         if (keras_before_2_11(version) || c.flag("is_legacy_optimizer", false) || legacy_config) {
                            config.set("epsilon_inside_sqrt", false);
                          }
                        }))

@@ -5,8 +5,14 @@
 ///     train:      mu, var = mean and biased variance per channel over N*H*W
 ///                 y = gamma * (x - mu) / sqrt(var + eps) + beta
 ///                 moving_mean     <- m * moving_mean     + (1 - m) * mu
-///                 moving_variance <- m * moving_variance + (1 - m) * var * n / (n - 1)
+///                 moving_variance <- m * moving_variance + (1 - m) * var
 ///     inference:  the same formula with the moving statistics.
+///
+/// That moving-variance update is Keras 3's (keras/src/layers/normalization/
+/// batch_normalization.py: the biased batch variance). tf.keras 2.x ran
+/// TensorFlow's fused kernel, which updates with the unbiased var * n / (n - 1)
+/// (n = N*H*W); `unbiased_moving_variance(true)` keeps that rule, and the
+/// Keras importer sets it for files saved by Keras 2 (docs/keras-compat.md).
 ///
 /// gamma and beta are trainable; the moving statistics are buffers. The
 /// input is viewed as a [rows, channels] matrix; sums run in double (the
@@ -59,6 +65,9 @@ class BatchNormalizationOptions {
   LOOM_OPTION(bool, scale, true)
   /// Statistics of the global batch in data-parallel training.
   LOOM_OPTION(bool, synchronized, false)
+  /// The moving variance takes the unbiased batch variance, var * n / (n - 1)
+  /// (tf.keras 2.x's fused kernel), instead of Keras 3's biased one.
+  LOOM_OPTION(bool, unbiased_moving_variance, false)
 };
 
 template <class T>
@@ -81,6 +90,8 @@ class BatchNormalization : public Layer<T> {
     if (!opt_.center()) c.set("center", false);  // written only when off: older files have neither key
     if (!opt_.scale()) c.set("scale", false);
     if (opt_.synchronized()) c.set("synchronized", true);
+    // Always written: a file without it predates the option, and was trained with the unbiased rule.
+    c.set("unbiased_moving_variance", opt_.unbiased_moving_variance());
     return c;
   }
   static std::unique_ptr<Layer<T>> from_config(const Config& c) {
@@ -89,7 +100,8 @@ class BatchNormalization : public Layer<T> {
                                                     .epsilon(c.real("epsilon"))
                                                     .center(c.flag("center", true))
                                                     .scale(c.flag("scale", true))
-                                                    .synchronized(c.flag("synchronized", false)));
+                                                    .synchronized(c.flag("synchronized", false))
+                                                    .unbiased_moving_variance(c.flag("unbiased_moving_variance", true)));
   }
 
   /// gamma (when `scale`), beta (when `center`), moving_mean, moving_variance:
@@ -507,9 +519,9 @@ class BatchNormalization : public Layer<T> {
       const double mean = stats_[static_cast<std::size_t>(k)] / n;
       const double var = std::max(stats_[static_cast<std::size_t>(c + k)] / n - mean * mean, 0.0);
       inv_std_[k] = static_cast<T>(1.0 / std::sqrt(var + opt_.epsilon()));
-      const double unbiased = n > 1 ? var * n / (n - 1) : var;
+      const double update = opt_.unbiased_moving_variance() && n > 1 ? var * n / (n - 1) : var;
       moving_mean_[k] = static_cast<T>(m * moving_mean_[k] + (1 - m) * mean);
-      moving_var_[k] = static_cast<T>(m * moving_var_[k] + (1 - m) * unbiased);
+      moving_var_[k] = static_cast<T>(m * moving_var_[k] + (1 - m) * update);
       mean_[k] = static_cast<T>(mean);
     }
   }

@@ -1,0 +1,218 @@
+"""Step for step with Keras: the notebook's model, built and saved untrained by
+Keras, loaded into loom, and both trained from those same weights on the same
+batches in the same order; every weight, every BatchNormalization moving
+statistic, every optimizer variable and the loss compared after each step.
+
+    PY tests/reference/step_check.py --tool KERAS_STEPS --work DIR
+        [--cases rmsprop,adam,...] [--dtypes float64,float32] [--steps 20] [--batch 32]
+
+Each case is an optimizer, loss and option of compile(); Dropout's rates are
+0 here (its masks come from two different random streams). The batches are
+the first steps x batch Fashion-MNIST training images, pixels / 255, in
+order. Keras takes its steps with train_on_batch; loom's side is
+tests/reference/keras_steps.cpp, which loads the same file compiled as Keras
+saved it. The difference of a tensor is max |loom - keras| / max |keras|.
+
+float64 must agree within 1e-9 on every tensor after every step; float32's
+differences are reported as they grow (their bound is printed, not
+enforced, beyond 1e-3). One line per case and dtype; exit 1 on a failure.
+"""
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np  # noqa: E402
+
+FLOAT64_BOUND = 1e-9
+FLOAT32_BOUND = 1e-3
+DATA = "/usr/share/datasets/fashion-mnist"
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def cases(keras):
+    """name -> (optimizer factory, loss factory, one-hot labels, tf-keras).
+
+    Hyperparameters are exact in float32 (0.875 rather than 0.9, 2**-10
+    rather than 1e-3) wherever Keras rounds them to float32 even when
+    floatx is float64: Keras 3's ops.cast of a Python float goes through
+    tf.convert_to_tensor's float32 (Adam's beta_1 and beta_2 in its bias
+    correction, SGD's momentum, clipvalue, the schedules, which compute in
+    float32), and tf-keras keeps its legacy optimizers' hyperparameters and
+    BatchNormalization's 1 - momentum in float32. With values that float32
+    holds exactly, float64 compares the rules, not that rounding.
+    """
+    o, losses = keras.optimizers, keras.losses
+    sparse = (lambda: losses.SparseCategoricalCrossentropy(), False)
+    adam = dict(beta_1=0.875, beta_2=1 - 2 ** -10)
+    return {
+        "rmsprop": (lambda: o.RMSprop(), *sparse, False),
+        "rmsprop_legacy": (None, None, False, True),  # tf-keras's legacy RMSprop (TF 2.0-2.10's rule)
+        "adam": (lambda: o.Adam(**adam), *sparse, False),
+        "adamw": (lambda: o.AdamW(weight_decay=2 ** -4, **adam), *sparse, False),
+        "sgd_momentum": (lambda: o.SGD(2 ** -6, momentum=0.875), *sparse, False),
+        "sgd_nesterov": (lambda: o.SGD(2 ** -6, momentum=0.875, nesterov=True), *sparse, False),
+        "label_smoothing": (lambda: o.RMSprop(), lambda: losses.CategoricalCrossentropy(label_smoothing=0.1), True,
+                            False),
+        "schedule": (lambda: o.Adam(o.schedules.ExponentialDecay(2 ** -9, decay_steps=4, decay_rate=0.5,
+                                                                 staircase=True), **adam), *sparse, False),
+        "clipnorm": (lambda: o.Adam(clipnorm=2 ** -4, **adam), *sparse, False),
+        "global_clipnorm": (lambda: o.RMSprop(global_clipnorm=2 ** -3), *sparse, False),
+        "clipvalue": (lambda: o.SGD(2 ** -5, momentum=0.875, clipvalue=2 ** -9), *sparse, False),
+    }
+
+
+def notebook_model(k, L, bn_momentum=0.99):
+    """The notebook's CNN_FMNST_model() with Dropout's rates 0, in Keras `k` with layers module `L`."""
+    return k.Sequential([
+        L.InputLayer(input_shape=(28, 28, 1)) if hasattr(L, "InputLayer") and k.__name__ == "tf_keras"
+        else k.Input(shape=(28, 28, 1)),
+        L.Conv2D(75, (3, 3), strides=1, padding="same", activation="relu"), L.BatchNormalization(momentum=bn_momentum),
+        L.MaxPool2D((2, 2), strides=2, padding="same"),
+        L.Conv2D(50, (3, 3), strides=1, padding="same", activation="relu"), L.Dropout(0.0),
+        L.BatchNormalization(momentum=bn_momentum), L.MaxPool2D((2, 2), strides=2, padding="same"),
+        L.Conv2D(25, (3, 3), strides=1, padding="same", activation="relu"), L.BatchNormalization(momentum=bn_momentum),
+        L.MaxPool2D((2, 2), strides=2, padding="same"), L.Flatten(), L.Dense(512, activation="relu"),
+        L.Dropout(0.0), L.Dense(10, activation="softmax"),
+    ])
+
+
+def keras_state(model, optimizer, slot_names):
+    """Every weight (buffers too) in model order, then every optimizer slot, as float64 arrays."""
+    out = [np.array(w, dtype=np.float64) for w in model.get_weights()]
+    for i, var in enumerate(model.trainable_variables):
+        for name in slot_names:
+            out.append(np.array(slot(optimizer, var, i, name), dtype=np.float64))
+    return out
+
+
+def slot(optimizer, var, i, name):
+    if hasattr(optimizer, "get_slot"):  # tf-keras's legacy optimizers
+        return optimizer.get_slot(var, {"velocity": "rms", "momentum": "momentum"}[name])
+    lists = {"velocity": ("_velocities",), "momentum": ("_momentums", "momentums")}[name]
+    for attr in lists:
+        if hasattr(optimizer, attr):
+            return getattr(optimizer, attr)[i]
+    raise SystemExit(f"step_check: {type(optimizer).__name__} keeps no {name}")
+
+
+def run_case(name, spec, dtype, x, y, args, keras):
+    make_optimizer, make_loss, one_hot, legacy = spec
+    case_dir = os.path.join(args.work, f"{name}-{dtype}")
+    os.makedirs(case_dir, exist_ok=True)
+    labels = np.eye(10)[y] if one_hot else y.astype(np.float64)
+    if legacy:
+        import tf_keras as k
+        k.backend.set_floatx(dtype)
+        k.utils.set_random_seed(1)
+        model = notebook_model(k, k.layers, bn_momentum=1 - 2 ** -7)
+        # tf-keras's legacy optimizers keep their hyperparameters in float32 variables even in float64
+        # (optimizer_v2's add_weight defaults to float32): values exact in float32 keep float64 exact.
+        optimizer = k.optimizers.legacy.RMSprop(learning_rate=2 ** -10, rho=0.875, epsilon=2 ** -23)
+        model.compile(optimizer=optimizer, loss=k.losses.SparseCategoricalCrossentropy())
+        path = os.path.join(case_dir, "untrained.h5")
+    else:
+        k = keras
+        k.config.set_floatx(dtype)
+        k.utils.set_random_seed(1)
+        model = notebook_model(k, k.layers)
+        optimizer = make_optimizer()
+        model.compile(optimizer=optimizer, loss=make_loss())
+        path = os.path.join(case_dir, "untrained.keras")
+    model.save(path)
+
+    steps, b = args.steps, args.batch
+    xs = x[:steps * b].astype(np.float64) / 255.0
+    ys = labels[:steps * b]
+    xs.tofile(os.path.join(case_dir, "x.f64"))
+    np.ascontiguousarray(ys, dtype=np.float64).tofile(os.path.join(case_dir, "y.f64"))
+    with open(os.path.join(case_dir, "batches.json"), "w") as f:
+        json.dump({"steps": steps, "batch": b, "x": "x.f64", "y": "y.f64", "x_shape": [28, 28, 1],
+                   "y_shape": [10] if one_hot else []}, f)
+    out = os.path.join(case_dir, "loom")
+    cmd = [args.tool, path, os.path.join(case_dir, "batches.json"), out] + (["--double"] if dtype == "float64" else [])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return False, f"keras_steps failed: {done.stderr.strip()}"
+    with open(out + ".json") as f:
+        manifest = json.load(f)
+    loom = np.fromfile(out + ".f64", dtype=np.float64).reshape(steps, -1)
+    slot_names = []
+    for t in manifest["tensors"]:
+        if t["kind"] not in ("weight", "buffer") and t["kind"] not in slot_names:
+            slot_names.append(t["kind"])
+
+    worst_per_step, worst_where, final = [], [], []
+    for s in range(steps):
+        kl = model.train_on_batch(xs[s * b:(s + 1) * b].astype(dtype), ys[s * b:(s + 1) * b].astype(dtype))
+        kl = float(kl[0] if isinstance(kl, (list, tuple)) else kl)
+        ks = keras_state(model, optimizer, slot_names)
+        loss_diff = abs(loom[s, 0] - kl) / abs(kl)
+        worst, where = loss_diff, "loss"
+        offset = 1
+        if len(ks) != len(manifest["tensors"]):
+            return False, f"keras has {len(ks)} tensors, loom {len(manifest['tensors'])}"
+        for t, kt in zip(manifest["tensors"], ks):
+            n = int(np.prod(t["shape"]))
+            lt = loom[s, offset:offset + n]
+            offset += n
+            if list(kt.shape) != t["shape"]:
+                return False, f"{t['name']}: keras shape {list(kt.shape)}, loom {t['shape']}"
+            scale = max(float(np.max(np.abs(kt))), 1e-30)
+            d = float(np.max(np.abs(lt - kt.ravel()))) / scale
+            if d > worst:
+                worst, where = d, t["name"]
+            if s == steps - 1:
+                final.append((d, t["name"]))
+        worst_per_step.append(worst)
+        worst_where.append(where)
+    bound = FLOAT64_BOUND if dtype == "float64" else FLOAT32_BOUND
+    ok = max(worst_per_step) <= bound
+    growth = " ".join(f"{worst_per_step[s]:.1e}" for s in (0, steps // 4, steps // 2, 3 * steps // 4, steps - 1))
+    last = int(np.argmax(worst_per_step))
+    final.sort(reverse=True)
+    top = ", ".join(f"{n} {d:.1e}" for d, n in final[:3])
+    return ok, (f"last step's largest: {top}; largest difference {max(worst_per_step):.2e} (step {last + 1}, {worst_where[last]}); "
+                f"steps 1, {steps // 4 + 1}, {steps // 2 + 1}, {3 * steps // 4 + 1}, {steps}: {growth}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tool", required=True, help="the keras_steps program")
+    p.add_argument("--work", required=True)
+    p.add_argument("--cases", default="all")
+    p.add_argument("--dtypes", default="float64,float32")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch", type=int, default=32)
+    args = p.parse_args()
+    import keras
+    all_cases = cases(keras)
+    names = list(all_cases) if args.cases == "all" else args.cases.split(",")
+    unknown = [n for n in names if n not in all_cases]
+    if unknown:
+        sys.exit(f"step_check: unknown case(s) {', '.join(unknown)}; known: {', '.join(all_cases)}")
+    x = read_idx(os.path.join(DATA, "train-images-idx3-ubyte.gz")).reshape(-1, 28, 28, 1)
+    y = read_idx(os.path.join(DATA, "train-labels-idx1-ubyte.gz"))
+    failures = 0
+    for name in names:
+        for dtype in args.dtypes.split(","):
+            ok, message = run_case(name, all_cases[name], dtype, x, y, args, keras)
+            failures += not ok
+            print(f"{'ok' if ok else 'FAILED'}: {name} {dtype}: {message}", flush=True)
+    print(f"step_check: {len(names) * len(args.dtypes.split(',')) - failures} passed, {failures} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
