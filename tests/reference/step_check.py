@@ -13,9 +13,11 @@ order. Keras takes its steps with train_on_batch; loom's side is
 tests/reference/keras_steps.cpp, which loads the same file compiled as Keras
 saved it. The difference of a tensor is max |loom - keras| / max |keras|.
 
-float64 must agree within 1e-9 on every tensor after every step; float32's
-differences are reported as they grow (their bound is printed, not
-enforced, beyond 1e-3). One line per case and dtype; exit 1 on a failure.
+float64 must agree within 1e-9 on every tensor after every step. float32 must
+agree on the first step's loss within 1e-5; after that its differences are
+reported as they grow, beside loom's own float32 against float64 from the
+same file (the scale of float32 rounding alone). One line per case and
+dtype; exit 1 on a failure.
 """
 import argparse
 import gzip
@@ -29,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 FLOAT64_BOUND = 1e-9
-FLOAT32_BOUND = 1e-3
+FLOAT32_FIRST_LOSS = 1e-5
 DATA = "/usr/share/datasets/fashion-mnist"
 
 
@@ -140,51 +142,78 @@ def run_case(name, spec, dtype, x, y, args, keras):
     with open(os.path.join(case_dir, "batches.json"), "w") as f:
         json.dump({"steps": steps, "batch": b, "x": "x.f64", "y": "y.f64", "x_shape": [28, 28, 1],
                    "y_shape": [10] if one_hot else []}, f)
-    out = os.path.join(case_dir, "loom")
-    cmd = [args.tool, path, os.path.join(case_dir, "batches.json"), out] + (["--double"] if dtype == "float64" else [])
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        return False, f"keras_steps failed: {done.stderr.strip()}"
-    with open(out + ".json") as f:
-        manifest = json.load(f)
-    loom = np.fromfile(out + ".f64", dtype=np.float64).reshape(steps, -1)
+    batches = os.path.join(case_dir, "batches.json")
+    loom_run = run_loom(args.tool, path, batches, os.path.join(case_dir, "loom"), dtype == "float64")
+    if isinstance(loom_run, str):
+        return False, loom_run
+    manifest, loom = loom_run
     slot_names = []
     for t in manifest["tensors"]:
         if t["kind"] not in ("weight", "buffer") and t["kind"] not in slot_names:
             slot_names.append(t["kind"])
 
-    worst_per_step, worst_where, final = [], [], []
+    per_step, first_loss, final, keras_rows = [], 0.0, [], []
     for s in range(steps):
         kl = model.train_on_batch(xs[s * b:(s + 1) * b].astype(dtype), ys[s * b:(s + 1) * b].astype(dtype))
         kl = float(kl[0] if isinstance(kl, (list, tuple)) else kl)
         ks = keras_state(model, optimizer, slot_names)
-        loss_diff = abs(loom[s, 0] - kl) / abs(kl)
-        worst, where = loss_diff, "loss"
-        offset = 1
         if len(ks) != len(manifest["tensors"]):
             return False, f"keras has {len(ks)} tensors, loom {len(manifest['tensors'])}"
         for t, kt in zip(manifest["tensors"], ks):
-            n = int(np.prod(t["shape"]))
-            lt = loom[s, offset:offset + n]
-            offset += n
             if list(kt.shape) != t["shape"]:
                 return False, f"{t['name']}: keras shape {list(kt.shape)}, loom {t['shape']}"
-            scale = max(float(np.max(np.abs(kt))), 1e-30)
-            d = float(np.max(np.abs(lt - kt.ravel()))) / scale
-            if d > worst:
-                worst, where = d, t["name"]
-            if s == steps - 1:
-                final.append((d, t["name"]))
-        worst_per_step.append(worst)
-        worst_where.append(where)
-    bound = FLOAT64_BOUND if dtype == "float64" else FLOAT32_BOUND
-    ok = max(worst_per_step) <= bound
-    growth = " ".join(f"{worst_per_step[s]:.1e}" for s in (0, steps // 4, steps // 2, 3 * steps // 4, steps - 1))
-    last = int(np.argmax(worst_per_step))
-    final.sort(reverse=True)
+        keras_rows.append([kl] + [kt.ravel() for kt in ks])
+        diffs = differences(manifest, loom[s], keras_rows[-1])
+        first_loss = first_loss or diffs[0][0]
+        per_step.append(max(diffs))
+        final = sorted(diffs, reverse=True)
+    picks = (0, steps // 4, steps // 2, 3 * steps // 4, steps - 1)
+    growth = " ".join(f"{per_step[s][0]:.1e}" for s in picks)
+    worst = max(per_step)
     top = ", ".join(f"{n} {d:.1e}" for d, n in final[:3])
-    return ok, (f"last step's largest: {top}; largest difference {max(worst_per_step):.2e} (step {last + 1}, {worst_where[last]}); "
-                f"steps 1, {steps // 4 + 1}, {steps // 2 + 1}, {3 * steps // 4 + 1}, {steps}: {growth}")
+    message = (f"largest difference {worst[0]:.2e} (step {per_step.index(worst) + 1}, {worst[1]}); "
+               f"steps {', '.join(str(s + 1) for s in picks)}: {growth}; last step's largest: {top}")
+    if dtype == "float64":
+        return worst[0] <= FLOAT64_BOUND, message
+    # float32: past the first steps, ReLU and MaxPool decisions flip on rounding-sized differences, so the
+    # difference from Keras is set beside loom's own: loom in float32 against loom in float64, same file.
+    own = run_loom(args.tool, path, batches, os.path.join(case_dir, "loom64"), True)
+    if isinstance(own, str):
+        return False, own
+    own_steps = [max(differences(manifest, own[1][s], [own[1][s, 0]] + split(manifest, loom[s]))) for s in range(steps)]
+    keras_own = [max(differences(manifest, own[1][s], keras_rows[s])) for s in range(steps)]
+    message += "; loom float32 against loom float64: " + " ".join(f"{own_steps[s][0]:.1e}" for s in picks)
+    message += "; Keras float32 against loom float64: " + " ".join(f"{keras_own[s][0]:.1e}" for s in picks)
+    return first_loss <= FLOAT32_FIRST_LOSS, f"first step's loss {first_loss:.1e}; " + message
+
+
+def run_loom(tool, model_path, batches, out, double):
+    """loom's steps: (manifest, [steps, values] array), or the error's text."""
+    done = subprocess.run([tool, model_path, batches, out] + (["--double"] if double else []),
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"keras_steps failed: {done.stderr.strip()}"
+    with open(out + ".json") as f:
+        manifest = json.load(f)
+    return manifest, np.fromfile(out + ".f64", dtype=np.float64).reshape(manifest["steps"], -1)
+
+
+def split(manifest, row):
+    """One step's values (loss first) as the list of its tensors, without the loss."""
+    out, offset = [], 1
+    for t in manifest["tensors"]:
+        n = int(np.prod(t["shape"]))
+        out.append(row[offset:offset + n])
+        offset += n
+    return out
+
+
+def differences(manifest, row, reference):
+    """(max |row - reference| / max |reference|, name) for the loss and every tensor of one step."""
+    out = [(abs(row[0] - reference[0]) / abs(reference[0]), "loss")]
+    for t, mine, ref in zip(manifest["tensors"], split(manifest, row), reference[1:]):
+        out.append((float(np.max(np.abs(mine - ref))) / max(float(np.max(np.abs(ref))), 1e-30), t["name"]))
+    return out
 
 
 def main():
