@@ -438,6 +438,43 @@ TEST_CASE("the files loom writes have Keras's layout: auto-named .keras variable
   CHECK(mw.dataset_shape("dense/every_layer/dense/kernel") == std::vector<Index>{2 * 2 * 4, 12});
 }
 
+TEST_CASE("an optimizer on a learning-rate schedule saves its state as Keras 3 does, with no learning_rate variable") {
+  // Keras 3 has a learning_rate variable only for a constant rate: loom threw saving a trained
+  // scheduled optimizer, and read a Keras file's state off by one.
+  TempDir dir;
+  Sequential<float> m(3, "scheduled");
+  m.add(Dense<float>(DenseOptions(4).activation(Activation::Softmax)), Shape{3});
+  m.compile(make_loss<float>("sparse_categorical_crossentropy"),
+            std::make_unique<SGD<float>>(SGDOptions().momentum(0.9).learning_rate(std::make_shared<ExponentialDecay>(0.1, 2, 0.5))));
+  Tensor<float> x(Shape{4, 3}), y(Shape{4}, {0, 1, 2, 3});
+  Rng rng(5);
+  for (float& v : x) v = static_cast<float>(rng.uniform(-1, 1));
+  m.train_step(x, y);
+  m.train_step(x, y);
+
+  const auto zip = keras::save_model_to_bytes(m, keras::Format::Keras);
+  const auto weights = keras::zipfile::Reader(zip, "s.keras").read("model.weights.h5", 1 << 20);
+  auto file = keras::hdf5::File::open_image(weights, "weights");
+  CHECK(file.root().group("optimizer/vars").members().size() == 3);  // iteration, then a momentum per variable
+  const auto h5 = keras::save_model_to_bytes(m, keras::Format::H5);
+  auto legacy = keras::hdf5::File::open_image(h5, "s.h5");
+  CHECK(legacy.root().group("optimizer_weights").strings("weight_names") ==
+        std::vector<std::string>{"sgd/iteration", "sgd/scheduled_dense_kernel_momentum", "sgd/scheduled_dense_bias_momentum"});
+
+  for (const char* name : {"s.keras", "s.h5"}) keras::save_model(m, dir.file(name));
+  m.train_step(x, y);
+  for (const char* name : {"s.keras", "s.h5"}) {
+    CAPTURE(name);
+    auto back = keras::load_model<float>(dir.file(name));
+    CHECK(back.trainer().optimizer().iterations() == 2);
+    back.train_step(x, y);  // the third step, at the schedule's rate for step 2 and with the momentum saved
+    const auto a = m.parameters(), b = back.parameters();
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      CHECK(std::memcmp(a[i].value->data(), b[i].value->data(), sizeof(float) * static_cast<std::size_t>(a[i].value->size())) == 0);
+    }
+  }
+}
+
 TEST_CASE("configs of the shapes Keras writes: straight-chain Functional, serialized activations, flat inputs") {
   // Keras 3 Functional, logits out, an activation saved as a function.
   auto functional = from_json(R"({"class_name": "Functional", "config": {"name": "f", "layers": [
