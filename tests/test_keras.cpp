@@ -475,6 +475,41 @@ TEST_CASE("an optimizer on a learning-rate schedule saves its state as Keras 3 d
   }
 }
 
+TEST_CASE("the legacy .h5 loom writes is one tf.keras 2 loads too") {
+  Sequential<float> m(4, "for_tf_keras");
+  m.add(RandomFlip<float>("horizontal"), Shape{6, 6, 1});
+  m.add(RandomTranslation<float>(0.1, 0.1));
+  m.add(Flatten<float>());
+  m.add(Dense<float>(DenseOptions(3)));
+  m.compile(make_loss<float>("sparse_categorical_crossentropy"),
+            std::make_unique<Adam<float>>(AdamOptions().learning_rate(std::make_shared<CosineDecay>(0.01, 100))));
+  const auto h5 = keras::save_model_to_bytes(m, keras::Format::H5);
+  auto legacy = keras::hdf5::File::open_image(h5, "m.h5");
+  const json layers = json::parse(legacy.root().string("model_config")).at("config").at("layers");
+  // tf.keras 2's InputLayer takes batch_input_shape only (Keras 3 reads it too).
+  CHECK(layers[0].at("config").at("batch_input_shape") == json::array({nullptr, 6, 6, 1}));
+  CHECK_FALSE(layers[0].at("config").contains("batch_shape"));
+  // tf.keras 2's RandomFlip and RandomTranslation refuse a data_format; Conv2D, Flatten, ... take one.
+  CHECK_FALSE(layers[1].at("config").contains("data_format"));
+  CHECK_FALSE(layers[2].at("config").contains("data_format"));
+  CHECK(layers[3].at("config").at("data_format") == "channels_last");
+  // A schedule in Keras 3's form, with its module, which Keras 3's .h5 loader needs (tf.keras 2 reads it too).
+  const json lr = json::parse(legacy.root().string("training_config")).at("optimizer_config").at("config").at("learning_rate");
+  CHECK(lr.at("module") == "keras.optimizers.schedules");
+  CHECK(lr.at("class_name") == "CosineDecay");
+  // The .keras file stays as Keras 3 writes it.
+  const json v3 = keras::model_to_config(m, true).at("config").at("layers");
+  CHECK(v3[0].at("config").contains("batch_shape"));
+  CHECK(v3[1].at("config").at("data_format") == "channels_last");
+  // And both read back.
+  for (auto format : {keras::Format::Keras, keras::Format::H5}) {
+    auto back = keras::load_model_from_bytes<float>(keras::save_model_to_bytes(m, format), "m");
+    CHECK(back.input_shape() == Shape{6, 6, 1});
+    CHECK(back.layers()[1]->config() == m.layers()[1]->config());
+    CHECK(back.trainer().optimizer().learning_rate_schedule()->type() == "CosineDecay");
+  }
+}
+
 TEST_CASE("configs of the shapes Keras writes: straight-chain Functional, serialized activations, flat inputs") {
   // Keras 3 Functional, logits out, an activation saved as a function.
   auto functional = from_json(R"({"class_name": "Functional", "config": {"name": "f", "layers": [
