@@ -510,6 +510,65 @@ TEST_CASE("the legacy .h5 loom writes is one tf.keras 2 loads too") {
   }
 }
 
+TEST_CASE("optimizer names: loom writes Keras 3's rmsprop and adamw, and reads the names Keras 3.15 gives") {
+  // Keras 3.0-3.14 name an RMSprop "rmsprop" (loom wrote "rm_sprop"); 3.15 names it "rm_sprop", "rm_sprop_1", ...
+  const auto name_of = [](std::unique_ptr<Optimizer<float>> o) {
+    return keras::optimizer_to_keras(*o, true).at("config").at("name").get<std::string>();
+  };
+  CHECK(name_of(make_optimizer<float>("rmsprop")) == "rmsprop");
+  CHECK(name_of(make_optimizer<float>("adamw")) == "adamw");
+  CHECK(name_of(make_optimizer<float>("adam")) == "adam");
+  CHECK(name_of(make_optimizer<float>("sgd")) == "sgd");
+  for (const char* name : {"rmsprop", "rm_sprop", "rm_sprop_1", "rm_sprop_12"}) {
+    CAPTURE(name);
+    CHECK(keras::impl::default_optimizer_name(name, "RMSprop"));
+  }
+  for (const char* name : {"adamw", "adam_w", "adam_w_3"}) CHECK(keras::impl::default_optimizer_name(name, "AdamW"));
+  CHECK_FALSE(keras::impl::default_optimizer_name("adamw", "RMSprop"));  // another optimizer's state
+  CHECK_FALSE(keras::impl::default_optimizer_name("adam_w", "Adam"));
+  CHECK_FALSE(keras::impl::default_optimizer_name("rmsprop_", "RMSprop"));
+  CHECK_FALSE(keras::impl::default_optimizer_name("my_optimizer", "SGD"));
+  // The state an RMSprop writes is named after it.
+  Sequential<float> m(2, "named");
+  m.add(Dense<float>(DenseOptions(2)), Shape{2});
+  m.compile("sparse_categorical_crossentropy", {}, "rmsprop");
+  m.train_step(Tensor<float>(Shape{2, 2}, {1, 2, 3, 4}), Tensor<float>(Shape{2}, {0, 1}));
+  auto legacy = keras::hdf5::File::open_image(keras::save_model_to_bytes(m, keras::Format::H5), "m.h5");
+  CHECK(legacy.root().group("optimizer_weights").strings("weight_names")[0] == "rmsprop/iteration");
+
+  // A .keras file whose optimizer group is named as Keras 3.15 names the second RMSprop of a session:
+  // the state comes in (it was dropped when only "rm_sprop" was taken for an RMSprop's).
+  const auto zip = keras::save_model_to_bytes(m, keras::Format::Keras);
+  const keras::zipfile::Reader archive(zip, "m.keras");
+  auto original = keras::hdf5::File::open_image(archive.read("model.weights.h5", 1 << 20), "weights");
+  auto renamed = keras::hdf5::File::create_in_memory();
+  renamed.root().create_group("vars");
+  Tensor<float> kernel(Shape{2, 2}), bias(Shape{2});
+  keras::hdf5::Group dense = renamed.root().create_group("layers/dense/vars");
+  original.root().read("layers/dense/vars/0", kernel);
+  original.root().read("layers/dense/vars/1", bias);
+  dense.write("0", kernel);
+  dense.write("1", bias);
+  keras::hdf5::Group state = renamed.root().create_group("optimizer/vars");
+  state.set_string("name", "rm_sprop_1");
+  state.write_scalar("0", original.root().scalar("optimizer/vars/0"), true);
+  state.write_scalar("1", original.root().scalar("optimizer/vars/1"), false);
+  original.root().read("optimizer/vars/2", kernel);
+  original.root().read("optimizer/vars/3", bias);
+  state.write("2", kernel);
+  state.write("3", bias);
+  keras::zipfile::Writer w;
+  const auto config = archive.read("config.json", 1 << 20);
+  w.add("config.json", std::string(config.begin(), config.end()));
+  w.add("model.weights.h5", renamed.image());
+  auto back = keras::load_model_from_bytes<float>(w.finish(), "renamed.keras");
+  CHECK(back.trainer().optimizer().iterations() == 1);
+  const auto& slots = back.trainer().optimizer().slots();
+  REQUIRE(slots.size() == 2);
+  CHECK(std::memcmp(slots[0].state[0].data(), kernel.data(), sizeof(float) * 4) == 0);  // the kernel's velocity
+  CHECK(std::memcmp(slots[1].state[0].data(), bias.data(), sizeof(float) * 2) == 0);
+}
+
 TEST_CASE("configs of the shapes Keras writes: straight-chain Functional, serialized activations, flat inputs") {
   // Keras 3 Functional, logits out, an activation saved as a function.
   auto functional = from_json(R"({"class_name": "Functional", "config": {"name": "f", "layers": [

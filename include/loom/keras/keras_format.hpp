@@ -102,7 +102,7 @@ Sequential<T> load_keras(const std::vector<unsigned char>& bytes, const std::str
       const hdf5::Group state = root.group("optimizer/vars");
       // Keras 3.9+ names the optimizer on the group: state of another one is not for this one.
       const bool same = !state.has_attribute("name") ||
-                        state.string("name") == keras_optimizer_name(model.trainer().optimizer().type());
+                        default_optimizer_name(state.string("name"), model.trainer().optimizer().type());
       const std::size_t n = state.members().size();
       std::vector<std::string> paths;
       std::vector<SlotKind> kinds;

@@ -128,11 +128,14 @@ inline bool keras_before_2_11(const std::string& version) {
 }
 
 // loom's optimizers and schedules, in the order the supported lists name them.
+// The names are Keras 3.0 to 3.14's defaults (keras/src/optimizers/*.py, name="rmsprop",
+// name="adamw"), the Keras whose format loom writes. Keras 3.15 names them by the
+// snake_case rule instead ("rm_sprop", "adam_w"; keras-team/keras#22972); a name is
+// only a label to Keras's loaders, and loom reads both (default_optimizer_name).
 LOOM_KERAS_MAPPING(OptimizerMapping("SGD").alias("sgd").flag("nesterov"))
-// RMSprop's keras_name is the snake_case rule's "rm_sprop", as loom has always
-// written it; Keras 3 names its RMSprop "rmsprop" (keras/src/optimizers/rmsprop.py).
 LOOM_KERAS_MAPPING(OptimizerMapping("RMSprop")
                        .alias("rmsprop")
+                       .keras_name("rmsprop")
                        .loom_only("epsilon_inside_sqrt")
                        .step([](const Fields& c, const std::string& version, Config& config) {
                          if (c.real("momentum", 0) != 0) c.refuse("RMSprop with momentum");
@@ -142,7 +145,7 @@ LOOM_KERAS_MAPPING(OptimizerMapping("RMSprop")
                          }
                        }))
 LOOM_KERAS_MAPPING(OptimizerMapping("Adam").alias("adam"))
-LOOM_KERAS_MAPPING(OptimizerMapping("AdamW").alias("adamw").keras_name("adamw"))  // keras/src/optimizers/adamw.py: name="adamw"
+LOOM_KERAS_MAPPING(OptimizerMapping("AdamW").alias("adamw").keras_name("adamw"))
 LOOM_KERAS_MAPPING(ScheduleMapping("ExponentialDecay").flag("staircase"))
 LOOM_KERAS_MAPPING(ScheduleMapping("PiecewiseConstantDecay").list("boundaries").list("values"))
 LOOM_KERAS_MAPPING(ScheduleMapping("CosineDecay"))
@@ -159,6 +162,17 @@ namespace impl {
 inline std::string keras_optimizer_name(const std::string& type) {
   const auto m = Mappings<OptimizerMapping>::global().from_loom(type);
   return m ? m->keras_name() : snake_case(type);
+}
+
+/// Whether `name` is one Keras gives an optimizer of loom class `type` by
+/// default: keras_optimizer_name (Keras 3.0 to 3.14: "rmsprop") or the
+/// snake_case of the class (Keras 3.15+: "rm_sprop"), either numbered as
+/// Keras 3.15 numbers the second one of a session ("rm_sprop_1").
+inline bool default_optimizer_name(const std::string& name, const std::string& type) {
+  std::string stem = name;
+  const auto last = stem.find_last_not_of("0123456789");
+  if (last != std::string::npos && last + 1 < stem.size() && stem[last] == '_') stem.resize(last);
+  return stem == keras_optimizer_name(type) || stem == snake_case(type);
 }
 
 /// A Keras learning-rate schedule, {"class_name": "CosineDecay", "config":
