@@ -438,6 +438,137 @@ TEST_CASE("the files loom writes have Keras's layout: auto-named .keras variable
   CHECK(mw.dataset_shape("dense/every_layer/dense/kernel") == std::vector<Index>{2 * 2 * 4, 12});
 }
 
+TEST_CASE("an optimizer on a learning-rate schedule saves its state as Keras 3 does, with no learning_rate variable") {
+  // Keras 3 has a learning_rate variable only for a constant rate: loom threw saving a trained
+  // scheduled optimizer, and read a Keras file's state off by one.
+  TempDir dir;
+  Sequential<float> m(3, "scheduled");
+  m.add(Dense<float>(DenseOptions(4).activation(Activation::Softmax)), Shape{3});
+  m.compile(make_loss<float>("sparse_categorical_crossentropy"),
+            std::make_unique<SGD<float>>(SGDOptions().momentum(0.9).learning_rate(std::make_shared<ExponentialDecay>(0.1, 2, 0.5))));
+  Tensor<float> x(Shape{4, 3}), y(Shape{4}, {0, 1, 2, 3});
+  Rng rng(5);
+  for (float& v : x) v = static_cast<float>(rng.uniform(-1, 1));
+  m.train_step(x, y);
+  m.train_step(x, y);
+
+  const auto zip = keras::save_model_to_bytes(m, keras::Format::Keras);
+  const auto weights = keras::zipfile::Reader(zip, "s.keras").read("model.weights.h5", 1 << 20);
+  auto file = keras::hdf5::File::open_image(weights, "weights");
+  CHECK(file.root().group("optimizer/vars").members().size() == 3);  // iteration, then a momentum per variable
+  const auto h5 = keras::save_model_to_bytes(m, keras::Format::H5);
+  auto legacy = keras::hdf5::File::open_image(h5, "s.h5");
+  CHECK(legacy.root().group("optimizer_weights").strings("weight_names") ==
+        std::vector<std::string>{"sgd/iteration", "sgd/scheduled_dense_kernel_momentum", "sgd/scheduled_dense_bias_momentum"});
+
+  for (const char* name : {"s.keras", "s.h5"}) keras::save_model(m, dir.file(name));
+  m.train_step(x, y);
+  for (const char* name : {"s.keras", "s.h5"}) {
+    CAPTURE(name);
+    auto back = keras::load_model<float>(dir.file(name));
+    CHECK(back.trainer().optimizer().iterations() == 2);
+    back.train_step(x, y);  // the third step, at the schedule's rate for step 2 and with the momentum saved
+    const auto a = m.parameters(), b = back.parameters();
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      CHECK(std::memcmp(a[i].value->data(), b[i].value->data(), sizeof(float) * static_cast<std::size_t>(a[i].value->size())) == 0);
+    }
+  }
+}
+
+TEST_CASE("the legacy .h5 loom writes is one tf.keras 2 loads too") {
+  Sequential<float> m(4, "for_tf_keras");
+  m.add(RandomFlip<float>("horizontal"), Shape{6, 6, 1});
+  m.add(RandomTranslation<float>(0.1, 0.1));
+  m.add(Flatten<float>());
+  m.add(Dense<float>(DenseOptions(3)));
+  m.compile(make_loss<float>("sparse_categorical_crossentropy"),
+            std::make_unique<Adam<float>>(AdamOptions().learning_rate(std::make_shared<CosineDecay>(0.01, 100))));
+  const auto h5 = keras::save_model_to_bytes(m, keras::Format::H5);
+  auto legacy = keras::hdf5::File::open_image(h5, "m.h5");
+  const json layers = json::parse(legacy.root().string("model_config")).at("config").at("layers");
+  // tf.keras 2's InputLayer takes batch_input_shape only (Keras 3 reads it too).
+  CHECK(layers[0].at("config").at("batch_input_shape") == json::array({nullptr, 6, 6, 1}));
+  CHECK_FALSE(layers[0].at("config").contains("batch_shape"));
+  // tf.keras 2's RandomFlip and RandomTranslation refuse a data_format; Conv2D, Flatten, ... take one.
+  CHECK_FALSE(layers[1].at("config").contains("data_format"));
+  CHECK_FALSE(layers[2].at("config").contains("data_format"));
+  CHECK(layers[3].at("config").at("data_format") == "channels_last");
+  // A schedule in Keras 3's form, with its module, which Keras 3's .h5 loader needs (tf.keras 2 reads it too).
+  const json lr = json::parse(legacy.root().string("training_config")).at("optimizer_config").at("config").at("learning_rate");
+  CHECK(lr.at("module") == "keras.optimizers.schedules");
+  CHECK(lr.at("class_name") == "CosineDecay");
+  // The .keras file stays as Keras 3 writes it.
+  const json v3 = keras::model_to_config(m, true).at("config").at("layers");
+  CHECK(v3[0].at("config").contains("batch_shape"));
+  CHECK(v3[1].at("config").at("data_format") == "channels_last");
+  // And both read back.
+  for (auto format : {keras::Format::Keras, keras::Format::H5}) {
+    auto back = keras::load_model_from_bytes<float>(keras::save_model_to_bytes(m, format), "m");
+    CHECK(back.input_shape() == Shape{6, 6, 1});
+    CHECK(back.layers()[1]->config() == m.layers()[1]->config());
+    CHECK(back.trainer().optimizer().learning_rate_schedule()->type() == "CosineDecay");
+  }
+}
+
+TEST_CASE("optimizer names: loom writes Keras 3's rmsprop and adamw, and reads the names Keras 3.15 gives") {
+  // Keras 3.0-3.14 name an RMSprop "rmsprop" (loom wrote "rm_sprop"); 3.15 names it "rm_sprop", "rm_sprop_1", ...
+  const auto name_of = [](std::unique_ptr<Optimizer<float>> o) {
+    return keras::optimizer_to_keras(*o, true).at("config").at("name").get<std::string>();
+  };
+  CHECK(name_of(make_optimizer<float>("rmsprop")) == "rmsprop");
+  CHECK(name_of(make_optimizer<float>("adamw")) == "adamw");
+  CHECK(name_of(make_optimizer<float>("adam")) == "adam");
+  CHECK(name_of(make_optimizer<float>("sgd")) == "sgd");
+  for (const char* name : {"rmsprop", "rm_sprop", "rm_sprop_1", "rm_sprop_12"}) {
+    CAPTURE(name);
+    CHECK(keras::impl::default_optimizer_name(name, "RMSprop"));
+  }
+  for (const char* name : {"adamw", "adam_w", "adam_w_3"}) CHECK(keras::impl::default_optimizer_name(name, "AdamW"));
+  CHECK_FALSE(keras::impl::default_optimizer_name("adamw", "RMSprop"));  // another optimizer's state
+  CHECK_FALSE(keras::impl::default_optimizer_name("adam_w", "Adam"));
+  CHECK_FALSE(keras::impl::default_optimizer_name("rmsprop_", "RMSprop"));
+  CHECK_FALSE(keras::impl::default_optimizer_name("my_optimizer", "SGD"));
+  // The state an RMSprop writes is named after it.
+  Sequential<float> m(2, "named");
+  m.add(Dense<float>(DenseOptions(2)), Shape{2});
+  m.compile("sparse_categorical_crossentropy", {}, "rmsprop");
+  m.train_step(Tensor<float>(Shape{2, 2}, {1, 2, 3, 4}), Tensor<float>(Shape{2}, {0, 1}));
+  auto legacy = keras::hdf5::File::open_image(keras::save_model_to_bytes(m, keras::Format::H5), "m.h5");
+  CHECK(legacy.root().group("optimizer_weights").strings("weight_names")[0] == "rmsprop/iteration");
+
+  // A .keras file whose optimizer group is named as Keras 3.15 names the second RMSprop of a session:
+  // the state comes in (it was dropped when only "rm_sprop" was taken for an RMSprop's).
+  const auto zip = keras::save_model_to_bytes(m, keras::Format::Keras);
+  const keras::zipfile::Reader archive(zip, "m.keras");
+  auto original = keras::hdf5::File::open_image(archive.read("model.weights.h5", 1 << 20), "weights");
+  auto renamed = keras::hdf5::File::create_in_memory();
+  renamed.root().create_group("vars");
+  Tensor<float> kernel(Shape{2, 2}), bias(Shape{2});
+  keras::hdf5::Group dense = renamed.root().create_group("layers/dense/vars");
+  original.root().read("layers/dense/vars/0", kernel);
+  original.root().read("layers/dense/vars/1", bias);
+  dense.write("0", kernel);
+  dense.write("1", bias);
+  keras::hdf5::Group state = renamed.root().create_group("optimizer/vars");
+  state.set_string("name", "rm_sprop_1");
+  state.write_scalar("0", original.root().scalar("optimizer/vars/0"), true);
+  state.write_scalar("1", original.root().scalar("optimizer/vars/1"), false);
+  original.root().read("optimizer/vars/2", kernel);
+  original.root().read("optimizer/vars/3", bias);
+  state.write("2", kernel);
+  state.write("3", bias);
+  keras::zipfile::Writer w;
+  const auto config = archive.read("config.json", 1 << 20);
+  w.add("config.json", std::string(config.begin(), config.end()));
+  w.add("model.weights.h5", renamed.image());
+  auto back = keras::load_model_from_bytes<float>(w.finish(), "renamed.keras");
+  CHECK(back.trainer().optimizer().iterations() == 1);
+  const auto& slots = back.trainer().optimizer().slots();
+  REQUIRE(slots.size() == 2);
+  CHECK(std::memcmp(slots[0].state[0].data(), kernel.data(), sizeof(float) * 4) == 0);  // the kernel's velocity
+  CHECK(std::memcmp(slots[1].state[0].data(), bias.data(), sizeof(float) * 2) == 0);
+}
+
 TEST_CASE("configs of the shapes Keras writes: straight-chain Functional, serialized activations, flat inputs") {
   // Keras 3 Functional, logits out, an activation saved as a function.
   auto functional = from_json(R"({"class_name": "Functional", "config": {"name": "f", "layers": [

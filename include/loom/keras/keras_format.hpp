@@ -110,19 +110,21 @@ Sequential<T> load_keras(const std::vector<unsigned char>& bytes, const std::str
       const hdf5::Group state = root.group("optimizer/vars");
       // Keras 3.9+ names the optimizer on the group: state of another one is not for this one.
       const bool same = !state.has_attribute("name") ||
-                        state.string("name") == keras_optimizer_name(model.trainer().optimizer().type());
+                        default_optimizer_name(state.string("name"), model.trainer().optimizer().type());
       const std::size_t n = state.members().size();
       std::vector<std::string> paths;
       std::vector<SlotKind> kinds;
       const auto wanted = state_kinds(model.trainer().optimizer());
+      // iteration, then learning_rate unless the rate follows a schedule, then the slots.
+      const std::size_t first_slot = model.trainer().optimizer().learning_rate_schedule() ? 1 : 2;
       for (std::size_t i = 0; i < n; ++i) {
         paths.push_back(std::to_string(i));
-        kinds.push_back(i == 0 ? SlotKind::Iteration
-                        : i == 1 ? SlotKind::LearningRate
-                        : wanted.empty() ? SlotKind::Unknown
-                                         : wanted[(i - 2) % wanted.size()]);  // Adam's are interleaved
+        kinds.push_back(i == 0             ? SlotKind::Iteration
+                        : i < first_slot   ? SlotKind::LearningRate
+                        : wanted.empty()   ? SlotKind::Unknown
+                                           : wanted[(i - first_slot) % wanted.size()]);  // Adam's are interleaved
       }
-      if (same && n >= 2) import_optimizer_state(model, state, paths, kinds, weights_what);
+      if (same && n >= first_slot) import_optimizer_state(model, state, paths, kinds, weights_what);
     }
   }
   return model;

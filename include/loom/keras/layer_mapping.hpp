@@ -150,6 +150,14 @@ class LayerMapping : public MappingNames {
       if (const auto s = seed_of(f)) c.set("seed", *s);
     }, [](const Config& c, json& k) { k["seed"] = c.has("seed") ? json(c.u64("seed")) : json(nullptr); });
   }
+  /// A key Keras 3 writes that tf.keras 2's layer of the same class does not
+  /// take (it refuses the whole config): written to .keras files, left out
+  /// of the legacy .h5, which tf.keras 2 reads too (and Keras 3, with the
+  /// key's default).
+  LayerMapping& keras3_only(std::string key) {
+    keras3_only_.push_back(std::move(key));
+    return *this;
+  }
   /// The Keras layer is not a loom layer: it configures the model (InputLayer).
   LayerMapping& model_input() {
     makes_layer_ = false;
@@ -172,10 +180,14 @@ class LayerMapping : public MappingNames {
     }
     return c;
   }
-  /// Keras's config entries of a loom config, into `k`.
-  void config_to_keras(const Config& c, json& k) const {
+  /// Keras's config entries of a loom config, into `k`: Keras 3's for a
+  /// .keras file (`keras_v3`), those tf.keras 2 takes too for a legacy .h5.
+  void config_to_keras(const Config& c, json& k, bool keras_v3) const {
     for (const auto& s : steps_) {
       if (s.out) s.out(c, k);
+    }
+    if (!keras_v3) {
+      for (const auto& key : keras3_only_) k.erase(key);
     }
   }
 
@@ -185,6 +197,7 @@ class LayerMapping : public MappingNames {
     Out out;
   };
   std::vector<Step> steps_;
+  std::vector<std::string> keras3_only_;
   bool makes_layer_ = true;
 };
 
@@ -219,10 +232,11 @@ std::unique_ptr<Layer<T>> layer_from_keras(const std::string& cls, const Fields&
   return layer;
 }
 
-/// Keras 3's config for one loom layer (FormatError for a layer Keras has no
-/// counterpart for, or that loom refuses to write).
+/// Keras 3's config for one loom layer, for a .keras file (`keras_v3`) or a
+/// legacy .h5 (FormatError for a layer Keras has no counterpart for, or that
+/// loom refuses to write).
 template <class T>
-json layer_to_keras(Layer<T>& layer) {
+json layer_to_keras(Layer<T>& layer, bool keras_v3) {
   const std::string type = layer.type();
   const auto m = Mappings<LayerMapping>::global().from_loom(type);
   if (!m) {
@@ -232,7 +246,7 @@ json layer_to_keras(Layer<T>& layer) {
     throw FormatError("layer '" + layer.name() + "' (" + type + ") is not written for Keras: " + m->refusal());
   }
   json k = {{"name", layer.name()}, {"trainable", true}, {"dtype", "float32"}};
-  m->config_to_keras(layer.config(), k);
+  m->config_to_keras(layer.config(), k, keras_v3);
   return k;
 }
 

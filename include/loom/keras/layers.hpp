@@ -167,10 +167,13 @@ LOOM_KERAS_MAPPING(LayerMapping("Softmax")
                        })
                        .constant("axis", -1))
 
-LOOM_KERAS_MAPPING(LayerMapping("RandomFlip").channels_last().text("mode", "horizontal_and_vertical").seed())
+// tf.keras 2's RandomFlip and RandomTranslation are channels_last only and take no data_format.
+LOOM_KERAS_MAPPING(
+    LayerMapping("RandomFlip").channels_last().keras3_only("data_format").text("mode", "horizontal_and_vertical").seed())
 
 LOOM_KERAS_MAPPING(LayerMapping("RandomTranslation")
                        .channels_last()
+                       .keras3_only("data_format")
                        .step([](const Fields& f, Config& c) {
                          c.set_reals("height_factor", impl::real_pair(f, "height_factor"))
                              .set_reals("width_factor", impl::real_pair(f, "width_factor"));

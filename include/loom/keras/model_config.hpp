@@ -160,7 +160,8 @@ Sequential<T> model_from_config(const json& model, const std::string& what = "Ke
 
 /// Keras 3's config of a built loom model. `keras_v3` adds what `.keras`
 /// files carry (module, registered_name, build_config); without it the
-/// entries are as Keras 3 writes them into a legacy .h5 (model_config).
+/// entries are as Keras 3 writes them into a legacy .h5 (model_config),
+/// but for the input shape, written so that tf.keras 2 reads it too.
 template <class T>
 json model_to_config(const Sequential<T>& model, bool keras_v3) {
   if (!model.built()) throw ConfigError("keras: model '" + model.name() + "' is not built: build or fit it first");
@@ -174,14 +175,17 @@ json model_to_config(const Sequential<T>& model, bool keras_v3) {
     return e;
   };
   const Shape input = model.input_shape();
+  // Keras 3 writes batch_shape; tf.keras 2 reads only batch_input_shape,
+  // which Keras 3 reads too (InputLayer takes it as batch_shape): the legacy
+  // .h5, the file tf.keras users load, says batch_input_shape.
   layers.push_back(entry("InputLayer",
-                         {{"batch_shape", impl::shape_json(input)}, {"dtype", "float32"}, {"sparse", false},
-                          {"name", "input_layer"}},
+                         {{keras_v3 ? "batch_shape" : "batch_input_shape", impl::shape_json(input)},
+                          {"dtype", "float32"}, {"sparse", false}, {"name", "input_layer"}},
                          nullptr));
   for (const auto& l : model.layers()) {
     const std::string cls = keras_layer_class(l->type());
     const Shape in = l->input_shape();
-    layers.push_back(entry(cls.c_str(), impl::layer_to_keras(*l), &in));
+    layers.push_back(entry(cls.c_str(), impl::layer_to_keras(*l, keras_v3), &in));
   }
   json config = {{"name", model.name()}, {"trainable", true}, {"dtype", "float32"}, {"layers", std::move(layers)}};
   if (!keras_v3) return {{"class_name", "Sequential"}, {"config", std::move(config)}};

@@ -128,11 +128,14 @@ inline bool keras_before_2_11(const std::string& version) {
 }
 
 // loom's optimizers and schedules, in the order the supported lists name them.
+// The names are Keras 3.0 to 3.14's defaults (keras/src/optimizers/*.py, name="rmsprop",
+// name="adamw"), the Keras whose format loom writes. Keras 3.15 names them by the
+// snake_case rule instead ("rm_sprop", "adam_w"; keras-team/keras#22972); a name is
+// only a label to Keras's loaders, and loom reads both (default_optimizer_name).
 LOOM_KERAS_MAPPING(OptimizerMapping("SGD").alias("sgd").flag("nesterov"))
-// RMSprop's keras_name is the snake_case rule's "rm_sprop", as loom has always
-// written it; Keras 3 names its RMSprop "rmsprop" (keras/src/optimizers/rmsprop.py).
 LOOM_KERAS_MAPPING(OptimizerMapping("RMSprop")
                        .alias("rmsprop")
+                       .keras_name("rmsprop")
                        .loom_only("epsilon_inside_sqrt")
                        .step([](const Fields& c, const std::string& version, Config& config) {
                          if (c.real("momentum", 0) != 0) c.refuse("RMSprop with momentum");
@@ -146,7 +149,7 @@ LOOM_KERAS_MAPPING(OptimizerMapping("RMSprop")
                          }
                        }))
 LOOM_KERAS_MAPPING(OptimizerMapping("Adam").alias("adam"))
-LOOM_KERAS_MAPPING(OptimizerMapping("AdamW").alias("adamw").keras_name("adamw"))  // keras/src/optimizers/adamw.py: name="adamw"
+LOOM_KERAS_MAPPING(OptimizerMapping("AdamW").alias("adamw").keras_name("adamw"))
 LOOM_KERAS_MAPPING(ScheduleMapping("ExponentialDecay").flag("staircase"))
 LOOM_KERAS_MAPPING(ScheduleMapping("PiecewiseConstantDecay").list("boundaries").list("values"))
 LOOM_KERAS_MAPPING(ScheduleMapping("CosineDecay"))
@@ -163,6 +166,17 @@ namespace impl {
 inline std::string keras_optimizer_name(const std::string& type) {
   const auto m = Mappings<OptimizerMapping>::global().from_loom(type);
   return m ? m->keras_name() : snake_case(type);
+}
+
+/// Whether `name` is one Keras gives an optimizer of loom class `type` by
+/// default: keras_optimizer_name (Keras 3.0 to 3.14: "rmsprop") or the
+/// snake_case of the class (Keras 3.15+: "rm_sprop"), either numbered as
+/// Keras 3.15 numbers the second one of a session ("rm_sprop_1").
+inline bool default_optimizer_name(const std::string& name, const std::string& type) {
+  std::string stem = name;
+  const auto last = stem.find_last_not_of("0123456789");
+  if (last != std::string::npos && last + 1 < stem.size() && stem[last] == '_') stem.resize(last);
+  return stem == keras_optimizer_name(type) || stem == snake_case(type);
 }
 
 /// A Keras learning-rate schedule, {"class_name": "CosineDecay", "config":
@@ -209,8 +223,11 @@ inline void schedule_from_keras(const json& v, const std::string& what, Config& 
   for (const auto& [k, text] : sc.entries()) config.set("learning_rate_schedule." + k, text);
 }
 
-/// Keras's config of a loom schedule.
-inline json schedule_to_keras(const LearningRateSchedule& s, bool keras_v3) {
+/// Keras's config of a loom schedule, in Keras 3's form (with "module") in
+/// both formats: Keras 3 writes it so into a legacy .h5 too, and reads no
+/// other form there (a schedule without "module" is an unknown class to its
+/// legacy loader); tf.keras 2 reads either.
+inline json schedule_to_keras(const LearningRateSchedule& s) {
   const auto m = Mappings<ScheduleMapping>::global().from_loom(s.type());
   if (!m || !m->refusal().empty()) {
     throw FormatError("learning-rate schedule " + s.type() + " has no Keras counterpart loom can write");
@@ -218,8 +235,7 @@ inline json schedule_to_keras(const LearningRateSchedule& s, bool keras_v3) {
   json sc = {{"name", m->keras_class()}};
   const Config scfg = s.config();
   for (const auto& entry : scfg.entries()) sc[entry.first] = m->value(scfg, entry.first);
-  return keras_v3 ? keras_object("keras.optimizers.schedules", m->keras_class().c_str(), std::move(sc))
-                  : json{{"class_name", m->keras_class()}, {"config", std::move(sc)}};
+  return keras_object("keras.optimizers.schedules", m->keras_class().c_str(), std::move(sc));
 }
 
 }  // namespace impl
@@ -299,7 +315,7 @@ json optimizer_to_keras(const Optimizer<T>& optimizer, bool keras_v3) {
   const Config c = optimizer.config();
   json cfg = {{"name", m->keras_name()}};
   if (const LearningRateSchedule* s = optimizer.learning_rate_schedule()) {
-    cfg["learning_rate"] = impl::schedule_to_keras(*s, keras_v3);
+    cfg["learning_rate"] = impl::schedule_to_keras(*s);
   }
   for (const auto& [key, value] : c.entries()) {
     if (m->is_loom_only(key)) continue;  // e.g. RMSprop's epsilon_inside_sqrt: Keras has one rule (docs/keras-compat.md)

@@ -4,8 +4,9 @@
 /// SGD's momentum) in Keras's files, so that fit continues where Keras left
 /// off and Keras continues where loom left off.
 ///
-/// Keras 3 keeps `optimizer.variables`: iteration, learning_rate, then its
-/// slots per trainable variable in model order, Adam's interleaved (momentum,
+/// Keras 3 keeps `optimizer.variables`: iteration, learning_rate (only for a
+/// constant rate: an optimizer whose rate follows a schedule has no such
+/// variable), then its slots per trainable variable in model order, Adam's interleaved (momentum,
 /// velocity of the first variable, then of the second, ...; adam.py's
 /// build). A .keras file stores them as optimizer/vars/<i>; a legacy .h5 as
 /// the `optimizer_weights` group, named (Keras 3: "adam/<model>_<layer>_kernel_
@@ -124,7 +125,7 @@ std::vector<KerasOptimizerVariable<T>> optimizer_variables(const Sequential<T>& 
   const Optimizer<T>& o = model.trainer().optimizer();
   const std::string prefix = keras_optimizer_name(o.type()) + "/";
   out.push_back({prefix + "iteration", SlotKind::Iteration, nullptr});
-  out.push_back({prefix + "learning_rate", SlotKind::LearningRate, nullptr});
+  if (!o.learning_rate_schedule()) out.push_back({prefix + "learning_rate", SlotKind::LearningRate, nullptr});
   const auto kinds = state_kinds(o);
   for (const auto& slot : o.slots()) {
     std::string flat = model.name() + "_" + slot.name;  // "sequential_conv2d_kernel", as Keras 3 names them
