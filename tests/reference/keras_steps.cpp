@@ -12,7 +12,12 @@
 // other, float64 little-endian, row-major. OUT.json gets the names and shapes
 // of what OUT.f64 holds per step: loss, the parameters in model order, then
 // the optimizer's slots (per trainable parameter, its state tensors in
-// state_names() order). Every error is one line on stderr and exit status 1.
+// state_names() order). A model with Dropout also gets OUT.masks.f64: per
+// step, each Dropout layer's keep mask (1 or 0 per value of its input, in
+// model order), the mask loom's Dropout draws from its stream (its key, the
+// next number of the layer's generator; kept where splitmix64(key, i) >> 11
+// >= rate * 2^53, layers/dropout.hpp), so that Keras can be handed the same
+// masks. Every error is one line on stderr and exit status 1.
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -56,6 +61,17 @@ json shape_json(const Shape& s) {
   return j;
 }
 
+/// The keep mask the next training forward of `layer` (a Dropout) will draw, appended to `out`.
+template <class T>
+void append_mask(std::vector<double>& out, const Dropout<T>& layer, Index batch) {
+  Rng rng;
+  rng.set_state(layer.rng_state());
+  const std::uint64_t key = rng.next_u64();
+  const auto threshold = static_cast<std::uint64_t>(layer.rate() * 0x1.0p53);
+  const Index n = batch * layer.input_shape().size();
+  for (Index i = 0; i < n; ++i) out.push_back((splitmix64(key, static_cast<std::uint64_t>(i)) >> 11) >= threshold);
+}
+
 template <class T>
 void run(const std::string& model_path, const std::string& batches_path, const std::string& out) {
   std::ifstream f(batches_path);
@@ -70,11 +86,17 @@ void run(const std::string& model_path, const std::string& batches_path, const s
   Sequential<T> model = keras::load_model<T>(model_path);
   if (!model.compiled()) throw ConfigError(model_path + " is not compiled: the check needs Keras's compile config");
   Tensor<T> xb(xs), yb(ys);
-  std::vector<double> values;
+  std::vector<double> values, masks;
+  std::vector<const Dropout<T>*> dropouts;
+  for (const auto& l : model.layers()) {
+    const auto* d = dynamic_cast<const Dropout<T>*>(l.get());
+    if (d && d->rate() > 0) dropouts.push_back(d);
+  }
   json manifest = {{"tensors", json::array()}, {"optimizer", model.trainer().optimizer().type()}};
   for (Index s = 0; s < steps; ++s) {
     for (Index i = 0; i < xb.size(); ++i) xb[i] = static_cast<T>(x[static_cast<std::size_t>(s * xb.size() + i)]);
     for (Index i = 0; i < yb.size(); ++i) yb[i] = static_cast<T>(y[static_cast<std::size_t>(s * yb.size() + i)]);
+    for (const auto* d : dropouts) append_mask(masks, *d, batch);
     values.push_back(model.train_step(xb, yb));
     const bool first = s == 0;
     for (const auto& p : model.parameters()) {
@@ -90,6 +112,11 @@ void run(const std::string& model_path, const std::string& batches_path, const s
                                                   {"shape", shape_json(slot.shape)}, {"kind", optimizer.state_names()[j]}});
       }
     }
+  }
+  manifest["masks"] = json::array();
+  for (const auto* d : dropouts) manifest["masks"].push_back({{"layer", d->name()}, {"shape", shape_json(d->input_shape())}});
+  if (!dropouts.empty()) {
+    write_file_atomically(out + ".masks.f64", std::string(reinterpret_cast<const char*>(masks.data()), sizeof(double) * masks.size()));
   }
   manifest["steps"] = steps;
   manifest["values_per_step"] = static_cast<Index>(values.size()) / steps;

@@ -65,6 +65,7 @@ def cases(keras):
         "adamw": (lambda: o.AdamW(weight_decay=2 ** -4, **adam), *sparse, False),
         "sgd_momentum": (lambda: o.SGD(2 ** -6, momentum=0.875), *sparse, False),
         "sgd_nesterov": (lambda: o.SGD(2 ** -6, momentum=0.875, nesterov=True), *sparse, False),
+        "dropout": (lambda: o.RMSprop(), *sparse, False),  # Dropout on, Keras fed loom's masks
         "label_smoothing": (lambda: o.RMSprop(), lambda: losses.CategoricalCrossentropy(label_smoothing=0.1), True,
                             False),
         "schedule": (lambda: o.Adam(o.schedules.ExponentialDecay(2 ** -9, decay_steps=4, decay_rate=0.5,
@@ -77,19 +78,50 @@ def cases(keras):
     }
 
 
-def notebook_model(k, L, bn_momentum=0.99):
-    """The notebook's CNN_FMNST_model() with Dropout's rates 0, in Keras `k` with layers module `L`."""
+def set_dtype(k, dtype):
+    """floatx and the global dtype policy: Keras 3 keeps the policy it made from floatx at its first
+    layer, so floatx alone would leave a second model in the first one's dtype."""
+    if k.__name__ == "tf_keras":
+        k.backend.set_floatx(dtype)
+        k.mixed_precision.set_global_policy(dtype)
+    else:
+        k.config.set_floatx(dtype)
+        k.config.set_dtype_policy(dtype)
+
+
+def notebook_model(k, L, bn_momentum=0.99, rates=(0.0, 0.0), dropout=None):
+    """The notebook's CNN_FMNST_model() in Keras `k` with layers module `L`; Dropout's rates 0 unless
+    `rates` are given, its class `dropout` (default L.Dropout)."""
+    dropout = dropout or L.Dropout
     return k.Sequential([
         L.InputLayer(input_shape=(28, 28, 1)) if hasattr(L, "InputLayer") and k.__name__ == "tf_keras"
         else k.Input(shape=(28, 28, 1)),
         L.Conv2D(75, (3, 3), strides=1, padding="same", activation="relu"), L.BatchNormalization(momentum=bn_momentum),
         L.MaxPool2D((2, 2), strides=2, padding="same"),
-        L.Conv2D(50, (3, 3), strides=1, padding="same", activation="relu"), L.Dropout(0.0),
+        L.Conv2D(50, (3, 3), strides=1, padding="same", activation="relu"), dropout(rates[0]),
         L.BatchNormalization(momentum=bn_momentum), L.MaxPool2D((2, 2), strides=2, padding="same"),
         L.Conv2D(25, (3, 3), strides=1, padding="same", activation="relu"), L.BatchNormalization(momentum=bn_momentum),
         L.MaxPool2D((2, 2), strides=2, padding="same"), L.Flatten(), L.Dense(512, activation="relu"),
-        L.Dropout(0.0), L.Dense(10, activation="softmax"),
+        dropout(rates[1]), L.Dense(10, activation="softmax"),
     ])
+
+
+MASKS = {}  # id of a ReplayDropout layer -> tf.Variable holding the keep mask of the step about to run (outside Keras's tracking)
+
+
+def replay_dropout(keras):
+    """Keras's Dropout fed loom's masks: in training x * (1 / (1 - rate)) * keep, TensorFlow's dropout
+    arithmetic (scale first, then the mask), with the mask loom's Dropout draws for the same step."""
+    import tensorflow as tf
+
+    class ReplayDropout(keras.layers.Dropout):
+        def call(self, inputs, training=False):
+            if not training or self.rate == 0:
+                return inputs
+            scale = tf.constant(1.0 / (1.0 - self.rate), dtype=inputs.dtype)
+            return inputs * scale * MASKS[id(self)]
+
+    return ReplayDropout
 
 
 def keras_state(model, optimizer, slot_names):
@@ -118,7 +150,7 @@ def run_case(name, spec, dtype, x, y, args, keras):
     labels = np.eye(10)[y] if one_hot else y.astype(np.float64)
     if legacy:
         import tf_keras as k
-        k.backend.set_floatx(dtype)
+        set_dtype(k, dtype)
         k.utils.set_random_seed(1)
         model = notebook_model(k, k.layers, bn_momentum=1 - 2 ** -7)
         # tf-keras's legacy optimizers keep their hyperparameters in float32 variables even in float64
@@ -128,13 +160,20 @@ def run_case(name, spec, dtype, x, y, args, keras):
         path = os.path.join(case_dir, "untrained.h5")
     else:
         k = keras
-        k.config.set_floatx(dtype)
+        set_dtype(k, dtype)
         k.utils.set_random_seed(1)
-        model = notebook_model(k, k.layers)
+        rates = (0.2, 0.3) if name == "dropout" else (0.0, 0.0)
+        model = notebook_model(k, k.layers, rates=rates)
         optimizer = make_optimizer()
         model.compile(optimizer=optimizer, loss=make_loss())
         path = os.path.join(case_dir, "untrained.keras")
     model.save(path)
+    if name == "dropout":  # loom trains the saved file; Keras a twin whose Dropout replays loom's masks
+        weights = model.get_weights()
+        model = notebook_model(k, k.layers, rates=rates, dropout=replay_dropout(k))
+        model.set_weights(weights)
+        optimizer = make_optimizer()
+        model.compile(optimizer=optimizer, loss=make_loss())
 
     steps, b = args.steps, args.batch
     xs = x[:steps * b].astype(np.float64) / 255.0
@@ -154,8 +193,11 @@ def run_case(name, spec, dtype, x, y, args, keras):
         if t["kind"] not in ("weight", "buffer") and t["kind"] not in slot_names:
             slot_names.append(t["kind"])
 
+    masks = load_masks(manifest, os.path.join(case_dir, "loom"), b, dtype, model)
     per_step, first_loss, first_buffers, final, keras_rows = [], 0.0, 0.0, [], []
     for s in range(steps):
+        for layer, per_step_masks in masks.items():
+            MASKS[layer].assign(per_step_masks[s])
         kl = model.train_on_batch(xs[s * b:(s + 1) * b].astype(dtype), ys[s * b:(s + 1) * b].astype(dtype))
         kl = float(kl[0] if isinstance(kl, (list, tuple)) else kl)
         ks = keras_state(model, optimizer, slot_names)
@@ -200,10 +242,10 @@ def run_bn_rule_case(legacy, dtype, args, keras):
     non-fused path (float64) with the biased one. No chaos in so small a model: float32 is held to 1e-5."""
     if legacy:
         import tf_keras as k
-        k.backend.set_floatx(dtype)
+        set_dtype(k, dtype)
     else:
         k = keras
-        k.config.set_floatx(dtype)
+        set_dtype(k, dtype)
     k.utils.set_random_seed(2)
     L = k.layers
     model = k.Sequential([L.InputLayer(input_shape=(4, 4, 2)) if legacy else k.Input(shape=(4, 4, 2)),
@@ -235,6 +277,27 @@ def run_bn_rule_case(legacy, dtype, args, keras):
         worst = max(worst, max(differences(manifest, loom[s], reference)))
     bound = FLOAT64_BOUND if dtype == "float64" else 1e-5
     return worst[0] <= bound, f"largest difference over {steps} steps {worst[0]:.2e} ({worst[1]})"
+
+
+def load_masks(manifest, out, batch, dtype, model):
+    """loom's Dropout keep masks per step ({id of the Keras layer at the same place: [steps, batch, ...]}),
+    each given a tf.Variable in MASKS."""
+    import tensorflow as tf
+    if not manifest["masks"]:
+        return {}
+    values = np.fromfile(out + ".masks.f64", dtype=np.float64).reshape(manifest["steps"], -1)
+    keras_dropouts = [l for l in model.layers if type(l).__name__ == "ReplayDropout" and l.rate > 0]
+    if len(keras_dropouts) != len(manifest["masks"]):
+        raise SystemExit(f"step_check: loom drew masks for {len(manifest['masks'])} Dropout layers, "
+                         f"the Keras twin replays {len(keras_dropouts)}")
+    out_masks, offset = {}, 0
+    for entry, layer in zip(manifest["masks"], keras_dropouts):
+        shape = [batch] + entry["shape"]
+        n = int(np.prod(shape))
+        out_masks[id(layer)] = values[:, offset:offset + n].reshape([manifest["steps"]] + shape).astype(dtype)
+        offset += n
+        MASKS[id(layer)] = tf.Variable(np.zeros(shape, dtype=dtype), trainable=False)
+    return out_masks
 
 
 def run_loom(tool, model_path, batches, out, double):
