@@ -205,8 +205,10 @@ inline void schedule_from_keras(const json& v, const std::string& what, Config& 
   for (const auto& [k, text] : sc.entries()) config.set("learning_rate_schedule." + k, text);
 }
 
-/// Keras's config of a loom schedule.
-inline json schedule_to_keras(const LearningRateSchedule& s, bool keras_v3) {
+/// Keras's config of a loom schedule: Keras 3's object reference, which
+/// Keras 3 and tf.keras 2.21 write in .keras and .h5 files alike (and Keras
+/// 3 needs: without "module" it cannot find the class).
+inline json schedule_to_keras(const LearningRateSchedule& s) {
   const auto m = Mappings<ScheduleMapping>::global().from_loom(s.type());
   if (!m || !m->refusal().empty()) {
     throw FormatError("learning-rate schedule " + s.type() + " has no Keras counterpart loom can write");
@@ -214,8 +216,7 @@ inline json schedule_to_keras(const LearningRateSchedule& s, bool keras_v3) {
   json sc = {{"name", m->keras_class()}};
   const Config scfg = s.config();
   for (const auto& entry : scfg.entries()) sc[entry.first] = m->value(scfg, entry.first);
-  return keras_v3 ? keras_object("keras.optimizers.schedules", m->keras_class().c_str(), std::move(sc))
-                  : json{{"class_name", m->keras_class()}, {"config", std::move(sc)}};
+  return keras_object("keras.optimizers.schedules", m->keras_class().c_str(), std::move(sc));
 }
 
 }  // namespace impl
@@ -295,7 +296,7 @@ json optimizer_to_keras(const Optimizer<T>& optimizer, bool keras_v3) {
   const Config c = optimizer.config();
   json cfg = {{"name", m->keras_name()}};
   if (const LearningRateSchedule* s = optimizer.learning_rate_schedule()) {
-    cfg["learning_rate"] = impl::schedule_to_keras(*s, keras_v3);
+    cfg["learning_rate"] = impl::schedule_to_keras(*s);
   }
   for (const auto& [key, value] : c.entries()) {
     if (m->is_loom_only(key)) continue;  // e.g. RMSprop's epsilon_inside_sqrt: Keras has one rule (docs/keras-compat.md)
