@@ -127,6 +127,18 @@ inline bool keras_before_2_11(const std::string& version) {
   return major < 2 || (major == 2 && minor < 11);
 }
 
+/// Whether the optimizer config `c` in a file saved by Keras `version` is
+/// one of tf.keras's legacy optimizers (optimizer_v2, RMSprop's epsilon
+/// outside the square root): every one before 2.11; from 2.11 on, one marked
+/// is_legacy_optimizer, or a non-empty config of a 2.x file without the mark
+/// (tf.keras.optimizers.legacy.*), as tf.keras's own deserialize reads it
+/// (tf_keras/src/optimizers/__init__.py). Keras 3 has no legacy optimizers.
+inline bool legacy_optimizer(const Fields& c, const std::string& version) {
+  if (keras_before_2_11(version) || c.flag("is_legacy_optimizer", false)) return true;
+  int major = 0;
+  return std::sscanf(version.c_str(), "%d.", &major) == 1 && major == 2 && c.size() > 0 && !c.has("is_legacy_optimizer");
+}
+
 // loom's optimizers and schedules, in the order the supported lists name them.
 LOOM_KERAS_MAPPING(OptimizerMapping("SGD").alias("sgd").flag("nesterov"))
 // RMSprop's keras_name is the snake_case rule's "rm_sprop", as loom has always
@@ -137,7 +149,7 @@ LOOM_KERAS_MAPPING(OptimizerMapping("RMSprop")
                        .step([](const Fields& c, const std::string& version, Config& config) {
                          if (c.real("momentum", 0) != 0) c.refuse("RMSprop with momentum");
                          // Not a Keras setting: the saving version or the legacy mark tells (docs/keras-compat.md).
-                         if (keras_before_2_11(version) || c.flag("is_legacy_optimizer", false)) {
+                         if (legacy_optimizer(c, version)) {
                            config.set("epsilon_inside_sqrt", false);
                          }
                        }))
@@ -225,8 +237,8 @@ inline json schedule_to_keras(const LearningRateSchedule& s) {
 /// "Custom>Adam"), "config": {...}}, with Keras's defaults for what is
 /// missing. Settings loom does not implement are refused by name.
 /// `keras_version` is the version that saved the file, when it says: an
-/// RMSprop saved by Keras before 2.11, or marked is_legacy_optimizer, keeps
-/// its rule (epsilon outside the square root).
+/// RMSprop of tf.keras's legacy optimizers (legacy_optimizer) keeps its rule
+/// (epsilon outside the square root).
 template <class T>
 std::unique_ptr<Optimizer<T>> optimizer_from_keras(const json& v, const std::string& what,
                                                    const std::string& keras_version = {}) {
