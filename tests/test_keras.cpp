@@ -794,3 +794,47 @@ TEST_CASE("an optimizer with a schedule and state goes out as Keras 3 keeps it, 
   const json training = json::parse(h5.root().string("training_config"));
   CHECK(training.at("optimizer_config").at("config").at("learning_rate").at("module") == "keras.optimizers.schedules");
 }
+
+TEST_CASE("what Keras 3.15 and tf-keras 2.21 have and loom does not is refused by name") {
+  const auto layer = [](const std::string& input, const std::string& layers) {
+    return error_of([&] {
+      from_json(R"({"class_name": "Sequential", "config": {"name": "s", "layers": [
+          {"class_name": "InputLayer", "config": {"batch_shape": )" + input + R"(, "name": "in"}}, )" + layers + "]}}");
+    });
+  };
+  // BatchNormalization's axis counts the batch: 3 is the channels of an image, 1 its rows.
+  CHECK(layer("[null, 8, 8, 3]", R"({"class_name": "BatchNormalization", "config": {"name": "bn", "axis": 1}})")
+            .find("'bn' (BatchNormalization): BatchNormalization over axis 1 of its input (None, 8, 8, 3)") !=
+        std::string::npos);
+  CHECK(layer("[null, 8, 8, 3]", R"({"class_name": "BatchNormalization", "config": {"name": "bn", "axis": [3]}})") == "(no error)");
+  CHECK(layer("[null, 4]", R"({"class_name": "BatchNormalization", "config": {"name": "bn", "axis": [1]}})") == "(no error)");
+  // Keras 3's LoRA and quantized layers.
+  CHECK(layer("[null, 4]", R"({"class_name": "Dense", "config": {"name": "d", "units": 2, "lora_rank": 4}})")
+            .find("'d' (Dense): LoRA ('lora_rank')") != std::string::npos);
+  CHECK(layer("[null, 8, 8, 3]", R"({"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": 3,
+      "lora_rank": 2}})").find("lora_rank") != std::string::npos);
+  CHECK(layer("[null, 4]", R"({"class_name": "Dense", "config": {"name": "d", "units": 2, "dtype": {"module":
+      "keras.dtype_policies", "class_name": "QuantizedDTypePolicy", "config": {"mode": "int8", "source_name": "float32"}}}})")
+            .find("a quantized layer") != std::string::npos);
+  CHECK(layer("[null, 4]", R"({"class_name": "Dense", "config": {"name": "d", "units": 2, "dtype": {"module": "keras",
+      "class_name": "DTypePolicy", "config": {"name": "mixed_float16"}}}})") == "(no error)");  // runs in float32 in loom
+  // Loss settings that change the gradient: ignore_class, a reduction other than the batch mean, loss_weights.
+  Sequential<float> m = from_json(kOneDense);
+  const auto compile = [&](const char* loss) {
+    return error_of([&] { keras::compile_from_keras(m, json::parse(loss), nullptr, nullptr, "f"); });
+  };
+  CHECK(compile(R"({"class_name": "SparseCategoricalCrossentropy", "config": {"ignore_class": 0}})")
+            .find("'ignore_class'") != std::string::npos);
+  CHECK(compile(R"({"class_name": "CategoricalCrossentropy", "config": {"reduction": "sum"}})")
+            .find("the loss reduction 'sum'") != std::string::npos);
+  CHECK(compile(R"({"class_name": "CategoricalCrossentropy", "config": {"reduction": "auto", "ignore_class": null}})")
+            == "(no error)");
+  const auto weights = [](const char* config) {
+    const json c = json::parse(config);
+    return error_of([&] { keras::impl::check_loss_weights(keras::Fields(c, "compile_config")); });
+  };
+  CHECK(weights(R"({"loss_weights": [2.0]})").find("'loss_weights' [2.0]") != std::string::npos);
+  CHECK(weights(R"({"loss_weights": [1.0]})") == "(no error)");
+  CHECK(weights(R"({"loss_weights": {"dense": 1}})") == "(no error)");
+  CHECK(weights(R"({"loss_weights": null})") == "(no error)");
+}

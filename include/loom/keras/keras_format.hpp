@@ -118,6 +118,7 @@ Sequential<T> load_keras(const std::vector<unsigned char>& bytes, const std::str
     if (top.has("compile_config")) {
       Fields c(top.at("compile_config"), what + ": compile_config");
       if (c.has("loss")) {
+        check_loss_weights(c);
         compile_from_keras(model, single_loss(c.at("loss"), what), c.has("optimizer") ? &c.at("optimizer") : nullptr,
                            c.has("metrics") ? &c.at("metrics") : nullptr, what);
       }
