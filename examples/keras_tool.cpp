@@ -35,16 +35,23 @@ Sequential<float> load_any(const std::string& path) {
 void summary(const std::string& path) {
   auto model = keras::load_model<float>(path);
   model.summary(std::cout);
-  if (model.compiled()) {
-    const auto& t = model.trainer();
-    std::cout << "compiled: loss " << t.loss().type() << (t.loss().from_logits() ? " (from logits)" : "")
-              << ", optimizer " << t.optimizer().type();
-    const Config config = t.optimizer().config();
-    for (const auto& [key, value] : config.entries()) std::cout << ' ' << key << '=' << value;
-    std::cout << '\n';
-  } else {
+  if (!model.compiled()) {
     std::cout << "not compiled\n";
+    return;
   }
+  const auto& t = model.trainer();
+  const auto settings = [](const Config& config) {
+    std::string out;
+    for (const auto& [key, value] : config.entries()) out += ' ' + key + '=' + value;
+    return out;
+  };
+  std::cout << "loss: " << t.loss().type() << settings(t.loss().config()) << '\n'
+            << "optimizer: " << t.optimizer().type() << settings(t.optimizer().config()) << '\n'
+            << "metrics:";
+  for (const auto& m : t.metrics()) std::cout << ' ' << m;
+  std::cout << '\n';
+  // The step count of the optimizer state imported with the model; 0: it starts fresh.
+  std::cout << "optimizer state: iterations=" << t.optimizer().iterations() << '\n';
 }
 
 void predict(const std::string& path, const std::string& images, Index count, const std::string& out, bool raw) {

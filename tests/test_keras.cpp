@@ -607,8 +607,9 @@ TEST_CASE("RMSprop from Keras: the saving version decides where epsilon goes; ex
   const json rms = json::parse(R"({"class_name": "RMSprop", "config": {"learning_rate": 0.01, "rho": 0.8}})");
   const json name = json("rmsprop");
   const json legacy = json::parse(R"({"class_name": "RMSprop", "config": {"is_legacy_optimizer": true}})");
+  const json current = json::parse(R"({"class_name": "Custom>RMSprop", "config": {"is_legacy_optimizer": false}})");
   CHECK(inside(&rms, "3.10.0"));
-  CHECK(inside(&rms, "2.11.0"));
+  CHECK(inside(&current, "2.11.0"));
   CHECK(inside(&rms, ""));        // .keras files and files that do not say
   CHECK(inside(nullptr, "2.15.0"));
   CHECK_FALSE(inside(&rms, "2.4.0"));  // tf.keras 2.0-2.10's optimizer_v2
@@ -616,7 +617,8 @@ TEST_CASE("RMSprop from Keras: the saving version decides where epsilon goes; ex
   CHECK_FALSE(inside(&name, "2.10.1"));
   CHECK_FALSE(inside(nullptr, "2.2.4"));
   CHECK_FALSE(inside(&legacy, "2.13.1"));  // tf.keras.optimizers.legacy.RMSprop
-  // tf-keras 2.11+ writes a legacy optimizer's bare config into a .h5: "decay", no is_legacy_optimizer.
+  // ... which tf-keras 2.21 saves without the mark, as tf-keras's own deserialize reads it.
+  CHECK_FALSE(inside(&rms, "2.21.0"));
   const json bare = json::parse(R"({"class_name": "RMSprop", "config": {"decay": 0.0, "rho": 0.9}})");
   const json modern = json::parse(R"({"class_name": "RMSprop", "config": {"is_legacy_optimizer": false}})");
   CHECK_FALSE(inside(&bare, "2.21.0"));
@@ -798,4 +800,195 @@ TEST_CASE("damaged and foreign files get a FormatError naming the file, never a 
         std::string::npos);
   CHECK(error_of([] { keras::load_model<float>("/nonexistent/model.keras"); }).find("cannot open") !=
         std::string::npos);
+}
+
+// Found by tests/reference/check_imports.py, which loads files real Keras 3.15
+// and tf-keras 2.21 wrote: each is reproduced here with a file written by hand
+// as those Keras versions write it.
+namespace {
+
+const char* kOneDense = R"({"class_name": "Sequential", "config": {"name": "sequential", "layers": [
+    {"class_name": "InputLayer", "config": {"batch_input_shape": [null, 2], "name": "in"}},
+    {"class_name": "Dense", "config": {"name": "d", "units": 3}}]}})";
+
+/// A legacy .h5 as tf-keras 2.21 writes it: one Dense (2 -> 3) named d,
+/// compiled with `optimizer` (its optimizer_config), and optimizer_weights
+/// named `state`: a name ending in iteration or iter is the step count (7),
+/// the others are slots of d's kernel or bias (all 0.5).
+std::vector<unsigned char> tf_keras_h5(const json& optimizer, const std::vector<std::string>& state) {
+  auto file = keras::hdf5::File::create_in_memory();
+  auto root = file.root();
+  root.set_string("keras_version", "2.21.0");
+  root.set_string("model_config", kOneDense);
+  root.set_string("training_config", json{{"loss", "categorical_crossentropy"}, {"optimizer_config", optimizer}}.dump());
+  auto weights = root.create_group("model_weights");
+  weights.set_strings("layer_names", {"d"});
+  auto d = weights.create_group("d");
+  d.set_strings("weight_names", {"d/kernel:0", "d/bias:0"});
+  d.write("d/kernel:0", Tensor<float>(Shape{2, 3}));
+  d.write("d/bias:0", Tensor<float>(Shape{3}));
+  auto slots = root.create_group("optimizer_weights");
+  slots.set_strings("weight_names", state);
+  for (const auto& name : state) {
+    if (keras::impl::slot_kind(name) == keras::impl::SlotKind::Iteration) {
+      slots.write_scalar(name, 7, true);
+      continue;
+    }
+    Tensor<float> t(name.find("kernel") != std::string::npos ? Shape{2, 3} : Shape{3});
+    t.fill(0.5f);
+    slots.write(name, t);
+  }
+  return file.image();
+}
+
+/// A .keras as Keras 3.15 writes it for one Dense (2 -> 3) compiled with
+/// Adam, `optimizer` (a name or a config), with the optimizer variables under
+/// the name `state_name`: the iteration count 7, the learning rate when it is
+/// a variable (not a schedule), then the kernel's and the bias's momentum and
+/// velocity, interleaved (all 0.5).
+std::vector<unsigned char> keras3_file(const json& optimizer, bool learning_rate_variable, const std::string& state_name) {
+  Sequential<float> m = from_json(kOneDense);
+  json config = keras::model_to_config(m, true);
+  config["compile_config"] = {{"loss", "categorical_crossentropy"}, {"optimizer", optimizer}};
+  auto file = keras::hdf5::File::create_in_memory();
+  auto root = file.root();
+  root.create_group("vars");
+  root.write("layers/dense/vars/0", Tensor<float>(Shape{2, 3}));
+  root.write("layers/dense/vars/1", Tensor<float>(Shape{3}));
+  auto state = root.create_group("optimizer/vars");
+  state.set_string("name", state_name);
+  std::size_t i = 0;
+  state.write_scalar(std::to_string(i++), 7, true);
+  if (learning_rate_variable) state.write_scalar(std::to_string(i++), 0.001, false);
+  for (const Shape& shape : {Shape{2, 3}, Shape{2, 3}, Shape{3}, Shape{3}}) {
+    Tensor<float> t(shape);
+    t.fill(0.5f);
+    state.write(std::to_string(i++), t);
+  }
+  keras::zipfile::Writer archive;
+  archive.add("metadata.json", R"({"keras_version": "3.15.1"})");
+  archive.add("config.json", config.dump());
+  archive.add("model.weights.h5", file.image());
+  return archive.finish();
+}
+
+}  // namespace
+
+TEST_CASE("optimizer state comes in under every name Keras gives it, numbered or not, with or without a schedule") {
+  using keras::impl::slot_kind;
+  using Kind = keras::impl::SlotKind;
+  CHECK(slot_kind("RMSprop/velocity/dense/kernel:0") == Kind::Velocity);  // tf-keras 2.11+
+  CHECK(slot_kind("Adam/m/dense/kernel:0") == Kind::Momentum);
+  CHECK(slot_kind("Adam/v/m/kernel:0") == Kind::Velocity);                // a layer named m
+  CHECK(slot_kind("Adam/m/kernel/v:0") == Kind::Velocity);                // tf.keras 2.0-2.10, layer m
+  CHECK(slot_kind("RMSprop/dense/kernel/rms:0") == Kind::Velocity);
+  CHECK(slot_kind("adam_3/sequential_dense_kernel_momentum") == Kind::Momentum);  // Keras 3
+  CHECK(slot_kind("RMSprop/iter:0") == Kind::Iteration);
+
+  const auto load = [](const std::vector<unsigned char>& bytes, const char* name) {
+    return keras::load_model_from_bytes<float>(bytes, name);
+  };
+  // tf-keras 2.21's RMSprop names its slots ".../velocity/...".
+  const json rmsprop = json::parse(R"({"class_name": "Custom>RMSprop", "config": {"name": "RMSprop",
+      "is_legacy_optimizer": false, "learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-07}})");
+  auto m = load(tf_keras_h5(rmsprop, {"iteration:0", "RMSprop/velocity/d/kernel:0", "RMSprop/velocity/d/bias:0"}),
+                "rms.h5");
+  CHECK(m.trainer().optimizer().iterations() == 7);
+  REQUIRE(m.trainer().optimizer().slots().size() == 2);
+  CHECK(m.trainer().optimizer().slots()[0].state[0][0] == 0.5f);
+  // tf-keras 2.21's SGD keeps a momentum even at momentum 0: the step count still comes in.
+  const json sgd = json::parse(R"({"class_name": "Custom>SGD", "config": {"name": "SGD", "is_legacy_optimizer": false,
+      "learning_rate": 0.01, "momentum": 0.0, "nesterov": false}})");
+  CHECK(load(tf_keras_h5(sgd, {"iteration:0", "SGD/m/d/kernel:0", "SGD/m/d/bias:0"}), "sgd.h5")
+            .trainer().optimizer().iterations() == 7);
+
+  // Keras 3 numbers its optimizers' names within a session (adam, adam_1, ...) and names the state with it.
+  const auto steps = [&](const json& optimizer, bool learning_rate_variable, const std::string& state_name) {
+    return load(keras3_file(optimizer, learning_rate_variable, state_name), "a.keras").trainer().optimizer().iterations();
+  };
+  const json adam = json::parse(R"({"module": "keras.optimizers", "class_name": "Adam",
+      "config": {"name": "adam_3", "learning_rate": 0.001}})");
+  CHECK(steps(adam, true, "adam_3") == 7);
+  CHECK(steps(adam, true, "adam") == 0);  // another optimizer's state
+  CHECK(steps(json("adam"), true, "adam_12") == 7);  // compile(optimizer="adam"): Keras's name for the class
+  CHECK(steps(json("adam"), true, "rm_sprop") == 0);
+  // A schedule in place of the learning rate: no learning_rate variable (iteration, then the slots).
+  const json scheduled = json::parse(R"({"module": "keras.optimizers", "class_name": "Adam", "config": {
+      "name": "adam_4", "learning_rate": {"module": "keras.optimizers.schedules", "class_name": "ExponentialDecay",
+      "config": {"initial_learning_rate": 0.001, "decay_steps": 100, "decay_rate": 0.9}}}})");
+  auto s = load(keras3_file(scheduled, false, "adam_4"), "s.keras");
+  CHECK(s.trainer().optimizer().iterations() == 7);
+  REQUIRE(s.trainer().optimizer().slots().size() == 2);
+  CHECK(s.trainer().optimizer().slots()[1].state[1][0] == 0.5f);
+}
+
+TEST_CASE("an optimizer with a schedule and state goes out as Keras 3 keeps it, and comes back") {
+  Sequential<float> m = from_json(kOneDense);
+  const json scheduled = json::parse(R"({"class_name": "Adam", "config": {"learning_rate": {"class_name":
+      "ExponentialDecay", "config": {"initial_learning_rate": 0.01, "decay_steps": 10, "decay_rate": 0.5}}}})");
+  keras::compile_from_keras(m, json("categorical_crossentropy"), &scheduled, nullptr, "f");
+  Tensor<float> x(Shape{4, 2}), y(Shape{4, 3});
+  for (Index i = 0; i < 4; ++i) {
+    x[2 * i] = static_cast<float>(i);
+    y[3 * i + i % 3] = 1;
+  }
+  m.train_step(x, y);
+  for (const auto format : {keras::Format::Keras, keras::Format::H5}) {
+    const auto bytes = keras::save_model_to_bytes(m, format);  // threw: the schedule has no constant learning_rate
+    auto back = keras::load_model_from_bytes<float>(bytes, "s");
+    CHECK(back.trainer().optimizer().iterations() == 1);
+    CHECK(back.trainer().optimizer().learning_rate_schedule() != nullptr);
+  }
+  // Keras 3 has no learning_rate variable beside a schedule: iteration, then 2 x 2 slots.
+  const keras::zipfile::Reader archive(keras::save_model_to_bytes(m, keras::Format::Keras), "s.keras");
+  auto weights = keras::hdf5::File::open_image(archive.read("model.weights.h5", 1 << 20), "weights");
+  CHECK(weights.root().group("optimizer/vars").members().size() == 5);
+  // In .h5 too the schedule is Keras 3's object, with its module (Keras 3 cannot find the class without it).
+  auto h5 = keras::hdf5::File::open_image(keras::save_model_to_bytes(m, keras::Format::H5), "s.h5");
+  const json training = json::parse(h5.root().string("training_config"));
+  CHECK(training.at("optimizer_config").at("config").at("learning_rate").at("module") == "keras.optimizers.schedules");
+}
+
+TEST_CASE("what Keras 3.15 and tf-keras 2.21 have and loom does not is refused by name") {
+  const auto layer = [](const std::string& input, const std::string& layers) {
+    return error_of([&] {
+      from_json(R"({"class_name": "Sequential", "config": {"name": "s", "layers": [
+          {"class_name": "InputLayer", "config": {"batch_shape": )" + input + R"(, "name": "in"}}, )" + layers + "]}}");
+    });
+  };
+  // BatchNormalization's axis counts the batch: 3 is the channels of an image, 1 its rows.
+  CHECK(layer("[null, 8, 8, 3]", R"({"class_name": "BatchNormalization", "config": {"name": "bn", "axis": 1}})")
+            .find("'bn' (BatchNormalization): BatchNormalization over axis 1 of its input (None, 8, 8, 3)") !=
+        std::string::npos);
+  CHECK(layer("[null, 8, 8, 3]", R"({"class_name": "BatchNormalization", "config": {"name": "bn", "axis": [3]}})") == "(no error)");
+  CHECK(layer("[null, 4]", R"({"class_name": "BatchNormalization", "config": {"name": "bn", "axis": [1]}})") == "(no error)");
+  // Keras 3's LoRA and quantized layers.
+  CHECK(layer("[null, 4]", R"({"class_name": "Dense", "config": {"name": "d", "units": 2, "lora_rank": 4}})")
+            .find("'d' (Dense): LoRA ('lora_rank')") != std::string::npos);
+  CHECK(layer("[null, 8, 8, 3]", R"({"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": 3,
+      "lora_rank": 2}})").find("lora_rank") != std::string::npos);
+  CHECK(layer("[null, 4]", R"({"class_name": "Dense", "config": {"name": "d", "units": 2, "dtype": {"module":
+      "keras.dtype_policies", "class_name": "QuantizedDTypePolicy", "config": {"mode": "int8", "source_name": "float32"}}}})")
+            .find("a quantized layer") != std::string::npos);
+  CHECK(layer("[null, 4]", R"({"class_name": "Dense", "config": {"name": "d", "units": 2, "dtype": {"module": "keras",
+      "class_name": "DTypePolicy", "config": {"name": "mixed_float16"}}}})") == "(no error)");  // runs in float32 in loom
+  // Loss settings that change the gradient: ignore_class, a reduction other than the batch mean, loss_weights.
+  Sequential<float> m = from_json(kOneDense);
+  const auto compile = [&](const char* loss) {
+    return error_of([&] { keras::compile_from_keras(m, json::parse(loss), nullptr, nullptr, "f"); });
+  };
+  CHECK(compile(R"({"class_name": "SparseCategoricalCrossentropy", "config": {"ignore_class": 0}})")
+            .find("'ignore_class'") != std::string::npos);
+  CHECK(compile(R"({"class_name": "CategoricalCrossentropy", "config": {"reduction": "sum"}})")
+            .find("the loss reduction 'sum'") != std::string::npos);
+  CHECK(compile(R"({"class_name": "CategoricalCrossentropy", "config": {"reduction": "auto", "ignore_class": null}})")
+            == "(no error)");
+  const auto weights = [](const char* config) {
+    const json c = json::parse(config);
+    return error_of([&] { keras::impl::check_loss_weights(keras::Fields(c, "compile_config")); });
+  };
+  CHECK(weights(R"({"loss_weights": [2.0]})").find("'loss_weights' [2.0]") != std::string::npos);
+  CHECK(weights(R"({"loss_weights": [1.0]})") == "(no error)");
+  CHECK(weights(R"({"loss_weights": {"dense": 1}})") == "(no error)");
+  CHECK(weights(R"({"loss_weights": null})") == "(no error)");
 }

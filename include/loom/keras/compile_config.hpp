@@ -32,6 +32,15 @@ inline const json& single_loss(const json& loss, const std::string& what) {
   return loss;
 }
 
+/// Refuses a compile config's `loss_weights` unless it leaves the loss as it
+/// is (1, [1] or {"output": 1}): the gradients Keras took were scaled by it.
+inline void check_loss_weights(const Fields& c) {
+  if (!c.has("loss_weights")) return;
+  const json& w = c.at("loss_weights");
+  const json& one = (w.is_array() || w.is_object()) && w.size() == 1 ? *w.begin() : w;
+  if (!(one.is_number() && one.get<double>() == 1)) c.refuse("'loss_weights' " + w.dump());
+}
+
 /// Whether Keras's metrics list asks for accuracy (in any of its spellings).
 inline bool wants_accuracy(const json& metrics) {
   std::vector<std::string> names;

@@ -100,6 +100,7 @@ Sequential<T> load_h5(const std::vector<unsigned char>& bytes, const std::string
     const json tc = parse_json(root.string("training_config"), what + ": training_config");
     Fields f(tc, what + ": training_config");
     if (f.has("loss")) {
+      check_loss_weights(f);
       const json* optimizer = f.has("optimizer_config") ? &f.at("optimizer_config") : nullptr;
       const json* metrics = f.has("metrics") ? &f.at("metrics") : nullptr;
       compile_from_keras(model, single_loss(f.at("loss"), what), optimizer, metrics, what, version);

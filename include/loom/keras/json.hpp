@@ -31,6 +31,8 @@ class Fields {
   }
   Fields(const json&&, std::string) = delete;  // it keeps a reference: never to a temporary
   bool has(const char* key) const { return o_.contains(key) && !o_.at(key).is_null(); }
+  /// How many keys the object has.
+  std::size_t size() const { return o_.size(); }
   const json& at(const char* key) const {
     if (!o_.contains(key)) throw FormatError(where_ + ": no '" + key + "'");
     return o_.at(key);

@@ -15,6 +15,7 @@
 /// beta, moving_mean, moving_variance). The optimizer's variables are
 /// optimizer/vars/<i> (see optimizer_state.hpp).
 
+#include <cctype>
 #include <chrono>
 #include <ctime>
 #include <map>
@@ -46,6 +47,29 @@ std::vector<std::string> variable_paths(const Sequential<T>& model) {
     paths.push_back("layers/" + name + "/vars");
   }
   return paths;
+}
+
+/// Whether optimizer state saved under the name `saved` (Keras 3.9+ writes it
+/// on optimizer/vars) is the compiled optimizer's, of loom class `type`: the
+/// name the compile config `compiled` gives it or, when it gives none, a name
+/// Keras gives its class by default, which it numbers within a session
+/// (adam, adam_1, ...: keras/src/utils/naming.py, auto_name).
+inline bool state_is_compiled_optimizers(const std::string& saved, const json* compiled, const std::string& type) {
+  if (compiled && compiled->is_object() && compiled->contains("config") && compiled->at("config").is_object() &&
+      compiled->at("config").contains("name") && compiled->at("config").at("name").is_string()) {
+    return saved == compiled->at("config").at("name").get<std::string>();
+  }
+  std::string stem = saved;
+  const auto underscore = stem.rfind('_');
+  if (underscore != std::string::npos && underscore + 1 < stem.size() &&
+      stem.find_first_not_of("0123456789", underscore + 1) == std::string::npos) {
+    stem.resize(underscore);
+  }
+  const auto mapping = Mappings<OptimizerMapping>::global().from_loom(type);
+  const std::string cls = mapping ? mapping->keras_class() : type;
+  std::string lower = cls;
+  for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return stem == keras_optimizer_name(type) || stem == snake_case(cls) || stem == lower;  // rm_sprop, rmsprop
 }
 
 inline constexpr std::uint64_t kMaxConfigBytes = std::uint64_t{64} << 20;
@@ -102,6 +126,7 @@ Sequential<T> load_keras(const std::vector<unsigned char>& bytes, const std::str
     if (top.has("compile_config")) {
       Fields c(top.at("compile_config"), what + ": compile_config");
       if (c.has("loss")) {
+        check_loss_weights(c);
         compile_from_keras(model, single_loss(c.at("loss"), what), c.has("optimizer") ? &c.at("optimizer") : nullptr,
                            c.has("metrics") ? &c.at("metrics") : nullptr, what, version);
       }
@@ -109,20 +134,23 @@ Sequential<T> load_keras(const std::vector<unsigned char>& bytes, const std::str
     if (model.compiled() && root.has_group("optimizer/vars")) {
       const hdf5::Group state = root.group("optimizer/vars");
       // Keras 3.9+ names the optimizer on the group: state of another one is not for this one.
+      const json* compiled = top.has("compile_config") && top.at("compile_config").contains("optimizer")
+                                 ? &top.at("compile_config").at("optimizer")
+                                 : nullptr;
       const bool same = !state.has_attribute("name") ||
-                        default_optimizer_name(state.string("name"), model.trainer().optimizer().type());
+                        state_is_compiled_optimizers(state.string("name"), compiled, model.trainer().optimizer().type());
       const std::size_t n = state.members().size();
+      // iteration, then learning_rate unless a schedule gives it, then the slots (optimizer_variables).
+      const std::size_t first_slot = model.trainer().optimizer().learning_rate_schedule() ? 1 : 2;
       std::vector<std::string> paths;
       std::vector<SlotKind> kinds;
       const auto wanted = state_kinds(model.trainer().optimizer());
-      // iteration, then learning_rate unless the rate follows a schedule, then the slots.
-      const std::size_t first_slot = model.trainer().optimizer().learning_rate_schedule() ? 1 : 2;
       for (std::size_t i = 0; i < n; ++i) {
         paths.push_back(std::to_string(i));
-        kinds.push_back(i == 0             ? SlotKind::Iteration
-                        : i < first_slot   ? SlotKind::LearningRate
-                        : wanted.empty()   ? SlotKind::Unknown
-                                           : wanted[(i - first_slot) % wanted.size()]);  // Adam's are interleaved
+        kinds.push_back(i == 0 ? SlotKind::Iteration
+                        : i < first_slot ? SlotKind::LearningRate
+                        : wanted.empty() ? SlotKind::Unknown
+                                         : wanted[(i - first_slot) % wanted.size()]);  // Adam's are interleaved
       }
       if (same && n >= first_slot) import_optimizer_state(model, state, paths, kinds, weights_what);
     }

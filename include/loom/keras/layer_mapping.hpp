@@ -75,6 +75,9 @@ class LayerMapping : public MappingNames {
   /// Keras config -> loom Config (throwing FormatError through `Fields` for
   /// what loom cannot represent).
   using In = std::function<void(const Fields& keras, Config& loom)>;
+  /// A check of the Keras config against the shape of the layer's input
+  /// (per sample), once the model is built.
+  using InputCheck = std::function<void(const Fields& keras, const Shape& input)>;
   /// loom Config -> Keras config (which already holds name, trainable, dtype).
   using Out = std::function<void(const Config& loom, json& keras)>;
 
@@ -158,6 +161,12 @@ class LayerMapping : public MappingNames {
     keras3_only_.push_back(std::move(key));
     return *this;
   }
+  /// A check of the Keras config that needs the layer's input shape, run on
+  /// import once the model is built.
+  LayerMapping& input_check(InputCheck check) {
+    input_checks_.push_back(std::move(check));
+    return *this;
+  }
   /// The Keras layer is not a loom layer: it configures the model (InputLayer).
   LayerMapping& model_input() {
     makes_layer_ = false;
@@ -180,6 +189,10 @@ class LayerMapping : public MappingNames {
     }
     return c;
   }
+  /// Runs the input checks of the Keras config `f` of a layer whose input is `input`.
+  void check_input(const Fields& f, const Shape& input) const {
+    for (const auto& c : input_checks_) c(f, input);
+  }
   /// Keras's config entries of a loom config, into `k`: Keras 3's for a
   /// .keras file (`keras_v3`), those tf.keras 2 takes too for a legacy .h5.
   void config_to_keras(const Config& c, json& k, bool keras_v3) const {
@@ -198,6 +211,7 @@ class LayerMapping : public MappingNames {
   };
   std::vector<Step> steps_;
   std::vector<std::string> keras3_only_;
+  std::vector<InputCheck> input_checks_;
   bool makes_layer_ = true;
 };
 
@@ -213,6 +227,23 @@ inline std::string keras_layer_class(const std::string& type) {
 
 namespace impl {
 
+/// Refuses a layer Keras 3 quantized (`model.quantize("int8")`): its dtype
+/// policy is a QuantizedDTypePolicy (or says "int8_from_float32") and it
+/// stores integer weights with their scales, which loom does not have.
+inline void refuse_quantized(const Fields& f) {
+  if (f.has("quantization_config")) f.refuse("a quantized layer ('quantization_config')");
+  if (!f.has("dtype")) return;
+  const json& d = f.at("dtype");
+  std::string policy;
+  if (d.is_string()) policy = d.get<std::string>();
+  if (d.is_object() && d.contains("class_name") && d.at("class_name").is_string()) {
+    policy = d.at("class_name").get<std::string>();
+  }
+  if (policy.find("Quantized") != std::string::npos || policy.find("_from_") != std::string::npos) {
+    f.refuse("a quantized layer (dtype policy " + policy + ")");
+  }
+}
+
 /// One Keras layer config turned into a loom layer (nullptr for a layer that
 /// only configures the model, InputLayer), made by loom's layer registry from
 /// the config its mapping gives.
@@ -225,11 +256,18 @@ std::unique_ptr<Layer<T>> layer_from_keras(const std::string& cls, const Fields&
     throw FormatError(f.where() + ": layer class '" + cls + "' is not supported: loom reads " +
                       mappings.supported_list());
   }
+  refuse_quantized(f);
   const Config config = m->config_from_keras(f);
   if (!m->makes_layer()) return nullptr;
   std::unique_ptr<Layer<T>> layer = Registry<Layer<T>>::global().create(m->loom_class(), config);
   if (!name.empty()) layer->set_name(name);
   return layer;
+}
+
+/// The input checks of the mapping of Keras class `cls`, on the config `f`
+/// of a layer whose input (per sample) is `input`.
+inline void check_layer_input(const std::string& cls, const Fields& f, const Shape& input) {
+  if (const auto m = Mappings<LayerMapping>::global().from_keras(cls)) m->check_input(f, input);
 }
 
 /// Keras 3's config for one loom layer, for a .keras file (`keras_v3`) or a

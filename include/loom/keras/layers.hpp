@@ -32,6 +32,20 @@ inline void kernel_and_bias_defaults(const Config&, json& k) {
   }
 }
 
+/// Keras 3's LoRA (`lora_rank`, on Dense and Conv2D): loom has no low-rank
+/// adapters, and a legacy .h5 holds them beside the kernel.
+inline void refuse_lora(const Fields& f, Config&) {
+  if (f.has("lora_rank")) f.refuse("LoRA ('lora_rank')");
+}
+
+/// BatchNormalization's `axis`: an integer, or a list of one (tf.keras 2).
+inline long long batch_normalization_axis(const Fields& f) {
+  const json& a = f.at("axis");
+  const json& one = a.is_array() && a.size() == 1 ? a[0] : a;
+  if (!one.is_number_integer()) f.bad("axis", "an integer");
+  return one.get<long long>();
+}
+
 /// A Keras pair of reals: a number f ([-f, f]; `from_zero`: [max(-f, 0), f])
 /// or [lower, upper]; `otherwise` when absent (none: required).
 inline std::vector<double> real_pair(const Fields& f, const char* key, bool from_zero = false,
@@ -78,6 +92,7 @@ LOOM_KERAS_MAPPING(
     LayerMapping("Conv2D")
         .alias("Convolution2D")
         .channels_last()
+        .step(impl::refuse_lora)
         .step([](const Fields& f, Config&) {
           if (f.has("dilation_rate") && !(f.size2("dilation_rate") == Size2{1, 1})) f.refuse("dilation_rate other than 1");
           if (f.integer("groups", 1) != 1) f.refuse("groups other than 1");
@@ -108,13 +123,16 @@ LOOM_KERAS_MAPPING(LayerMapping("BatchNormalization")
                        .step([](const Fields& f, Config&) {
                          if (f.flag("renorm", false)) f.refuse("BatchNormalization with renorm");
                          if (f.has("axis")) {  // the last axis: -1, or its index counted with the batch
-                           const json& a = f.at("axis");
-                           const json& one = a.is_array() && a.size() == 1 ? a[0] : a;
-                           if (!one.is_number_integer()) f.bad("axis", "an integer");
-                           if (one.get<long long>() != -1 && one.get<long long>() < 1) {
-                             f.refuse("BatchNormalization over an axis other than the last");
-                           }
-                           // A positive axis is checked against the input's rank when the model is built.
+                           const long long axis = impl::batch_normalization_axis(f);
+                           if (axis != -1 && axis < 1) f.refuse("BatchNormalization over an axis other than the last");
+                         }
+                       })
+                       .input_check([](const Fields& f, const Shape& input) {
+                         if (!f.has("axis")) return;
+                         const long long axis = impl::batch_normalization_axis(f);
+                         if (axis != -1 && axis != input.rank()) {
+                           f.refuse(loom::detail::str("BatchNormalization over axis ", axis, " of its input ",
+                                                      input.str("None"), " (loom normalizes over the last axis)"));
                          }
                        })
                        .constant("axis", -1)
@@ -144,8 +162,12 @@ LOOM_KERAS_MAPPING(LayerMapping("Dropout")
 
 LOOM_KERAS_MAPPING(LayerMapping("Flatten").channels_last())
 
-LOOM_KERAS_MAPPING(LayerMapping("Dense").positive_integer("units", 1 << 24).activation().flag("use_bias", true).step(
-    {}, impl::kernel_and_bias_defaults))
+LOOM_KERAS_MAPPING(LayerMapping("Dense")
+                       .step(impl::refuse_lora)
+                       .positive_integer("units", 1 << 24)
+                       .activation()
+                       .flag("use_bias", true)
+                       .step({}, impl::kernel_and_bias_defaults))
 
 LOOM_KERAS_MAPPING(LayerMapping("Activation").activation())
 

@@ -4,7 +4,8 @@
 /// class name, the function name Keras also reads, and the keys its Keras
 /// config adds), registered below for loom's own or, for one's own, with
 /// LOOM_KERAS_MAPPING beside the class. Every loss reads Keras's
-/// `from_logits` and `label_smoothing`; an `axis` other than the last is
+/// `from_logits` and `label_smoothing`; an `axis` other than the last, an
+/// `ignore_class` and a `reduction` other than the mean over the batch are
 /// refused.
 
 #include <functional>
@@ -85,6 +86,10 @@ std::unique_ptr<Loss<T>> loss_from_keras(const json& v, const std::string& what)
       if (c.flag("from_logits", false)) config.set("from_logits", true);
       if (c.real("label_smoothing", 0) != 0) config.set("label_smoothing", c.real("label_smoothing"));
       if (c.has("axis") && !(c.at("axis").is_number_integer() && c.at("axis").get<long long>() == -1)) c.refuse("a loss over an axis other than the last");
+      if (c.has("ignore_class")) c.refuse("'ignore_class'");
+      // Keras 3's default, and tf.keras's "auto" (the same: the mean over the batch).
+      const std::string reduction = c.text("reduction", "sum_over_batch_size");
+      if (reduction != "sum_over_batch_size" && reduction != "auto") c.refuse("the loss reduction '" + reduction + "'");
     }
   } else {
     throw FormatError(what + ": the loss should be a name or an object, got " + v.dump());

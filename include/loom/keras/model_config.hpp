@@ -105,6 +105,11 @@ Sequential<T> model_from_config(const json& model, const std::string& what = "Ke
   Sequential<T> out(0, model_name);
   std::optional<Shape> input_shape;
   std::string previous;  // for a Functional model: the layer the next one must read
+  struct Made {           // a layer made, for the checks that need its input shape
+    std::string cls, where;
+    const json* config;
+  };
+  std::vector<Made> made;
   std::size_t index = 0;
   for (const json& entry : layers) {
     ++index;
@@ -131,6 +136,7 @@ Sequential<T> model_from_config(const json& model, const std::string& what = "Ke
     }
     auto layer = impl::layer_from_keras<T>(cls, lf);
     if (!layer) continue;
+    made.push_back({cls, lf.where(), &e.at("config")});
     layer->limit_parameter_values(max_values_per_layer);
     try {
       out.add(std::move(layer), out.layers().empty() ? input_shape : std::nullopt);
@@ -154,6 +160,9 @@ Sequential<T> model_from_config(const json& model, const std::string& what = "Ke
     } catch (const Error& err) {
       throw FormatError(what + ": " + err.what());
     }
+  }
+  for (std::size_t i = 0; i < made.size(); ++i) {
+    impl::check_layer_input(made[i].cls, Fields(*made[i].config, made[i].where), out.layers()[i]->input_shape());
   }
   return out;
 }

@@ -127,6 +127,18 @@ inline bool keras_before_2_11(const std::string& version) {
   return major < 2 || (major == 2 && minor < 11);
 }
 
+/// Whether the optimizer config `c` in a file saved by Keras `version` is
+/// one of tf.keras's legacy optimizers (optimizer_v2, RMSprop's epsilon
+/// outside the square root): every one before 2.11; from 2.11 on, one marked
+/// is_legacy_optimizer, or a non-empty config of a 2.x file without the mark
+/// (tf.keras.optimizers.legacy.*), as tf.keras's own deserialize reads it
+/// (tf_keras/src/optimizers/__init__.py). Keras 3 has no legacy optimizers.
+inline bool legacy_optimizer(const Fields& c, const std::string& version) {
+  if (keras_before_2_11(version) || c.flag("is_legacy_optimizer", false)) return true;
+  int major = 0;
+  return std::sscanf(version.c_str(), "%d.", &major) == 1 && major == 2 && c.size() > 0 && !c.has("is_legacy_optimizer");
+}
+
 // loom's optimizers and schedules, in the order the supported lists name them.
 // The names are Keras 3.0 to 3.14's defaults (keras/src/optimizers/*.py, name="rmsprop",
 // name="adamw"), the Keras whose format loom writes. Keras 3.15 names them by the
@@ -140,11 +152,7 @@ LOOM_KERAS_MAPPING(OptimizerMapping("RMSprop")
                        .step([](const Fields& c, const std::string& version, Config& config) {
                          if (c.real("momentum", 0) != 0) c.refuse("RMSprop with momentum");
                          // Not a Keras setting: the saving version or the legacy mark tells (docs/keras-compat.md).
-                         // tf.keras 2.11+ writes its legacy optimizers' bare get_config() into a .h5's
-                         // training_config: no is_legacy_optimizer, but the legacy "decay" (the new ones
-                         // and Keras 3's write is_legacy_optimizer or no decay).
-                         const bool legacy_config = c.has("decay") && !c.has("is_legacy_optimizer");
-                         if (keras_before_2_11(version) || c.flag("is_legacy_optimizer", false) || legacy_config) {
+                         if (legacy_optimizer(c, version)) {
                            config.set("epsilon_inside_sqrt", false);
                          }
                        }))
@@ -223,10 +231,9 @@ inline void schedule_from_keras(const json& v, const std::string& what, Config& 
   for (const auto& [k, text] : sc.entries()) config.set("learning_rate_schedule." + k, text);
 }
 
-/// Keras's config of a loom schedule, in Keras 3's form (with "module") in
-/// both formats: Keras 3 writes it so into a legacy .h5 too, and reads no
-/// other form there (a schedule without "module" is an unknown class to its
-/// legacy loader); tf.keras 2 reads either.
+/// Keras's config of a loom schedule: Keras 3's object reference, which
+/// Keras 3 and tf.keras 2.21 write in .keras and .h5 files alike (and Keras
+/// 3 needs: without "module" it cannot find the class).
 inline json schedule_to_keras(const LearningRateSchedule& s) {
   const auto m = Mappings<ScheduleMapping>::global().from_loom(s.type());
   if (!m || !m->refusal().empty()) {
@@ -244,8 +251,8 @@ inline json schedule_to_keras(const LearningRateSchedule& s) {
 /// "Custom>Adam"), "config": {...}}, with Keras's defaults for what is
 /// missing. Settings loom does not implement are refused by name.
 /// `keras_version` is the version that saved the file, when it says: an
-/// RMSprop saved by Keras before 2.11, or marked is_legacy_optimizer, keeps
-/// its rule (epsilon outside the square root).
+/// RMSprop of tf.keras's legacy optimizers (legacy_optimizer) keeps its rule
+/// (epsilon outside the square root).
 template <class T>
 std::unique_ptr<Optimizer<T>> optimizer_from_keras(const json& v, const std::string& what,
                                                    const std::string& keras_version = {}) {

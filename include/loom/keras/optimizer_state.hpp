@@ -10,13 +10,15 @@
 /// velocity of the first variable, then of the second, ...; adam.py's
 /// build). A .keras file stores them as optimizer/vars/<i>; a legacy .h5 as
 /// the `optimizer_weights` group, named (Keras 3: "adam/<model>_<layer>_kernel_
-/// momentum"; tf.keras 2.11+: "Adam/m/<layer>/kernel:0"; tf.keras 2.0-2.10:
-/// "Adam/<layer>/kernel/m:0"). Slots are told apart by those names and counted
-/// per kind, so the order between kinds does not matter. Keras 2.1's
-/// anonymous "training/Adam/Variable_N" is not read.
+/// momentum"; tf.keras 2.11+: "Adam/m/<layer>/kernel:0", "RMSprop/velocity/
+/// <layer>/kernel:0"; tf.keras 2.0-2.10: "Adam/<layer>/kernel/m:0"). Slots
+/// are told apart by those names and counted per kind, so the order between
+/// kinds does not matter. Keras 2.1's anonymous "training/Adam/Variable_N" is
+/// not read.
 ///
 /// State is imported only when it is complete for the compiled optimizer
-/// (every kind it needs, once per trainable parameter, and nothing else);
+/// (every kind it needs, once per trainable parameter, and nothing else but
+/// the momentum tf.keras 2.11+'s SGD keeps at momentum 0, which is skipped);
 /// otherwise the optimizer starts fresh, as Keras's does in that case.
 
 #include <algorithm>
@@ -32,20 +34,38 @@ namespace loom::keras::impl {
 
 enum class SlotKind { Iteration, LearningRate, Momentum, Velocity, Unknown };
 
-/// What a Keras optimizer variable is, from its name.
+/// What a Keras optimizer variable is, from its name in one of the three
+/// layouts (see the file comment): the slot is the last part of a tf.keras
+/// 2.0-2.10 name ("Adam/dense/kernel/m", RMSprop's ".../rms"), the second
+/// of a tf.keras 2.11+ one ("Adam/m/dense/kernel", RMSprop's
+/// "RMSprop/velocity/dense/kernel"), the suffix of a Keras 3 one
+/// ("adam/sequential_dense_kernel_momentum").
 inline SlotKind slot_kind(std::string name) {
   const auto colon = name.rfind(':');
   if (colon != std::string::npos) name.resize(colon);
-  auto ends = [&](const std::string& e) { return name.size() >= e.size() && name.compare(name.size() - e.size(), e.size(), e) == 0; };
-  const std::string stem = name.substr(name.rfind('/') == std::string::npos ? 0 : name.rfind('/') + 1);
+  std::vector<std::string> parts(1);
+  for (const char ch : name) {
+    if (ch == '/') {
+      parts.emplace_back();
+    } else {
+      parts.back() += ch;
+    }
+  }
+  const std::string& stem = parts.back();
   if (stem == "iteration" || stem == "iter" || stem == "iterations") return SlotKind::Iteration;
   if (stem == "learning_rate") return SlotKind::LearningRate;
-  if (ends("_momentum") || name.find("/m/") != std::string::npos || ends("/m") || ends("/momentum")) {
-    return SlotKind::Momentum;
-  }
-  if (ends("_velocity") || name.find("/v/") != std::string::npos || ends("/v") || ends("/rms")) {
-    return SlotKind::Velocity;
-  }
+  const auto kind_of = [](const std::string& slot) {
+    if (slot == "m" || slot == "momentum") return SlotKind::Momentum;
+    if (slot == "v" || slot == "velocity" || slot == "rms") return SlotKind::Velocity;
+    return SlotKind::Unknown;
+  };
+  if (parts.size() >= 3 && kind_of(stem) != SlotKind::Unknown) return kind_of(stem);
+  if (parts.size() >= 3 && kind_of(parts[1]) != SlotKind::Unknown) return kind_of(parts[1]);
+  const auto ends = [&](const std::string& e) {
+    return name.size() >= e.size() && name.compare(name.size() - e.size(), e.size(), e) == 0;
+  };
+  if (ends("_momentum")) return SlotKind::Momentum;
+  if (ends("_velocity")) return SlotKind::Velocity;
   return SlotKind::Unknown;
 }
 
@@ -81,6 +101,8 @@ bool import_optimizer_state(Sequential<T>& model, const hdf5::Group& group, cons
     }
     if (kinds[i] == SlotKind::LearningRate) continue;
     const auto at = std::find(wanted.begin(), wanted.end(), kinds[i]);
+    // tf.keras 2.11+'s SGD keeps a momentum even at momentum 0, where it does not carry over from step to step.
+    if (at == wanted.end() && kinds[i] == SlotKind::Momentum && optimizer.type() == "SGD") continue;
     if (at == wanted.end()) return false;  // state of another optimizer (or one loom cannot name)
     per_kind[static_cast<std::size_t>(at - wanted.begin())].push_back(i);
   }
@@ -110,7 +132,8 @@ bool import_optimizer_state(Sequential<T>& model, const hdf5::Group& group, cons
 }
 
 /// Keras 3's `optimizer.variables` of a compiled, built loom optimizer, as
-/// (name, kind, tensor or nullptr for the two scalars) in Keras's order.
+/// (name, kind, tensor or nullptr for the scalars) in Keras's order:
+/// iteration, learning_rate unless a schedule gives it, then the slots.
 template <class T>
 struct KerasOptimizerVariable {
   std::string name;
@@ -125,6 +148,7 @@ std::vector<KerasOptimizerVariable<T>> optimizer_variables(const Sequential<T>& 
   const Optimizer<T>& o = model.trainer().optimizer();
   const std::string prefix = keras_optimizer_name(o.type()) + "/";
   out.push_back({prefix + "iteration", SlotKind::Iteration, nullptr});
+  // A constant learning rate is a variable; a schedule is not (base_optimizer.py, __init__).
   if (!o.learning_rate_schedule()) out.push_back({prefix + "learning_rate", SlotKind::LearningRate, nullptr});
   const auto kinds = state_kinds(o);
   for (const auto& slot : o.slots()) {
