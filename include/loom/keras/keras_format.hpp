@@ -59,17 +59,9 @@ inline bool state_is_compiled_optimizers(const std::string& saved, const json* c
       compiled->at("config").contains("name") && compiled->at("config").at("name").is_string()) {
     return saved == compiled->at("config").at("name").get<std::string>();
   }
-  std::string stem = saved;
-  const auto underscore = stem.rfind('_');
-  if (underscore != std::string::npos && underscore + 1 < stem.size() &&
-      stem.find_first_not_of("0123456789", underscore + 1) == std::string::npos) {
-    stem.resize(underscore);
-  }
-  const auto mapping = Mappings<OptimizerMapping>::global().from_loom(type);
-  const std::string cls = mapping ? mapping->keras_class() : type;
-  std::string lower = cls;
+  std::string lower = type;  // Keras 3.9 and earlier also wrote the lower-cased class ("rmsprop")
   for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return stem == keras_optimizer_name(type) || stem == snake_case(cls) || stem == lower;  // rm_sprop, rmsprop
+  return default_optimizer_name(saved, type) || saved == lower;
 }
 
 inline constexpr std::uint64_t kMaxConfigBytes = std::uint64_t{64} << 20;
