@@ -7,6 +7,7 @@ results.json files and bench/pytorch_twin.py's JSON files (docs/results.md).
                         --twin "PyTorch twin" T1.json T2.json T3.json [--probe A/results.json]
                         [--probe-summary A/results.json B/results.json]
                         [--classes "notebook recipe" A/results.json --classes "improved" B/results.json]
+                        [--compare]
 
 Every run found in a group's files counts once per model (a file of
 `--seeds K` holds K runs per model; runs of the same model and seed found
@@ -17,10 +18,14 @@ epochs, in points, averaged over runs) and the best-validation epoch's test
 accuracy. --probe prints the BatchNormalization probe (--bn-probe) of the
 first run of each model in the file. --classes, given twice, compares two
 groups class by class: recall (and errors per 1,000 images) averaged over
-every run of every model in each group, and what changed.
+every run of every model in each group, and what changed. --compare sets the
+first two groups (--group or --twin, in that order) side by side per model:
+the F-test of their last-epoch variances (two-sided p-value) and Welch's
+t-test of their means.
 """
 import argparse
 import json
+import math
 import statistics
 import sys
 
@@ -111,6 +116,72 @@ def table(title, runs):
         f"model {k[0]} seed {k[1]}: {runs[k]['test']:.2f} %" for k in sorted(runs)) + ".\n")
 
 
+def betainc(a, b, x):
+    """The regularized incomplete beta function I_x(a, b), by its continued fraction (Lentz)."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - betainc(b, a, 1 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(1 - x)) / a
+    f, c, d = 1.0, 1.0, 0.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1.0 + num * d
+        d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
+        c = 1.0 + num / c if abs(c) > 1e-300 else 1e-300
+        f *= c * d
+        if abs(1.0 - c * d) < 1e-14:
+            break
+    return front * (f - 1.0)
+
+
+def f_test(a, b):
+    """F = var(a) / var(b) and its two-sided p-value on (len(a) - 1, len(b) - 1) degrees of freedom."""
+    d1, d2 = len(a) - 1, len(b) - 1
+    va, vb = statistics.variance(a), statistics.variance(b)
+    if vb == 0 or va == 0:
+        return math.inf if vb == 0 else 0.0, 0.0
+    f = va / vb
+    cdf = betainc(d1 / 2, d2 / 2, d1 * f / (d1 * f + d2))
+    return f, min(1.0, 2 * min(cdf, 1 - cdf))
+
+
+def welch(a, b):
+    """Welch's t-test of equal means: (difference of the means, two-sided p-value)."""
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    diff = statistics.mean(a) - statistics.mean(b)
+    if va + vb == 0:
+        return diff, 0.0 if diff else 1.0
+    t = diff / math.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return diff, betainc(dof / 2, 0.5, dof / (dof + t * t))
+
+
+def compare(title_a, runs_a, title_b, runs_b):
+    print(f"**{title_a} against {title_b}**: last epoch's test accuracy per model; F-test of the variances "
+          "(two-sided), Welch's t-test of the means\n")
+    print(f"| model | runs | {title_a}: mean (sd) | {title_b}: mean (sd) | sd ratio | F | p (F-test) | "
+          "mean difference | p (Welch) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for model in sorted({k[0] for k in runs_a} & {k[0] for k in runs_b}):
+        a = [r["test"] for k, r in sorted(runs_a.items()) if k[0] == model]
+        b = [r["test"] for k, r in sorted(runs_b.items()) if k[0] == model]
+        if len(a) < 2 or len(b) < 2:
+            continue
+        f, pf = f_test(a, b)
+        diff, pt = welch(a, b)
+        print(f"| {model} | {len(a)} / {len(b)} | {statistics.mean(a):.2f} % ({statistics.stdev(a):.2f}) | "
+              f"{statistics.mean(b):.2f} % ({statistics.stdev(b):.2f}) | "
+              f"{statistics.stdev(a) / statistics.stdev(b):.2f} | {f:.2f} | {pf:.3f} | {diff:+.2f} | {pt:.3f} |")
+    print()
+
+
 def probe(path):
     for m in load(path).get("models", []):
         rows = m.get("bn_probe", [])
@@ -192,6 +263,7 @@ def main():
     p.add_argument("--probe", action="append", default=[], help="results.json whose --bn-probe rows to print")
     p.add_argument("--probe-summary", nargs="+", default=[], metavar="RESULTS_JSON",
                    help="results.json files whose --bn-probe ratios to summarize per model and layer")
+    p.add_argument("--compare", action="store_true", help="the first two groups side by side: F-test and t-test")
     p.add_argument("--classes", nargs="+", action="append", default=[], metavar=("TITLE", "RESULTS_JSON"),
                    help="twice: a title, then results.json files; compares the two groups class by class")
     args = p.parse_args()
@@ -203,6 +275,11 @@ def main():
         if len(g) < 2:
             p.error("--twin needs a title and at least one file")
         table(g[0], twin_runs(g[1:]))
+    if args.compare:
+        groups = [(g[0], experiment_runs(g[1:])) for g in args.group] + [(g[0], twin_runs(g[1:])) for g in args.twin]
+        if len(groups) < 2:
+            p.error("--compare needs two groups")
+        compare(*groups[0], *groups[1])
     for path in args.probe:
         probe(path)
     probe_summary(args.probe_summary)

@@ -942,7 +942,8 @@ TEST_CASE("an optimizer with a schedule and state goes out as Keras 3 keeps it, 
     CHECK(back.trainer().optimizer().learning_rate_schedule() != nullptr);
   }
   // Keras 3 has no learning_rate variable beside a schedule: iteration, then 2 x 2 slots.
-  const keras::zipfile::Reader archive(keras::save_model_to_bytes(m, keras::Format::Keras), "s.keras");
+  const auto zip = keras::save_model_to_bytes(m, keras::Format::Keras);
+  const keras::zipfile::Reader archive(zip, "s.keras");
   auto weights = keras::hdf5::File::open_image(archive.read("model.weights.h5", 1 << 20), "weights");
   CHECK(weights.root().group("optimizer/vars").members().size() == 5);
   // In .h5 too the schedule is Keras 3's object, with its module (Keras 3 cannot find the class without it).

@@ -37,6 +37,7 @@ class Reader {
   ~Reader() {
     if (archive_) zip_discard(archive_);
   }
+  Reader(const Bytes&&, std::string) = delete;  // it reads the bytes in place: never a temporary's
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;
 
