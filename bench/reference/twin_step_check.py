@@ -19,27 +19,19 @@ without the moving variances (PyTorch updates them with the unbiased batch
 variance, Keras 3 with the biased one).
 """
 import argparse
-import gzip
 import os
 import sys
 
 import numpy as np
 
-DATA = "/usr/share/datasets/fashion-mnist"
-
-
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "reference"))
+from step_check import DATA, read_idx  # noqa: E402  (numpy only at import: both Pythons can)
 
 
 def keras_side(out, steps):
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "reference"))
     import keras
     from step_check import notebook_model, set_dtype
     set_dtype(keras, "float64")
@@ -61,7 +53,7 @@ def keras_side(out, steps):
 
 def twin_side(out):
     sys.argv = [sys.argv[0], "--threads", "1"]  # pytorch_twin parses its arguments when imported
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    sys.path.insert(0, os.path.join(HERE, ".."))
     import torch
     import pytorch_twin as twin
     torch.set_default_dtype(torch.float64)

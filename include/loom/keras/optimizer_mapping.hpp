@@ -135,8 +135,7 @@ inline bool keras_before_2_11(const std::string& version) {
 /// (tf_keras/src/optimizers/__init__.py). Keras 3 has no legacy optimizers.
 inline bool legacy_optimizer(const Fields& c, const std::string& version) {
   if (keras_before_2_11(version) || c.flag("is_legacy_optimizer", false)) return true;
-  int major = 0;
-  return std::sscanf(version.c_str(), "%d.", &major) == 1 && major == 2 && c.size() > 0 && !c.has("is_legacy_optimizer");
+  return keras_major_version(version) == 2 && c.size() > 0 && !c.has("is_legacy_optimizer");
 }
 
 // loom's optimizers and schedules, in the order the supported lists name them.
