@@ -7,7 +7,7 @@ results.json files and bench/pytorch_twin.py's JSON files (docs/results.md).
                         --twin "PyTorch twin" T1.json T2.json T3.json [--probe A/results.json]
                         [--probe-summary A/results.json B/results.json]
                         [--classes "notebook recipe" A/results.json --classes "improved" B/results.json]
-                        [--compare]
+                        [--compare] [--late]
 
 Every run found in a group's files counts once per model (a file of
 `--seeds K` holds K runs per model; runs of the same model and seed found
@@ -21,9 +21,14 @@ groups class by class: recall (and errors per 1,000 images) averaged over
 every run of every model in each group, and what changed. --compare sets the
 first two groups (--group or --twin, in that order) side by side per model:
 the F-test of their last-epoch variances (two-sided p-value) and Welch's
-t-test of their means.
+t-test of their means. --late asks, per group and model, whether the spread
+of the last epoch over seeds is what each run's own late-epoch fluctuation
+predicts: if a run's last epoch were any one of its last five (val_accuracy),
+how often would the runs' last epochs be as close together as they are?
+(Exact: every combination of one epoch per run is counted.)
 """
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -182,6 +187,31 @@ def compare(title_a, runs_a, title_b, runs_b):
     print()
 
 
+def late(title, runs, last=5):
+    """The last epoch's spread over seeds against what the runs' own late epochs give."""
+    print(f"**{title}: the last epoch's spread against each run's own last {last} epochs** "
+          f"(val_accuracy; 'as tight or tighter': the share of the {last}^runs ways to pick one of its last "
+          f"{last} epochs per run whose picks are no more spread than the runs' last epochs)\n")
+    print(f"| model | runs | last epochs' sd over seeds | sd within a run (last {last} epochs, pooled) | "
+          f"epochs more than 0.7 points below the run's best of the last {last}: before the last / at the last | "
+          "as tight or tighter |")
+    print("|---|---|---|---|---|---|")
+    for model in sorted({k[0] for k in runs}):
+        tails = [[100 * v for v in r["val"][-last:]] for k, r in sorted(runs.items()) if k[0] == model]
+        tails = [t for t in tails if len(t) == last]
+        if len(tails) < 2:
+            continue
+        observed = statistics.stdev(t[-1] for t in tails)
+        within = math.sqrt(sum(statistics.variance(t) for t in tails) / len(tails))
+        dips = [[v < max(t) - 0.7 for v in t] for t in tails]
+        before, at = sum(sum(d[:-1]) for d in dips), sum(d[-1] for d in dips)
+        picks = list(itertools.product(*tails))
+        tight = sum(statistics.stdev(c) <= observed + 1e-9 for c in picks) / len(picks)
+        print(f"| {model} | {len(tails)} | {observed:.2f} | {within:.2f} | {before}/{len(tails) * (last - 1)} / "
+              f"{at}/{len(tails)} | {tight:.2f} |")
+    print()
+
+
 def probe(path):
     for m in load(path).get("models", []):
         rows = m.get("bn_probe", [])
@@ -264,6 +294,8 @@ def main():
     p.add_argument("--probe-summary", nargs="+", default=[], metavar="RESULTS_JSON",
                    help="results.json files whose --bn-probe ratios to summarize per model and layer")
     p.add_argument("--compare", action="store_true", help="the first two groups side by side: F-test and t-test")
+    p.add_argument("--late", action="store_true",
+                   help="per group: the last epoch's spread over seeds against the runs' own late-epoch fluctuation")
     p.add_argument("--classes", nargs="+", action="append", default=[], metavar=("TITLE", "RESULTS_JSON"),
                    help="twice: a title, then results.json files; compares the two groups class by class")
     args = p.parse_args()
@@ -280,6 +312,10 @@ def main():
         if len(groups) < 2:
             p.error("--compare needs two groups")
         compare(*groups[0], *groups[1])
+    if args.late:
+        for title, runs in ([(g[0], experiment_runs(g[1:])) for g in args.group]
+                            + [(g[0], twin_runs(g[1:])) for g in args.twin]):
+            late(title, runs)
     for path in args.probe:
         probe(path)
     probe_summary(args.probe_summary)
