@@ -6,7 +6,9 @@
                               [--repeats R] [--seed S] [--json]
 
 It is the PyTorch half of bench/compare-pytorch. The model is the notebook's
-CNN_FMNST_model() (examples/notebook_model.hpp), in torch's native NCHW layout:
+CNN_FMNST_model() (examples/notebook_model.hpp), in torch's native NCHW layout
+(bench/notebook_bench.py, which bench/peers_notebook.py shares, holds it and
+the timing conventions):
 
     Conv2D(75, 3x3, same, relu) BatchNorm MaxPool(2, 2, same)
     Conv2D(50, 3x3, same, relu) Dropout(0.2) BatchNorm MaxPool(2, 2, same)
@@ -34,30 +36,10 @@ import json
 import os
 import platform
 import re
-import statistics
 import sys
-import time
 
-TRAINABLE_PARAMETERS = 256567  # loom's summary() of the same model
-WARMUP_STEPS = 10
-TRAIN_POOL = 1024  # images the training batches are cut from, as in notebook_speed
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def batch_list(text):
-    try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive batch sizes, got {text!r}")
-    return sizes
+from notebook_bench import (TRAIN_POOL, TRAINABLE_PARAMETERS, WARMUP_STEPS, batch_list, inference_slices,
+                            positive_int, time_inference, time_training, torch_notebook_model, train_start)
 
 
 def parse_args():
@@ -90,31 +72,6 @@ from torch import nn  # noqa: E402
 torch.set_num_interop_threads(1)
 torch.set_num_threads(args.threads)
 torch.manual_seed(args.seed)
-
-
-def notebook_model(num_categories=10):
-    def conv(cin, cout):
-        return nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1)  # "same" for 3x3, stride 1
-
-    def bn(c):
-        return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)  # Keras: epsilon=1e-3, momentum=0.99
-
-    def pool():
-        return nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)  # Keras "same": 28->14->7->4
-
-    model = nn.Sequential(
-        conv(1, 75), nn.ReLU(), bn(75), pool(),
-        conv(75, 50), nn.ReLU(), nn.Dropout(0.2), bn(50), pool(),
-        conv(50, 25), nn.ReLU(), bn(25), pool(),
-        nn.Flatten(),
-        nn.Linear(25 * 4 * 4, 512), nn.ReLU(), nn.Dropout(0.3),
-        nn.Linear(512, num_categories),  # the softmax is in the loss (training) or applied in inference
-    )
-    for m in model.modules():  # Keras's initializers: glorot_uniform kernels, zero biases
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
-    return model
 
 
 def blas_summary():
@@ -170,7 +127,7 @@ def main():
     print(f"build: {blas_summary()}")
     print(f"loaded: {loaded_math_libraries()}")
 
-    model = notebook_model()
+    model = torch_notebook_model()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     buffers = sum(b.numel() for name, b in model.named_buffers() if not name.endswith("num_batches_tracked"))
     print(f"model: {trainable:,} trainable parameters, {buffers:,} non-trainable (BatchNorm running statistics)")
@@ -186,7 +143,7 @@ def main():
     y = torch.randint(0, 10, (pool_n,), generator=gen)
 
     def train_step(step):
-        start = (step * batch) % (pool_n - batch + 1)
+        start = train_start(step, batch, pool_n)
         xb, yb = x[start:start + batch], y[start:start + batch]
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(xb), yb)
@@ -195,23 +152,11 @@ def main():
         return loss
 
     model.train()
-    for s in range(WARMUP_STEPS):
-        train_step(s)
-    train_times = []
-    step = WARMUP_STEPS
-    loss = None
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            loss = train_step(step)
-            step += 1
-        train_times.append(time.perf_counter() - t0)
+    train, _, loss = time_training(train_step, args.steps, args.repeats, batch)
     last_loss = float(loss.item())
-    train_images = args.steps * batch
-    train_median = train_images / statistics.median(train_times)
-    train_best = train_images / min(train_times)
+    train_median, train_best = train["median"], train["best"]
     print(f"training, batch {batch}: {args.repeats} x {args.steps} steps, median {train_median:.0f} images/s "
-          f"({1e3 * statistics.median(train_times) / args.steps:.2f} ms/step), best {train_best:.0f} images/s "
+          f"({1e3 * batch / train_median:.2f} ms/step), best {train_best:.0f} images/s "
           f"(last loss {last_loss:.4f})")
 
     n = args.infer_images
@@ -220,17 +165,13 @@ def main():
     infer = {}
     with inference_context():
         for b in args.infer_batches:
-            def predict():
-                for i in range(0, n, b):
-                    torch.softmax(model(xi[i:i + b]), dim=1)
+            batches = [xi[i:j] for i, j in inference_slices(n, b)]
 
-            predict()  # warm-up
-            times = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                predict()
-                times.append(time.perf_counter() - t0)
-            infer[str(b)] = {"median": n / statistics.median(times), "best": n / min(times)}
+            def predict():
+                for xb in batches:
+                    torch.softmax(model(xb), dim=1)
+
+            infer[str(b)], _ = time_inference(predict, n, args.repeats)
             print(f"inference, batch {b}: {args.repeats} x {n} images, median {infer[str(b)]['median']:.0f} "
                   f"images/s, best {infer[str(b)]['best']:.0f} images/s")
 
