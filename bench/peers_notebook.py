@@ -71,7 +71,10 @@ PEERS = ("pytorch-eager", "pytorch-compile", "tensorflow", "tensorflow-xla", "on
 # - OV_CPU_MAX_ISA: OpenVINO's cap for its own kernels' with_cpu_x86_* dispatch;
 #   its "Max ISA cap" page says to set it together with ONEDNN_MAX_CPU_ISA, to
 #   the same value. Release builds honour it from 2026.4 (openvino#38305; the
-#   name is in libopenvino.so.2641).
+#   name is in libopenvino.so.2641), and the kernels the plugin reports switch
+#   from *_avx512_* to *_avx2_* under the two. The kernel it picks for the Dense
+#   layers, gemm_mlas_f32, is MLAS, which dispatches on CPUID; the cap page does
+#   not say whether the caps reach it.
 # - ONNX Runtime has none: MLAS chooses its kernels from CPUID at start-up
 #   (onnxruntime/core/mlas/lib/platform.cpp) with no run-time switch, as its
 #   maintainers answer in microsoft/onnxruntime#7010 and #12479; the only
@@ -685,6 +688,8 @@ def openvino_kernels(compiled):
 
 def main():
     args = parse_args()
+    # numpy's own OpenBLAS only makes the data here; one thread keeps its pool from spinning beside the peer's.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     cap = set_isa(args.peer, args.isa)
     print(f"{args.peer}: Python {platform.python_version()}, {platform.machine()}, threads {args.threads}, "
           f"ISA {args.isa} (cap: {cap})", flush=True)
