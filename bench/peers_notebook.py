@@ -698,7 +698,8 @@ def main():
     if args.peer in ("pytorch-compile", "pytorch-epoch"):
         # A fresh Inductor cache for each run: Inductor's on-disk cache does not tell ATEN_CPU_CAPABILITY apart
         # (PyTorch 2.15: kernels cached by a native run crashed a later run under ATEN_CPU_CAPABILITY=avx2 with a
-        # segmentation fault), and a cold cache makes every run's warm-up compile the same way.
+        # segmentation fault), and a cold cache makes every run's warm-up compile the same way. (Inductor keeps its
+        # precompiled headers in /tmp/torchinductor_USER whatever this says, keyed by the compiler's flags.)
         inductor_cache = tempfile.TemporaryDirectory(prefix="peers-inductor-", ignore_cleanup_errors=True)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache.name
     if args.peer in ("pytorch-eager", "pytorch-compile"):
