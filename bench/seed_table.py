@@ -25,7 +25,8 @@ t-test of their means. --late asks, per group and model, whether the spread
 of the last epoch over seeds is what each run's own late-epoch fluctuation
 predicts: if a run's last epoch were any one of its last five (val_accuracy),
 how often would the runs' last epochs be as close together as they are?
-(Exact: every combination of one epoch per run is counted.)
+(Exact: every combination of one epoch per run is counted.) Beside it, the
+level the runs reach: the mean of each run's best val_accuracy of those epochs.
 """
 import argparse
 import itertools
@@ -168,15 +169,15 @@ def welch(a, b):
     return diff, betainc(dof / 2, 0.5, dof / (dof + t * t))
 
 
-def compare(title_a, runs_a, title_b, runs_b):
-    print(f"**{title_a} against {title_b}**: last epoch's test accuracy per model; F-test of the variances "
+def compare(title_a, runs_a, title_b, runs_b, field="test", what="last epoch's test accuracy"):
+    print(f"**{title_a} against {title_b}**: {what} per model; F-test of the variances "
           "(two-sided), Welch's t-test of the means\n")
     print(f"| model | runs | {title_a}: mean (sd) | {title_b}: mean (sd) | sd ratio | F | p (F-test) | "
           "mean difference | p (Welch) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for model in sorted({k[0] for k in runs_a} & {k[0] for k in runs_b}):
-        a = [r["test"] for k, r in sorted(runs_a.items()) if k[0] == model]
-        b = [r["test"] for k, r in sorted(runs_b.items()) if k[0] == model]
+        a = [r[field] for k, r in sorted(runs_a.items()) if k[0] == model and r[field] is not None]
+        b = [r[field] for k, r in sorted(runs_b.items()) if k[0] == model and r[field] is not None]
         if len(a) < 2 or len(b) < 2:
             continue
         f, pf = f_test(a, b)
@@ -194,8 +195,8 @@ def late(title, runs, last=5):
           f"{last} epochs per run whose picks are no more spread than the runs' last epochs)\n")
     print(f"| model | runs | last epochs' sd over seeds | sd within a run (last {last} epochs, pooled) | "
           f"epochs more than 0.7 points below the run's best of the last {last}: before the last / at the last | "
-          "as tight or tighter |")
-    print("|---|---|---|---|---|---|")
+          f"as tight or tighter | the plateau: best of the last {last}, mean over runs |")
+    print("|---|---|---|---|---|---|---|")
     for model in sorted({k[0] for k in runs}):
         tails = [[100 * v for v in r["val"][-last:]] for k, r in sorted(runs.items()) if k[0] == model]
         tails = [t for t in tails if len(t) == last]
@@ -208,7 +209,7 @@ def late(title, runs, last=5):
         picks = list(itertools.product(*tails))
         tight = sum(statistics.stdev(c) <= observed + 1e-9 for c in picks) / len(picks)
         print(f"| {model} | {len(tails)} | {observed:.2f} | {within:.2f} | {before}/{len(tails) * (last - 1)} / "
-              f"{at}/{len(tails)} | {tight:.2f} |")
+              f"{at}/{len(tails)} | {tight:.2f} | {statistics.mean(max(t) for t in tails):.2f} % |")
     print()
 
 
@@ -312,6 +313,7 @@ def main():
         if len(groups) < 2:
             p.error("--compare needs two groups")
         compare(*groups[0], *groups[1])
+        compare(*groups[0], *groups[1], field="best", what="the best-validation epoch's test accuracy")
     if args.late:
         for title, runs in ([(g[0], experiment_runs(g[1:])) for g in args.group]
                             + [(g[0], twin_runs(g[1:])) for g in args.twin]):
