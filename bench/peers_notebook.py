@@ -34,6 +34,7 @@ below, with where each is documented); --isa native removes those switches
 from the environment, so that native means native.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -181,6 +182,23 @@ def measure(rows, measurement, batch, run):
     rows.append(row)
 
 
+def measure_inference(rows, args, n, batches_of, predict, context=contextlib.nullcontext):
+    """The inference rows: at each --infer-batches size, predict(xb) on every batch of the n images
+    (batches_of(size) cuts them), the whole pass timed by time_inference, inside context()."""
+    for b in args.infer_batches:
+        batches = batches_of(b)
+
+        def infer():
+            with context():
+                def predict_all():
+                    for xb in batches:
+                        predict(xb)
+
+                return time_inference(predict_all, n, args.repeats)[0]
+
+        measure(rows, "inference", b, infer)
+
+
 def allocator():
     preload = os.environ.get("LD_PRELOAD", "")
     if "jemalloc" in preload:
@@ -280,18 +298,7 @@ def run_pytorch(args, compiled):
     else:
         context = torch.inference_mode
         predict = lambda xb: torch.softmax(model(xb), dim=1)  # noqa: E731
-    for b in args.infer_batches:
-        batches = [xi[i:j] for i, j in inference_slices(n, b)]
-
-        def infer():
-            with context():
-                def predict_all():
-                    for xb in batches:
-                        predict(xb)
-
-                return time_inference(predict_all, n, args.repeats)[0]
-
-        measure(rows, "inference", b, infer)
+    measure_inference(rows, args, n, lambda b: [xi[i:j] for i, j in inference_slices(n, b)], predict, context)
 
     layout = "channels_last" if args.torch_layout == "channels_last" else "NCHW contiguous"
     threads = f"{torch.get_num_threads()} threads (inter-op {torch.get_num_interop_threads()})"
@@ -478,17 +485,7 @@ def run_tensorflow(args, xla):
     def predict(xb):
         return model(xb, training=False)  # the softmax is the model's last activation
 
-    for b in args.infer_batches:
-        batches = [tf.constant(xi[i:j]) for i, j in inference_slices(n, b)]
-
-        def infer():
-            def predict_all():
-                for xb in batches:
-                    predict(xb)
-
-            return time_inference(predict_all, n, args.repeats)[0]
-
-        measure(rows, "inference", b, infer)
+    measure_inference(rows, args, n, lambda b: [tf.constant(xi[i:j]) for i, j in inference_slices(n, b)], predict)
 
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")
     try:
@@ -587,17 +584,8 @@ def run_onnxruntime(args, path):
     n = args.infer_images
     xi = random_images(rng, n)
     rows = []
-    for b in args.infer_batches:
-        batches = [np.ascontiguousarray(xi[i:j]) for i, j in inference_slices(n, b)]
-
-        def infer():
-            def predict_all():
-                for xb in batches:
-                    session.run(None, {name: xb})
-
-            return time_inference(predict_all, n, args.repeats)[0]
-
-        measure(rows, "inference", b, infer)
+    measure_inference(rows, args, n, lambda b: [np.ascontiguousarray(xi[i:j]) for i, j in inference_slices(n, b)],
+                      lambda xb: session.run(None, {name: xb}))
     settings = f"CPU EP, ORT_ENABLE_ALL; {args.threads} threads (inter-op 1), sequential; NCHW"
     details = (f"providers {','.join(session.get_providers())}; graph optimizations ORT_ENABLE_ALL; intra-op "
                f"{args.threads} / inter-op 1 threads, sequential execution; NCHW model (opset 17) from onnx.helper; "
