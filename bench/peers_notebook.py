@@ -15,7 +15,8 @@ before its framework loads, and none shares a thread pool with another):
     pytorch-compile      torch.compile (Inductor); inference frozen, under no_grad
     tensorflow           Keras 3 model, tf.function steps, XLA off
     tensorflow-xla       the same, tf.function(jit_compile=True)
-    onnxruntime          inference only: CPUExecutionProvider, ORT_ENABLE_ALL
+    onnxruntime          inference only: CPUExecutionProvider, ORT_ENABLE_ALL, one request at a time
+    onnxruntime-concurrent  the same session serving T requests at once, one intra-op thread each
     openvino-latency     inference only: CPU plugin, LATENCY hint, one request at a time
     openvino-throughput  inference only: CPU plugin, THROUGHPUT hint, AsyncInferQueue
     pytorch-epoch        one experiment epoch in PyTorch 2, eager and compiled
@@ -40,14 +41,15 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 
 from notebook_bench import (TRAIN_POOL, TRAINABLE_PARAMETERS, WARMUP_STEPS, batch_list, inference_slices,
                             positive_int, time_inference, time_training, torch_notebook_model, train_start)
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
-PEERS = ("pytorch-eager", "pytorch-compile", "tensorflow", "tensorflow-xla", "onnxruntime", "openvino-latency",
-         "openvino-throughput", "pytorch-epoch")
+PEERS = ("pytorch-eager", "pytorch-compile", "tensorflow", "tensorflow-xla", "onnxruntime", "onnxruntime-concurrent",
+         "openvino-latency", "openvino-throughput", "pytorch-epoch")
 
 # Each peer's own switch for "no instruction newer than AVX2", set before the
 # framework is imported (each reads it once, at its first kernel):
@@ -133,6 +135,8 @@ def family(peer):
         return "pytorch"
     if peer.startswith("openvino"):
         return "openvino"
+    if peer.startswith("onnxruntime"):
+        return "onnxruntime"
     return peer
 
 
@@ -569,13 +573,15 @@ def notebook_onnx(path, seed):
     onnx.save(model, path)
 
 
-def run_onnxruntime(args, path):
+def run_onnxruntime(args, path, concurrent):
+    """One request at a time on T intra-op threads; or, concurrent, T requests at once on one session
+    (InferenceSession.run may be called from several threads), each with one intra-op thread."""
     import numpy as np
     import onnx
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = args.threads  # the calling thread counts as one of them
+    options.intra_op_num_threads = 1 if concurrent else args.threads  # the calling thread counts as one of them
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
@@ -584,14 +590,44 @@ def run_onnxruntime(args, path):
     n = args.infer_images
     xi = random_images(rng, n)
     rows = []
-    measure_inference(rows, args, n, lambda b: [np.ascontiguousarray(xi[i:j]) for i, j in inference_slices(n, b)],
-                      lambda xb: session.run(None, {name: xb}))
-    settings = f"CPU EP, ORT_ENABLE_ALL; {args.threads} threads (inter-op 1), sequential; NCHW"
-    details = (f"providers {','.join(session.get_providers())}; graph optimizations ORT_ENABLE_ALL; intra-op "
-               f"{args.threads} / inter-op 1 threads, sequential execution; NCHW model (opset 17) from onnx.helper; "
-               f"default CPU memory arena")
-    return {"framework": "ONNX Runtime", "mode": "CPU", "versions": {"ONNX Runtime": ort.__version__,
-                                                                      "onnx": onnx.__version__},
+    batches_of = lambda b: [np.ascontiguousarray(xi[i:j]) for i, j in inference_slices(n, b)]  # noqa: E731
+    if not concurrent:
+        measure_inference(rows, args, n, batches_of, lambda xb: session.run(None, {name: xb}))
+    else:
+        for b in args.infer_batches:
+            batches = batches_of(b)
+
+            def predict_all():  # T workers take the batches from one queue; run() releases the GIL
+                queue = iter(batches)
+                lock = threading.Lock()
+
+                def worker():
+                    while True:
+                        with lock:
+                            xb = next(queue, None)
+                        if xb is None:
+                            return
+                        session.run(None, {name: xb})
+
+                workers = [threading.Thread(target=worker) for _ in range(args.threads)]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join()
+
+            measure(rows, "inference", b, lambda: time_inference(predict_all, n, args.repeats)[0])
+    if concurrent:
+        settings = (f"CPU EP, ORT_ENABLE_ALL; {args.threads} requests at once on one session, 1 intra-op thread "
+                    f"each; NCHW")
+    else:
+        settings = f"CPU EP, ORT_ENABLE_ALL; {args.threads} threads (inter-op 1), sequential; NCHW"
+    details = (f"providers {','.join(session.get_providers())}; graph optimizations ORT_ENABLE_ALL; "
+               + (f"{args.threads} Python threads calling run() on one session, taking the batches from one "
+                  f"queue, intra-op 1 / inter-op 1 threads; " if concurrent else
+                  f"intra-op {args.threads} / inter-op 1 threads, sequential execution; ")
+               + "NCHW model (opset 17) from onnx.helper; default CPU memory arena")
+    return {"framework": "ONNX Runtime", "mode": "concurrent" if concurrent else "CPU",
+            "versions": {"ONNX Runtime": ort.__version__, "onnx": onnx.__version__},
             "settings": settings, "details": details, "isa_check": None, "rows": rows}
 
 
@@ -700,8 +736,8 @@ def main():
         with tempfile.TemporaryDirectory() as work:
             path = os.path.join(work, "notebook.onnx")
             notebook_onnx(path, args.seed)
-            if args.peer == "onnxruntime":
-                result = run_onnxruntime(args, path)
+            if args.peer.startswith("onnxruntime"):
+                result = run_onnxruntime(args, path, concurrent=args.peer == "onnxruntime-concurrent")
             else:
                 result = run_openvino(args, path, "LATENCY" if args.peer == "openvino-latency" else "THROUGHPUT")
     result["versions"]["numpy"] = np.__version__

@@ -3,19 +3,25 @@
 // as the median and best of a few repeats.
 //
 //   notebook_speed [--steps N] [--batch-size B] [--threads T] [--repeats R]
-//                  [--infer-batches 32,1000] [--infer-images N] [--json]
+//                  [--infer-batches 32,1000] [--infer-images N] [--concurrent] [--json]
 //
 // The data is random (uniform pixels, random labels): this program measures
 // speed, not accuracy. Inference calls predict once per batch, as the
-// PyTorch twin calls its model. bench/compare-pytorch runs it beside PyTorch and
-// reads the JSON line that --json adds at the end.
+// PyTorch twin calls its model, one request at a time. With --concurrent it
+// also times requests served at once, as a server with one worker per core
+// does (OpenVINO's THROUGHPUT hint, its "streams"): T workers, each with its
+// own copy of the model and one thread, take the batches from one queue.
+// bench/compare-pytorch and bench/compare-peers run it beside their peers
+// and read the JSON line that --json adds at the end.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 #include <vector>
 
 #include "notebook_model.hpp"
@@ -50,7 +56,7 @@ int main(int argc, char** argv) {
   int threads = 0, repeats = 3;
   std::vector<loom::Index> infer_batches{32, 1000};
   std::uint64_t seed = 0;
-  bool json = false;
+  bool json = false, concurrent = false;
   app.add_option("--steps", steps, "training steps per repeat (after 10 warm-up steps)")
       ->check(CLI::Range(1L, 1000000L));
   app.add_option("--batch-size", batch, "training batch size")->check(CLI::Range(loom::Index(1), loom::Index(4096)));
@@ -65,6 +71,9 @@ int main(int argc, char** argv) {
   app.add_option("--infer-images", infer_images, "images per inference timing")
       ->check(CLI::Range(loom::Index(1), loom::Index(1000000)));
   app.add_option("--seed", seed, "seed of the model and the data");
+  app.add_flag("--concurrent", concurrent,
+               "also time inference with one request per thread at once, each worker on its own copy of the model "
+               "with one thread");
   app.add_flag("--json", json, "end with one line of JSON holding the results");
   CLI11_PARSE(app, argc, argv);
 
@@ -123,6 +132,37 @@ int main(int argc, char** argv) {
                   r.median, r.best, static_cast<long>(infer_images));
       infer[std::to_string(b)] = {{"median", r.median}, {"best", r.best}};
     }
+    nlohmann::json infer_concurrent = nlohmann::json::object();
+    if (concurrent) {
+      // One model per worker, the same weights (the same seed), each run by
+      // one thread: loom::set_num_threads is the calling thread's setting.
+      std::vector<loom::Sequential<float>> copies;
+      for (int w = 0; w < threads; ++w) copies.push_back(loom::examples::notebook_model<float>(seed));
+      for (const loom::Index b : infer_batches) {
+        std::vector<loom::Tensor<float>> batches;
+        for (loom::Index start = 0; start < infer_images; start += b) {
+          const loom::Index n = std::min(b, infer_images - start);
+          batches.emplace_back(loom::Shape{n, 28, 28, 1});
+          std::copy(xi.data() + start * 784, xi.data() + (start + n) * 784, batches.back().data());
+        }
+        const auto serve_all = [&] {
+          std::atomic<std::size_t> next{0};
+          std::vector<std::thread> workers;
+          for (int w = 0; w < threads; ++w) {
+            workers.emplace_back([&, w] {
+              loom::set_num_threads(1);
+              for (std::size_t i = next++; i < batches.size(); i = next++) copies[std::size_t(w)].predict(batches[i], b);
+            });
+          }
+          for (auto& worker : workers) worker.join();
+        };
+        serve_all();  // warm-up
+        const Rate r = time_repeats(repeats, static_cast<double>(infer_images), serve_all);
+        std::printf("inference, batch %ld, %d requests at once (1 thread each): %.0f images/s median, %.0f best\n",
+                    static_cast<long>(b), threads, r.median, r.best);
+        infer_concurrent[std::to_string(b)] = {{"median", r.median}, {"best", r.best}};
+      }
+    }
     if (json) {
       const nlohmann::json j = {{"framework", "loom"},
                                 {"version", loom::version},
@@ -133,7 +173,8 @@ int main(int argc, char** argv) {
                                 {"train_images_per_s_median", training.median},
                                 {"train_images_per_s_best", training.best},
                                 {"infer_images", infer_images},
-                                {"infer", infer}};
+                                {"infer", infer},
+                                {"infer_concurrent", infer_concurrent}};
       std::cout << j.dump() << std::endl;
     }
     return 0;
