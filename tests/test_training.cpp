@@ -4,8 +4,11 @@
 // end-to-end training run on a synthetic problem.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <limits>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "gradient_check.hpp"
 #include "notebook_model.hpp"
@@ -320,6 +323,42 @@ TEST_CASE("predict gives the same outputs whatever the batch size: bit for bit w
       const Tensor<float>& p = model.forward(xb, Mode::Inference);
       CHECK(same(p.begin(), p.end(), reference.data() + start * 10));
     }
+  }
+}
+
+TEST_CASE("copies of a model predict at once on their own threads, one OpenMP thread each, as one model alone") {
+  // What notebook_speed --concurrent times (requests at once, as a server with
+  // a worker per core): each worker its own model, built with the same seed,
+  // and loom::set_num_threads(1), which is the calling thread's own setting.
+  // Batch 1 runs the GEMM's one-row tile in Dense and Winograd's cached
+  // transforms in the convolutions.
+  auto model = notebook_model<float>(6);
+  Tensor<float> x, y;
+  random_batch(24, 7, x, y);
+  const Tensor<float> reference = model.predict(x, 1);
+  std::vector<Sequential<float>> copies;
+  for (int w = 0; w < 2; ++w) copies.push_back(notebook_model<float>(6));
+  Tensor<float> outputs(reference.shape());  // each image's row written by the worker that took it
+  std::vector<int> threads_seen(2, 0);
+  std::atomic<Index> next{0};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 2; ++w) {
+    workers.emplace_back([&, w] {
+      set_num_threads(1);
+      threads_seen[static_cast<std::size_t>(w)] = num_threads();
+      Tensor<float> xi(Shape{1, 28, 28, 1});
+      for (Index i = next++; i < 24; i = next++) {
+        std::copy(x.data() + i * 784, x.data() + (i + 1) * 784, xi.data());
+        const Tensor<float> p = copies[static_cast<std::size_t>(w)].predict(xi, 1);
+        std::copy(p.begin(), p.end(), outputs.data() + i * 10);
+      }
+    });
+  }
+  for (auto& worker : workers) worker.join();
+  CHECK(threads_seen == std::vector<int>{1, 1});
+  for (Index i = 0; i < reference.size(); ++i) {
+    CAPTURE(i);
+    CHECK(outputs[i] == doctest::Approx(reference[i]).epsilon(1e-6));
   }
 }
 
