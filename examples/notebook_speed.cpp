@@ -110,6 +110,16 @@ int main(int argc, char** argv) {
 
     loom::Tensor<float> xi(loom::Shape{infer_images, 28, 28, 1});
     for (float& v : xi) v = static_cast<float>(rng.uniform());
+    // The inference images cut into batches of b.
+    const auto batches_of = [&](loom::Index b) {
+      std::vector<loom::Tensor<float>> batches;
+      for (loom::Index start = 0; start < infer_images; start += b) {
+        const loom::Index n = std::min(b, infer_images - start);
+        batches.emplace_back(loom::Shape{n, 28, 28, 1});
+        std::copy(xi.data() + start * 784, xi.data() + (start + n) * 784, batches.back().data());
+      }
+      return batches;
+    };
     nlohmann::json infer = nlohmann::json::object();
     for (const loom::Index b : infer_batches) {
       // One predict call per batch of b images, as bench/pytorch_notebook.py
@@ -117,12 +127,7 @@ int main(int argc, char** argv) {
       // work split across the threads), at batch 1000 a call's 32-image
       // chunks go to the threads whole. (One predict of all the images at
       // batch_size b would run even batch 1 a chunk per thread.)
-      std::vector<loom::Tensor<float>> batches;
-      for (loom::Index start = 0; start < infer_images; start += b) {
-        const loom::Index n = std::min(b, infer_images - start);
-        batches.emplace_back(loom::Shape{n, 28, 28, 1});
-        std::copy(xi.data() + start * 784, xi.data() + (start + n) * 784, batches.back().data());
-      }
+      const std::vector<loom::Tensor<float>> batches = batches_of(b);
       const auto predict_all = [&] {
         for (const auto& x : batches) model.predict(x, b);
       };
@@ -134,17 +139,13 @@ int main(int argc, char** argv) {
     }
     nlohmann::json infer_concurrent = nlohmann::json::object();
     if (concurrent) {
-      // One model per worker, the same weights (the same seed), each run by
-      // one thread: loom::set_num_threads is the calling thread's setting.
+      // One model per worker, built as the model was (the same seed; the
+      // untrained weights, which time the same), each run by one thread:
+      // loom::set_num_threads is the calling thread's own setting.
       std::vector<loom::Sequential<float>> copies;
       for (int w = 0; w < threads; ++w) copies.push_back(loom::examples::notebook_model<float>(seed));
       for (const loom::Index b : infer_batches) {
-        std::vector<loom::Tensor<float>> batches;
-        for (loom::Index start = 0; start < infer_images; start += b) {
-          const loom::Index n = std::min(b, infer_images - start);
-          batches.emplace_back(loom::Shape{n, 28, 28, 1});
-          std::copy(xi.data() + start * 784, xi.data() + (start + n) * 784, batches.back().data());
-        }
+        const std::vector<loom::Tensor<float>> batches = batches_of(b);
         const auto serve_all = [&] {
           std::atomic<std::size_t> next{0};
           std::vector<std::thread> workers;
