@@ -79,7 +79,7 @@ void check_shapes(double tolerance) {
   // Edges: 1, tile sizes +-1 (MR up to 24, NR 8 to 32), depth past KC = 256,
   // rows past MC (about 168), columns past NC = 2048; widths a few columns
   // past whole tiles of 16 or 32 (18, 34, 66), as N = 50 is on AVX2. One and
-  // two rows take the one-row tile (kRowTile, NR 64 or 128): 130 and 300
+  // two rows take the one-row tile (the last of kTiles, NR 64 or 128): 130 and 300
   // columns end partway through its second and third slivers.
   const Index ms[] = {1, 2, 5, 6, 7, 13, 14, 15, 32, 33, 169, 200};
   const Index ns[] = {1, 7, 8, 9, 16, 17, 18, 25, 32, 33, 34, 50, 66, 75, 130, 300};

@@ -149,8 +149,10 @@ TEST_CASE("Conv2D: the direct kernel and im2col agree in float, forward and weig
   };
   // The notebook's conv1; an output row shorter than a tile with 33 filters
   // (a full vector and a rest); a strided 5x5 on 3 channels (a tap tile and
-  // a rest); a batch of one split by rows.
+  // a rest); a batch of one split by rows; an output one pixel wide, which
+  // takes the GEMM's one-row tile.
   for (const Case& c : {Case{{28, 28, 1}, 75, {3, 3}, {1, 1}, Padding::Same, 3},
+                        Case{{5, 3, 2}, 40, {3, 3}, {1, 1}, Padding::Valid, 2},
                         Case{{9, 5, 2}, 33, {3, 3}, {1, 1}, Padding::Valid, 2},
                         Case{{17, 19, 3}, 16, {5, 5}, {2, 2}, Padding::Same, 2},
                         Case{{28, 28, 1}, 32, {3, 3}, {1, 1}, Padding::Same, 1}}) {

@@ -331,20 +331,18 @@ struct TileShape {
 };
 
 /// The GEMM's tiles, fastest first. The smaller shapes are there for an N or
-/// M that would leave most of a big tile empty (N = 50, a batch of 32).
+/// M that would leave most of a big tile empty (N = 50, a batch of 32). The
+/// last, one row by 8 vectors, is for products of one or two rows (a Dense
+/// layer at batch 1): its 8 accumulators are 8 independent FMA chains, each
+/// step loading 8 vectors of B for one broadcast of A, where the 8-row tile
+/// did 8 times the FMAs, 7 on rows that do not exist (notebook_speed at
+/// batch 1, one thread: Dense's forward was 22 % of the time). Its rate is
+/// that of reading B from L2, below the FMA peak's.
 #if defined(__AVX512F__)
-inline constexpr TileShape kTiles[] = {{14, 2, 0.95}, {8, 2, 0.95}, {16, 1, 0.70}};
+inline constexpr TileShape kTiles[] = {{14, 2, 0.95}, {8, 2, 0.95}, {16, 1, 0.70}, {1, 8, 0.25}};
 #else
-inline constexpr TileShape kTiles[] = {{6, 2, 0.95}, {5, 2, 0.90}, {12, 1, 0.87}, {8, 1, 0.83}};
+inline constexpr TileShape kTiles[] = {{6, 2, 0.95}, {5, 2, 0.90}, {12, 1, 0.87}, {8, 1, 0.83}, {1, 8, 0.25}};
 #endif
-
-/// One row at a time, for a product of one or two rows (a Dense layer at
-/// batch 1): its 8 accumulators are 8 independent FMA chains, and each step
-/// loads 8 vectors of B for one broadcast of A. The 8-row tile would do 8
-/// times the FMAs there, 7 of them on rows that do not exist (notebook_speed
-/// at batch 1, one thread: Dense's forward was 22 % of the time). Its rate
-/// is that of reading B from L2, below the FMA peak's.
-inline constexpr TileShape kRowTile = {1, 8, 0.25};
 
 /// The padded work of an m x n product in tiles of `tile`, at its rate.
 inline double tile_cost(const TileShape& tile, Index m, Index n) {
@@ -391,13 +389,11 @@ void with_tile(int tile, F&& f) {
 /// later call of gemm on the same buffer does not allocate).
 inline void reserve(Index n, Index k, Buffer& bpack) {
   Index need = 0;
-  const auto need_of = [&](const TileShape& t) {
+  for (const TileShape& t : kTiles) {
     const Index nr = t.nv * Isa::W, kc = std::min<Index>(KC, k);
     const Index panel = std::min<Index>(NC, (n + nr - 1) / nr * nr) * kc;
     need = std::max<Index>(need, panel + t.mr * kc);
-  };
-  for (const TileShape& t : kTiles) need_of(t);
-  need_of(kRowTile);
+  }
   if (static_cast<Index>(bpack.size()) < need) bpack.resize(static_cast<std::size_t>(need));
 }
 
@@ -406,12 +402,7 @@ inline void reserve(Index n, Index k, Buffer& bpack) {
 inline void gemm(Index m, Index n, Index k, const GemmOperand<float>& a, const GemmOperand<float>& b, float* c,
                  Index ldc, bool accumulate, const Epilogue& epilogue, Buffer& bpack) {
   const Strided sa = strided(a), sb = strided(b);
-  const int tile = choose_tile<kTiles>(m, n);
-  if (tile_cost(kRowTile, m, n) < tile_cost(kTiles[tile], m, n)) {
-    if (a.transposed) return run<kRowTile.mr, kRowTile.nv, false>(m, n, k, sa, sb, c, ldc, accumulate, epilogue, bpack);
-    return run<kRowTile.mr, kRowTile.nv, true>(m, n, k, sa, sb, c, ldc, accumulate, epilogue, bpack);
-  }
-  with_tile<kTiles>(tile, [&](auto mr, auto nv) {
+  with_tile<kTiles>(choose_tile<kTiles>(m, n), [&](auto mr, auto nv) {
     if (a.transposed) return run<mr, nv, false>(m, n, k, sa, sb, c, ldc, accumulate, epilogue, bpack);
     run<mr, nv, true>(m, n, k, sa, sb, c, ldc, accumulate, epilogue, bpack);
   });
