@@ -186,15 +186,18 @@ def measure(rows, measurement, batch, run):
     rows.append(row)
 
 
-def measure_inference(rows, args, n, batches_of, predict, context=contextlib.nullcontext):
+def measure_inference(rows, args, n, batches_of, predict, context=contextlib.nullcontext, serve=None):
     """The inference rows: at each --infer-batches size, predict(xb) on every batch of the n images
-    (batches_of(size) cuts them), the whole pass timed by time_inference, inside context()."""
+    (batches_of(size) cuts them), or serve(batches) on them all, the whole pass timed by time_inference,
+    inside context()."""
     for b in args.infer_batches:
         batches = batches_of(b)
 
         def infer():
             with context():
                 def predict_all():
+                    if serve is not None:
+                        return serve(batches)
                     for xb in batches:
                         predict(xb)
 
@@ -591,31 +594,27 @@ def run_onnxruntime(args, path, concurrent):
     xi = random_images(rng, n)
     rows = []
     batches_of = lambda b: [np.ascontiguousarray(xi[i:j]) for i, j in inference_slices(n, b)]  # noqa: E731
-    if not concurrent:
-        measure_inference(rows, args, n, batches_of, lambda xb: session.run(None, {name: xb}))
-    else:
-        for b in args.infer_batches:
-            batches = batches_of(b)
 
-            def predict_all():  # T workers take the batches from one queue; run() releases the GIL
-                queue = iter(batches)
-                lock = threading.Lock()
+    def serve(batches):  # T workers take the batches from one queue; run() releases the GIL
+        queue = iter(batches)
+        lock = threading.Lock()
 
-                def worker():
-                    while True:
-                        with lock:
-                            xb = next(queue, None)
-                        if xb is None:
-                            return
-                        session.run(None, {name: xb})
+        def worker():
+            while True:
+                with lock:
+                    xb = next(queue, None)
+                if xb is None:
+                    return
+                session.run(None, {name: xb})
 
-                workers = [threading.Thread(target=worker) for _ in range(args.threads)]
-                for w in workers:
-                    w.start()
-                for w in workers:
-                    w.join()
+        workers = [threading.Thread(target=worker) for _ in range(args.threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
 
-            measure(rows, "inference", b, lambda: time_inference(predict_all, n, args.repeats)[0])
+    measure_inference(rows, args, n, batches_of, lambda xb: session.run(None, {name: xb}),
+                      serve=serve if concurrent else None)
     if concurrent:
         settings = (f"CPU EP, ORT_ENABLE_ALL; {args.threads} requests at once on one session, 1 intra-op thread "
                     f"each; NCHW")
