@@ -78,12 +78,16 @@ PEERS = ("pytorch-eager", "pytorch-compile", "tensorflow", "tensorflow-xla", "on
 #   from *_avx512_* to *_avx2_* under the two. The kernel it picks for the Dense
 #   layers, gemm_mlas_f32, is MLAS, which dispatches on CPUID; the cap page does
 #   not say whether the caps reach it.
-# - ONNX Runtime has none: MLAS chooses its kernels from CPUID at start-up
+# - ONNX Runtime has no switch: MLAS chooses its kernels from CPUID at start-up
 #   (onnxruntime/core/mlas/lib/platform.cpp) with no run-time switch, as its
-#   maintainers answer in microsoft/onnxruntime#7010 and #12479; the only
+#   maintainers answer in microsoft/onnxruntime#7010 and #12479 (the only
 #   AVX-512 variable in 1.32's binary, ORT_QMOE_CPU_DISABLE_AVX512, concerns a
-#   quantized mixture-of-experts operator. Capped runs still use AVX-512 there,
-#   and its rows say so.
+#   quantized mixture-of-experts operator). So bench/compare-peers caps it at
+#   CPUID itself: it preloads bench/reference/cpuid_avx2.c, which turns on
+#   Linux's CPUID faulting and answers every CPUID of the process with the
+#   AVX-512 bits cleared, as an AVX2-only CPU would. The same library goes
+#   under OpenVINO too, for the MLAS GEMM its own cap does not reach. Where the
+#   kernel cannot fault CPUID, ONNX Runtime's rows say it ran uncapped.
 AVX2_CAPS = {
     "pytorch": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
     "tensorflow": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
@@ -93,7 +97,21 @@ AVX2_CAPS = {
 }
 CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
                  "OV_CPU_MAX_ISA")
+CPUID_CAPPED = ("onnxruntime", "openvino")  # the families compare-peers preloads cpuid_avx2.so under
+CPUID_CAP = "CPUID without AVX-512 (cpuid_avx2.so)"
 NO_CAP = {"onnxruntime": "none: MLAS has no run-time ISA switch (AVX-512 kernels run)"}
+
+
+def cpuid_cap():
+    """(on, CPUIDs answered) of bench/reference/cpuid_avx2.c when it is preloaded, else None."""
+    import ctypes
+    try:
+        status = ctypes.CDLL(None).cpuid_avx2_status
+    except AttributeError:
+        return None
+    status.restype, status.argtypes = ctypes.c_int, [ctypes.POINTER(ctypes.c_long)]
+    count = ctypes.c_long(0)
+    return bool(status(ctypes.byref(count))), count.value
 
 
 def parse_args():
@@ -160,10 +178,18 @@ def set_isa(peer, isa):
     if isa == "native":
         if removed:
             print(f"native run: removed {', '.join(removed)} from the environment")
+        if cpuid_cap():
+            raise SystemExit("a native run with cpuid_avx2.so preloaded: it would cap the peer to AVX2")
         return "none"
-    if not caps:
-        return NO_CAP[family(peer)]
-    return " ".join(f"{name}={value}" for name, value in caps.items())
+    switches = [f"{name}={value}" for name, value in caps.items()]
+    shim = cpuid_cap()
+    if family(peer) in CPUID_CAPPED and shim and shim[0]:
+        switches.append(CPUID_CAP)
+    elif family(peer) in CPUID_CAPPED:
+        print(f"{peer}: CPUID is not capped ({'this kernel cannot fault CPUID' if shim else 'cpuid_avx2.so not preloaded'})")
+    if not switches:
+        return NO_CAP[family(peer)] + ("; this machine cannot fault CPUID" if shim else "")
+    return " ".join(switches)
 
 
 def one_line(error):
@@ -740,6 +766,10 @@ def main():
             else:
                 result = run_openvino(args, path, "LATENCY" if args.peer == "openvino-latency" else "THROUGHPUT")
     result["versions"]["numpy"] = np.__version__
+    shim = cpuid_cap()
+    if shim and shim[0]:
+        seen = f"{shim[1]} CPUIDs answered without AVX-512"
+        result["isa_check"] = f"{result['isa_check']}; {seen}" if result.get("isa_check") else seen
     print(f"versions: {', '.join(f'{k} {v}' for k, v in result['versions'].items())}")
     print(f"settings: {result['details']}")
     if result.get("isa_check"):
