@@ -374,6 +374,13 @@ void save_for_keras(Sequential<float>& model, const ExperimentOptions& opt, cons
   std::cout << "Saved for Keras: " << path << "\n";
 }
 
+/// Every parameter and buffer of the model, in order.
+std::vector<float> parameter_values(Sequential<float>& model) {
+  std::vector<float> values;
+  for (const auto& p : model.parameters()) values.insert(values.end(), p.value->begin(), p.value->end());
+  return values;
+}
+
 /// Scores the trained model on the test images as the notebook did (the weights after the last epoch),
 /// with --bn-probe also with recalibrated BatchNormalization statistics, and with a validation split
 /// also with the weights of the best epoch (which it leaves loaded); prints each.
@@ -382,9 +389,9 @@ void score_run(Sequential<float>& model, ModelResult& r, const Experiment& ex, c
   const ExperimentOptions& opt = ex.opt;
   r.history = model.history();
   if (callbacks.probe) r.bn_probe = callbacks.probe->rows();
-  r.test = model.evaluate(data.x_test(), data.y_test(), opt.batch_size);
-  r.confusion =
-      ConfusionMatrix(labels_of(ex.data.y_test), argmax_rows(model.predict(data.x_test(), opt.batch_size)), 10);
+  Tensor<float> predictions;  // evaluate and predict in one pass
+  r.test = model.evaluate(data.x_test(), data.y_test(), opt.batch_size, predictions);
+  r.confusion = ConfusionMatrix(labels_of(ex.data.y_test), argmax_rows(predictions), 10);
   if (opt.bn_probe) {  // the same weights with exact BatchNormalization statistics (the best weights reload them all)
     examples::recalibrate_batch_norm(model, data.x_train());
     r.recalibrated_test_accuracy = model.evaluate(data.x_test(), data.y_test(), opt.batch_size).accuracy;
@@ -398,8 +405,12 @@ void score_run(Sequential<float>& model, ModelResult& r, const Experiment& ex, c
             << examples::analysis_text(r.confusion);
   if (callbacks.keep_best) {
     r.best_epoch = callbacks.keep_best->best_epoch();
+    const std::vector<float> scored = parameter_values(model);  // what r.test scored (without --bn-probe)
     model.load_weights(files.best_weights);
-    r.best_epoch_test = model.evaluate(data.x_test(), data.y_test(), opt.batch_size);
+    // When the best epoch is the last, the same weights: inference depends on them alone.
+    r.best_epoch_test = !opt.bn_probe && parameter_values(model) == scored
+                            ? r.test
+                            : model.evaluate(data.x_test(), data.y_test(), opt.batch_size);
     std::printf("With the weights of epoch %d (best val_accuracy %.4f): test accuracy %.2f %%\n", r.best_epoch,
                 callbacks.keep_best->best(), 100 * r.best_epoch_test.accuracy);
   }

@@ -362,6 +362,37 @@ TEST_CASE("copies of a model predict at once on their own threads, one OpenMP th
   }
 }
 
+TEST_CASE("evaluate keeping its predictions: one pass gives evaluate's loss and accuracy and predict's outputs") {
+  // What the experiment scores the test images with (loss, accuracy and the
+  // confusion matrix's predicted classes): the same numbers, bit for bit, as
+  // evaluate and then predict, at every batch size and on one or two threads.
+  const int saved = num_threads();
+  auto model = notebook_model<float>(14);
+  model.compile("sparse_categorical_crossentropy", {"accuracy"});
+  Tensor<float> x, y;
+  random_batch(77, 3, x, y);
+  model.train_step(x, y);
+  for (const int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (const Index b : {Index(1), Index(8), Index(32), Index(100)}) {
+      CAPTURE(threads);
+      CAPTURE(b);
+      Tensor<float> p(Shape{3, 3});  // the wrong shape: resized
+      const Evaluation both = model.evaluate(x, y, b, p);
+      const Evaluation alone = model.evaluate(x, y, b);
+      const Tensor<float> predicted = model.predict(x, b);
+      CHECK(both.loss == alone.loss);
+      CHECK(both.accuracy == alone.accuracy);
+      REQUIRE(p.shape() == predicted.shape());
+      CHECK(std::equal(p.begin(), p.end(), predicted.begin()));
+    }
+  }
+  set_num_threads(saved);
+  Tensor<float> p;
+  Tensor<float> wrong_y(Shape{76});
+  CHECK_THROWS_AS(model.evaluate(x, wrong_y, 32, p), ShapeError);
+}
+
 TEST_CASE("predict and evaluate on two threads run whole chunks on copies of the layers, with the same results") {
   // With at least two chunks per thread, each thread runs its chunks on its
   // own copy of the layers (Inference::chunks, model/inference.hpp); otherwise, and on one

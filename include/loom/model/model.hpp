@@ -43,9 +43,10 @@ class Model {
   /// for their shape if it is not built yet. `what` names the caller in errors.
   virtual void check_inputs(const Tensor<T>& x, const char* what) = 0;
   /// What `evaluate` divides, over the samples [begin, end) of checked data:
-  /// the loss times the samples, and the correct predictions.
+  /// the loss times the samples, and the correct predictions. With
+  /// `predictions`, the outputs it scored go to its rows [begin, end) too.
   virtual std::pair<double, Index> evaluation_sums(const Tensor<T>& x, const Tensor<T>& y, Index begin, Index end,
-                                                   Index batch_size) = 0;
+                                                   Index batch_size, Tensor<T>* predictions) = 0;
   /// Saves the model (with its training state, unless include_optimizer is false) to one file.
   virtual void save(const std::string& path, bool include_optimizer = true) const = 0;
   /// Saves the parameters and buffers only.
@@ -79,11 +80,14 @@ class Model {
 
   /// Loss and accuracy over (x, y) in inference mode, with the compiled loss.
   Evaluation evaluate(const Tensor<T>& x, const Tensor<T>& y, Index batch_size = 32) {
-    trainer_.check_data(*this, x, y, "evaluate");
-    if (batch_size < 1) throw ConfigError(detail::str("evaluate: batch_size must be >= 1, got ", batch_size));
-    const Index n = x.dim(0);
-    const auto [sum, correct] = evaluation_sums(x, y, 0, n, batch_size);
-    return {sum / static_cast<double>(n), static_cast<double>(correct) / static_cast<double>(n)};
+    return evaluate_checked(x, y, batch_size, nullptr);
+  }
+  /// evaluate, keeping the outputs it scored in `predictions` (resized to
+  /// what predict(x, batch_size) returns, and the same bit for bit): the
+  /// loss, the accuracy and the predictions of one pass over x, where
+  /// Keras's evaluate then predict make two.
+  Evaluation evaluate(const Tensor<T>& x, const Tensor<T>& y, Index batch_size, Tensor<T>& predictions) {
+    return evaluate_checked(x, y, batch_size, &predictions);
   }
 
   Trainer<T>& trainer() { return trainer_; }
@@ -108,6 +112,15 @@ class Model {
   Model& operator=(Model&&) noexcept = default;
 
  private:
+  Evaluation evaluate_checked(const Tensor<T>& x, const Tensor<T>& y, Index batch_size, Tensor<T>* predictions) {
+    trainer_.check_data(*this, x, y, "evaluate");
+    if (batch_size < 1) throw ConfigError(detail::str("evaluate: batch_size must be >= 1, got ", batch_size));
+    const Index n = x.dim(0);
+    if (predictions) predictions->resize(output_shape().with_batch(n));
+    const auto [sum, correct] = evaluation_sums(x, y, 0, n, batch_size, predictions);
+    return {sum / static_cast<double>(n), static_cast<double>(correct) / static_cast<double>(n)};
+  }
+
   Trainer<T> trainer_;
 };
 

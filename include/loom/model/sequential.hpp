@@ -173,11 +173,12 @@ class Sequential : public Model<T> {
   /// at most kInferenceChunk samples, in order, so they are the same
   /// whatever the batch_size (up to rounding) and the thread count.
   std::pair<double, Index> evaluation_sums(const Tensor<T>& x, const Tensor<T>& y, Index begin, Index end,
-                                           Index batch_size) override {
+                                           Index batch_size, Tensor<T>* predictions) override {
     const Loss<T>& loss = this->trainer().loss();
     const Index step = std::min(batch_size, kInferenceChunk), chunks = (end - begin + step - 1) / step;
     if (static_cast<Index>(chunk_sums_.size()) < chunks) chunk_sums_.resize(static_cast<std::size_t>(chunks));
     const auto sums = [&](Index chunk, Index start, const Tensor<T>& p, Tensor<T>& yb) {
+      if (predictions) std::copy(p.begin(), p.end(), predictions->data() + start * (p.size() / p.dim(0)));
       Inference<T>::slice(y, start, p.dim(0), yb);
       chunk_sums_[static_cast<std::size_t>(chunk)] = {loss.value(p, yb) * static_cast<double>(p.dim(0)),
                                                       count_correct(p, yb, loss)};

@@ -299,7 +299,7 @@ class Trainer {
       const Index bs = options.batch_size();
       const Evaluation v =
           replicas ? replicas->evaluate(xv->dim(0),
-                                        [&](Index begin, Index end) { return model.evaluation_sums(*xv, yv, begin, end, bs); })
+                                        [&](Index begin, Index end) { return model.evaluation_sums(*xv, yv, begin, end, bs, nullptr); })
                    : model.evaluate(*xv, yv, bs);
       logs_.set("val_loss", v.loss);
       if (!metrics_.empty()) logs_.set("val_accuracy", v.accuracy);
