@@ -275,6 +275,15 @@ def main():
                 print(f"| {f['measurement']}, batch {f['batch']} | {cell(f['fastest_capped'])} | "
                       f"{fmt(f['fastest_capped_median'])} | {ratio} | {target} |")
             print()
+    loom_epoch = []  # loom's whole program for one epoch, timed by compare-peers before and after PyTorch's
+    for n in (1, 2):
+        path = os.path.join(args.work, f"loom-epoch-{n}.seconds")
+        if os.path.exists(path):
+            with open(path) as f:
+                loom_epoch.append(float(f.read()))
+        elif os.path.exists(os.path.join(args.work, f"loom-epoch-{n}.log")):
+            notes.append(f"loom's experiment epoch (run {n}) failed: see its log")
+    epoch_summary = None
     if epoch is not None:
         e = epoch["epoch"]
         parts = []
@@ -289,9 +298,21 @@ def main():
         if "best_seconds" in e:
             print(f"Best: {e['best']}, {e['best_seconds']:.1f} s; issue 35's target for loom's whole experiment "
                   f"epoch (load, epoch with validation, test): at most 0.25 of it, {0.25 * e['best_seconds']:.1f} s.")
-        print(f"loom's side is not measured here (notebook_speed has no epoch mode): time "
-              f"`{args.loom_build_dir}/examples/fashion_mnist_experiment --models 1 --epochs 1 --threads "
-              f"{args.threads}` (Debian's Fashion-MNIST) on the same machine.")
+        command = (f"{args.loom_build_dir}/examples/fashion_mnist_experiment --models 1 --epochs 1 "
+                   f"--threads {args.threads}")
+        if loom_epoch and "best_seconds" in e:
+            ratios = [s / e["best_seconds"] for s in loom_epoch]
+            verdict = "met" if max(ratios) <= 0.25 else ("met by one run of two" if min(ratios) <= 0.25 else "missed")
+            print(f"loom's whole program (`{command}`, Debian's Fashion-MNIST: loading, the epoch with validation, "
+                  f"the test, the per-class analysis, figures and report), before and after PyTorch's: "
+                  f"{' and '.join(f'{s:.1f} s' for s in loom_epoch)}, "
+                  f"{' and '.join(f'{r:.2f}' for r in ratios)} of PyTorch's best: {verdict}.")
+            epoch_summary = {"loom_seconds": loom_epoch, "pytorch_best": e["best"],
+                             "pytorch_best_seconds": e["best_seconds"], "loom_ratios": [round(r, 3) for r in ratios],
+                             "target": 0.25, "verdict": verdict, "loom_command": command}
+        else:
+            print(f"loom's side was not timed in this run: time `{command}` (Debian's Fashion-MNIST) on the same "
+                  f"machine.")
         print()
     elif "pytorch-epoch" in peers:
         print(f"PyTorch epoch: failed: {peers['pytorch-epoch'].get('error')}")
@@ -308,7 +329,7 @@ def main():
         document = {"date": args.date, "machine": args.machine, "isa": args.isa, "threads": threads,
                     "repeats": repeats, "train_steps": steps, "infer_images": images, "versions": versions,
                     "loom_build": args.loom_build, "rows": rows, "fastest": fastest,
-                    "epoch": epoch["epoch"] if epoch else None, "notes": notes, "commands": commands}
+                    "epoch": epoch["epoch"] if epoch else None, "epoch_vs_loom": epoch_summary, "notes": notes, "commands": commands}
         target = os.path.abspath(args.json)
         temporary = f"{target}.tmp{os.getpid()}"
         try:
