@@ -275,12 +275,19 @@ def main():
                 print(f"| {f['measurement']}, batch {f['batch']} | {cell(f['fastest_capped'])} | "
                       f"{fmt(f['fastest_capped_median'])} | {ratio} | {target} |")
             print()
-    loom_epoch = []  # loom's whole program for one epoch, timed by compare-peers before and after PyTorch's
+    # loom's whole program for one epoch, timed by compare-peers before and after PyTorch's, and the parts of it
+    # the issue counts (loading, the epoch with validation, the test) as the program's last line gives them.
+    loom_epoch, loom_parts = [], []
     for n in (1, 2):
         path = os.path.join(args.work, f"loom-epoch-{n}.seconds")
         if os.path.exists(path):
             with open(path) as f:
                 loom_epoch.append(float(f.read()))
+            with open(os.path.join(args.work, f"loom-epoch-{n}.log")) as f:
+                m = re.search(r"loading the data ([\d.]+) s, training with validation ([\d.]+) s, "
+                              r"scoring the test images ([\d.]+) s", f.read())
+            if m:
+                loom_parts.append(sum(float(g) for g in m.groups()))
         elif os.path.exists(os.path.join(args.work, f"loom-epoch-{n}.log")):
             notes.append(f"loom's experiment epoch (run {n}) failed: see its log")
     epoch_summary = None
@@ -301,15 +308,26 @@ def main():
         command = (f"{args.loom_build_dir}/examples/fashion_mnist_experiment --models 1 --epochs 1 "
                    f"--threads {args.threads}")
         if loom_epoch and "best_seconds" in e:
-            ratios = [s / e["best_seconds"] for s in loom_epoch]
-            verdict = "met" if max(ratios) <= 0.25 else ("met by one run of two" if min(ratios) <= 0.25 else "missed")
+            def verdict(ratios):
+                return "met" if max(ratios) <= 0.25 else ("met by one run of two" if min(ratios) <= 0.25 else "missed")
+
+            best = e["best_seconds"]
+            ratios = [t / best for t in loom_epoch]
             print(f"loom's whole program (`{command}`, Debian's Fashion-MNIST: loading, the epoch with validation, "
                   f"the test, the per-class analysis, figures and report), before and after PyTorch's: "
-                  f"{' and '.join(f'{s:.1f} s' for s in loom_epoch)}, "
-                  f"{' and '.join(f'{r:.2f}' for r in ratios)} of PyTorch's best: {verdict}.")
-            epoch_summary = {"loom_seconds": loom_epoch, "pytorch_best": e["best"],
-                             "pytorch_best_seconds": e["best_seconds"], "loom_ratios": [round(r, 3) for r in ratios],
-                             "target": 0.25, "verdict": verdict, "loom_command": command}
+                  f"{' and '.join(f'{t:.1f} s' for t in loom_epoch)}, "
+                  f"{' and '.join(f'{r:.3f}' for r in ratios)} of PyTorch's best: {verdict(ratios)}.")
+            epoch_summary = {"loom_seconds": loom_epoch, "pytorch_best": e["best"], "pytorch_best_seconds": best,
+                             "loom_ratios": [round(r, 3) for r in ratios], "target": 0.25,
+                             "verdict": verdict(ratios), "loom_command": command}
+            if len(loom_parts) == len(loom_epoch):
+                part_ratios = [t / best for t in loom_parts]
+                print(f"Of that, the parts the target counts (loading, the epoch with validation, the test, as the "
+                      f"program's last line times them): {' and '.join(f'{t:.1f} s' for t in loom_parts)}, "
+                      f"{' and '.join(f'{r:.3f}' for r in part_ratios)} of PyTorch's best: {verdict(part_ratios)}.")
+                epoch_summary.update({"loom_counted_seconds": loom_parts,
+                                      "loom_counted_ratios": [round(r, 3) for r in part_ratios],
+                                      "counted_verdict": verdict(part_ratios)})
         else:
             print(f"loom's side was not timed in this run: time `{command}` (Debian's Fashion-MNIST) on the same "
                   f"machine.")

@@ -38,7 +38,8 @@ struct ModelResult {
   History history;
   Evaluation test;
   ConfusionMatrix confusion{{}, {}, 10};
-  double train_seconds = 0;
+  double train_seconds = 0;  ///< fit: the epochs with their validation
+  double score_seconds = 0;  ///< the test images scored after training (and the best epoch's, when they differ)
   /// The epoch with the best val_accuracy, and the test result of its weights
   /// (kept in memory during training; chosen on validation data only).
   /// 0 and unset when there was no validation split (--refit).

@@ -443,7 +443,9 @@ RunEnd train_run(const Experiment& ex, const ModelSpec& spec, int run, ModelResu
   }
   if (!ex.rank0()) return RunEnd::other_rank;  // the others go on to train the next model with rank 0
   if (!opt.save_keras.empty()) save_for_keras(model, opt, files);
+  const auto t1 = Clock::now();
   score_run(model, r, ex, data, files, callbacks);
+  r.score_seconds = seconds_since(t1);
   return RunEnd::scored;
 }
 
@@ -474,7 +476,8 @@ void write_outputs(const ExperimentOptions& opt, const std::vector<ModelResult>&
 }
 
 /// Every run's test accuracy beside the notebook's, and over several seeds each model's spread, on stdout.
-void print_summary(const ExperimentOptions& opt, const std::vector<ModelResult>& results, bool validate, double wall) {
+void print_summary(const ExperimentOptions& opt, const std::vector<ModelResult>& results, bool validate, double wall,
+                   double load_seconds) {
   std::printf("\nTest accuracy, weights after the last epoch%s (notebook):\n",
               validate ? " / of the best validation epoch" : "");
   for (const auto& r : results) {
@@ -496,7 +499,14 @@ void print_summary(const ExperimentOptions& opt, const std::vector<ModelResult>&
       std::printf("\n");
     }
   }
-  std::printf("Wall time %.0f s. Results, figures and report in %s/\n", wall, opt.out.c_str());
+  double train = 0, score = 0;
+  for (const auto& r : results) {
+    train += r.train_seconds;
+    score += r.score_seconds;
+  }
+  std::printf("Wall time %.1f s: loading the data %.2f s, training with validation %.2f s, scoring the test images "
+              "%.2f s, the rest (setup, analysis, figures, report) %.2f s. Results, figures and report in %s/\n",
+              wall, load_seconds, train, score, wall - load_seconds - train - score, opt.out.c_str());
 }
 
 /// The experiment: every run of every model asked for, each model's figures and curves from its first
@@ -506,7 +516,9 @@ int run_experiment(const ExperimentOptions& opt, const std::shared_ptr<Communica
                    Clock::time_point start) {
   if (is_rank0(comm)) prepare_training_outputs(opt);  // only rank 0 writes
   std::signal(SIGINT, examples::on_sigint);
+  const auto t0 = Clock::now();
   const NotebookSplit data = examples::load_notebook_split(opt);
+  const double load_seconds = seconds_since(t0);
   const Experiment ex{opt, data, comm};
   print_setup(ex);
   std::vector<ModelResult> results;
@@ -528,7 +540,7 @@ int run_experiment(const ExperimentOptions& opt, const std::shared_ptr<Communica
   try_training_curves(opt, curves);
   const double wall = seconds_since(start);
   write_outputs(opt, results, wall, command);
-  print_summary(opt, results, data.validate, wall);
+  print_summary(opt, results, data.validate, wall, load_seconds);
   return 0;
 }
 
