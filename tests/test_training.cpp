@@ -271,6 +271,18 @@ void random_batch(Index n, std::uint64_t seed, Tensor<float>& x, Tensor<float>& 
   for (Index i = 0; i < n; ++i) y[i] = static_cast<float>(i % 10);
 }
 
+/// The notebook's model (seed `model_seed`), compiled with sparse
+/// categorical cross-entropy, after one step on random_batch(n, data_seed):
+/// its moving statistics away from their initial values.
+Sequential<float> stepped_model(std::uint64_t model_seed, Index n, std::uint64_t data_seed, Tensor<float>& x,
+                                Tensor<float>& y) {
+  auto model = notebook_model<float>(model_seed);
+  model.compile("sparse_categorical_crossentropy", {"accuracy"});
+  random_batch(n, data_seed, x, y);
+  model.train_step(x, y);
+  return model;
+}
+
 }  // namespace
 
 TEST_CASE("the notebook's model trains a batch and predicts probabilities") {
@@ -303,11 +315,8 @@ TEST_CASE("predict gives the same outputs whatever the batch size: bit for bit w
     return true;
   };
 #endif
-  auto model = notebook_model<float>(4);
-  model.compile("sparse_categorical_crossentropy", {"accuracy"});
   Tensor<float> x, y;
-  random_batch(70, 5, x, y);
-  model.train_step(x, y);  // moving statistics away from their initial values
+  auto model = stepped_model(4, 70, 5, x, y);
   const Tensor<float> reference = model.predict(x, 1);
   for (const Index b : {Index(7), Index(32), Index(33), Index(1000)}) {
     CAPTURE(b);
@@ -367,11 +376,8 @@ TEST_CASE("evaluate keeping its predictions: one pass gives evaluate's loss and 
   // confusion matrix's predicted classes): the same numbers, bit for bit, as
   // evaluate and then predict, at every batch size and on one or two threads.
   const int saved = num_threads();
-  auto model = notebook_model<float>(14);
-  model.compile("sparse_categorical_crossentropy", {"accuracy"});
   Tensor<float> x, y;
-  random_batch(77, 3, x, y);
-  model.train_step(x, y);
+  auto model = stepped_model(14, 77, 3, x, y);
   for (const int threads : {1, 2}) {
     set_num_threads(threads);
     for (const Index b : {Index(1), Index(8), Index(32), Index(100)}) {
@@ -410,11 +416,8 @@ TEST_CASE("predict and evaluate on two threads run whole chunks on copies of the
     return d;
   };
   const int saved = num_threads();
-  auto model = notebook_model<float>(12);
-  model.compile("sparse_categorical_crossentropy", {"accuracy"});
   Tensor<float> x, y;
-  random_batch(150, 9, x, y);
-  model.train_step(x, y);
+  auto model = stepped_model(12, 150, 9, x, y);
   const auto both = [&](auto&& run) {  // run() on one thread, then on two
     set_num_threads(1);
     auto one = run();
