@@ -392,6 +392,8 @@ void score_run(Sequential<float>& model, ModelResult& r, const Experiment& ex, c
   Tensor<float> predictions;  // evaluate and predict in one pass
   r.test = model.evaluate(data.x_test(), data.y_test(), opt.batch_size, predictions);
   r.confusion = ConfusionMatrix(labels_of(ex.data.y_test), argmax_rows(predictions), 10);
+  // The weights r.test scored, to tell whether the best epoch's are the same ones.
+  const std::vector<float> scored = callbacks.keep_best ? parameter_values(model) : std::vector<float>();
   if (opt.bn_probe) {  // the same weights with exact BatchNormalization statistics (the best weights reload them all)
     examples::recalibrate_batch_norm(model, data.x_train());
     r.recalibrated_test_accuracy = model.evaluate(data.x_test(), data.y_test(), opt.batch_size).accuracy;
@@ -405,12 +407,10 @@ void score_run(Sequential<float>& model, ModelResult& r, const Experiment& ex, c
             << examples::analysis_text(r.confusion);
   if (callbacks.keep_best) {
     r.best_epoch = callbacks.keep_best->best_epoch();
-    const std::vector<float> scored = parameter_values(model);  // what r.test scored (without --bn-probe)
     model.load_weights(files.best_weights);
     // When the best epoch is the last, the same weights: inference depends on them alone.
-    r.best_epoch_test = !opt.bn_probe && parameter_values(model) == scored
-                            ? r.test
-                            : model.evaluate(data.x_test(), data.y_test(), opt.batch_size);
+    r.best_epoch_test = parameter_values(model) == scored ? r.test
+                                                          : model.evaluate(data.x_test(), data.y_test(), opt.batch_size);
     std::printf("With the weights of epoch %d (best val_accuracy %.4f): test accuracy %.2f %%\n", r.best_epoch,
                 callbacks.keep_best->best(), 100 * r.best_epoch_test.accuracy);
   }
