@@ -15,6 +15,7 @@
 #include <loom/kernels/winograd.hpp>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -215,8 +216,23 @@ TEST_CASE("Winograd's weights' gradient matches a direct sum, its sums kept in e
     const Index plane = cin * cout, tiles = n * Winograd::tiles_per_image(geo);
     std::vector<float> s0(static_cast<std::size_t>(Winograd::kPoints * plane)), s1(s0.size());
     Winograd first, second;
-    first.weights(x.data(), dz.data(), geo, cin, cout, 0, tiles / 2, s0.data());
-    second.weights(x.data(), dz.data(), geo, cin, cout, tiles / 2, tiles, s1.data());
+    first.weights({x.data()}, dz.data(), geo, cin, cout, 0, tiles / 2, s0.data());
+    second.weights({x.data()}, dz.data(), geo, cin, cout, tiles / 2, tiles, s1.data());
+    {  // the V a training forward keeps gives the same sums, bit for bit
+      std::vector<float> kernel(static_cast<std::size_t>(9 * plane)), u_all(Winograd::kPoints * kernel.size());
+      for (float& e : kernel) e = u(rng);
+      Winograd::transform_kernel(kernel.data(), cin, cout, false, 0, cin, u_all.data());
+      std::vector<float> kept(static_cast<std::size_t>(tiles * Winograd::kPoints * cin)),
+          y(static_cast<std::size_t>(n * h * w * cout));
+      Winograd forward;
+      forward.run(x.data(), geo, cin, 0, 1, u_all.data(), cout, y.data(), {}, nullptr, kept.data());
+      forward.run(x.data(), geo, cin, 1, tiles, u_all.data(), cout, y.data(), {}, nullptr, kept.data());
+      std::vector<float> k0(s0.size()), k1(s1.size());
+      first.weights({nullptr, kept.data()}, dz.data(), geo, cin, cout, 0, tiles / 2, k0.data());
+      second.weights({nullptr, kept.data()}, dz.data(), geo, cin, cout, tiles / 2, tiles, k1.data());
+      CHECK(std::memcmp(k0.data(), s0.data(), sizeof(float) * s0.size()) == 0);
+      CHECK(std::memcmp(k1.data(), s1.data(), sizeof(float) * s1.size()) == 0);
+    }
     const float* parts[] = {s0.data(), s1.data()};
     std::vector<float> dk(static_cast<std::size_t>(9 * plane), std::numeric_limits<float>::quiet_NaN());
     const Index rows = Winograd::sum_rows(cin, cout);

@@ -41,6 +41,15 @@
 
 namespace loom::detail {
 
+/// What the weights' gradient reads of the forward's input: the input itself
+/// (`image`, [N, h, w, cin]), or the V of every tile that the forward kept
+/// (`kept`, [tiles, 36, cin]; then `image` is not read).
+template <class T>
+struct WinogradInput {
+  const T* image = nullptr;
+  const T* kept = nullptr;
+};
+
 /// F(M x M, 3 x 3)'s transforms: G for the kernel (as a matrix), B^T for
 /// the input and A^T for the output as code (adds and constant multiplies on
 /// vectors of channels). Only F(4x4, 3x3) is here: F(2x2, 3x3) measured 25 %
@@ -178,8 +187,11 @@ class Winograd3x3 {
   /// gradient of its pre-activation output), s[xi][ci][co] = the sums of
   /// V[xi]^T W[xi] (see the file comment), or s[xi][co][ci] when
   /// sums_transposed. finish_weights turns the sum of the threads' s into dK.
-  void weights(const T* x, const T* dz, const Winograd2D& geo, Index cin, Index cout, Index first, Index last,
-               T* s) {
+  /// `x` is either the forward's input, whose V this transforms again, or
+  /// the V of every tile the forward kept (run's `kept`), read as it is:
+  /// the same values, so the same sums bit for bit.
+  void weights(WinogradInput<T> x, const T* dz, const Winograd2D& geo, Index cin, Index cout, Index first,
+               Index last, T* s) {
     const Index per_image = tiles_per_image(geo), total = last - first;
     const Index chunk = weight_chunk_tiles(cin, cout);
     const bool transposed = sums_transposed(cin, cout);
@@ -187,12 +199,13 @@ class Winograd3x3 {
     std::fill(s, s + kPoints * cin * cout, T(0));
     for (Index t0 = 0; t0 < total; t0 += chunk) {
       const Index tiles = std::min(chunk, total - t0);
+      const T* chunk_v = x.kept ? x.kept + (first + t0) * kPoints * cin : v_.data();
       for (Index t = 0; t < tiles; ++t) {
-        input_tile(x, geo, cin, per_image, first + t0 + t, v_.data() + t * kPoints * cin);
+        if (!x.kept) input_tile(x.image, geo, cin, per_image, first + t0 + t, v_.data() + t * kPoints * cin);
         grad_tile(dz, geo, cout, per_image, first + t0 + t, m_.data() + t * kPoints * cout, cout);
       }
       for (int xi = 0; xi < kPoints; ++xi) {
-        const T* v = v_.data() + xi * cin;   // V[xi]: tiles x cin, row stride 36 cin
+        const T* v = chunk_v + xi * cin;     // V[xi]: tiles x cin, row stride 36 cin
         const T* w = m_.data() + xi * cout;  // W[xi]: tiles x cout
         T* sums = s + xi * cin * cout;
         if (transposed) {
@@ -280,19 +293,22 @@ class Winograd3x3 {
   /// max-pooling of y [N, ho, wo, cout] (pool->h x pool->w) whose windows
   /// lie within the tiles (strides equal to a size that divides kTile, no
   /// padding before), y is the pooling's output [N, pool->ho, pool->wo, cout].
-  /// Allocates only when a call needs more scratch than every earlier one.
+  /// With `kept`, the V of tile i goes to kept + 36 cin i and stays there
+  /// (for the weights' gradient, in training). Allocates only when a call
+  /// needs more scratch than every earlier one.
   void run(const T* x, const Winograd2D& geo, Index cin, Index first, Index last, const T* u, Index cout, T* y,
-           GemmEpilogue<T> epilogue, const Window2D* pool = nullptr) {
+           GemmEpilogue<T> epilogue, const Window2D* pool = nullptr, T* kept = nullptr) {
     const Index per_image = tiles_per_image(geo), total = last - first;
     const Index chunk = chunk_tiles(cin, cout);
     reserve(cin, cout);
     for (Index t0 = 0; t0 < total; t0 += chunk) {
       const Index tiles = std::min(chunk, total - t0);
-      for (Index t = 0; t < tiles; ++t) input_tile(x, geo, cin, per_image, first + t0 + t, v_.data() + t * kPoints * cin);
+      T* v = kept ? kept + (first + t0) * kPoints * cin : v_.data();
+      for (Index t = 0; t < tiles; ++t) input_tile(x, geo, cin, per_image, first + t0 + t, v + t * kPoints * cin);
       // V is [tile][xi][cin], so V[xi] is a row-major matrix with row stride 36 cin.
       for (int xi = 0; xi < kPoints; ++xi) {
-        gemm_(tiles, cout, cin, {v_.data() + xi * cin, kPoints * cin}, {u + xi * cin * cout, cout},
-              m_.data() + xi * cout, kPoints * cout);
+        gemm_(tiles, cout, cin, {v + xi * cin, kPoints * cin}, {u + xi * cin * cout, cout}, m_.data() + xi * cout,
+              kPoints * cout);
       }
       for (Index t = 0; t < tiles; ++t) {
         output_tile(m_.data() + t * kPoints * cout, geo, cout, per_image, first + t0 + t, y, epilogue, pool);

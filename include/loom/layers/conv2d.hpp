@@ -191,7 +191,8 @@ class Conv2D : public Layer<T> {
     const Index k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
     const Index tile = images_per_tile();
     // Training keeps every column row for the weights' gradient (Winograd
-    // keeps x); inference needs only a tile (and Winograd none).
+    // keeps its transformed input tiles); inference needs only a tile (and
+    // Winograd none).
     const bool keep = mode == Mode::Train;
     // The pooling taken (its geometry; the loops never read its batch size).
     const detail::Window2D* pool = pooled_ && mode == Mode::Inference ? &pooled_->window() : nullptr;
@@ -276,7 +277,7 @@ class Conv2D : public Layer<T> {
       // This thread's share of dK (Winograd's sums, or colT * dz) and db = column sums of dz.
       if (winograd_weights) {
         const Index per = Winograd::tiles_per_image(winograd_forward());
-        w.winograd.weights(x_.data(), dz_all, winograd_forward(), geo_.c, cout, mine.begin * per, mine.end * per,
+        w.winograd.weights({nullptr, kept_v_.data()}, dz_all, winograd_forward(), geo_.c, cout, mine.begin * per, mine.end * per,
                            w.dkernel.data());
       } else {
         T* dk = t == 0 ? dkernel_.data() : w.dkernel.data();
@@ -356,7 +357,7 @@ class Conv2D : public Layer<T> {
                        std::memcmp(kernel_.data(), u_source_.data(), sizeof(T) * std::size_t(kernel_.size())) == 0;
     if (!reuse) u_.resize_for_overwrite(Shape{Winograd::kPoints, geo_.c, cout});
     const bool winograd_weights = uses_winograd_weights();
-    if (keep && winograd_weights) x_.resize_for_overwrite(x.shape());
+    if (keep && winograd_weights) kept_v_.resize_for_overwrite(Shape{tiles, Winograd::kPoints, geo_.c});
     if (keep && !winograd_weights) col_.resize_for_overwrite(Shape{geo_.rows(), k});
     const int threads = detail::threads_for(tiles);
     prepare_workspaces(threads, 0);
@@ -364,10 +365,7 @@ class Conv2D : public Layer<T> {
     detail::parallel(threads, [&](int t, int nt) {
       Workspace& w = ws_[static_cast<std::size_t>(t)];
       const detail::Range images = detail::split(geo_.n, t, nt);
-      if (keep && winograd_weights) {  // the weights' gradient reads x again
-        const Index per_x = geo_.h * geo_.w * geo_.c;
-        std::copy(x.data() + images.begin * per_x, x.data() + images.end * per_x, x_.data() + images.begin * per_x);
-      } else if (keep) {
+      if (keep && !winograd_weights) {
         detail::im2col(x.data(), geo_, images.begin, images.end, col_.data() + images.begin * per_image * k);
       }
       if (!reuse) {
@@ -378,7 +376,7 @@ class Conv2D : public Layer<T> {
       w.winograd.reserve(geo_.c, cout);
       for (detail::Range mine = queue_.take(t); mine.size() > 0; mine = queue_.take(t)) {
         w.winograd.run(x.data(), winograd_forward(), geo_.c, mine.begin, mine.end, u_.data(), cout, y_.data(),
-                       epilogue, pool);
+                       epilogue, pool, keep && winograd_weights ? kept_v_.data() : nullptr);
       }
       if (opt_.activation() == Activation::Softmax) {
 #pragma omp barrier
@@ -513,7 +511,7 @@ class Conv2D : public Layer<T> {
   detail::Window2D geo_;
   Tensor<T> kernel_, bias_, dkernel_, dbias_;
   Tensor<T> col_, y_, dz_, dx_;
-  Tensor<T> x_;                    // Winograd's input in training, for the weights' gradient
+  Tensor<T> kept_v_;               // Winograd's transformed input in training, for the weights' gradient
   detail::DirectConv<T> direct_;   // the direct kernel's geometry
   Tensor<T> xpad_;                 // its zero-bordered images (kept in training)
   std::vector<const T*> parts_;    // the threads' sums S of Winograd's weights' gradient
