@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <string>
 
 #include "idx.hpp"
@@ -79,13 +80,25 @@ void load_pair(const std::string& dir, const std::string& images, const std::str
 /// package to install) and FormatError if one is malformed or the counts
 /// disagree. With `strict_sizes` false, other sample counts are accepted
 /// (for small test copies of the data set).
+///
+/// The test pair is read on a thread of its own while this one reads the
+/// training pair (inflating the training images is most of the time: 0.2 s
+/// of 0.3 on the development VM); an error in either is thrown here, the
+/// training pair's first.
 template <class T>
 Data<T> load(const std::string& dir = default_dir(), bool strict_sizes = true) {
   Data<T> d;
+  auto test = std::async(std::launch::async, [&] {
+    Data<T> t;
+    detail::load_pair(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", strict_sizes ? 10000 : 0, t.x_test,
+                      t.y_test);
+    return t;
+  });
   detail::load_pair(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", strict_sizes ? 60000 : 0, d.x_train,
-                    d.y_train);
-  detail::load_pair(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", strict_sizes ? 10000 : 0, d.x_test,
-                    d.y_test);
+                    d.y_train);  // if it throws, test's destructor waits for the thread first
+  Data<T> t = test.get();
+  d.x_test = std::move(t.x_test);
+  d.y_test = std::move(t.y_test);
   return d;
 }
 

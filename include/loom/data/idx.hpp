@@ -19,6 +19,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -70,6 +71,15 @@ inline std::vector<unsigned char> gunzip(const std::string& path, const std::vec
   z_stream z{};
   if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) throw FormatError(path + ": zlib could not start");
   std::vector<unsigned char> out;
+  if (in.size() >= 18) {
+    // The last member's trailer ends with its size mod 2^32: a hint, trusted
+    // up to 64 times the compressed size (and max_bytes), so that a lying
+    // trailer cannot make a large allocation.
+    const unsigned char* t = in.data() + in.size() - 4;
+    const std::uint64_t hint = std::uint32_t(t[0]) | std::uint32_t(t[1]) << 8 | std::uint32_t(t[2]) << 16 |
+                               std::uint32_t(t[3]) << 24;
+    out.reserve(static_cast<std::size_t>(std::min({hint, max_bytes, std::uint64_t(64) * in.size()})));
+  }
   z.next_in = const_cast<Bytef*>(in.data());
   z.avail_in = static_cast<uInt>(in.size());
   unsigned char chunk[1 << 16];
