@@ -204,13 +204,17 @@ class Winograd3x3 {
   /// sums_transposed. finish_weights turns the sum of the threads' s into dK.
   /// `x` is either the forward's input, whose V this transforms again, or
   /// the V of every tile the forward kept (run's `kept`), read as it is:
-  /// the same values, so the same sums bit for bit.
+  /// the same values, in chunks of more tiles (weight_chunk_tiles counts
+  /// only W then), so the same sums bit for bit where both take the tiles
+  /// in one chunk (up to 224 tiles a thread for conv2 transforming, 576
+  /// kept: +1.7 % training images/s on the notebook's model, AVX-512).
   void weights(WinogradInput<T> x, const T* dz, const Winograd2D& geo, Index cin, Index cout, Index first,
                Index last, T* s) {
     const Index per_image = tiles_per_image(geo), total = last - first;
-    const Index chunk = weight_chunk_tiles(cin, cout);
+    const bool kept = x.kept != nullptr;
+    const Index chunk = weight_chunk_tiles(kept ? 0 : cin, cout);
     const bool transposed = sums_transposed(cin, cout);
-    reserve_weights(cin, cout);
+    reserve_weights(kept ? 0 : cin, cout, cin);
     std::fill(s, s + kPoints * cin * cout, T(0));
     for (Index t0 = 0; t0 < total; t0 += chunk) {
       const Index tiles = std::min(chunk, total - t0);
@@ -281,16 +285,21 @@ class Winograd3x3 {
     }
   }
 
-  /// Tiles the weights' gradient transforms before its GEMMs: their V and
-  /// W within 4 MiB. Its GEMMs' depth is this many tiles, and every one
-  /// reads and writes all of S: with the forward's chunks (16 tiles for
+  /// Tiles the weights' gradient transforms before its GEMMs: their V
+  /// (unless the forward kept them: `transformed` 0) and W of `cout`
+  /// channels within 4 MiB. Its GEMMs' depth is this many tiles, and every
+  /// one reads and writes all of S: with the forward's chunks (16 tiles for
   /// conv2) the backward was 17 % (conv2) and 67 % (conv3) slower than with
   /// im2col's weights' gradient; with 1 MiB, 1 % and 8 % slower than with 4
   /// (bench_conv2d, batch 32, AVX-512).
-  static Index weight_chunk_tiles(Index cin, Index cout) { return tiles_within(Index(4) << 20, cin, cout, 4096); }
-  void reserve_weights(Index cin, Index cout) {
-    const Index chunk = weight_chunk_tiles(cin, cout);
-    reserve_tiles(chunk, cin, cout);
+  static Index weight_chunk_tiles(Index transformed, Index cout) {
+    return tiles_within(Index(4) << 20, transformed, cout, 4096);
+  }
+  /// The scratch of weights() for V of `transformed` channels (0 when kept)
+  /// and W of cout, with cin input channels.
+  void reserve_weights(Index transformed, Index cout, Index cin) {
+    const Index chunk = weight_chunk_tiles(transformed, cout);
+    reserve_tiles(chunk, transformed, cout);
     if (sums_transposed(cin, cout)) {
       gemm_.reserve_for(cout, cin, chunk);
     } else {
