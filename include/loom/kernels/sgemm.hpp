@@ -235,12 +235,18 @@ void pack_b(const Strided& b, Index j0, Index cols, Index p0, Index depth, float
   for (Index s = 0; s < cols; s += NR, dst += NR * depth) {
     const Index r = std::min<Index>(NR, cols - s);
     const float* src = b.x + p0 * b.rs + (j0 + s) * b.cs;
-    if (b.cs == 1) {  // a row of op(B): NR contiguous values per depth step
+    if (b.cs == 1) {  // a row of op(B): r contiguous values per depth step, then zeros
+      // Copies of NR values, which g++ 12 makes whole (or masked) vectors:
+      // a loop over r values, or even over NR, it made a call of memmove for
+      // every step (3 % of a training step).
       for (Index p = 0; p < depth; ++p) {
-        float* d = dst + p * NR;
-        const float* q = src + p * b.rs;
-        for (Index j = 0; j < r; ++j) d[j] = q[j];
-        for (Index j = r; j < NR; ++j) d[j] = 0.0f;
+        float* __restrict d = dst + p * NR;
+        const float* __restrict q = src + p * b.rs;
+        if (r == NR) {
+          std::memcpy(d, q, sizeof(float) * NR);
+        } else {
+          for (Index j = 0; j < NR; ++j) d[j] = j < r ? q[j] : 0.0f;
+        }
       }
     } else {  // a transposed op(B): each column is contiguous along depth
       for (Index j = 0; j < r; ++j) {
