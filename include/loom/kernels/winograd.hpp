@@ -32,6 +32,7 @@
 /// (tests/test_layers.cpp bounds it).
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../tensor.hpp"
@@ -343,6 +344,26 @@ class Winograd3x3 {
  private:
   static constexpr int kLanes = 16;  // channels per step of the transforms (the compiler's vectors)
 
+  /// f(c0, lanes, L) for the channel groups of the transforms: whole groups
+  /// of kLanes, then the channels left on the narrowest of 4, 8 or kLanes
+  /// lanes that holds them (L, a std::integral_constant). The arithmetic
+  /// runs on all L lanes, so 50 channels on 16-lane groups cost 64 channels'
+  /// work; their last 2 on 4 lanes, 52.
+  template <class F>
+  static void for_lane_groups(Index channels, F&& f) {
+    Index c0 = 0;
+    for (; c0 + kLanes <= channels; c0 += kLanes) f(c0, kLanes, std::integral_constant<int, kLanes>{});
+    const int rest = static_cast<int>(channels - c0);
+    if (rest == 0) return;
+    if (rest <= 4) {
+      f(c0, rest, std::integral_constant<int, 4>{});
+    } else if (rest <= 8) {
+      f(c0, rest, std::integral_constant<int, 8>{});
+    } else {
+      f(c0, rest, std::integral_constant<int, kLanes>{});
+    }
+  }
+
   /// Tiles whose transforms (36 (cin + cout) values each) fit in `budget`
   /// bytes: a multiple of 16 (the GEMM's rows), from 16 to `most`.
   static Index tiles_within(Index budget, Index cin, Index cout, Index most) {
@@ -364,17 +385,16 @@ class Winograd3x3 {
     const Index n = tile / per_image, ti = tile % per_image / tiles_w, tj = tile % per_image % tiles_w;
     const Index top = ti * M - geo.pad_top, left = tj * M - geo.pad_left;
     const T* image = x + n * geo.h * geo.w * cin;
-    for (Index c0 = 0; c0 < cin; c0 += kLanes) {
-      const int lanes = static_cast<int>(std::min<Index>(kLanes, cin - c0));
-      input_channels(image, geo, cin, top, left, c0, lanes, v);
-    }
+    for_lane_groups(cin, [&](Index c0, int lanes, auto l) {
+      input_channels<decltype(l)::value>(image, geo, cin, top, left, c0, lanes, v);
+    });
   }
 
   /// Channels [c0, c0 + lanes) of one tile. The arithmetic always runs on
-  /// kLanes channels (the missing ones are zeros) so it stays vectorised.
+  /// L channels (the missing ones are zeros) so it stays vectorised.
+  template <int L>
   static void input_channels(const T* image, const Winograd2D& geo, Index cin, Index top, Index left, Index c0,
                              int lanes, T* v) {
-    constexpr int L = kLanes;
     T d[kAlpha][kAlpha][L];
     for (int i = 0; i < kAlpha; ++i) {
       const Index ih = top + i;
@@ -414,16 +434,15 @@ class Winograd3x3 {
     const Index tiles_w = (geo.wo + M - 1) / M;
     const Index n = tile / per_image, oh0 = tile % per_image / tiles_w * M, ow0 = tile % per_image % tiles_w * M;
     const T* image = dz + n * geo.ho * geo.wo * cout;
-    for (Index c0 = 0; c0 < cout; c0 += kLanes) {
-      const int lanes = static_cast<int>(std::min<Index>(kLanes, cout - c0));
-      grad_channels(image, geo, cout, oh0, ow0, c0, lanes, w, point_stride);
-    }
+    for_lane_groups(cout, [&](Index c0, int lanes, auto l) {
+      grad_channels<decltype(l)::value>(image, geo, cout, oh0, ow0, c0, lanes, w, point_stride);
+    });
   }
 
-  /// Channels [c0, c0 + lanes) of one tile of dL/dz, computed on kLanes.
+  /// Channels [c0, c0 + lanes) of one tile of dL/dz, computed on L.
+  template <int L>
   static void grad_channels(const T* image, const Winograd2D& geo, Index cout, Index oh0, Index ow0, Index c0,
                             int lanes, T* w, Index point_stride) {
-    constexpr int L = kLanes;
     T e[M][M][L];
     for (int r = 0; r < M; ++r) {
       for (int q = 0; q < M; ++q) {
@@ -463,24 +482,22 @@ class Winograd3x3 {
     const Index n = tile / per_image, ti = tile % per_image / tiles_w, tj = tile % per_image % tiles_w;
     if (pool) {  // the tile's outputs to tile_, as an image of their own, then pooled
       const Winograd2D band{0, 0, std::min<Index>(M, geo.ho - ti * M), std::min<Index>(M, geo.wo - tj * M), 0, 0};
-      for (Index c0 = 0; c0 < cout; c0 += kLanes) {
-        const int lanes = static_cast<int>(std::min<Index>(kLanes, cout - c0));
-        output_channels(m, band, cout, 0, 0, c0, lanes, tile_.data(), epilogue);
-      }
+      for_lane_groups(cout, [&](Index c0, int lanes, auto l) {
+        output_channels<decltype(l)::value>(m, band, cout, 0, 0, c0, lanes, tile_.data(), epilogue);
+      });
       pool_tile(tile_.data(), band, ti * M, tj * M, cout, *pool, y + n * pool->ho * pool->wo * cout);
       return;
     }
     T* image = y + n * geo.ho * geo.wo * cout;
-    for (Index c0 = 0; c0 < cout; c0 += kLanes) {
-      const int lanes = static_cast<int>(std::min<Index>(kLanes, cout - c0));
-      output_channels(m, geo, cout, ti * M, tj * M, c0, lanes, image, epilogue);
-    }
+    for_lane_groups(cout, [&](Index c0, int lanes, auto l) {
+      output_channels<decltype(l)::value>(m, geo, cout, ti * M, tj * M, c0, lanes, image, epilogue);
+    });
   }
 
-  /// Channels [c0, c0 + lanes) of one tile's outputs, computed on kLanes.
+  /// Channels [c0, c0 + lanes) of one tile's outputs, computed on L.
+  template <int L>
   static void output_channels(const T* m, const Winograd2D& geo, Index cout, Index oh0, Index ow0, Index c0,
                               int lanes, T* image, const GemmEpilogue<T>& epilogue) {
-    constexpr int L = kLanes;
     T in[kAlpha][kAlpha][L];
     for (int k = 0; k < kPoints; ++k) {
       const T* p = m + k * cout + c0;
