@@ -553,19 +553,20 @@ TEST_CASE("a Conv2D's ReLU derivative left to the BatchNormalization after it: t
   // positive, past a Dropout if one stands between, and the Conv2D takes
   // what it is given as dL/dz.
   struct Chain {
-    Conv2D<float> conv2d{conv(4, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU)};
+    Conv2D<float> conv2d;
     Dropout<float> dropout{0.4, 3};
     BatchNormalization<float> bn;
     MaxPool2D<float> pool{MaxPool2DOptions({2, 2})};
     bool with_dropout;
-    Chain(bool dropout, bool pooled) : with_dropout(dropout) {
+    Chain(bool dropout, bool pooled, Index filters)
+        : conv2d(conv(filters, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU)), with_dropout(dropout) {
       Rng rng(4);
       Shape s = conv2d.build({6, 5, 3}, rng);
       if (with_dropout) s = this->dropout.build(s, rng);
       pool.build(bn.build(s, rng), rng);
       if (pooled) REQUIRE(fusion::fuse_next_in_training(bn, &pool));
       auto p = bn.parameters();
-      for (Index k = 0; k < 4; ++k) (*p[0].value)[k] = k % 2 ? -0.8f : 1.1f;  // gamma of both signs
+      for (Index k = 0; k < filters; ++k) (*p[0].value)[k] = k % 2 ? -0.8f : 1.1f;  // gamma of both signs
     }
     const Tensor<float>* relu = nullptr;  // the Conv2D's output
     const Tensor<float>& forward(const Tensor<float>& x) {
@@ -579,11 +580,14 @@ TEST_CASE("a Conv2D's ReLU derivative left to the BatchNormalization after it: t
       return conv2d.backward(*g);
     }
   };
+  // 4 filters, and 19: whole 2x2 windows of 16 channels or more go through BatchNormalization's window kernels.
+  for (const Index filters : {4, 19}) {
   for (const bool pooled : {false, true}) {
     for (const bool dropout : {false, true}) {
+      CAPTURE(filters);
       CAPTURE(pooled);
       CAPTURE(dropout);
-      Chain left(dropout, pooled), apart(dropout, pooled);
+      Chain left(dropout, pooled, filters), apart(dropout, pooled, filters);
       REQUIRE(fusion::leave_relu_grad(left.conv2d, true));
       REQUIRE(fusion::take_input_relu_grad(left.bn, true));
       Rng rng(8);
@@ -606,6 +610,7 @@ TEST_CASE("a Conv2D's ReLU derivative left to the BatchNormalization after it: t
       }
     }
   }
+  }
   // Who agrees: a ReLU Conv2D (not Dense, not without ReLU), a BatchNormalization
   // that computes its input gradient; Dropout scales elementwise, Flatten does not.
   Conv2D<float> linear(conv(2, {3, 3}, Padding::Same));
@@ -617,6 +622,82 @@ TEST_CASE("a Conv2D's ReLU derivative left to the BatchNormalization after it: t
   CHECK_FALSE(fusion::take_input_relu_grad(first, true));
   CHECK(Dropout<float>(0.5).fusion_traits().scales_elementwise);
   CHECK_FALSE(Flatten<float>().fusion_traits().scales_elementwise);
+}
+
+TEST_CASE("a first Conv2D's gradients left to the BatchNormalization and MaxPool2D after it: the same bits") {
+  // As the trainer arranges it (fusion::leave_weights_grad): the direct
+  // kernel's weights' and bias' gradients summed from the rows of dL/dz the
+  // BatchNormalization makes, which are never stored, and the Conv2D's own
+  // backward skipped. Whole 2x2 windows, windows clipped by 'same' pooling,
+  // cells in no window under 'valid' pooling; 4 channels, and 19 (a vector
+  // of 16 and a rest).
+  struct Case {
+    const char* what;
+    MaxPool2DOptions pool;
+    Shape image;
+    Index filters;
+  };
+  const Case cases[] = {
+      {"2x2 valid on 8x6, 19 filters", MaxPool2DOptions({2, 2}), {8, 6, 1}, 19},
+      {"2x2 same on 7x5, 4 filters", MaxPool2DOptions({2, 2}).padding(Padding::Same), {7, 5, 1}, 4},
+      {"2x2 valid on 7x5, 19 filters: the last row and column in no window", MaxPool2DOptions({2, 2}), {7, 5, 2}, 19},
+      {"3x3 same on 7x8, 4 filters", MaxPool2DOptions({3, 3}).padding(Padding::Same), {7, 8, 1}, 4},
+  };
+  struct Chain {
+    Conv2D<float> conv2d;
+    BatchNormalization<float> bn;
+    MaxPool2D<float> pool;
+    Chain(const Case& c) : conv2d(conv(c.filters, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU)), pool(c.pool) {
+      conv2d.set_algorithm(ConvAlgorithm::Direct);
+      conv2d.set_needs_input_grad(false);
+      Rng rng(4);
+      REQUIRE(fuse_batch_norm_and_pool(bn, pool, conv2d.build(c.image, rng)));
+      REQUIRE(fusion::leave_relu_grad(conv2d, true));
+      REQUIRE(fusion::take_input_relu_grad(bn, true));
+    }
+  };
+  for (const Case& c : cases) {
+    INFO(std::string(c.what));
+    Chain left(c), apart(c);
+    REQUIRE(fusion::leave_weights_grad<float>(left.conv2d, &left.bn, true));
+    CHECK(left.bn.weights_grad_taken() == &left.conv2d);
+    Rng rng(8);
+    Tensor<float> x(c.image.with_batch(5));
+    for (float& v : x) v = static_cast<float>(rng.uniform(-1, 1));
+    const Tensor<float>& y = left.bn.forward(left.conv2d.forward(x, Mode::Train), Mode::Train);
+    REQUIRE(std::equal(y.begin(), y.end(), apart.bn.forward(apart.conv2d.forward(x, Mode::Train), Mode::Train).begin()));
+    Tensor<float> dy(y.shape());
+    for (float& v : dy) v = static_cast<float>(rng.uniform(-1, 1));
+    CHECK(left.bn.backward(dy).size() == 0);  // nothing stored: handed to the Conv2D a row at a time
+    CHECK_THROWS_AS(left.conv2d.backward(Tensor<float>(left.conv2d.output_shape().with_batch(5))), ConfigError);
+    apart.conv2d.backward(apart.bn.backward(dy));
+    using Pair = std::pair<Layer<float>*, Layer<float>*>;
+    for (const Pair& layers : {Pair{&left.conv2d, &apart.conv2d}, Pair{&left.bn, &apart.bn}}) {
+      auto p = layers.first->parameters(), q = layers.second->parameters();
+      for (std::size_t i = 0; i < p.size(); ++i) {
+        if (!p[i].grad) continue;
+        CAPTURE(p[i].name);
+        CHECK(std::equal(p[i].grad->begin(), p[i].grad->end(), q[i].grad->begin()));
+        Index nonzero = 0;
+        for (float v : *p[i].grad) nonzero += v != 0;
+        CHECK(nonzero > p[i].grad->size() / 2);
+      }
+    }
+    REQUIRE_FALSE(fusion::leave_weights_grad<float>(left.conv2d, &left.bn, false));
+    CHECK(left.bn.weights_grad_taken() == nullptr);
+  }
+  // Who agrees: the direct kernel without an input gradient, its ReLU's
+  // derivative left to a BatchNormalization fused with its pooling.
+  Chain chain(cases[0]);
+  chain.conv2d.set_needs_input_grad(true);
+  CHECK_FALSE(fusion::leave_weights_grad<float>(chain.conv2d, &chain.bn, true));
+  chain.conv2d.set_needs_input_grad(false);
+  chain.conv2d.set_algorithm(ConvAlgorithm::Im2col);
+  CHECK_FALSE(fusion::leave_weights_grad<float>(chain.conv2d, &chain.bn, true));
+  chain.conv2d.set_algorithm(ConvAlgorithm::Direct);
+  fusion::fuse_next_in_training<float>(chain.bn, nullptr);
+  CHECK_FALSE(fusion::leave_weights_grad<float>(chain.conv2d, &chain.bn, true));
+  CHECK(chain.bn.weights_grad_taken() == nullptr);
 }
 
 TEST_CASE("gradient check: Dropout, Flatten, ReLU, Softmax") {

@@ -182,37 +182,36 @@ class DirectConv {
   /// dk [kh*kw*c, cout] += the weights' gradient of output rows [r0, r1):
   /// sum over their pixels of col[pixel]^T dz[pixel], dz [N, ho, wo, cout].
   void weights(const T* xpad, const T* dz, Index r0, Index r1, Index cout, T* dk) const {
+    for (Index r = r0; r < r1; ++r) weights_row(xpad, dz + r * g_.wo * cout, r, cout, dk);
+  }
+
+  /// dk += the weights' gradient of output row r alone, its dz (wo x cout) at dz_row.
+  void weights_row(const T* xpad, const T* dz_row, Index r, Index cout, T* dk) const {
     const Index k = g_.patch(), wo = g_.wo;
+    const T* corner = xpad + image_row(r);
 #ifdef LOOM_OWN_SGEMM
     if constexpr (std::is_same_v<T, float>) {
       using namespace sgemm;
       with_tile<kCellTiles>(choose_tile<kCellTiles>(k, cout), [&](auto mr, auto nv) {
         constexpr Index MR = mr, NR = nv * Isa::W;
-        for (Index r = r0; r < r1; ++r) {
-          const float* corner = xpad + image_row(r);
-          const float* dzr = dz + r * wo * cout;
-          for (Index p = 0; p < k; p += MR) {
-            for (Index j = 0; j < cout; j += NR) {
-              micro_kernel<mr, nv>(wo, ACells{corner, g_.sw * g_.c, off_.data() + p}, dzr + j, cout,
-                                   dk + p * cout + j, cout, static_cast<int>(std::min(MR, k - p)),
-                                   static_cast<int>(std::min(NR, cout - j)), /*add=*/true, nullptr);
-            }
+        for (Index p = 0; p < k; p += MR) {
+          for (Index j = 0; j < cout; j += NR) {
+            micro_kernel<mr, nv>(wo, ACells{corner, g_.sw * g_.c, off_.data() + p}, dz_row + j, cout,
+                                 dk + p * cout + j, cout, static_cast<int>(std::min(MR, k - p)),
+                                 static_cast<int>(std::min(NR, cout - j)), /*add=*/true, nullptr);
           }
         }
       });
       return;
     }
 #endif
-    for (Index r = r0; r < r1; ++r) {
-      const T* corner = xpad + image_row(r);
-      for (Index ow = 0; ow < wo; ++ow) {
-        const T* a = corner + ow * g_.sw * g_.c;
-        const T* d = dz + (r * wo + ow) * cout;
-        for (Index p = 0; p < k; ++p) {
-          const T v = a[off_[static_cast<std::size_t>(p)]];
-          T* out = dk + p * cout;
-          for (Index co = 0; co < cout; ++co) out[co] += v * d[co];
-        }
+    for (Index ow = 0; ow < wo; ++ow) {
+      const T* a = corner + ow * g_.sw * g_.c;
+      const T* d = dz_row + ow * cout;
+      for (Index p = 0; p < k; ++p) {
+        const T v = a[off_[static_cast<std::size_t>(p)]];
+        T* out = dk + p * cout;
+        for (Index co = 0; co < cout; ++co) out[co] += v * d[co];
       }
     }
   }

@@ -134,6 +134,14 @@ class BatchNormalization : public Layer<T> {
   void set_input_relu_grad(bool on) { input_relu_grad_ = on; }
   bool takes_input_relu_grad() const { return input_relu_grad_; }
 
+  /// Training fusion of the gradients of the layer before it, arranged by
+  /// the planner for one step (Conv2D::set_weights_grad_left), or ended with
+  /// nullptr: while set, backward (fused with the MaxPool2D) hands its input
+  /// gradient to `layer` one row at a time from a small scratch instead of
+  /// writing it, and returns an empty tensor.
+  void take_weights_grad(RowGradientSink<T>* layer) { rows_to_ = layer; }
+  RowGradientSink<T>* weights_grad_taken() const { return rows_to_; }
+
   void set_replicas(Communicator* replicas) override { replicas_ = opt_.synchronized() ? replicas : nullptr; }
   void forward_without_samples() override {
     if (!replicas_) return;
@@ -351,6 +359,11 @@ class BatchNormalization : public Layer<T> {
             T* best = pooled_.data() + out;
             T* best_xhat = pooled_xhat_.data() + out;
             Cell* at = winners_.data() + out;
+            if (whole_2x2(g, w)) {
+              pool_window(x.data() + ((s * g.h + w.h0) * g.w + w.w0) * c, g.w * c, mu, is, ga, be, c, best,
+                          best_xhat, at);
+              continue;
+            }
             bool first = true;
             for (Index ih = w.h0; ih < w.h1; ++ih) {
               for (Index iw = w.w0; iw < w.w1; ++iw) {
@@ -376,10 +389,17 @@ class BatchNormalization : public Layer<T> {
     const Tensor<T>& x = *input_;
     const Index n = x.dim(0);
     const bool input_grad = this->needs_input_grad();
-    if (input_grad) dx_.resize_for_overwrite(x.shape());
-    detail::parallel(threads_for(x.size() / c, c), [&](int t, int nt) {
-      const T* __restrict mu = mean_.data();
-      const T* __restrict is = inv_std_.data();
+    RowGradientSink<T>* const sink = input_grad ? rows_to_ : nullptr;
+    int threads = threads_for(x.size() / c, c);
+    if (sink) {
+      threads = sink->prepare_rows();
+      reserve_partials(threads);
+      const auto band = static_cast<std::size_t>(threads * g.kh * g.w * c);
+      if (band_.size() < band) band_.resize(band);
+    } else if (input_grad) {
+      dx_.resize_for_overwrite(x.shape());
+    }
+    detail::parallel(threads, [&](int t, int nt) {
       const detail::Range mine = detail::split(n, t, nt);
       double* s = partial(t);
       std::fill(s, s + 2 * c, 0.0);
@@ -389,27 +409,95 @@ class BatchNormalization : public Layer<T> {
                                                         mine.size() * g.ho * g.wo, c, s, s + c);
       finish_backward_sums(nt);
       if (!input_grad) return;
-      const T* __restrict sc = scale_.data();
-      const T* __restrict mg = mean_dy_.data();
-      const T* __restrict mgh = mean_dyh_.data();
-      const auto write_dx = [&](auto relu) {
-        for_each_cell(g, mine, [&](Index cell, Cell place, Index out) {
-          const T* xr = x.data() + cell * c;
-          T* d = dx_.data() + cell * c;
-          if (out < 0) {  // in no window: its output gradient is 0
-            dx_cell<decltype(relu)::value>(xr, mu, is, sc, mg, mgh, nullptr, nullptr, 0, c, d);
-          } else {
-            dx_cell<decltype(relu)::value>(xr, mu, is, sc, mg, mgh, dy.data() + out, winners_.data() + out, place, c, d);
+      if (sink) sink->begin_rows(t);
+      T* band = sink ? band_.data() + static_cast<std::size_t>(t * g.kh * g.w * c) : nullptr;
+      for (Index sample = mine.begin; sample < mine.end; ++sample) {
+        // A band of rows at a time (a row of windows, or a row in none),
+        // written to dx_ or to the scratch band, then handed to the sink.
+        const auto rows = [&](Index r0, Index r1, auto&& write) {
+          const Index first_cell = (sample * g.h + r0) * g.w;
+          T* d = sink ? band : dx_.data() + first_cell * c;
+          write(d - first_cell * c);  // where cell i's dx goes: at i * c from here
+          if (sink) {
+            for (Index r = r0; r < r1; ++r) sink->add_row(t, sample * g.h + r, band + (r - r0) * g.w * c);
           }
-        });
-      };
-      if (input_relu_grad_) {
-        write_dx(std::true_type{});
-      } else {
-        write_dx(std::false_type{});
+        };
+        const Index rows_in = std::clamp<Index>(g.ho * g.kh - g.pad_top, 0, g.h);
+        const Index cols_in = std::clamp<Index>(g.wo * g.kw - g.pad_left, 0, g.w);
+        for (Index oh = 0; oh < g.ho; ++oh) {
+          const Clip band_rows = clip(g, oh, 0);
+          rows(band_rows.h0, band_rows.h1, [&](T* dx) {
+            if (input_relu_grad_) {
+              window_row_dx<true>(x, dy, g, sample, oh, cols_in, dx);
+            } else {
+              window_row_dx<false>(x, dy, g, sample, oh, cols_in, dx);
+            }
+          });
+        }
+        // 'valid' pooling leaves the last rows in no window: their output gradient is 0.
+        for (Index ih = rows_in; ih < g.h; ++ih) {
+          rows(ih, ih + 1, [&](T* dx) {
+            if (input_relu_grad_) {
+              unpooled_row_dx<true>(x, g, sample, ih, dx);
+            } else {
+              unpooled_row_dx<false>(x, g, sample, ih, dx);
+            }
+          });
+        }
+      }
+      if (sink) {
+#pragma omp barrier
+        sink->end_rows(t, nt);
       }
     });
-    return input_grad ? dx_ : this->empty_;
+    return input_grad && !sink ? dx_ : this->empty_;
+  }
+
+  /// dx of the cells of window row oh of one sample, cell i's at dx + i c:
+  /// each window's, then those in no window at the end of the rows
+  /// (columns from cols_in on, which 'valid' pooling leaves out).
+  template <bool Relu>
+  void window_row_dx(const Tensor<T>& x, const Tensor<T>& dy, const detail::Window2D& g, Index sample, Index oh,
+                     Index cols_in, T* dx) const {
+    const Index c = channels();
+    const T *mu = mean_.data(), *is = inv_std_.data(), *sc = scale_.data(), *mg = mean_dy_.data(),
+            *mgh = mean_dyh_.data();
+    Clip w{};
+    for (Index ow = 0; ow < g.wo; ++ow) {
+      w = clip(g, oh, ow);
+      const Index out = ((sample * g.ho + oh) * g.wo + ow) * c;
+      const T* gy = dy.data() + out;
+      const Cell* at = winners_.data() + out;
+      if (whole_2x2(g, w)) {
+        const Index cell = (sample * g.h + w.h0) * g.w + w.w0;
+        dx_window<Relu>(x.data() + cell * c, g.w * c, mu, is, sc, mg, mgh, gy, at, c, dx + cell * c);
+        continue;
+      }
+      for (Index ih = w.h0; ih < w.h1; ++ih) {
+        for (Index iw = w.w0; iw < w.w1; ++iw) {
+          const Index cell = (sample * g.h + ih) * g.w + iw;
+          const auto place = static_cast<Cell>((ih - w.top) * g.kw + (iw - w.left));
+          dx_cell<Relu>(x.data() + cell * c, mu, is, sc, mg, mgh, gy, at, place, c, dx + cell * c);
+        }
+      }
+    }
+    for (Index ih = w.h0; ih < w.h1; ++ih) {
+      for (Index iw = cols_in; iw < g.w; ++iw) {
+        const Index cell = (sample * g.h + ih) * g.w + iw;
+        dx_cell<Relu>(x.data() + cell * c, mu, is, sc, mg, mgh, nullptr, nullptr, 0, c, dx + cell * c);
+      }
+    }
+  }
+
+  /// dx of row ih of one sample, a row in no window (cell i's at dx + i c).
+  template <bool Relu>
+  void unpooled_row_dx(const Tensor<T>& x, const detail::Window2D& g, Index sample, Index ih, T* dx) const {
+    const Index c = channels();
+    for (Index iw = 0; iw < g.w; ++iw) {
+      const Index cell = (sample * g.h + ih) * g.w + iw;
+      dx_cell<Relu>(x.data() + cell * c, mean_.data(), inv_std_.data(), scale_.data(), mean_dy_.data(),
+                    mean_dyh_.data(), nullptr, nullptr, 0, c, dx + cell * c);
+    }
   }
 
   // The per-pixel loops over channels, apart and not inlined, so that the
@@ -442,19 +530,100 @@ class BatchNormalization : public Layer<T> {
     }
   }
 
+  /// Whether window w is a whole 2x2 one (MaxPool2D's default, unclipped)
+  /// of at least 16 channels, which pool_window and dx_window take in one
+  /// pass. (With fewer, g++ rounds dx_window's values of a ReLU's input
+  /// differently from dx_cell's.)
+  static bool whole_2x2(const detail::Window2D& g, const Clip& w) {
+    return g.kh == 2 && g.kw == 2 && w.h1 - w.h0 == 2 && w.w1 - w.w0 == 2 && g.c >= kBlock;
+  }
+
+  /// f(k0) for channel blocks [k0, k0 + kBlock) that cover [0, c), c >=
+  /// kBlock: whole blocks, the last one overlapping the one before when c is
+  /// not a multiple of kBlock, so that g++ runs every block as whole
+  /// vectors (it ran the rest of 75 channels one at a time). Only for passes
+  /// that write each channel's values from that channel's inputs alone,
+  /// which a channel done twice writes twice alike.
+  static constexpr Index kBlock = 16;
+  template <class F>
+  static void for_channel_blocks(Index c, F&& f) {
+    for (Index k0 = 0; k0 < c; k0 += kBlock) f(std::min(k0, c - kBlock));
+  }
+
+  /// pool_cell over a whole 2x2 window at once, its top left value x[0] and
+  /// the row below it at x + row: the same values and winners, with each
+  /// channel's statistics and running maximum read and written once per
+  /// window, not once per cell (the pass took 6 % of a training step).
+  [[gnu::noinline]] static void pool_window(const T* __restrict x, Index row, const T* __restrict mu,
+                                            const T* __restrict is, const T* __restrict ga, const T* __restrict be,
+                                            Index c, T* __restrict best, T* __restrict best_xhat,
+                                            Cell* __restrict at) {
+    for_channel_blocks(c, [&](Index k0) {
+      for (Index k = k0; k < k0 + kBlock; ++k) {
+        const T m = mu[k], s = is[k], a = ga[k], b = be[k];
+        const T h0 = (x[k] - m) * s, h1 = (x[c + k] - m) * s, h2 = (x[row + k] - m) * s,
+                h3 = (x[row + c + k] - m) * s;
+        T v = a * h0 + b, h = h0;
+        Cell place = 0;
+        const auto offer = [&](T hi, Cell cell) {
+          const T vi = a * hi + b;
+          const bool take = vi > v || (vi != vi && v == v);
+          v = take ? vi : v;
+          h = take ? hi : h;
+          place = take ? cell : place;
+        };
+        offer(h1, 1);
+        offer(h2, 2);
+        offer(h3, 3);
+        best[k] = v;
+        best_xhat[k] = h;
+        at[k] = place;
+      }
+    });
+  }
+
+  /// dx_cell over a whole 2x2 window at once (as pool_window), with its
+  /// output gradient dy and winners at: each channel's factors read once per window.
+  template <bool Relu>
+  [[gnu::noinline]] static void dx_window(const T* __restrict x, Index row, const T* __restrict mu,
+                                          const T* __restrict is, const T* __restrict sc, const T* __restrict mg,
+                                          const T* __restrict mgh, const T* __restrict dy, const Cell* __restrict at,
+                                          Index c, T* __restrict d) {
+    for_channel_blocks(c, [&](Index k0) {
+      for (Index k = k0; k < k0 + kBlock; ++k) {
+        const T m = mu[k], s = is[k], f = sc[k], base = mg[k], slope = mgh[k], g = dy[k];
+        const Cell won = at[k];
+        const auto cell = [&](Index o, Cell place) {
+          const T xv = x[o + k], h = (xv - m) * s;
+          const T v = f * ((won == place ? g : T(0)) - (base + h * slope));
+          d[o + k] = !Relu || xv > T(0) ? v : T(0);
+        };
+        cell(0, 0);
+        cell(c, 1);
+        cell(row, 2);
+        cell(row + c, 3);
+      }
+    });
+  }
+
   /// dx of one cell, from its window's output gradient (dy, at) where it
   /// won, or none (dy null); with Relu, 0 where x <= 0 (set_input_relu_grad).
+  /// Here and in dx_window, mean(dy) + xhat * mean(dy xhat) is bracketed so
+  /// that its product has one use, which g++ then fuses into an FMA in every
+  /// copy of the loop alike: written g - mg - h * mgh, it fused some and not
+  /// others, and dx with Relu and without (the ReLU applied by the layer
+  /// before) differed by more than rounding where the terms cancel.
   template <bool Relu>
   [[gnu::noinline]] static void dx_cell(const T* __restrict x, const T* __restrict mu, const T* __restrict is,
                                         const T* __restrict sc, const T* __restrict mg, const T* __restrict mgh,
                                         const T* __restrict dy, const Cell* __restrict at, Cell place, Index c,
                                         T* __restrict d) {
     if (!dy) {
-      for (Index k = 0; k < c; ++k) d[k] = sc[k] * (T(0) - mg[k] - (x[k] - mu[k]) * is[k] * mgh[k]);
+      for (Index k = 0; k < c; ++k) d[k] = sc[k] * (T(0) - (mg[k] + (x[k] - mu[k]) * is[k] * mgh[k]));
     } else {
       for (Index k = 0; k < c; ++k) {
         const T h = (x[k] - mu[k]) * is[k], g = dy[k];
-        d[k] = sc[k] * ((at[k] == place ? g : T(0)) - mg[k] - h * mgh[k]);
+        d[k] = sc[k] * ((at[k] == place ? g : T(0)) - (mg[k] + h * mgh[k]));
       }
     }
     // A loop of its own: folded into the one above, g++ 12 vectorized it
@@ -464,36 +633,16 @@ class BatchNormalization : public Layer<T> {
     }
   }
 
-  /// f(cell, place, out) for every input pixel of the samples `mine`: its
-  /// index (pixels, not values), its place in its window and the offset of
-  /// that window's pooled output; out = -1 (and place 0) for a pixel in no
-  /// window ('valid' pooling leaves the last rows or columns out).
-  template <class F>
-  static void for_each_cell(const detail::Window2D& g, detail::Range mine, F&& f) {
-    for (Index s = mine.begin; s < mine.end; ++s) {
-      for (Index ih = 0; ih < g.h; ++ih) {
-        const Index oh = (ih + g.pad_top) / g.sh;
-        for (Index iw = 0; iw < g.w; ++iw) {
-          const Index ow = (iw + g.pad_left) / g.sw;
-          const Index cell = (s * g.h + ih) * g.w + iw;
-          if (oh >= g.ho || ow >= g.wo) {
-            f(cell, Cell(0), Index(-1));
-            continue;
-          }
-          const Index top = oh * g.sh - g.pad_top, left = ow * g.sw - g.pad_left;
-          f(cell, static_cast<Cell>((ih - top) * g.kw + (iw - left)), ((s * g.ho + oh) * g.wo + ow) * g.c);
-        }
-      }
-    }
-  }
-
   /// Threads for a [rows, c] pass (about 16K elements each at least), with
   /// room for each one's partial sums.
   int threads_for(Index rows, Index c) {
     const int threads = detail::threads_for(std::max<Index>(1, rows * c / 16384));
-    const auto need = static_cast<std::size_t>(threads * 2 * c);
-    if (partial_.size() < need) partial_.resize(need);
+    reserve_partials(threads);
     return threads;
+  }
+  void reserve_partials(int threads) {
+    const auto need = static_cast<std::size_t>(threads * 2 * channels());
+    if (partial_.size() < need) partial_.resize(need);
   }
 
   /// Thread t's partial sums: [0, c) and [c, 2c).
@@ -533,6 +682,8 @@ class BatchNormalization : public Layer<T> {
   MaxPool2D<T>* pool_ = nullptr;  ///< the MaxPool2D fused in (fuse_pool), or null
   bool pooled_forward_ = false;   ///< whether the last training forward was fused
   bool input_relu_grad_ = false;  ///< see set_input_relu_grad
+  RowGradientSink<T>* rows_to_ = nullptr;  ///< see take_weights_grad
+  std::vector<T> band_;           ///< with rows_to_: each thread's band of dx rows
   /// The last training forward's input, which backward reads again when
   /// fused (with the MaxPool2D or a ReLU's derivative): the trainer keeps it.
   const Tensor<T>* input_ = nullptr;

@@ -70,7 +70,7 @@ class Conv2DOptions {
 enum class ConvAlgorithm { Auto, Im2col, Winograd, Direct };
 
 template <class T>
-class Conv2D : public Layer<T> {
+class Conv2D : public Layer<T>, public RowGradientSink<T> {
  public:
   explicit Conv2D(const Conv2DOptions& options) : opt_(options) {
     if (opt_.filters() < 1 || opt_.kernel_size()[0] < 1 || opt_.kernel_size()[1] < 1 || opt_.strides()[0] < 1 ||
@@ -132,6 +132,32 @@ class Conv2D : public Layer<T> {
   /// (y > 0) already (BatchNormalization::set_input_relu_grad).
   void set_relu_grad_left(bool on) { relu_grad_left_ = on; }
   bool relu_grad_left() const { return relu_grad_left_; }
+
+  /// Training fusion of the weights' and bias' gradients, arranged by the
+  /// planner for one step: while on, the BatchNormalization after it
+  /// computes them in its backward, from each output row's dL/dz as it makes
+  /// it (the RowGradientSink members below), and the step skips this layer's
+  /// backward. Only for the direct kernel, with no input gradient, and with
+  /// the ReLU's derivative left to that layer (can_leave_weights_grad):
+  /// conv1's dL/dz, 7.5 MB at batch 32, is then never stored.
+  bool can_leave_weights_grad() const { return uses_direct() && !this->needs_input_grad() && relu_grad_left_; }
+  void set_weights_grad_left(bool on) { weights_grad_left_ = on && can_leave_weights_grad(); }
+  bool weights_grad_left() const { return weights_grad_left_; }
+
+  int prepare_rows() override {
+    const int threads = detail::threads_for(geo_.n);
+    prepare_workspaces(threads, 0);
+    return threads;
+  }
+  void begin_rows(int t) override {
+    std::fill(weights_share(t), weights_share(t) + kernel_.size(), T(0));
+    if (opt_.use_bias()) std::fill(ws_[static_cast<std::size_t>(t)].dbias.begin(), ws_[static_cast<std::size_t>(t)].dbias.end(), 0.0);
+  }
+  void add_row(int t, Index r, const T* dz) override {
+    direct_.weights_row(xpad_.data(), dz, r, opt_.filters(), weights_share(t));
+    if (opt_.use_bias()) add_bias_sums(dz, geo_.wo, ws_[static_cast<std::size_t>(t)].dbias.data());
+  }
+  void end_rows(int t, int nt) override { sum_shares(t, nt); }
 
   /// The algorithm the layer runs (Auto resolved; before build, as for a
   /// layer of no input channels).
@@ -234,6 +260,9 @@ class Conv2D : public Layer<T> {
   }
 
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
+    if (weights_grad_left_) {
+      throw ConfigError(this->where() + ": backward() is done by the BatchNormalization after it in this step");
+    }
     const Index n = geo_.n, k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
     const Index tile = images_per_tile();
     const bool input_grad = this->needs_input_grad();
@@ -281,18 +310,12 @@ class Conv2D : public Layer<T> {
         const Index per = Winograd::tiles_per_image(winograd_forward());
         w.winograd.weights({nullptr, kept_v_.data()}, dz_all, winograd_forward(), geo_.c, cout, mine.begin * per, mine.end * per,
                            w.dkernel.data());
+      } else if (direct) {  // an output row at a time, its bias sums while it is in cache (conv1's dz is 7.5 MB)
+        begin_rows(t);
+        for (Index r = mine.begin * geo_.ho; r < mine.end * geo_.ho; ++r) add_row(t, r, dz_all + r * geo_.wo * cout);
+        db = nullptr;  // summed
       } else {
-        T* dk = t == 0 ? dkernel_.data() : w.dkernel.data();
-        if (direct) {  // an output row at a time, its bias sums while it is in cache (conv1's dz is 7.5 MB)
-          std::fill(dk, dk + k * cout, T(0));
-          for (Index r = mine.begin * geo_.ho; r < mine.end * geo_.ho; ++r) {
-            direct_.weights(xpad_.data(), dz_all, r, r + 1, cout, dk);
-            if (db) add_bias_sums(dz_all + r * geo_.wo * cout, geo_.wo, db);
-          }
-          db = nullptr;  // summed
-        } else {
-          w.weights(k, cout, rows, {col_.data() + r0 * k, k, true}, {dz, cout}, dk, cout);
-        }
+        w.weights(k, cout, rows, {col_.data() + r0 * k, k, true}, {dz, cout}, weights_share(t), cout);
       }
       if (db) add_bias_sums(dz, rows, db);
       // dx: Winograd's correlation of dz with the rotated kernel, or
@@ -316,19 +339,9 @@ class Conv2D : public Layer<T> {
       if (winograd_weights) {
         const detail::Range slice = detail::split(Winograd::sum_rows(geo_.c, cout), t, nt);
         Winograd::finish_weights(parts_.data(), nt, geo_.c, cout, slice.begin, slice.end, dkernel_.data());
+        sum_bias_shares(t, nt);
       } else {
-        const detail::Range slice = detail::split(k * cout, t, nt);
-        for (int u = 1; u < nt; ++u) {
-          const T* part = ws_[static_cast<std::size_t>(u)].dkernel.data();
-          for (Index e = slice.begin; e < slice.end; ++e) dkernel_[e] += part[e];
-        }
-      }
-      if (opt_.use_bias() && t == 0) {
-        for (Index c = 0; c < cout; ++c) {
-          double sum = 0;
-          for (int u = 0; u < nt; ++u) sum += ws_[static_cast<std::size_t>(u)].dbias[static_cast<std::size_t>(c)];
-          dbias_[c] = static_cast<T>(sum);
-        }
+        sum_shares(t, nt);
       }
     });
     return input_grad ? dx_ : this->empty_;
@@ -447,6 +460,29 @@ class Conv2D : public Layer<T> {
     return std::max(piece, std::min<Index>(16, ceil_div(tiles, threads)));
   }
 
+  /// Thread t's share of dK: dkernel_ itself for thread 0 (sum_shares adds the others' to it).
+  T* weights_share(int t) { return t == 0 ? dkernel_.data() : ws_[static_cast<std::size_t>(t)].dkernel.data(); }
+
+  /// After a barrier, in every thread: dkernel_ += the other threads' shares
+  /// of dK, in thread order, each thread a slice; then dbias_ (sum_bias_shares).
+  void sum_shares(int t, int nt) {
+    const detail::Range slice = detail::split(kernel_.size(), t, nt);
+    for (int u = 1; u < nt; ++u) {
+      const T* part = ws_[static_cast<std::size_t>(u)].dkernel.data();
+      for (Index e = slice.begin; e < slice.end; ++e) dkernel_[e] += part[e];
+    }
+    sum_bias_shares(t, nt);
+  }
+  /// dbias_ from the threads' sums, in double, in thread order (thread 0).
+  void sum_bias_shares(int t, int nt) {
+    if (!opt_.use_bias() || t != 0) return;
+    for (Index c = 0; c < opt_.filters(); ++c) {
+      double sum = 0;
+      for (int u = 0; u < nt; ++u) sum += ws_[static_cast<std::size_t>(u)].dbias[static_cast<std::size_t>(c)];
+      dbias_[c] = static_cast<T>(sum);
+    }
+  }
+
   /// db += the column sums of `rows` rows of dz, in double (a sum over up
   /// to N*Ho*Wo rows), in row order.
   void add_bias_sums(const T* dz, Index rows, double* db) const {
@@ -512,6 +548,7 @@ class Conv2D : public Layer<T> {
   BatchNormalization<T>* absorbed_ = nullptr;  // see absorb: during a fused inference forward
   MaxPool2D<T>* pooled_ = nullptr;             // the pooling after it, likewise
   bool relu_grad_left_ = false;                // see set_relu_grad_left
+  bool weights_grad_left_ = false;             // see set_weights_grad_left
   Tensor<T> affine_;                           // its scale and shift
   Tensor<T> u_, u_source_;  // Winograd's forward U, and the kernel it came from (inference)
   bool u_cached_ = false;    // u_ is the transform of u_source_

@@ -120,6 +120,27 @@ bool takes_input_relu_grad(const Layer<T>& layer) {
   return bn && bn->takes_input_relu_grad();
 }
 
+/// Whether `layer`'s gradients are left to the next layer, `next` (on), or
+/// no longer (off); returns whether they are. Only a Conv2D that
+/// can_leave_weights_grad (its ReLU's derivative already left to `next`)
+/// leaves them, and only to a BatchNormalization fused with its MaxPool2D
+/// that applies that derivative (BatchNormalization::take_weights_grad).
+template <class T>
+bool leave_weights_grad(Layer<T>& layer, LayerArg<T>* next, bool on) {
+  auto* conv = dynamic_cast<Conv2D<T>*>(&layer);
+  if (!conv) return false;
+  auto* bn = dynamic_cast<BatchNormalization<T>*>(next);
+  const bool fits = on && bn && bn->fused_pool() && bn->takes_input_relu_grad() && conv->can_leave_weights_grad();
+  conv->set_weights_grad_left(fits);
+  if (bn) bn->take_weights_grad(fits ? conv : nullptr);
+  return fits;
+}
+template <class T>
+bool weights_grad_left(const Layer<T>& layer) {
+  const auto* conv = dynamic_cast<const Conv2D<T>*>(&layer);
+  return conv && conv->weights_grad_left();
+}
+
 }  // namespace fusion
 
 /// The inference fusion of one layer of a model for one forward: made
@@ -165,7 +186,7 @@ class InferenceFusion {
 ///
 ///     TrainingFusion<T> fusion(layers);
 ///     forward:  fused = fusion.fused(i); out = forward(i); if (fused) skip i + 1
-///     backward: if (fusion.skips(i)) continue;
+///     backward: if (fusion.skips(i) || fusion.backward_taken(i)) continue;
 ///
 /// It allocates nothing.
 template <class T>
@@ -189,8 +210,12 @@ class TrainingFusion {
   /// forward returns layers[i + 1]'s output, and its backward takes that
   /// output's gradient.
   bool fused(std::size_t i) const { return layers_[i]->fused_next() != nullptr; }
-  /// Whether layers[i] is done by layers[i - 1] (see fused): skipped both ways.
+  /// Whether layers[i] is done by layers[i - 1] (see fused): skipped both
+  /// ways.
   bool skips(std::size_t i) const { return i > 0 && layers_[i - 1]->fused_next() == layers_[i].get(); }
+  /// Whether layers[i]'s backward is done by layers[i + 1]'s
+  /// (fusion::leave_weights_grad): skipped in backward.
+  bool backward_taken(std::size_t i) const { return fusion::weights_grad_left(*layers_[i]); }
 
  private:
   void arrange() {
@@ -207,8 +232,13 @@ class TrainingFusion {
         fusion::leave_relu_grad(*layers_[i], false);
       }
     }
+    for (std::size_t i = 0; i + 1 < n; ++i) fusion::leave_weights_grad(*layers_[i], layers_[i + 1].get(), true);
   }
   void undo() {
+    const std::size_t n = layers_.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      fusion::leave_weights_grad(*layers_[i], i + 1 < n ? layers_[i + 1].get() : nullptr, false);
+    }
     for (const auto& l : layers_) {
       fusion::fuse_next_in_training(*l, nullptr);
       fusion::leave_relu_grad(*l, false);

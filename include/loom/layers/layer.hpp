@@ -245,4 +245,29 @@ class Layer {
   Index parameter_values_ = 0;
 };
 
+/// A layer whose parameters' gradients another layer's backward computes,
+/// one output row of dL/dz at a time as that layer makes them, so that the
+/// full dL/dz is never stored (training fusion: Conv2D's direct kernel, for
+/// the BatchNormalization after it; layers/fusion.hpp arranges it). The
+/// rows are split over prepare_rows() threads by samples, as the layer's
+/// own backward splits them, and come to each thread in order, so the sums
+/// are the same bits as the layer's own backward.
+template <class T>
+class RowGradientSink {
+ public:
+  /// Before the threads start (one thread): sizes the scratch; returns the
+  /// number of threads the rows must be split over.
+  virtual int prepare_rows() = 0;
+  /// In thread t, before its rows.
+  virtual void begin_rows(int t) = 0;
+  /// In thread t: output row r (image r / ho, row r % ho), its dL/dz at dz.
+  virtual void add_row(int t, Index r, const T* dz) = 0;
+  /// In every thread, after a barrier that follows the last row: the
+  /// gradients completed from the threads' shares.
+  virtual void end_rows(int t, int nt) = 0;
+
+ protected:
+  ~RowGradientSink() = default;
+};
+
 }  // namespace loom

@@ -77,7 +77,7 @@ class TrainStep {
     }
     const Tensor<T>* g = &grad_;
     for (std::size_t i = layers.size(); i-- > 0;) {
-      if (fusion.skips(i)) continue;  // done by layers[i - 1]
+      if (fusion.skips(i) || fusion.backward_taken(i)) continue;  // done by layers[i - 1] or layers[i + 1]
       g = &layers[i]->backward(*g);
     }
     return value;
