@@ -390,9 +390,8 @@ class BatchNormalization : public Layer<T> {
     const Index n = x.dim(0);
     const bool input_grad = this->needs_input_grad();
     RowGradientSink<T>* const sink = input_grad ? rows_to_ : nullptr;
-    int threads = threads_for(x.size() / c, c);
+    const int threads = sink ? sink->prepare_rows() : threads_for(x.size() / c, c);
     if (sink) {
-      threads = sink->prepare_rows();
       reserve_partials(threads);
       const auto band = static_cast<std::size_t>(threads * g.kh * g.w * c);
       if (band_.size() < band) band_.resize(band);
@@ -411,22 +410,22 @@ class BatchNormalization : public Layer<T> {
       if (!input_grad) return;
       if (sink) sink->begin_rows(t);
       T* band = sink ? band_.data() + static_cast<std::size_t>(t * g.kh * g.w * c) : nullptr;
+      // 'valid' pooling leaves the last rows and columns from these in no window.
+      const Index rows_in = std::clamp<Index>(g.ho * g.kh - g.pad_top, 0, g.h);
+      const Index cols_in = std::clamp<Index>(g.wo * g.kw - g.pad_left, 0, g.w);
       for (Index sample = mine.begin; sample < mine.end; ++sample) {
         // A band of rows at a time (a row of windows, or a row in none),
         // written to dx_ or to the scratch band, then handed to the sink.
         const auto rows = [&](Index r0, Index r1, auto&& write) {
-          const Index first_cell = (sample * g.h + r0) * g.w;
-          T* d = sink ? band : dx_.data() + first_cell * c;
-          write(d - first_cell * c);  // where cell i's dx goes: at i * c from here
+          const Index first = (sample * g.h + r0) * g.w;  // the band's first cell
+          write(Band{first, sink ? band : dx_.data() + first * c});
           if (sink) {
             for (Index r = r0; r < r1; ++r) sink->add_row(t, sample * g.h + r, band + (r - r0) * g.w * c);
           }
         };
-        const Index rows_in = std::clamp<Index>(g.ho * g.kh - g.pad_top, 0, g.h);
-        const Index cols_in = std::clamp<Index>(g.wo * g.kw - g.pad_left, 0, g.w);
         for (Index oh = 0; oh < g.ho; ++oh) {
           const Clip band_rows = clip(g, oh, 0);
-          rows(band_rows.h0, band_rows.h1, [&](T* dx) {
+          rows(band_rows.h0, band_rows.h1, [&](Band dx) {
             if (input_relu_grad_) {
               window_row_dx<true>(x, dy, g, sample, oh, cols_in, dx);
             } else {
@@ -434,9 +433,8 @@ class BatchNormalization : public Layer<T> {
             }
           });
         }
-        // 'valid' pooling leaves the last rows in no window: their output gradient is 0.
-        for (Index ih = rows_in; ih < g.h; ++ih) {
-          rows(ih, ih + 1, [&](T* dx) {
+        for (Index ih = rows_in; ih < g.h; ++ih) {  // rows in no window: their output gradient is 0
+          rows(ih, ih + 1, [&](Band dx) {
             if (input_relu_grad_) {
               unpooled_row_dx<true>(x, g, sample, ih, dx);
             } else {
@@ -453,12 +451,20 @@ class BatchNormalization : public Layer<T> {
     return input_grad && !sink ? dx_ : this->empty_;
   }
 
-  /// dx of the cells of window row oh of one sample, cell i's at dx + i c:
-  /// each window's, then those in no window at the end of the rows
-  /// (columns from cols_in on, which 'valid' pooling leaves out).
+  /// Where a band of rows' dx goes: cell `first`'s at `at`, the cells
+  /// after it in order (in dx_, or in a thread's scratch band).
+  struct Band {
+    Index first;
+    T* at;
+    T* cell(Index i, Index c) const { return at + (i - first) * c; }
+  };
+
+  /// dx of the cells of window row oh of one sample, into dx: each
+  /// window's, then those in no window at the end of the rows (columns from
+  /// cols_in on, which 'valid' pooling leaves out).
   template <bool Relu>
   void window_row_dx(const Tensor<T>& x, const Tensor<T>& dy, const detail::Window2D& g, Index sample, Index oh,
-                     Index cols_in, T* dx) const {
+                     Index cols_in, Band dx) const {
     const Index c = channels();
     const T *mu = mean_.data(), *is = inv_std_.data(), *sc = scale_.data(), *mg = mean_dy_.data(),
             *mgh = mean_dyh_.data();
@@ -470,33 +476,33 @@ class BatchNormalization : public Layer<T> {
       const Cell* at = winners_.data() + out;
       if (whole_2x2(g, w)) {
         const Index cell = (sample * g.h + w.h0) * g.w + w.w0;
-        dx_window<Relu>(x.data() + cell * c, g.w * c, mu, is, sc, mg, mgh, gy, at, c, dx + cell * c);
+        dx_window<Relu>(x.data() + cell * c, g.w * c, mu, is, sc, mg, mgh, gy, at, c, dx.cell(cell, c));
         continue;
       }
       for (Index ih = w.h0; ih < w.h1; ++ih) {
         for (Index iw = w.w0; iw < w.w1; ++iw) {
           const Index cell = (sample * g.h + ih) * g.w + iw;
           const auto place = static_cast<Cell>((ih - w.top) * g.kw + (iw - w.left));
-          dx_cell<Relu>(x.data() + cell * c, mu, is, sc, mg, mgh, gy, at, place, c, dx + cell * c);
+          dx_cell<Relu>(x.data() + cell * c, mu, is, sc, mg, mgh, gy, at, place, c, dx.cell(cell, c));
         }
       }
     }
     for (Index ih = w.h0; ih < w.h1; ++ih) {
       for (Index iw = cols_in; iw < g.w; ++iw) {
         const Index cell = (sample * g.h + ih) * g.w + iw;
-        dx_cell<Relu>(x.data() + cell * c, mu, is, sc, mg, mgh, nullptr, nullptr, 0, c, dx + cell * c);
+        dx_cell<Relu>(x.data() + cell * c, mu, is, sc, mg, mgh, nullptr, nullptr, 0, c, dx.cell(cell, c));
       }
     }
   }
 
-  /// dx of row ih of one sample, a row in no window (cell i's at dx + i c).
+  /// dx of row ih of one sample, a row in no window, into dx.
   template <bool Relu>
-  void unpooled_row_dx(const Tensor<T>& x, const detail::Window2D& g, Index sample, Index ih, T* dx) const {
+  void unpooled_row_dx(const Tensor<T>& x, const detail::Window2D& g, Index sample, Index ih, Band dx) const {
     const Index c = channels();
     for (Index iw = 0; iw < g.w; ++iw) {
       const Index cell = (sample * g.h + ih) * g.w + iw;
       dx_cell<Relu>(x.data() + cell * c, mean_.data(), inv_std_.data(), scale_.data(), mean_dy_.data(),
-                    mean_dyh_.data(), nullptr, nullptr, 0, c, dx + cell * c);
+                    mean_dyh_.data(), nullptr, nullptr, 0, c, dx.cell(cell, c));
     }
   }
 

@@ -151,7 +151,8 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   }
   void begin_rows(int t) override {
     std::fill(weights_share(t), weights_share(t) + kernel_.size(), T(0));
-    if (opt_.use_bias()) std::fill(ws_[static_cast<std::size_t>(t)].dbias.begin(), ws_[static_cast<std::size_t>(t)].dbias.end(), 0.0);
+    std::vector<double>& db = ws_[static_cast<std::size_t>(t)].dbias;
+    std::fill(db.begin(), db.end(), 0.0);
   }
   void add_row(int t, Index r, const T* dz) override {
     direct_.weights_row(xpad_.data(), dz, r, opt_.filters(), weights_share(t));
