@@ -700,6 +700,87 @@ TEST_CASE("a first Conv2D's gradients left to the BatchNormalization and MaxPool
   CHECK(chain.bn.weights_grad_taken() == nullptr);
 }
 
+TEST_CASE("a first Conv2D summing the batch statistics of the BatchNormalization after it: the same bits") {
+  // As the trainer arranges it (fusion::sum_statistics): the direct kernel
+  // hands its output to the BatchNormalization a band of rows at a time,
+  // which sums them for its statistics instead of reading the output again.
+  // It must give the same output and moving statistics, bit for bit, as the
+  // layers apart; the sums are taken only when the threads split the rows
+  // as the BatchNormalization would (else it sums them itself).
+  struct Case {
+    const char* what;
+    int threads;
+    Shape image;
+    Index filters, batch;
+    bool pooled, summed;
+  };
+  const Case cases[] = {
+      {"2 threads, 4 images of 28x28, 19 filters", 2, {28, 28, 1}, 19, 4, false, true},
+      {"the same, the pooling fused in", 2, {28, 28, 1}, 19, 4, true, true},
+      {"2 threads, 5 images: rows split unlike the images", 2, {28, 28, 1}, 19, 5, true, false},
+      {"2 threads for the conv, 1 for a small BatchNormalization", 2, {7, 5, 1}, 4, 4, false, false},
+      {"1 thread, 3 images of 7x5, 4 filters", 1, {7, 5, 1}, 4, 3, true, true},
+  };
+  const int saved = num_threads();
+  for (const Case& c : cases) {
+    INFO(std::string(c.what));
+    set_num_threads(c.threads);
+    struct Chain {
+      Conv2D<float> conv2d;
+      BatchNormalization<float> bn;
+      MaxPool2D<float> pool;
+      Chain(const Case& c)
+          : conv2d(conv(c.filters, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU)), pool(MaxPool2DOptions({2, 2})) {
+        conv2d.set_algorithm(ConvAlgorithm::Direct);
+        Rng rng(4);
+        const Shape out = conv2d.build(c.image, rng);
+        if (c.pooled) {
+          REQUIRE(fuse_batch_norm_and_pool(bn, pool, out));
+        } else {
+          bn.build(out, rng);
+        }
+      }
+    } summed(c), apart(c);
+    REQUIRE(fusion::sum_statistics<float>(summed.conv2d, &summed.bn, true));
+    Rng rng(8);
+    Tensor<float> x(c.image.with_batch(c.batch));
+    for (int step = 0; step < 2; ++step) {  // the second forward on the buffers of the first
+      for (float& v : x) v = static_cast<float>(rng.uniform(-1, 1));
+      const Tensor<float>& y = summed.bn.forward(summed.conv2d.forward(x, Mode::Train), Mode::Train);
+      CHECK(summed.bn.statistics_summed() == c.summed);
+      const Tensor<float>& z = apart.bn.forward(apart.conv2d.forward(x, Mode::Train), Mode::Train);
+      CHECK_FALSE(apart.bn.statistics_summed());
+      REQUIRE(y.shape() == z.shape());
+      CHECK(std::equal(y.begin(), y.end(), z.begin()));
+      auto p = summed.bn.parameters(), q = apart.bn.parameters();
+      for (std::size_t i = 0; i < p.size(); ++i) {
+        CAPTURE(p[i].name);
+        CHECK(std::equal(p[i].value->begin(), p[i].value->end(), q[i].value->begin()));
+      }
+    }
+    // Sums handed over and never used when the fusion ends (a step that threw) are dropped.
+    summed.conv2d.forward(x, Mode::Train);
+    REQUIRE_FALSE(fusion::sum_statistics<float>(summed.conv2d, &summed.bn, false));
+    for (float& v : x) v = static_cast<float>(rng.uniform(-1, 1));
+    const Tensor<float>& y = summed.bn.forward(summed.conv2d.forward(x, Mode::Train), Mode::Train);
+    CHECK_FALSE(summed.bn.statistics_summed());
+    const Tensor<float>& z = apart.bn.forward(apart.conv2d.forward(x, Mode::Train), Mode::Train);
+    CHECK(std::equal(y.begin(), y.end(), z.begin()));
+  }
+  set_num_threads(saved);
+  // Who sums: a Conv2D running its direct kernel, for a BatchNormalization.
+  Conv2D<float> conv2d(conv(4, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU));
+  BatchNormalization<float> bn;
+  Rng rng(4);
+  bn.build(conv2d.build({7, 5, 1}, rng), rng);
+  conv2d.set_algorithm(ConvAlgorithm::Im2col);
+  CHECK_FALSE(fusion::sum_statistics<float>(conv2d, &bn, true));
+  conv2d.set_algorithm(ConvAlgorithm::Direct);
+  CHECK_FALSE(fusion::sum_statistics<float>(conv2d, nullptr, true));
+  CHECK(fusion::sum_statistics<float>(conv2d, &bn, true));
+  CHECK_FALSE(fusion::sum_statistics<float>(bn, &bn, true));
+}
+
 TEST_CASE("gradient check: Dropout, Flatten, ReLU, Softmax") {
   SUBCASE("Dropout") {
     Dropout<double> layer(0.4);

@@ -71,7 +71,7 @@ class BatchNormalizationOptions {
 };
 
 template <class T>
-class BatchNormalization : public Layer<T> {
+class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
  public:
   explicit BatchNormalization(const BatchNormalizationOptions& options = {}) : opt_(options) {
     if (!(opt_.momentum() >= 0 && opt_.momentum() <= 1) || !(opt_.epsilon() > 0)) {
@@ -142,6 +142,27 @@ class BatchNormalization : public Layer<T> {
   void take_weights_grad(RowGradientSink<T>* layer) { rows_to_ = layer; }
   RowGradientSink<T>* weights_grad_taken() const { return rows_to_; }
 
+  /// Training fusion of the batch statistics, arranged by the planner for
+  /// one step (Conv2D::set_statistics_to): the layer before sums them as it
+  /// writes its output, and the next Mode::Train forward of that output
+  /// uses its sums instead of reading it for them. Taken only when its
+  /// threads split the rows as this layer's forward would.
+  bool begin_statistics(const T* output, Index rows, int threads) override {
+    summed_ = nullptr;
+    if (threads != threads_for(rows, channels())) return false;
+    for (int t = 0; t < threads; ++t) std::fill(partial(t), partial(t) + 2 * channels(), 0.0);
+    summed_ = output;
+    summed_rows_ = rows;
+    return true;
+  }
+  /// Whether the last Mode::Train forward's statistics were the sums the layer before made.
+  bool statistics_summed() const { return summed_now_; }
+  void add_statistics_rows(int t, const T* rows, Index count) override {
+    double* s = partial(t);
+    detail::add_column_sums<detail::Second::Squares>(rows, static_cast<const T*>(nullptr), count, channels(), s,
+                                                     s + channels());
+  }
+
   void set_replicas(Communicator* replicas) override { replicas_ = opt_.synchronized() ? replicas : nullptr; }
   void forward_without_samples() override {
     if (!replicas_) return;
@@ -194,6 +215,8 @@ class BatchNormalization : public Layer<T> {
     }
     pooled_forward_ = fused_pool() != nullptr;
     input_ = &x;
+    summed_now_ = summed_ == x.data() && summed_rows_ == rows;  // (begin_statistics checked the threads)
+    summed_ = nullptr;
     if (pooled_forward_) return forward_pooled(x, threads);
     xhat_.resize_for_overwrite(x.shape());
     detail::parallel(threads, [&](int t, int nt) {
@@ -274,14 +297,18 @@ class BatchNormalization : public Layer<T> {
   /// one pass (sums of x and of x^2, in double, so that var = E[x^2] -
   /// mean^2 loses nothing a float could hold), then, on the master thread
   /// alone, their sum over threads and replicas (MPI needs no more than
-  /// MPI_THREAD_FUNNELED) and the moving statistics' update. Ends in a barrier.
+  /// MPI_THREAD_FUNNELED) and the moving statistics' update. Ends in a
+  /// barrier. The sums are the layer before's when it made them
+  /// (begin_statistics).
   void gather_statistics(const Tensor<T>& x, int t, int nt) {
     const Index c = channels(), rows = x.size() / c;
-    const detail::Range mine = detail::split(rows, t, nt);
-    double* s = partial(t);
-    std::fill(s, s + 2 * c, 0.0);
-    detail::add_column_sums<detail::Second::Squares>(x.data() + mine.begin * c, static_cast<const T*>(nullptr),
-                                                     mine.size(), c, s, s + c);
+    if (!summed_now_) {
+      const detail::Range mine = detail::split(rows, t, nt);
+      double* s = partial(t);
+      std::fill(s, s + 2 * c, 0.0);
+      detail::add_column_sums<detail::Second::Squares>(x.data() + mine.begin * c, static_cast<const T*>(nullptr),
+                                                       mine.size(), c, s, s + c);
+    }
 #pragma omp barrier
 #pragma omp master
     {
@@ -689,6 +716,9 @@ class BatchNormalization : public Layer<T> {
   bool pooled_forward_ = false;   ///< whether the last training forward was fused
   bool input_relu_grad_ = false;  ///< see set_input_relu_grad
   RowGradientSink<T>* rows_to_ = nullptr;  ///< see take_weights_grad
+  const T* summed_ = nullptr;               ///< the output whose sums the layer before made (begin_statistics)
+  Index summed_rows_ = 0;                   ///< its rows
+  bool summed_now_ = false;                 ///< whether this training forward's partial sums are made
   std::vector<T> band_;           ///< with rows_to_: each thread's band of dx rows
   /// The last training forward's input, which backward reads again when
   /// fused (with the MaxPool2D or a ReLU's derivative): the trainer keeps it.

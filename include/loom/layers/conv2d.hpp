@@ -144,6 +144,16 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   void set_weights_grad_left(bool on) { weights_grad_left_ = on && can_leave_weights_grad(); }
   bool weights_grad_left() const { return weights_grad_left_; }
 
+  /// Training fusion of the next layer's batch statistics, arranged by the
+  /// planner for one step, or ended with nullptr: while set, the direct
+  /// kernel's Mode::Train forward hands `sink` (the BatchNormalization
+  /// after it) its output a few rows at a time, as they are made, for their
+  /// sums: conv1's output, 7.5 MB at batch 32, is then read once by that
+  /// layer, not twice. Only for the direct kernel without softmax.
+  bool can_sum_statistics() const { return uses_direct() && opt_.activation() != Activation::Softmax; }
+  void set_statistics_to(RowStatisticsSink<T>* sink) { statistics_to_ = can_sum_statistics() ? sink : nullptr; }
+  RowStatisticsSink<T>* statistics_to() const { return statistics_to_; }
+
   int prepare_rows() override {
     const int threads = detail::threads_for(geo_.n);
     prepare_workspaces(threads, 0);
@@ -237,7 +247,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       return y_;
     }
     if (uses_direct()) {
-      forward_direct(x, epilogue, pool);
+      forward_direct(x, epilogue, pool, mode == Mode::Train ? statistics_to_ : nullptr);
       return y_;
     }
     if (keep) col_.resize_for_overwrite(Shape{geo_.rows(), k});
@@ -412,17 +422,37 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   /// Splitting one image's rows across threads measured 8 % slower at batch
   /// 1 (notebook_speed, AVX-512): conv1's image is 10 us of work, about
   /// what the threads' barrier costs. With `pool`, the rows of one pooling
-  /// window go to the thread's scratch, and only their pooling to y.
-  void forward_direct(const Tensor<T>& x, const detail::GemmEpilogue<T>& epilogue, const detail::Window2D* pool) {
+  /// window go to the thread's scratch, and only their pooling to y. With
+  /// `sums`, the output goes to it a band of rows at a time for its
+  /// statistics (set_statistics_to), when the threads' images split its
+  /// rows as it splits them (a batch the threads divide).
+  void forward_direct(const Tensor<T>& x, const detail::GemmEpilogue<T>& epilogue, const detail::Window2D* pool,
+                      RowStatisticsSink<T>* sums) {
     const Index cout = opt_.filters(), row = geo_.wo * cout;
     direct_.set(geo_);
     direct_.set_kernel(kernel_.data(), cout);
     xpad_.resize_for_overwrite(Shape{direct_.padded_size(geo_.n)});
     const int threads = detail::threads_for(geo_.n);
     if (pool) prepare_workspaces(threads, pool->kh * row);
+    if (sums) {
+      const bool whole = !pool && geo_.n % threads == 0;
+      if (!sums->begin_statistics(whole ? y_.data() : nullptr, whole ? geo_.n * geo_.ho * geo_.wo : 0,
+                                  whole ? threads : 0)) {
+        sums = nullptr;
+      }
+    }
     detail::parallel(threads, [&](int t, int nt) {
       const detail::Range images = detail::split(geo_.n, t, nt);
       direct_.pad(x.data(), images.begin, images.end, xpad_.data());
+      if (sums) {  // bands of kSumRows output rows, summed while in cache
+        const Index last = images.end * geo_.ho;
+        for (Index r = images.begin * geo_.ho; r < last; r += kSumRows) {
+          const Index r1 = std::min(r + kSumRows, last);
+          direct_.forward(xpad_.data(), r, r1, y_.data() + r * row, epilogue);
+          sums->add_statistics_rows(t, y_.data() + r * row, (r1 - r) * geo_.wo);
+        }
+        return;
+      }
       if (pool) {
         T* band = ws_[static_cast<std::size_t>(t)].col.data();
         for (Index n = images.begin; n < images.end; ++n) {
@@ -550,6 +580,9 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   MaxPool2D<T>* pooled_ = nullptr;             // the pooling after it, likewise
   bool relu_grad_left_ = false;                // see set_relu_grad_left
   bool weights_grad_left_ = false;             // see set_weights_grad_left
+  RowStatisticsSink<T>* statistics_to_ = nullptr;  // see set_statistics_to
+  /// Output rows the direct kernel makes before handing them to statistics_to_: 4 rows of conv1, 34 KB.
+  static constexpr Index kSumRows = 4;
   Tensor<T> affine_;                           // its scale and shift
   Tensor<T> u_, u_source_;  // Winograd's forward U, and the kernel it came from (inference)
   bool u_cached_ = false;    // u_ is the transform of u_source_

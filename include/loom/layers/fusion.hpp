@@ -18,7 +18,11 @@
 ///   image; then each Conv2D ending in a ReLU, not itself taken, leaves its
 ///   derivative to the first layer after it past layers that
 ///   scales_elementwise, when that layer runs its own backward and is a
-///   BatchNormalization that computes its input gradient.
+///   BatchNormalization that computes its input gradient. A Conv2D
+///   leaves its weights' gradients to such a BatchNormalization fused with
+///   its pooling (fusion::leave_weights_grad), and a Conv2D running its
+///   direct kernel sums the batch statistics of a BatchNormalization right
+///   after it (fusion::sum_statistics).
 ///
 /// Every arrangement lasts one forward (inference) or one step (training)
 /// and is undone when the planner object goes, also by an exception.
@@ -141,6 +145,21 @@ bool weights_grad_left(const Layer<T>& layer) {
   return conv && conv->weights_grad_left();
 }
 
+/// Whether `layer` sums the batch statistics of `next` as it writes its
+/// output (on), or no longer (off); returns whether it does. Only a Conv2D
+/// that can_sum_statistics (its direct kernel) does, and only for a
+/// BatchNormalization right after it (RowStatisticsSink); off also drops
+/// sums that `next` was given and did not use.
+template <class T>
+bool sum_statistics(Layer<T>& layer, LayerArg<T>* next, bool on) {
+  auto* conv = dynamic_cast<Conv2D<T>*>(&layer);
+  if (!conv) return false;
+  auto* bn = dynamic_cast<BatchNormalization<T>*>(next);
+  conv->set_statistics_to(on ? bn : nullptr);
+  if (bn && !conv->statistics_to()) bn->begin_statistics(nullptr, 0, 0);
+  return conv->statistics_to() != nullptr;
+}
+
 }  // namespace fusion
 
 /// The inference fusion of one layer of a model for one forward: made
@@ -232,12 +251,16 @@ class TrainingFusion {
         fusion::leave_relu_grad(*layers_[i], false);
       }
     }
-    for (std::size_t i = 0; i + 1 < n; ++i) fusion::leave_weights_grad(*layers_[i], layers_[i + 1].get(), true);
+    for (std::size_t i = 0; i + 1 < n; ++i) {
+      fusion::leave_weights_grad(*layers_[i], layers_[i + 1].get(), true);
+      fusion::sum_statistics(*layers_[i], layers_[i + 1].get(), true);
+    }
   }
   void undo() {
     const std::size_t n = layers_.size();
     for (std::size_t i = 0; i < n; ++i) {
       fusion::leave_weights_grad(*layers_[i], i + 1 < n ? layers_[i + 1].get() : nullptr, false);
+      fusion::sum_statistics(*layers_[i], i + 1 < n ? layers_[i + 1].get() : nullptr, false);
     }
     for (const auto& l : layers_) {
       fusion::fuse_next_in_training(*l, nullptr);

@@ -270,4 +270,25 @@ class RowGradientSink {
   ~RowGradientSink() = default;
 };
 
+/// A layer whose batch statistics the layer before it sums in its own
+/// Mode::Train forward, a band of output rows at a time while the band is
+/// still in cache, so that the output is read once less (training fusion:
+/// Conv2D's direct kernel, for the BatchNormalization after it; layers/
+/// fusion.hpp arranges it). The sink takes the sums only when the rows
+/// come to its own threads as its own forward would split them, in order,
+/// so the statistics are the same bits.
+template <class T>
+class RowStatisticsSink {
+ public:
+  /// Before the threads start (one thread): whether the sink takes the
+  /// sums of `output`, `rows` rows to be split over `threads` threads as
+  /// detail::split(rows, t, threads); if so, each thread's sums start at 0.
+  virtual bool begin_statistics(const T* output, Index rows, int threads) = 0;
+  /// In thread t: the next `count` rows of its share, at `rows`.
+  virtual void add_statistics_rows(int t, const T* rows, Index count) = 0;
+
+ protected:
+  ~RowStatisticsSink() = default;
+};
+
 }  // namespace loom
