@@ -501,7 +501,7 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
       const Index out = ((sample * g.ho + oh) * g.wo + ow) * c;
       const T* gy = dy.data() + out;
       const Cell* at = winners_.data() + out;
-      if (whole_2x2(g, w)) {
+      if (kWindowDx && whole_2x2(g, w)) {
         const Index cell = (sample * g.h + w.h0) * g.w + w.w0;
         dx_window<Relu>(x.data() + cell * c, g.w * c, mu, is, sc, mg, mgh, gy, at, c, dx.cell(cell, c));
         continue;
@@ -614,6 +614,17 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
       }
     });
   }
+
+  /// Whether backward takes whole 2x2 windows with dx_window: with AVX-512
+  /// only. g++ 12 vectorizes none of its loops on AVX2 ("control flow in
+  /// loop": the winner's and the ReLU's selects), where it then took a
+  /// third of a training step (Intel Xeon, AVX2 build); dx_cell's loops it
+  /// vectorizes.
+#if defined(__AVX512F__)
+  static constexpr bool kWindowDx = true;
+#else
+  static constexpr bool kWindowDx = false;
+#endif
 
   /// dx_cell over a whole 2x2 window at once (as pool_window), with its
   /// output gradient dy and winners at: each channel's factors read once per window.
