@@ -219,7 +219,7 @@ TEST_CASE("Winograd's weights' gradient matches a direct sum, its sums kept in e
     first.weights({x.data()}, dz.data(), geo, cin, cout, 0, tiles / 2, s0.data());
     second.weights({x.data()}, dz.data(), geo, cin, cout, tiles / 2, tiles, s1.data());
     {  // the V a training forward keeps gives the same sums, bit for bit
-      std::vector<float> kernel(static_cast<std::size_t>(9 * plane)), u_all(Winograd::kPoints * kernel.size());
+      std::vector<float> kernel(static_cast<std::size_t>(9 * plane)), u_all(static_cast<std::size_t>(Winograd::u_size(cin, cout, false)));
       for (float& e : kernel) e = u(rng);
       Winograd::transform_kernel(kernel.data(), cin, cout, false, 0, cin, u_all.data());
       std::vector<float> kept(static_cast<std::size_t>(tiles * Winograd::kPoints * cin)),

@@ -68,6 +68,17 @@ class Gemm {
     return false;
   }
 
+  /// A row stride for an operand B of n columns (read in place) that the
+  /// kernel reads in whole vectors: n rounded up to loom's kernel's vector
+  /// (16 floats with AVX-512, 8 with AVX2), so that an aligned B's rows start
+  /// on a vector and no load splits a cache line. On Eigen's path, n.
+  static Index aligned_stride(Index n) {
+#ifdef LOOM_OWN_SGEMM
+    if constexpr (std::is_same_v<T, float>) return (n + sgemm::Isa::W - 1) / sgemm::Isa::W * sgemm::Isa::W;
+#endif
+    return n;
+  }
+
   /// C[m x n] (row-major, row stride ldc) = op(A)[m x k] * op(B)[k x n], or
   /// += when `accumulate`, then the epilogue (bias, ReLU, affine). Allocates only
   /// when m, n or k exceed every earlier call's.

@@ -131,18 +131,30 @@ class Winograd3x3 {
   /// Output pixels per tile, each way.
   static constexpr int kTile = M;
 
+  /// U's row stride for `cols` columns (run's output channels): whole
+  /// vectors of the GEMM's kernel, so that its loads of U's rows start on a
+  /// vector and split no cache line. (Rows of 75 floats, 300 bytes, made
+  /// conv2's input gradient GEMM 28 % slower than rows of 80, AVX-512.)
+  static Index u_stride(Index cols) { return Gemm<T>::aligned_stride(cols); }
+  /// The values U takes: kPoints x rows x u_stride(cols).
+  static Index u_size(Index cin, Index cout, bool input_grad) {
+    return kPoints * (input_grad ? cout : cin) * u_stride(input_grad ? cin : cout);
+  }
+
   /// U[xi][ci][co] = (G g G^T)[xi] from a kernel [3, 3, cin, cout]; with
   /// `input_grad`, of the kernel rotated by 180 degrees with its channels
-  /// swapped, U[xi][co][ci] (the backward to the input). Rows [r0, r1) of
-  /// the (xi-independent) first U index only, so threads can share the work.
+  /// swapped, U[xi][co][ci] (the backward to the input). Rows of u_stride
+  /// values, zero past the last column. Rows [r0, r1) of the
+  /// (xi-independent) first U index only, so threads can share the work.
   static void transform_kernel(const T* g, Index cin, Index cout, bool input_grad, Index r0, Index r1, T* u) {
     // kLanes columns at a time, in double: the compiler vectorises the loops
     // over lanes (one pair at a time, scalar, it took 2.5 % of a training step).
     constexpr int L = kLanes;
-    const Index rows = input_grad ? cout : cin, cols = input_grad ? cin : cout;
+    const Index rows = input_grad ? cout : cin, cols = input_grad ? cin : cout, stride = u_stride(cols);
     for (Index r = r0; r < r1; ++r) {
       for (Index c0 = 0; c0 < cols; c0 += L) {
         const int lanes = static_cast<int>(std::min<Index>(L, cols - c0));
+        const int written = static_cast<int>(std::min<Index>(L, stride - c0));
         double k[3][3][L] = {};
         for (int i = 0; i < 3; ++i) {
           for (int j = 0; j < 3; ++j) {
@@ -165,10 +177,11 @@ class Winograd3x3 {
         }
         for (int a = 0; a < kAlpha; ++a) {  // (G k) G^T
           for (int b = 0; b < kAlpha; ++b) {
-            T* out = u + ((a * kAlpha + b) * rows + r) * cols + c0;
+            T* out = u + ((a * kAlpha + b) * rows + r) * stride + c0;
             double v[L];
             for (int l = 0; l < L; ++l) v[l] = t[a][0][l] * F::G[b][0] + t[a][1][l] * F::G[b][1] + t[a][2][l] * F::G[b][2];
             for (int l = 0; l < lanes; ++l) out[l] = static_cast<T>(v[l]);
+            for (int l = lanes; l < written; ++l) out[l] = T(0);
           }
         }
       }
@@ -324,7 +337,7 @@ class Winograd3x3 {
   void run(const T* x, const Winograd2D& geo, Index cin, Index first, Index last, const T* u, Index cout, T* y,
            GemmEpilogue<T> epilogue, const Window2D* pool = nullptr, T* kept = nullptr) {
     const Index per_image = tiles_per_image(geo), total = last - first;
-    const Index chunk = chunk_tiles(cin, cout);
+    const Index chunk = chunk_tiles(cin, cout), ldu = u_stride(cout);
     reserve(cin, cout);
     for (Index t0 = 0; t0 < total; t0 += chunk) {
       const Index tiles = std::min(chunk, total - t0);
@@ -332,7 +345,7 @@ class Winograd3x3 {
       for (Index t = 0; t < tiles; ++t) input_tile(x, geo, cin, per_image, first + t0 + t, v + t * kPoints * cin);
       // V is [tile][xi][cin], so V[xi] is a row-major matrix with row stride 36 cin.
       for (int xi = 0; xi < kPoints; ++xi) {
-        gemm_(tiles, cout, cin, {v + xi * cin, kPoints * cin}, {u + xi * cin * cout, cout}, m_.data() + xi * cout,
+        gemm_(tiles, cout, cin, {v + xi * cin, kPoints * cin}, {u + xi * cin * ldu, ldu}, m_.data() + xi * cout,
               kPoints * cout);
       }
       for (Index t = 0; t < tiles; ++t) {

@@ -292,7 +292,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       for (int u = 0; u < threads; ++u) parts_[static_cast<std::size_t>(u)] = ws_[static_cast<std::size_t>(u)].dkernel.data();
     }
     if (input_grad && winograd) {
-      grad_u_.resize_for_overwrite(Shape{Winograd::kPoints, cout, geo_.c});
+      grad_u_.resize_for_overwrite(Shape{Winograd::kPoints, cout, Winograd::u_stride(geo_.c)});
       const Index tiles = n * Winograd::tiles_per_image(winograd_input_grad());
       queue_.reset(tiles, winograd_piece(tiles, threads, Winograd::chunk_tiles(cout, geo_.c)), threads);
     }
@@ -381,7 +381,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
     // (notebook_speed, one thread, AVX-512).
     const bool reuse = !keep && u_cached_ && u_source_.size() == kernel_.size() &&
                        std::memcmp(kernel_.data(), u_source_.data(), sizeof(T) * std::size_t(kernel_.size())) == 0;
-    if (!reuse) u_.resize_for_overwrite(Shape{Winograd::kPoints, geo_.c, cout});
+    if (!reuse) u_.resize_for_overwrite(Shape{Winograd::kPoints, geo_.c, Winograd::u_stride(cout)});
     const bool winograd_weights = uses_winograd_weights();
     if (keep && winograd_weights) kept_v_.resize_for_overwrite(Shape{tiles, Winograd::kPoints, geo_.c});
     if (keep && !winograd_weights) col_.resize_for_overwrite(Shape{geo_.rows(), k});
