@@ -5,7 +5,9 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cstring>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -210,6 +212,61 @@ TEST_CASE("optimizers skip buffers and refuse parameters they were not built for
   Tensor<float> other(Shape{3}), og(Shape{3});
   CHECK_THROWS_AS(rms.step({{"other", &other, &og}}), ConfigError);
   CHECK_THROWS_AS(make_optimizer<float>("adagrad"), ConfigError);
+}
+
+TEST_CASE("optimizers: the threads share the values and update each as one thread does") {
+  // Sizes that are not multiples of the 16-value groups, a buffer between
+  // them, and more values than one thread takes: the shares are cut inside
+  // the tensors. Every value must be updated once, with the same bits.
+  const std::vector<Index> sizes{40001, 5, 70003};
+  const int saved = num_threads();
+  const auto run = [&](Optimizer<float>& opt, int threads) {
+    set_num_threads(threads);
+    std::vector<Tensor<float>> w, g;
+    for (Index n : sizes) {
+      w.emplace_back(Shape{n});
+      g.emplace_back(Shape{n});
+    }
+    Tensor<float> buf(Shape{3}, {5, 5, 5});
+    Rng rng(9);
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      for (float& v : w[i]) v = float(rng.uniform() - 0.5);
+    }
+    std::vector<Parameter<float>> params{{"a/kernel", &w[0], &g[0]}, {"buf", &buf, nullptr},
+                                         {"b/bias", &w[1], &g[1]}, {"c/kernel", &w[2], &g[2]}};
+    for (int step = 0; step < 3; ++step) {
+      for (std::size_t i = 0; i < sizes.size(); ++i) {
+        for (float& v : g[i]) v = float(rng.uniform() - 0.5);
+      }
+      opt.step(params);
+    }
+    CHECK(buf[1] == 5.0f);
+    set_num_threads(saved);
+    return w;
+  };
+  const auto same_bits = [&](auto make) {
+    auto one = make(), two = make();
+    const auto a = run(*one, 1), b = run(*two, 2);
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      CHECK(std::memcmp(a[i].data(), b[i].data(), sizeof(float) * std::size_t(a[i].size())) == 0);
+    }
+  };
+  same_bits([] { return std::make_unique<SGD<float>>(SGDOptions().learning_rate(0.1).momentum(0.9).nesterov(true)); });
+  same_bits([] { return std::make_unique<RMSprop<float>>(); });
+  same_bits([] { return std::make_unique<Adam<float>>(); });
+  same_bits([] {
+    return std::make_unique<AdamW<float>>(AdamOptions().weight_decay(0.1).exclude_from_weight_decay({"bias"}));
+  });
+  // And against the rule itself: plain SGD moves each value by exactly -lr g, once per step.
+  SGD<float> sgd(SGDOptions().learning_rate(0.5));
+  set_num_threads(2);
+  Tensor<float> w(Shape{100003}), g(Shape{100003});
+  for (Index i = 0; i < w.size(); ++i) w[i] = 1.0f, g[i] = float(i % 7);  // lr g is exact in float
+  sgd.step({{"w", &w, &g}});
+  Index wrong = 0;
+  for (Index i = 0; i < w.size(); ++i) wrong += w[i] != 1.0f - 0.5f * float(i % 7);
+  set_num_threads(saved);
+  CHECK(wrong == 0);
 }
 
 // ---------------------------------------------------------------- the notebook's model

@@ -59,15 +59,15 @@ class Adam : public Optimizer<T> {
     lr_t_ = static_cast<T>(this->lr() * std::sqrt(1 - std::pow(opt_.beta_2(), t)) /
                            (1 - std::pow(opt_.beta_1(), t)));
   }
-  void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) override {
+  void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state, Index begin, Index count) override {
     const T b1 = static_cast<T>(opt_.beta_1()), b2 = static_cast<T>(opt_.beta_2()),
             eps = static_cast<T>(opt_.epsilon());
-    auto m = state[0].flat().array();
-    auto v = state[1].flat().array();
-    const auto ga = g.flat().array();
+    auto m = this->part(state[0], begin, count);
+    auto v = this->part(state[1], begin, count);
+    const auto ga = this->part(g, begin, count);
     m = b1 * m + (T(1) - b1) * ga;
     v = b2 * v + (T(1) - b2) * ga.square();
-    w.flat().array() -= lr_t_ * m / (v.sqrt() + eps);
+    this->part(w, begin, count) -= lr_t_ * m / (v.sqrt() + eps);
   }
 
  private:

@@ -29,6 +29,7 @@
 
 #include "../config.hpp"
 #include "../error.hpp"
+#include "../parallel.hpp"
 #include "../parameter.hpp"
 #include "../schedules.hpp"
 #include "../tensor.hpp"
@@ -185,15 +186,35 @@ class Optimizer {
     clip_gradients(params);
     ++iterations_;
     begin_step();
-    i = 0;
+    // The rule is elementwise, so the threads share the values of all the
+    // parameters together: each its part of them laid end to end, each
+    // tensor's length rounded up to whole groups of kGroup, cut between
+    // groups. A value then takes the same path through Eigen's loop (vector
+    // or scalar tail) as in one pass over its tensor, which keeps the bits.
+    // On one thread, the notebook's model spent 2.7 % of a training step
+    // here (the AVX2 build) while the other core waited.
+    Index padded = 0;
     for (const auto& p : params) {
-      if (!p.trainable()) continue;
-      if (settings_.weight_decay != 0 && decays(p.name)) {
-        p.value->flat() *= static_cast<T>(1 - lr_ * settings_.weight_decay);
-      }
-      update(*p.value, *p.grad, slots_[i].state);
-      ++i;
+      if (p.trainable()) padded += round_up(p.value->size());
     }
+    const bool decay = settings_.weight_decay != 0;
+    const T keep = static_cast<T>(1 - lr_ * settings_.weight_decay);
+    detail::parallel(detail::threads_for(padded / kValuesPerThread), [&](int t, int nt) {
+      const detail::Range groups = detail::split(padded / kGroup, t, nt);
+      const Index lo = groups.begin * kGroup, hi = groups.end * kGroup;
+      Index at = 0;  // where the parameter's values start, end to end
+      std::size_t slot = 0;
+      for (const auto& p : params) {
+        if (!p.trainable()) continue;
+        const Index n = p.value->size(), begin = std::max(lo, at) - at, end = std::min(hi - at, n);
+        if (begin < end) {
+          if (decay && decays(p.name)) part(*p.value, begin, end - begin) *= keep;
+          update(*p.value, *p.grad, slots_[slot].state, begin, end - begin);
+        }
+        at += round_up(n);
+        ++slot;
+      }
+    });
   }
 
   /// Number of steps taken (Keras's `optimizer.iterations`).
@@ -207,7 +228,13 @@ class Optimizer {
   /// The learning rate of the update in progress.
   double lr() const { return lr_; }
   virtual void begin_step() {}
-  virtual void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) = 0;
+  /// The rule on values [begin, begin + count) of w, of its gradient g and
+  /// of its state. Threads call it at once on disjoint ranges.
+  virtual void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state, Index begin,
+                      Index count) = 0;
+  /// Values [begin, begin + count) of t as an Eigen array.
+  static auto part(Tensor<T>& t, Index begin, Index count) { return t.flat().segment(begin, count).array(); }
+  static auto part(const Tensor<T>& t, Index begin, Index count) { return t.flat().segment(begin, count).array(); }
 
   /// The config: the learning rate (or its schedule, as "learning_rate_schedule"
   /// and its keys behind "learning_rate_schedule."), then `own`'s keys, then
@@ -234,6 +261,12 @@ class Optimizer {
   }
 
  private:
+  /// The threads' shares are cut between groups of 16 values (a multiple of
+  /// every vector width, from a tensor's aligned start); a thread is worth
+  /// starting for 32768 values (the notebook's model updates 256,567).
+  static constexpr Index kGroup = 16, kValuesPerThread = 32768;
+  static Index round_up(Index n) { return (n + kGroup - 1) / kGroup * kGroup; }
+
   void check_settings(const char* who) const {
     const auto& s = settings_;
     const auto require = [&](bool ok, const char* what, double v) {

@@ -63,16 +63,16 @@ class RMSprop : public Optimizer<T> {
   std::vector<std::string> state_names() const override { return {"velocity"}; }
 
  protected:
-  void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) override {
+  void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state, Index begin, Index count) override {
     const T lr = static_cast<T>(this->lr()), rho = static_cast<T>(opt_.rho()),
             eps = static_cast<T>(opt_.epsilon());
-    auto a = state[0].flat().array();
-    const auto ga = g.flat().array();
+    auto a = this->part(state[0], begin, count);
+    const auto ga = this->part(g, begin, count);
     a = rho * a + (T(1) - rho) * ga.square();
     if (opt_.epsilon_inside_sqrt()) {
-      w.flat().array() -= lr * ga / (a + eps).sqrt();
+      this->part(w, begin, count) -= lr * ga / (a + eps).sqrt();
     } else {
-      w.flat().array() -= lr * ga / (a.sqrt() + eps);
+      this->part(w, begin, count) -= lr * ga / (a.sqrt() + eps);
     }
   }
 

@@ -43,18 +43,20 @@ class SGD : public Optimizer<T> {
   }
 
  protected:
-  void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state) override {
+  void update(Tensor<T>& w, const Tensor<T>& g, std::vector<Tensor<T>>& state, Index begin, Index count) override {
     const T lr = static_cast<T>(this->lr()), mu = static_cast<T>(opt_.momentum());
+    auto wa = this->part(w, begin, count);
+    const auto ga = this->part(g, begin, count);
     if (state.empty()) {
-      w.flat() -= lr * g.flat();
+      wa -= lr * ga;
       return;
     }
-    auto v = state[0].flat();
-    v = mu * v - lr * g.flat();
+    auto v = this->part(state[0], begin, count);
+    v = mu * v - lr * ga;
     if (opt_.nesterov()) {
-      w.flat() += mu * v - lr * g.flat();
+      wa += mu * v - lr * ga;
     } else {
-      w.flat() += v;
+      wa += v;
     }
   }
 
