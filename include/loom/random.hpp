@@ -11,14 +11,21 @@
 
 namespace loom {
 
-/// Value i of the SplitMix64 stream that starts at `key` (Steele, Lea and
-/// Flood 2014), computed directly: a bijective mix of key + (i + 1) * gamma.
-/// Seeds Rng, and gives Dropout one independent value per element.
-inline std::uint64_t splitmix64(std::uint64_t key, std::uint64_t i) {
-  std::uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ULL;
+/// SplitMix64's increment, gamma (the golden ratio's odd 64-bit integer).
+inline constexpr std::uint64_t kSplitMix64Gamma = 0x9E3779B97F4A7C15ULL;
+
+/// SplitMix64's output function: a bijective mix of one state value.
+inline std::uint64_t splitmix64_mix(std::uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
   return z ^ (z >> 31);
+}
+
+/// Value i of the SplitMix64 stream that starts at `key` (Steele, Lea and
+/// Flood 2014), computed directly: the mix of key + (i + 1) * gamma.
+/// Seeds Rng, and gives Dropout one independent value per element.
+inline std::uint64_t splitmix64(std::uint64_t key, std::uint64_t i) {
+  return splitmix64_mix(key + (i + 1) * kSplitMix64Gamma);
 }
 
 class Rng {
