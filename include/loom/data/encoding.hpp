@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "../error.hpp"
+#include "../parallel.hpp"
 #include "../tensor.hpp"
 
 namespace loom::data {
@@ -21,7 +22,8 @@ Tensor<T> take(const Tensor<T>& x, Index begin, Index end) {
   }
   Shape s = x.shape();
   s[0] = end - begin;
-  Tensor<T> out(s);
+  Tensor<T> out;
+  out.resize_for_overwrite(s);  // every element is copied next
   const Index row = x.dim(0) ? x.size() / x.dim(0) : 0;
   std::copy(x.data() + begin * row, x.data() + end * row, out.data());
   return out;
@@ -30,8 +32,15 @@ Tensor<T> take(const Tensor<T>& x, Index begin, Index end) {
 /// x * factor, as a new tensor (the notebook's `x_train / 255`).
 template <class T>
 Tensor<T> scaled(const Tensor<T>& x, double factor) {
-  Tensor<T> out(x.shape());
-  for (Index i = 0; i < x.size(); ++i) out[i] = static_cast<T>(x[i] * factor);
+  Tensor<T> out;
+  out.resize_for_overwrite(x.shape());  // every element is written next
+  // On the threads: the training images are 150 MB, most of their time the
+  // first touch of new memory (the experiment's x_train / 255: 0.12 s on one).
+  const Index n = x.size();
+  loom::detail::parallel(loom::detail::threads_for(n >> 20), [&](int t, int nt) {
+    const loom::detail::Range mine = loom::detail::split(n, t, nt);
+    for (Index i = mine.begin; i < mine.end; ++i) out[i] = static_cast<T>(x[i] * factor);
+  });
   return out;
 }
 
