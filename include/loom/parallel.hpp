@@ -142,5 +142,15 @@ inline int threads_for(Index units) {
   return units < t ? static_cast<int>(units < 1 ? 1 : units) : t;
 }
 
+/// Elementwise work on [0, n): f(begin, end) on each thread's near-equal
+/// part, with a thread for every `per_thread` elements (one at least).
+template <class F>
+void parallel_ranges(Index n, Index per_thread, F&& f) {
+  parallel(threads_for(n / per_thread), [&](int t, int nt) {
+    const Range mine = split(n, t, nt);
+    f(mine.begin, mine.end);
+  });
+}
+
 }  // namespace detail
 }  // namespace loom

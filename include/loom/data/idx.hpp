@@ -220,10 +220,8 @@ Tensor<T> parse_idx(std::vector<unsigned char> bytes, const std::string& source,
   const std::size_t size = detail::idx_element_size(h.type);
   const unsigned char* p = bytes.data() + h.header_bytes();
   if (h.type == 0x08) {  // on the threads: Fashion-MNIST's training images are 188 MB of new memory as floats
-    const Index n = t.size();
-    loom::detail::parallel(loom::detail::threads_for(n >> 20), [&](int part, int parts) {
-      const loom::detail::Range mine = loom::detail::split(n, part, parts);
-      for (Index i = mine.begin; i < mine.end; ++i) t[i] = static_cast<T>(p[i]);
+    loom::detail::parallel_ranges(t.size(), Index(1) << 20, [&](Index begin, Index end) {
+      for (Index i = begin; i < end; ++i) t[i] = static_cast<T>(p[i]);
     });
   } else {
     for (Index i = 0; i < t.size(); ++i) t[i] = static_cast<T>(detail::idx_element(p + i * size, h.type));

@@ -72,9 +72,8 @@ class Dropout : public Layer<T> {
     // Keep when the hash's top 53 bits, as a fraction of 2^53, are >= rate.
     const auto threshold = static_cast<std::uint64_t>(rate_ * 0x1.0p53);
     const Index n = x.size();
-    detail::parallel(detail::threads_for(n / 65536), [&](int t, int nt) {
-      const detail::Range mine = detail::split(n, t, nt);
-      draw_mask(key, threshold, scale, mine.begin, mine.end, x.data(), mask_.data(), y_.data());
+    detail::parallel_ranges(n, 65536, [&](Index begin, Index end) {
+      draw_mask(key, threshold, scale, begin, end, x.data(), mask_.data(), y_.data());
     });
     return y_;
   }
@@ -84,9 +83,8 @@ class Dropout : public Layer<T> {
     if (identity_) return dy;
     dx_.resize_for_overwrite(dy.shape());
     const Index n = dy.size();
-    detail::parallel(detail::threads_for(n / 65536), [&](int t, int nt) {
-      const detail::Range mine = detail::split(n, t, nt);
-      multiply(dy.data(), mask_.data(), dx_.data(), mine.begin, mine.end);
+    detail::parallel_ranges(n, 65536, [&](Index begin, Index end) {
+      multiply(dy.data(), mask_.data(), dx_.data(), begin, end);
     });
     return dx_;
   }
