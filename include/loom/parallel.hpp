@@ -121,8 +121,11 @@ class WorkQueue {
 
 /// Runs body(t, nt) on `threads` threads, t = 0..nt-1. One thread runs the
 /// body directly: libgomp allocates (and frees) a team for every one-thread
-/// parallel region, and a training step must not allocate. The body may use
-/// `#pragma omp barrier` and `single`: outside a region they do nothing.
+/// parallel region, and a training step must not allocate. So the body
+/// synchronises with barrier(nt) below and picks one thread with t == 0,
+/// never with `#pragma omp barrier`, `master` or `single`: run directly
+/// inside another region (a thread's copy of the layers in predict), those
+/// would bind to that region's team.
 template <class Body>
 void parallel(int threads, Body&& body) {
 #if defined(_OPENMP)
@@ -134,6 +137,19 @@ void parallel(int threads, Body&& body) {
 #endif
   (void)threads;
   body(0, 1);
+}
+
+/// A barrier among the nt threads of parallel's body. With nt == 1 nothing:
+/// the body ran directly, maybe on one thread of an enclosing region (each
+/// thread of predict's runs its own copy of the layers), and an orphaned
+/// `#pragma omp barrier` there would wait for that region's other threads,
+/// which may never reach one.
+inline void barrier([[maybe_unused]] int nt) {
+#if defined(_OPENMP)
+  if (nt > 1) {
+#pragma omp barrier
+  }
+#endif
 }
 
 /// Threads worth starting for `units` independent pieces of work.

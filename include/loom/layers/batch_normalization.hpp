@@ -270,7 +270,7 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
       std::fill(s, s + 2 * c, 0.0);
       detail::add_column_sums<detail::Second::Products>(dy.data() + mine.begin * c, xhat_.data() + mine.begin * c,
                                                         mine.size(), c, s, s + c);
-      finish_backward_sums(nt);
+      finish_backward_sums(t, nt);
       if (input_grad) {
         const T* __restrict sc = scale_.data();
         const T* __restrict mg = mean_dy_.data();
@@ -296,10 +296,10 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
 
   /// In every thread of a parallel region: the batch statistics of x in
   /// one pass (sums of x and of x^2, in double, so that var = E[x^2] -
-  /// mean^2 loses nothing a float could hold), then, on the master thread
-  /// alone, their sum over threads and replicas (MPI needs no more than
-  /// MPI_THREAD_FUNNELED) and the moving statistics' update. Ends in a
-  /// barrier. The sums are the layer before's when it made them
+  /// mean^2 loses nothing a float could hold), then, on thread 0 alone
+  /// (the calling thread: MPI needs no more than MPI_THREAD_FUNNELED),
+  /// their sum over threads and replicas and the moving statistics'
+  /// update. Ends in a barrier. The sums are the layer before's when it made them
   /// (begin_statistics).
   void gather_statistics(const Tensor<T>& x, int t, int nt) {
     const Index c = channels(), rows = x.size() / c;
@@ -310,26 +310,24 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
       detail::add_column_sums<detail::Second::Squares>(x.data() + mine.begin * c, static_cast<const T*>(nullptr),
                                                        mine.size(), c, s, s + c);
     }
-#pragma omp barrier
-#pragma omp master
-    {
+    detail::barrier(nt);
+    if (t == 0) {
       reduce_partials(nt);
       stats_[static_cast<std::size_t>(2 * c)] = static_cast<double>(rows);
       if (replicas_) replicas_->allreduce_sum(stats_.data(), 2 * c + 1);
       batch_statistics();
     }
-#pragma omp barrier
+    detail::barrier(nt);
   }
 
   /// In every thread, once each has its partial sums of dy and dy * xhat: on
-  /// the master thread, dbeta and dgamma (this replica's share: the trainer
-  /// sums them across replicas), the global sums' means and gamma * inv_std.
+  /// thread 0, dbeta and dgamma (this replica's share: the trainer sums
+  /// them across replicas), the global sums' means and gamma * inv_std.
   /// Starts and ends in a barrier.
-  void finish_backward_sums(int nt) {
+  void finish_backward_sums(int t, int nt) {
     const Index c = channels();
-#pragma omp barrier
-#pragma omp master
-    {
+    detail::barrier(nt);
+    if (t == 0) {
       reduce_partials(nt);
       for (Index k = 0; k < c; ++k) {
         dbeta_[k] = static_cast<T>(stats_[static_cast<std::size_t>(k)]);
@@ -342,7 +340,7 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
         scale_[k] = gamma_[k] * inv_std_[k];
       }
     }
-#pragma omp barrier
+    detail::barrier(nt);
   }
 
   // ---- Fused with the MaxPool2D that follows (training only) ----------------
@@ -434,7 +432,7 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
       const Index first = mine.begin * g.ho * g.wo;
       detail::add_column_sums<detail::Second::Products>(dy.data() + first * c, pooled_xhat_.data() + first * c,
                                                         mine.size() * g.ho * g.wo, c, s, s + c);
-      finish_backward_sums(nt);
+      finish_backward_sums(t, nt);
       if (!input_grad) return;
       if (sink) sink->begin_rows(t);
       T* band = sink ? band_.data() + static_cast<std::size_t>(t * g.kh * g.w * c) : nullptr;
@@ -472,7 +470,7 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
         }
       }
       if (sink) {
-#pragma omp barrier
+        detail::barrier(nt);
         sink->end_rows(t, nt);
       }
     });

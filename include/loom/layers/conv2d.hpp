@@ -312,7 +312,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
         const detail::Range rows = detail::split(cout, t, nt);
         Winograd::transform_kernel(kernel_.data(), geo_.c, cout, true, rows.begin, rows.end, grad_u_.data());
         w.winograd.reserve(cout, geo_.c);
-#pragma omp barrier
+        detail::barrier(nt);
       }
       // This thread's share of dK (Winograd's sums, or colT * dz) and db = column sums of dz.
       double* db = opt_.use_bias() ? w.dbias.data() : nullptr;
@@ -345,7 +345,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
           detail::col2im(w.col.data(), geo_, n0, n1, dx_.data());
         }
       }
-#pragma omp barrier
+      detail::barrier(nt);
       // Add the threads' partial sums, in thread order, each thread a slice.
       if (winograd_weights) {
         const detail::Range slice = detail::split(Winograd::sum_rows(geo_.c, cout), t, nt);
@@ -397,7 +397,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       if (!reuse) {
         const detail::Range rows = detail::split(geo_.c, t, nt);
         Winograd::transform_kernel(kernel_.data(), geo_.c, cout, false, rows.begin, rows.end, u_.data());
-#pragma omp barrier
+        detail::barrier(nt);
       }
       w.winograd.reserve(geo_.c, cout);
       for (detail::Range mine = queue_.take(t); mine.size() > 0; mine = queue_.take(t)) {
@@ -405,7 +405,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
                        epilogue, pool, keep && winograd_weights ? kept_v_.data() : nullptr);
       }
       if (opt_.activation() == Activation::Softmax) {
-#pragma omp barrier
+        detail::barrier(nt);
         detail::activate(opt_.activation(), y_.data() + images.begin * per_image * cout, images.size() * per_image,
                          cout);
       }
