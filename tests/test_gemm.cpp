@@ -221,12 +221,12 @@ TEST_CASE("Winograd's weights' gradient matches a direct sum, its sums kept in e
     {  // the V a training forward keeps gives the same sums, bit for bit
       std::vector<float> kernel(static_cast<std::size_t>(9 * plane)), u_all(static_cast<std::size_t>(Winograd::u_size(cin, cout, false)));
       for (float& e : kernel) e = u(rng);
-      Winograd::transform_kernel(kernel.data(), cin, cout, false, 0, cin, u_all.data());
+      Winograd::transform_kernel(kernel.data(), cin, cout, false, 0, cin, u_all.data(), Winograd::u_stride(cout));
       std::vector<float> kept(static_cast<std::size_t>(tiles * Winograd::kPoints * cin)),
           y(static_cast<std::size_t>(n * h * w * cout));
       Winograd forward;
-      forward.run(x.data(), geo, cin, 0, 1, u_all.data(), cout, y.data(), {}, nullptr, kept.data());
-      forward.run(x.data(), geo, cin, 1, tiles, u_all.data(), cout, y.data(), {}, nullptr, kept.data());
+      forward.run(x.data(), geo, cin, 0, 1, u_all.data(), Winograd::u_stride(cout), cout, y.data(), {}, nullptr, kept.data());
+      forward.run(x.data(), geo, cin, 1, tiles, u_all.data(), Winograd::u_stride(cout), cout, y.data(), {}, nullptr, kept.data());
       std::vector<float> k0(s0.size()), k1(s1.size());
       first.weights({nullptr, kept.data()}, dz.data(), geo, cin, cout, 0, tiles / 2, k0.data());
       second.weights({nullptr, kept.data()}, dz.data(), geo, cin, cout, tiles / 2, tiles, k1.data());

@@ -139,6 +139,56 @@ TEST_CASE("Conv2D: Winograd and im2col agree in float on the notebook's layers, 
   }
 }
 
+TEST_CASE("Conv2D: the Winograd transforms inference keeps follow every change of the kernel, in both layouts") {
+  // Inference keeps U between calls, with compact rows for a call that
+  // reads it once (batch 1) and aligned rows otherwise, and compares the
+  // kernel with the one transformed before using either. Each output must be
+  // that of a fresh layer with the kernel of the moment, bit for bit (the
+  // GEMM adds the same products in the same order whatever U's rows).
+  const Shape in{14, 14, 75};
+  Conv2D<float> layer(conv(50, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU));
+  Rng rng(8);
+  layer.build(in, rng);
+  layer.set_algorithm(ConvAlgorithm::Winograd);
+  Tensor<float> one(in.with_batch(1)), three(in.with_batch(3));
+  for (auto* t : {&one, &three}) {
+    for (float& v : *t) v = static_cast<float>(rng.uniform(-1, 1));
+  }
+  REQUIRE(detail::Winograd3x3<float>::reads_u_once(16, 75, 50));    // one image: compact rows
+  REQUIRE(!detail::Winograd3x3<float>::reads_u_once(48, 75, 50));   // three: aligned rows
+  const auto fresh = [&](const Tensor<float>& x) {  // a new layer with the kernel and bias of the moment
+    Conv2D<float> twin(conv(50, {3, 3}, Padding::Same, {1, 1}, Activation::ReLU));
+    Rng other(99);
+    twin.build(in, other);
+    twin.set_algorithm(ConvAlgorithm::Winograd);
+    *twin.parameters()[0].value = *layer.parameters()[0].value;
+    *twin.parameters()[1].value = *layer.parameters()[1].value;
+    return Tensor<float>(twin.forward(x, Mode::Inference));
+  };
+  const auto same = [](const Tensor<float>& a, const Tensor<float>& b) {
+    return a.shape() == b.shape() && std::equal(a.begin(), a.end(), b.begin());
+  };
+  Tensor<float>& kernel = *layer.parameters()[0].value;
+  for (int change = 0; change < 4; ++change) {
+    CAPTURE(change);
+    // Both layouts made (in an order that alternates), then used again.
+    const bool one_first = change % 2 == 0;
+    const Tensor<float> a = layer.forward(one_first ? one : three, Mode::Inference);
+    const Tensor<float> b = layer.forward(one_first ? three : one, Mode::Inference);
+    CHECK(same(a, fresh(one_first ? one : three)));
+    CHECK(same(b, fresh(one_first ? three : one)));
+    CHECK(same(layer.forward(one, Mode::Inference), one_first ? a : b));
+    CHECK(same(layer.forward(three, Mode::Inference), one_first ? b : a));
+    kernel[static_cast<Index>(change) * 977] += 0.5f;  // one value, through the parameter's view
+  }
+  // A training forward in between, then inference again.
+  Tensor<float> train_out = layer.forward(three, Mode::Train);
+  kernel[3] -= 0.25f;
+  CHECK(same(layer.forward(one, Mode::Inference), fresh(one)));
+  CHECK(same(layer.forward(three, Mode::Inference), fresh(three)));
+  CHECK(!same(train_out, layer.forward(three, Mode::Inference)));
+}
+
 TEST_CASE("Conv2D: the direct kernel and im2col agree in float, forward and weights' gradient") {
   struct Case {
     Shape in;

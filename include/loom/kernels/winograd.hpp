@@ -133,24 +133,37 @@ class Winograd3x3 {
 
   /// U's row stride for `cols` columns (run's output channels): whole
   /// vectors of the GEMM's kernel, so that its loads of U's rows start on a
-  /// vector and split no cache line. (Rows of 75 floats, 300 bytes, made
-  /// conv2's input gradient GEMM 28 % slower than rows of 80, AVX-512.)
-  static Index u_stride(Index cols) { return Gemm<T>::aligned_stride(cols); }
-  /// The values U takes: kPoints x rows x u_stride(cols).
-  static Index u_size(Index cin, Index cout, bool input_grad) {
-    return kPoints * (input_grad ? cout : cin) * u_stride(input_grad ? cin : cout);
+  /// vector and split no cache line (rows of 75 floats, 300 bytes, made
+  /// conv2's input gradient GEMM 28 % slower than rows of 80, AVX-512).
+  /// `compact`: `cols`, for a call that reads each of U's values once (one
+  /// chunk of tiles, as at batch 1), where U's size counts and its rows'
+  /// alignment does not: conv2's U is 540 KB instead of 605 KB (AVX2) or
+  /// 768 KB (AVX-512), and a batch-1 image's weights, 1.9 MB in all, then
+  /// stay nearer the core's L2 (notebook_speed at batch 1, two requests at
+  /// once: +8 % images/s; at batch 32 compact rows are 3 % slower; AVX2
+  /// build, Intel Xeon).
+  static Index u_stride(Index cols, bool compact = false) {
+    return compact ? cols : Gemm<T>::aligned_stride(cols);
   }
+  /// The values U takes: kPoints x rows x u_stride(cols, compact).
+  static Index u_size(Index cin, Index cout, bool input_grad, bool compact = false) {
+    return kPoints * (input_grad ? cout : cin) * u_stride(input_grad ? cin : cout, compact);
+  }
+  /// Whether run's call over `tiles` tiles reads each of U's values once:
+  /// then compact rows of U serve it best (u_stride).
+  static bool reads_u_once(Index tiles, Index cin, Index cout) { return tiles <= chunk_tiles(cin, cout); }
 
   /// U[xi][ci][co] = (G g G^T)[xi] from a kernel [3, 3, cin, cout]; with
   /// `input_grad`, of the kernel rotated by 180 degrees with its channels
-  /// swapped, U[xi][co][ci] (the backward to the input). Rows of u_stride
-  /// values, zero past the last column. Rows [r0, r1) of the
+  /// swapped, U[xi][co][ci] (the backward to the input). Rows of `ldu`
+  /// values (u_stride), zero past the last column. Rows [r0, r1) of the
   /// (xi-independent) first U index only, so threads can share the work.
-  static void transform_kernel(const T* g, Index cin, Index cout, bool input_grad, Index r0, Index r1, T* u) {
+  static void transform_kernel(const T* g, Index cin, Index cout, bool input_grad, Index r0, Index r1, T* u,
+                               Index ldu) {
     // kLanes columns at a time, in double: the compiler vectorises the loops
     // over lanes (one pair at a time, scalar, it took 2.5 % of a training step).
     constexpr int L = kLanes;
-    const Index rows = input_grad ? cout : cin, cols = input_grad ? cin : cout, stride = u_stride(cols);
+    const Index rows = input_grad ? cout : cin, cols = input_grad ? cin : cout, stride = ldu;
     for (Index r = r0; r < r1; ++r) {
       for (Index c0 = 0; c0 < cols; c0 += L) {
         const int lanes = static_cast<int>(std::min<Index>(L, cols - c0));
@@ -340,17 +353,17 @@ class Winograd3x3 {
   /// One thread: output tiles [first, last) of the batch, numbered image by
   /// image, row by row (so threads can split a single image), of
   /// x [N, h, w, cin] into y [N, ho, wo, cout] through U from
-  /// transform_kernel, then the epilogue (bias, ReLU). With `pool`, a
+  /// transform_kernel (rows of ldu values), then the epilogue (bias, ReLU). With `pool`, a
   /// max-pooling of y [N, ho, wo, cout] (pool->h x pool->w) whose windows
   /// lie within the tiles (strides equal to a size that divides kTile, no
   /// padding before), y is the pooling's output [N, pool->ho, pool->wo, cout].
   /// With `kept`, the V of tile i goes to kept + 36 cin i and stays there
   /// (for the weights' gradient, in training). Allocates only when a call
   /// needs more scratch than every earlier one.
-  void run(const T* x, const Winograd2D& geo, Index cin, Index first, Index last, const T* u, Index cout, T* y,
-           GemmEpilogue<T> epilogue, const Window2D* pool = nullptr, T* kept = nullptr) {
+  void run(const T* x, const Winograd2D& geo, Index cin, Index first, Index last, const T* u, Index ldu, Index cout,
+           T* y, GemmEpilogue<T> epilogue, const Window2D* pool = nullptr, T* kept = nullptr) {
     const Index per_image = tiles_per_image(geo), total = last - first;
-    const Index chunk = chunk_tiles(cin, cout), ldu = u_stride(cout);
+    const Index chunk = chunk_tiles(cin, cout);
     reserve(cin, cout);
     for (Index t0 = 0; t0 < total; t0 += chunk) {
       const Index tiles = std::min(chunk, total - t0);

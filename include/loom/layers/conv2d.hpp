@@ -310,7 +310,8 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       // share early takes more of dx's tiles instead of waiting.
       if (input_grad && winograd) {
         const detail::Range rows = detail::split(cout, t, nt);
-        Winograd::transform_kernel(kernel_.data(), geo_.c, cout, true, rows.begin, rows.end, grad_u_.data());
+        Winograd::transform_kernel(kernel_.data(), geo_.c, cout, true, rows.begin, rows.end, grad_u_.data(),
+                                   grad_u_.dim(2));
         w.winograd.reserve(cout, geo_.c);
         detail::barrier(nt);
       }
@@ -333,8 +334,8 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       // col2im(dz * KT) a tile of images at a time.
       if (input_grad && winograd) {
         for (detail::Range tiles = queue_.take(t); tiles.size() > 0; tiles = queue_.take(t)) {
-          w.winograd.run(dz_all, winograd_input_grad(), cout, tiles.begin, tiles.end, grad_u_.data(), geo_.c,
-                         dx_.data(), {});
+          w.winograd.run(dz_all, winograd_input_grad(), cout, tiles.begin, tiles.end, grad_u_.data(), grad_u_.dim(2),
+                         geo_.c, dx_.data(), {});
         }
       } else if (input_grad) {
         for (Index n0 = mine.begin; n0 < mine.end; n0 += tile) {
@@ -376,12 +377,24 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
                         const detail::Window2D* pool) {
     const Index k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
     const Index tiles = geo_.n * Winograd::tiles_per_image(winograd_forward());
-    // The same bits give the same U; memcmp compares them at memory speed,
-    // where std::equal's float comparisons took 12 % of a batch-1 predict
-    // (notebook_speed, one thread, AVX-512).
-    const bool reuse = !keep && u_cached_ && u_source_.size() == kernel_.size() &&
-                       std::memcmp(kernel_.data(), u_source_.data(), sizeof(T) * std::size_t(kernel_.size())) == 0;
-    if (!reuse) u_.resize_for_overwrite(Shape{Winograd::kPoints, geo_.c, Winograd::u_stride(cout)});
+    // U's rows: compact when this call reads U once (one chunk of tiles, as
+    // at batch 1), else whole vectors (Winograd3x3::u_stride). Inference
+    // keeps each layout it made until the kernel changes.
+    const bool compact = !keep && Winograd::reads_u_once(tiles, geo_.c, cout);
+    ForwardU& fu = forward_u_[compact ? 1 : 0];
+    const Index ldu = Winograd::u_stride(cout, compact);
+    // Whether the kernel is the one last transformed: the same bits give the
+    // same U, and memcmp compares them at memory speed, where std::equal's
+    // float comparisons took 12 % of a batch-1 predict (notebook_speed, one
+    // thread, AVX-512).
+    bool kernel_known = false;
+    if (!keep && (forward_u_[0].current || forward_u_[1].current)) {
+      kernel_known = u_source_.size() == kernel_.size() &&
+                     std::memcmp(kernel_.data(), u_source_.data(), sizeof(T) * std::size_t(kernel_.size())) == 0;
+      if (!kernel_known) forward_u_[0].current = forward_u_[1].current = false;
+    }
+    const bool reuse = !keep && fu.current;
+    if (!reuse) fu.u.resize_for_overwrite(Shape{Winograd::kPoints, geo_.c, ldu});
     const bool winograd_weights = uses_winograd_weights();
     if (keep && winograd_weights) kept_v_.resize_for_overwrite(Shape{tiles, Winograd::kPoints, geo_.c});
     if (keep && !winograd_weights) col_.resize_for_overwrite(Shape{geo_.rows(), k});
@@ -396,13 +409,13 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       }
       if (!reuse) {
         const detail::Range rows = detail::split(geo_.c, t, nt);
-        Winograd::transform_kernel(kernel_.data(), geo_.c, cout, false, rows.begin, rows.end, u_.data());
+        Winograd::transform_kernel(kernel_.data(), geo_.c, cout, false, rows.begin, rows.end, fu.u.data(), ldu);
         detail::barrier(nt);
       }
       w.winograd.reserve(geo_.c, cout);
       for (detail::Range mine = queue_.take(t); mine.size() > 0; mine = queue_.take(t)) {
-        w.winograd.run(x.data(), winograd_forward(), geo_.c, mine.begin, mine.end, u_.data(), cout, y_.data(),
-                       epilogue, pool, keep && winograd_weights ? kept_v_.data() : nullptr);
+        w.winograd.run(x.data(), winograd_forward(), geo_.c, mine.begin, mine.end, fu.u.data(), ldu, cout,
+                       y_.data(), epilogue, pool, keep && winograd_weights ? kept_v_.data() : nullptr);
       }
       if (opt_.activation() == Activation::Softmax) {
         detail::barrier(nt);
@@ -410,11 +423,15 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
                          cout);
       }
     });
-    if (!reuse && !keep) {
-      u_source_.resize_for_overwrite(kernel_.shape());
-      std::copy(kernel_.begin(), kernel_.end(), u_source_.begin());
+    if (keep) {  // training moves the kernel: U is this step's only
+      forward_u_[0].current = forward_u_[1].current = false;
+    } else if (!reuse) {
+      fu.current = true;
+      if (!kernel_known) {
+        u_source_.resize_for_overwrite(kernel_.shape());
+        std::copy(kernel_.begin(), kernel_.end(), u_source_.begin());
+      }
     }
-    u_cached_ = !keep;  // training moves the kernel: U is this step's only
   }
 
   /// The direct kernel's forward: each thread pads its share of the images
@@ -584,8 +601,15 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   /// Output rows the direct kernel makes before handing them to statistics_to_: 4 rows of conv1, 34 KB.
   static constexpr Index kSumRows = 4;
   Tensor<T> affine_;                           // its scale and shift
-  Tensor<T> u_, u_source_;  // Winograd's forward U, and the kernel it came from (inference)
-  bool u_cached_ = false;    // u_ is the transform of u_source_
+  /// Winograd's forward U in one layout (aligned rows, or compact: see
+  /// forward_winograd); `current` in inference while it is the transform of
+  /// u_source_.
+  struct ForwardU {
+    Tensor<T> u;
+    bool current = false;
+  };
+  ForwardU forward_u_[2];    // [compact]
+  Tensor<T> u_source_;       // the kernel the current U came from (inference)
   detail::WorkQueue queue_;  // Winograd's tiles, handed to the threads a piece at a time
   Tensor<T> grad_u_;          // Winograd's U of the backward to the input
   detail::Window2D geo_;
