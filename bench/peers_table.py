@@ -123,8 +123,8 @@ def main():
             for size, r in result.get("infer_concurrent", {}).items():
                 loom_concurrent[("inference", int(size))] = {"median": r.get("median"), "best": r.get("best")}
     loom_settings = f"notebook_speed; {args.threads} threads"
-    loom_concurrent_settings = (f"notebook_speed --concurrent; {args.threads} workers, each with its own copy of "
-                                f"the model and 1 thread, taking the batches from one queue")
+    loom_concurrent_settings = (f"notebook_speed --concurrent; {args.threads} workers, each with its own "
+                                f"loom::Predictor of the model and 1 thread, taking the batches from one queue")
 
     peers = {}
     for peer in PEERS + ("pytorch-epoch",):
@@ -156,7 +156,8 @@ def main():
             rows.append({"measurement": m[0], "batch": m[1], "framework": "loom",
                          "median": l and round(l["median"], 1), "best": l and round(l["best"], 1),
                          "loom_ratio": None, "cap": args.loom_cap,
-                         "settings": loom_settings + ("; one predict call at a time" if m[0] == "inference" else ""),
+                         "settings": loom_settings + ("; one predict call at a time, on a loom::Predictor (the weights frozen)"
+                                                          if m[0] == "inference" else ""),
                          "error": None if l else "not measured"})
         c = loom_concurrent.get(m)
         if c:

@@ -7,10 +7,12 @@
 //
 // The data is random (uniform pixels, random labels): this program measures
 // speed, not accuracy. Inference calls predict once per batch, as the
-// PyTorch twin calls its model, one request at a time. With --concurrent it
-// also times requests served at once, as a server with one worker per core
-// does (OpenVINO's THROUGHPUT hint, its "streams"): T workers, each with its
-// own copy of the model and one thread, take the batches from one queue.
+// PyTorch twin calls its model, one request at a time, on a loom::Predictor
+// of the trained model (its weights frozen, as ONNX Runtime's session and a
+// frozen torch.compile hold theirs). With --concurrent it also times
+// requests served at once, as a server with one worker per core does
+// (OpenVINO's THROUGHPUT hint, its "streams"): T workers, each with its own
+// Predictor and one thread, take the batches from one queue.
 // bench/compare-pytorch and bench/compare-peers run it beside their peers
 // and read the JSON line that --json adds at the end.
 #include <CLI/CLI.hpp>
@@ -121,6 +123,7 @@ int main(int argc, char** argv) {
       return batches;
     };
     nlohmann::json infer = nlohmann::json::object();
+    loom::Predictor<float> predictor(model);
     for (const loom::Index b : infer_batches) {
       // One predict call per batch of b images, as bench/pytorch_notebook.py
       // calls its model: at batch 1 each call is one image's latency (its
@@ -129,7 +132,7 @@ int main(int argc, char** argv) {
       // batch_size b would run even batch 1 a chunk per thread.)
       const std::vector<loom::Tensor<float>> batches = batches_of(b);
       const auto predict_all = [&] {
-        for (const auto& x : batches) model.predict(x, b);
+        for (const auto& x : batches) predictor.predict(x, b);
       };
       predict_all();  // warm-up
       const Rate r = time_repeats(repeats, static_cast<double>(infer_images), predict_all);
@@ -139,11 +142,10 @@ int main(int argc, char** argv) {
     }
     nlohmann::json infer_concurrent = nlohmann::json::object();
     if (concurrent) {
-      // One model per worker, built as the model was (the same seed; the
-      // untrained weights, which time the same), each run by one thread:
-      // loom::set_num_threads is the calling thread's own setting.
-      std::vector<loom::Sequential<float>> copies;
-      for (int w = 0; w < threads; ++w) copies.push_back(loom::examples::notebook_model<float>(seed));
+      // One Predictor of the trained model per worker, each run by one
+      // thread: loom::set_num_threads is the calling thread's own setting.
+      std::vector<loom::Predictor<float>> copies;
+      for (int w = 0; w < threads; ++w) copies.emplace_back(model);
       for (const loom::Index b : infer_batches) {
         const std::vector<loom::Tensor<float>> batches = batches_of(b);
         const auto serve_all = [&] {

@@ -29,6 +29,7 @@
 #include "model/history.hpp"
 #include "model/inference.hpp"
 #include "model/model.hpp"
+#include "model/predictor.hpp"
 #include "model/replicas.hpp"
 #include "model/sequential.hpp"
 #include "model/summary.hpp"

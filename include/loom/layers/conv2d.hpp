@@ -100,6 +100,8 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   void copy_settings_to(Layer<T>& copy) const override {
     if (auto* conv = dynamic_cast<Conv2D*>(&copy)) conv->algorithm_ = algorithm_;
   }
+  /// Its kernel will not change: Winograd's transform of it is made once.
+  void seal_parameters() override { sealed_ = true; }
   /// Inference fusion, arranged by fusion.hpp's planner (InferenceFusion)
   /// around one forward: the next Mode::Inference forward applies `bn`'s
   /// inference transform in the epilogue (after the bias and ReLU, y =
@@ -386,11 +388,15 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
     // Whether the kernel is the one last transformed: the same bits give the
     // same U, and memcmp compares them at memory speed, where std::equal's
     // float comparisons took 12 % of a batch-1 predict (notebook_speed, one
-    // thread, AVX-512).
+    // thread, AVX-512). A sealed kernel is not compared: at batch 1 the
+    // comparison reads kernel and copy (270 KB for conv2) for 16 tiles' work
+    // and pushes the weights the next image needs out of the core's L2 (a
+    // Predictor: +12 % images/s at batch 1, AVX2 build, Intel Xeon).
     bool kernel_known = false;
     if (!keep && (forward_u_[0].current || forward_u_[1].current)) {
-      kernel_known = u_source_.size() == kernel_.size() &&
-                     std::memcmp(kernel_.data(), u_source_.data(), sizeof(T) * std::size_t(kernel_.size())) == 0;
+      kernel_known = sealed_ || (u_source_.size() == kernel_.size() &&
+                                 std::memcmp(kernel_.data(), u_source_.data(),
+                                             sizeof(T) * std::size_t(kernel_.size())) == 0);
       if (!kernel_known) forward_u_[0].current = forward_u_[1].current = false;
     }
     const bool reuse = !keep && fu.current;
@@ -427,7 +433,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       forward_u_[0].current = forward_u_[1].current = false;
     } else if (!reuse) {
       fu.current = true;
-      if (!kernel_known) {
+      if (!sealed_ && !kernel_known) {
         u_source_.resize_for_overwrite(kernel_.shape());
         std::copy(kernel_.begin(), kernel_.end(), u_source_.begin());
       }
@@ -603,13 +609,14 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   Tensor<T> affine_;                           // its scale and shift
   /// Winograd's forward U in one layout (aligned rows, or compact: see
   /// forward_winograd); `current` in inference while it is the transform of
-  /// u_source_.
+  /// u_source_ (of the kernel, when sealed).
   struct ForwardU {
     Tensor<T> u;
     bool current = false;
   };
   ForwardU forward_u_[2];    // [compact]
-  Tensor<T> u_source_;       // the kernel the current U came from (inference)
+  Tensor<T> u_source_;       // the kernel the current U came from (inference, unless sealed)
+  bool sealed_ = false;      // seal_parameters: the kernel will not change
   detail::WorkQueue queue_;  // Winograd's tiles, handed to the threads a piece at a time
   Tensor<T> grad_u_;          // Winograd's U of the backward to the input
   detail::Window2D geo_;

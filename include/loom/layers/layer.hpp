@@ -183,6 +183,13 @@ class Layer {
   /// its configuration nor parameters but change its output, if only by
   /// rounding (Conv2D's algorithm).
   virtual void copy_settings_to(Layer& /*copy*/) const {}
+  /// Called by the owner of a copy whose parameters and buffers nobody will
+  /// change again (a Predictor's, which never hands them out): what
+  /// inference derives from them may then be kept without checking, call
+  /// after call, that they are still the ones it was derived from
+  /// (Conv2D's Winograd transform of its kernel). Once called, training
+  /// this layer is the owner's error.
+  virtual void seal_parameters() {}
 
   /// Caps the parameter values the next `build` may create: a build that
   /// would create more throws ConfigError before allocating them. The model

@@ -100,11 +100,10 @@ class Inference {
     std::copy(src.data() + start * row, src.data() + (start + b) * row, dst.data());
   }
 
- private:
-  /// A thread's copy of the model's layers, with its own batch buffers. Its
-  /// layers hold their own outputs and scratch; the parameters are the
-  /// model's, copied in before each use (about 1 MB for the notebook's
-  /// model, against 2 ms for a chunk of 32 images).
+  /// A copy of a model's layers, with its own batch buffers: a thread's
+  /// (its layers hold their own outputs and scratch; the parameters are the
+  /// model's, copied in before each use: about 1 MB for the notebook's model,
+  /// against 2 ms for a chunk of 32 images), or a Predictor's.
   struct Copy {
     Layers layers;
     std::vector<Parameter<T>> params;
@@ -118,24 +117,10 @@ class Inference {
     }
   };
 
-  /// Makes `threads` copies of the layers, if not made yet. False when a
-  /// layer has no inference_copy, cannot be made again from its config (a
-  /// user's class whose from_config throws), or its copy's parameters do not
-  /// match its own: then the model runs its own layers, as it can.
-  bool prepare_copies(const Layers& layers, const std::vector<Parameter<T>>& params, int threads) {
-    if (no_copies_) return false;
-    while (copies_.size() < static_cast<std::size_t>(threads)) {
-      std::optional<Copy> copy = make_copy(layers, params);
-      if (!copy) {
-        no_copies_ = true;
-        copies_.clear();
-        return false;
-      }
-      copies_.push_back(std::move(*copy));
-    }
-    return true;
-  }
-
+  /// A copy of `layers` (whose parameters are `mine`), built, its parameters
+  /// not yet taken; nullopt when a layer has no inference_copy, cannot be
+  /// made again from its config (a user's class whose from_config throws),
+  /// or its copy's parameters do not match its own.
   static std::optional<Copy> make_copy(const Layers& layers, const std::vector<Parameter<T>>& mine) {
     Copy copy;
     Rng rng;  // the copy's initial weights are overwritten before use
@@ -156,6 +141,23 @@ class Inference {
                                  [](const auto& a, const auto& b) { return a.value->shape() == b.value->shape(); });
     if (!same) return std::nullopt;
     return copy;
+  }
+
+ private:
+  /// Makes `threads` copies of the layers, if not made yet. False when
+  /// make_copy cannot: then the model runs its own layers, as it can.
+  bool prepare_copies(const Layers& layers, const std::vector<Parameter<T>>& params, int threads) {
+    if (no_copies_) return false;
+    while (copies_.size() < static_cast<std::size_t>(threads)) {
+      std::optional<Copy> copy = make_copy(layers, params);
+      if (!copy) {
+        no_copies_ = true;
+        copies_.clear();
+        return false;
+      }
+      copies_.push_back(std::move(*copy));
+    }
+    return true;
   }
 
   Tensor<T> xb_, yb_;    ///< the batch when the model's own layers run the chunks
