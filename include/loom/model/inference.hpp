@@ -33,6 +33,10 @@ class Inference {
     no_copies_ = false;
   }
 
+  /// The parameters chunks is given will never change (a Predictor's): the
+  /// threads' copies take them once and are sealed (Layer::seal_parameters).
+  void set_parameters_fixed() { parameters_fixed_ = true; }
+
   /// Runs `layers` on a batch in `mode`; returns the last layer's output.
   static const Tensor<T>& run(const Layers& layers, const Tensor<T>& x, Mode mode) {
     const Tensor<T>* out = &x;
@@ -77,7 +81,10 @@ class Inference {
       try {
         set_num_threads(1);  // this thread's own: its layers' work is not split again
         Copy& copy = copies_[static_cast<std::size_t>(t)];
-        copy.take_parameters(params, layers);
+        if (!copy.sealed) {
+          copy.take_parameters(params, layers);
+          if (parameters_fixed_) copy.seal();
+        }
         for (detail::Range c = queue_.take(t); c.size() > 0; c = queue_.take(t)) {
           const Index start = begin + c.begin * step;
           slice(x, start, std::min(step, end - start), copy.xb);
@@ -102,12 +109,20 @@ class Inference {
 
   /// A copy of a model's layers, with its own batch buffers: a thread's
   /// (its layers hold their own outputs and scratch; the parameters are the
-  /// model's, copied in before each use: about 1 MB for the notebook's model,
-  /// against 2 ms for a chunk of 32 images), or a Predictor's.
+  /// model's, copied in before each use, about 1 MB for the notebook's model
+  /// against 2 ms for a chunk of 32 images, or once for good when they are
+  /// fixed), or a Predictor's.
   struct Copy {
     Layers layers;
     std::vector<Parameter<T>> params;
     Tensor<T> xb, yb;
+    bool sealed = false;  ///< its parameters taken for good (seal)
+
+    /// Tells its layers that their parameters will not change again.
+    void seal() {
+      for (auto& layer : layers) layer->seal_parameters();
+      sealed = true;
+    }
 
     void take_parameters(const std::vector<Parameter<T>>& from, const Layers& model) {
       for (std::size_t i = 0; i < params.size(); ++i) {
@@ -163,6 +178,7 @@ class Inference {
   Tensor<T> xb_, yb_;    ///< the batch when the model's own layers run the chunks
   std::vector<Copy> copies_;  ///< the threads' layers, made when first needed
   bool no_copies_ = false;    ///< a layer cannot be copied
+  bool parameters_fixed_ = false;  ///< see set_parameters_fixed
   detail::WorkQueue queue_;
 };
 

@@ -47,8 +47,9 @@ class Predictor {
                                     "(Layer::inference_copy)"));
     }
     copy->take_parameters(params, model.layers());
-    for (auto& layer : copy->layers) layer->seal_parameters();
+    copy->seal();
     copy_ = std::move(*copy);
+    inference_.set_parameters_fixed();
   }
 
   Predictor(Predictor&&) noexcept = default;
@@ -83,7 +84,7 @@ class Predictor {
   std::string name_;
   Shape input_shape_, output_shape_;
   typename Inference<T>::Copy copy_;  ///< the sealed layers and views of their parameters
-  Inference<T> inference_;            ///< the threads' copies, when a call has chunks enough for them
+  Inference<T> inference_;            ///< the threads' copies (sealed too), when a call has chunks enough
 };
 
 }  // namespace loom
