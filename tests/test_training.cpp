@@ -328,6 +328,23 @@ void random_batch(Index n, std::uint64_t seed, Tensor<float>& x, Tensor<float>& 
   for (Index i = 0; i < n; ++i) y[i] = static_cast<float>(i % 10);
 }
 
+/// How far two inference outputs may differ when the same samples take
+/// different paths (batch, chunks, threads, copies): not at all with loom's
+/// own GEMM, to rounding with Eigen's, whose blocking depends on the sizes.
+#ifdef LOOM_OWN_SGEMM
+constexpr float kPathTolerance = 0;
+#else
+constexpr float kPathTolerance = 1e-6f;
+#endif
+
+/// The largest difference between two tensors of the same shape.
+float worst(const Tensor<float>& a, const Tensor<float>& b) {
+  REQUIRE(a.shape() == b.shape());
+  float d = 0;
+  for (Index i = 0; i < a.size(); ++i) d = std::max(d, std::abs(a[i] - b[i]));
+  return d;
+}
+
 /// The notebook's model (seed `model_seed`), compiled with sparse
 /// categorical cross-entropy, after one step on random_batch(n, data_seed):
 /// its moving statistics away from their initial values.
@@ -435,17 +452,6 @@ TEST_CASE("a Predictor is the model frozen when made: the model's predict bit fo
   // It copies the layers and weights and seals them (Layer::seal_parameters):
   // its Conv2Ds make Winograd's transform of their kernel once, where the
   // model's compare the kernel with the one transformed before every call.
-#ifdef LOOM_OWN_SGEMM
-  const float tolerance = 0;
-#else
-  const float tolerance = 1e-6f;
-#endif
-  const auto worst = [](const Tensor<float>& a, const Tensor<float>& b) {
-    REQUIRE(a.shape() == b.shape());
-    float d = 0;
-    for (Index i = 0; i < a.size(); ++i) d = std::max(d, std::abs(a[i] - b[i]));
-    return d;
-  };
   const int saved = num_threads();
   Tensor<float> x, y;
   auto model = stepped_model(21, 80, 4, x, y);
@@ -458,7 +464,7 @@ TEST_CASE("a Predictor is the model frozen when made: the model's predict bit fo
     for (const Index b : {Index(1), Index(5), Index(32), Index(80)}) {  // 80, 16, 3 and 3 chunks
       CAPTURE(threads);
       CAPTURE(b);
-      CHECK(worst(frozen.predict(x, b), before) <= tolerance);
+      CHECK(worst(frozen.predict(x, b), before) <= kPathTolerance);
     }
   }
   set_num_threads(saved);
@@ -467,8 +473,8 @@ TEST_CASE("a Predictor is the model frozen when made: the model's predict bit fo
   model.train_step(x, y);
   const Tensor<float> after = model.predict(x, 1);
   REQUIRE(worst(after, before) > 0);
-  CHECK(worst(frozen.predict(x, 1), before) <= tolerance);
-  CHECK(worst(Predictor<float>(model).predict(x, 1), after) <= tolerance);
+  CHECK(worst(frozen.predict(x, 1), before) <= kPathTolerance);
+  CHECK(worst(Predictor<float>(model).predict(x, 1), after) <= kPathTolerance);
   // On two threads, 129 images at batch 32: the threads' copies of the layers
   // run the chunks, and the last, of one image, makes U in compact rows on
   // one thread alone (a barrier there once waited for the other forever).
@@ -478,8 +484,8 @@ TEST_CASE("a Predictor is the model frozen when made: the model's predict bit fo
   const Tensor<float> alone = model.predict(many, 32);
   set_num_threads(2);
   Predictor<float> now(model);
-  CHECK(worst(now.predict(many, 32), alone) <= tolerance);
-  CHECK(worst(model.predict(many, 32), alone) <= tolerance);
+  CHECK(worst(now.predict(many, 32), alone) <= kPathTolerance);
+  CHECK(worst(model.predict(many, 32), alone) <= kPathTolerance);
   set_num_threads(saved);
   // Its inputs are checked as the model's are.
   CHECK_THROWS_WITH_AS(frozen.predict(Tensor<float>(Shape{2, 28, 27, 1})),
@@ -524,17 +530,6 @@ TEST_CASE("predict and evaluate on two threads run whole chunks on copies of the
   // own copy of the layers (Inference::chunks, model/inference.hpp); otherwise, and on one
   // thread, the model's own layers run every chunk. Same bits either way
   // with loom's own GEMM; to rounding with Eigen's.
-#ifdef LOOM_OWN_SGEMM
-  const float tolerance = 0;
-#else
-  const float tolerance = 1e-6f;
-#endif
-  const auto worst = [](const Tensor<float>& a, const Tensor<float>& b) {
-    REQUIRE(a.shape() == b.shape());
-    float d = 0;
-    for (Index i = 0; i < a.size(); ++i) d = std::max(d, std::abs(a[i] - b[i]));
-    return d;
-  };
   const int saved = num_threads();
   Tensor<float> x, y;
   auto model = stepped_model(12, 150, 9, x, y);
@@ -549,7 +544,7 @@ TEST_CASE("predict and evaluate on two threads run whole chunks on copies of the
   for (const Index b : {Index(1), Index(8), Index(32), Index(40)}) {  // 150, 19, 5 and 5 chunks: all copies
     CAPTURE(b);
     const auto [one, two] = both([&] { return model.predict(x, b); });
-    CHECK(worst(one, two) <= tolerance);
+    CHECK(worst(one, two) <= kPathTolerance);
     const auto [e1, e2] = both([&] { return model.evaluate(x, y, b); });
     CHECK(e1.accuracy == e2.accuracy);
     CHECK(e1.loss == doctest::Approx(e2.loss).epsilon(1e-12));
@@ -559,7 +554,7 @@ TEST_CASE("predict and evaluate on two threads run whole chunks on copies of the
   model.train_step(x, y);
   {
     const auto [one, two] = both([&] { return model.predict(x, 8); });
-    CHECK(worst(one, two) <= tolerance);
+    CHECK(worst(one, two) <= kPathTolerance);
   }
   // ... and its settings: im2col rounds differently from Winograd, so a copy
   // still running Winograd would not agree bit for bit.
@@ -569,7 +564,7 @@ TEST_CASE("predict and evaluate on two threads run whole chunks on copies of the
   conv.set_algorithm(ConvAlgorithm::Im2col);
   {
     const auto [one, two] = both([&] { return model.predict(x, 8); });
-    CHECK(worst(one, two) <= tolerance);
+    CHECK(worst(one, two) <= kPathTolerance);
     CHECK(worst(two, winograd) > 0);
     CHECK(worst(two, winograd) < 1e-4f);
   }
