@@ -14,6 +14,7 @@
 #include <optional>
 #include <vector>
 
+#include "../error.hpp"
 #include "../layers/fusion.hpp"
 #include "../layers/layer.hpp"
 #include "../parallel.hpp"
@@ -96,6 +97,22 @@ class Inference {
       }
     });
     if (error) std::rethrow_exception(error);
+  }
+
+  /// The outputs of `layers` (parameters `params`) for every sample of x,
+  /// `step` at a time (chunks): what predict returns. batch_size >= 1, else
+  /// ConfigError.
+  Tensor<T> outputs(const Layers& layers, const std::vector<Parameter<T>>& params, const Tensor<T>& x,
+                    Index batch_size, Index max_step) {
+    if (batch_size < 1) throw ConfigError(detail::str("predict: batch_size must be >= 1, got ", batch_size));
+    const Index n = x.dim(0);
+    Tensor<T> result(layers.back()->output_shape().with_batch(n));
+    const Index width = result.size() / std::max<Index>(n, 1);
+    chunks(layers, params, x, 0, n, std::min(batch_size, max_step),
+           [&](Index /*chunk*/, Index start, const Tensor<T>& p, Tensor<T>& /*scratch*/) {
+             std::copy(p.begin(), p.end(), result.data() + start * width);
+           });
+    return result;
   }
 
   /// dst <- rows [start, start + b) of src.

@@ -19,7 +19,6 @@
 /// worker, each with loom::set_num_threads(1) on its own thread, as
 /// examples/notebook_speed.cpp --concurrent does.
 
-#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -37,7 +36,8 @@ class Predictor {
   /// Throws ConfigError when a layer cannot be copied (a user's layer type
   /// that nobody registered, see Layer::inference_copy).
   explicit Predictor(const Sequential<T>& model)
-      : name_(model.name()), input_shape_(model.input_shape()), output_shape_(model.output_shape()) {
+      : name_(model.name()) {
+    model.require_built("Predictor");
     // parameters() caches views of the layers' tensors; it changes no value.
     const auto& params = const_cast<Sequential<T>&>(model).parameters();
     std::optional<typename Inference<T>::Copy> copy = Inference<T>::make_copy(model.layers(), params);
@@ -57,32 +57,23 @@ class Predictor {
 
   const std::string& name() const { return name_; }
   /// Per-sample shapes of the input and output, the model's.
-  const Shape& input_shape() const { return input_shape_; }
-  const Shape& output_shape() const { return output_shape_; }
+  const Shape& input_shape() const { return copy_.layers.front()->input_shape(); }
+  const Shape& output_shape() const { return copy_.layers.back()->output_shape(); }
 
   /// The outputs for x, as the model's predict(x, batch_size) gave them when
   /// this Predictor was made, bit for bit: in chunks of at most
   /// Sequential::kInferenceChunk samples, on loom's threads.
   Tensor<T> predict(const Tensor<T>& x, Index batch_size = 32) {
     if (x.rank() < 1 || x.dim(0) == 0) throw ShapeError(detail::str("predict: empty dataset, x has shape ", x.shape()));
-    if (x.shape().without_batch() != input_shape_) {
-      throw ShapeError(detail::str("predict: model '", name_, "' expects inputs ", input_shape_.str("N"), ", got ",
+    if (x.shape().without_batch() != input_shape()) {
+      throw ShapeError(detail::str("predict: model '", name_, "' expects inputs ", input_shape().str("N"), ", got ",
                                    x.shape().without_batch().str("N")));
     }
-    if (batch_size < 1) throw ConfigError(detail::str("predict: batch_size must be >= 1, got ", batch_size));
-    const Index n = x.dim(0);
-    Tensor<T> result(output_shape_.with_batch(n));
-    const Index width = result.size() / n;
-    inference_.chunks(copy_.layers, copy_.params, x, 0, n, std::min(batch_size, Sequential<T>::kInferenceChunk),
-                      [&](Index /*chunk*/, Index start, const Tensor<T>& p, Tensor<T>& /*scratch*/) {
-                        std::copy(p.begin(), p.end(), result.data() + start * width);
-                      });
-    return result;
+    return inference_.outputs(copy_.layers, copy_.params, x, batch_size, Sequential<T>::kInferenceChunk);
   }
 
  private:
   std::string name_;
-  Shape input_shape_, output_shape_;
   typename Inference<T>::Copy copy_;  ///< the sealed layers and views of their parameters
   Inference<T> inference_;            ///< the threads' copies (sealed too), when a call has chunks enough
 };

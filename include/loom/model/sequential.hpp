@@ -157,15 +157,7 @@ class Sequential : public Model<T> {
   /// The model's outputs for x, computed in batches in inference mode.
   Tensor<T> predict(const Tensor<T>& x, Index batch_size = 32) {
     check_inputs(x, "predict");
-    if (batch_size < 1) throw ConfigError(detail::str("predict: batch_size must be >= 1, got ", batch_size));
-    const Index n = x.dim(0);
-    Tensor<T> result(layers_.back()->output_shape().with_batch(n));
-    const Index width = result.size() / std::max<Index>(n, 1);
-    inference_.chunks(layers_, parameters(), x, 0, n, std::min(batch_size, kInferenceChunk),
-                      [&](Index /*chunk*/, Index start, const Tensor<T>& p, Tensor<T>& /*scratch*/) {
-                        std::copy(p.begin(), p.end(), result.data() + start * width);
-                      });
-    return result;
+    return inference_.outputs(layers_, parameters(), x, batch_size, kInferenceChunk);
   }
 
   /// What `evaluate` divides (see Model::evaluation_sums; a distributed fit
