@@ -123,8 +123,8 @@ def main():
             for size, r in result.get("infer_concurrent", {}).items():
                 loom_concurrent[("inference", int(size))] = {"median": r.get("median"), "best": r.get("best")}
     loom_settings = f"notebook_speed; {args.threads} threads"
-    loom_concurrent_settings = (f"notebook_speed --concurrent; {args.threads} workers, each with its own "
-                                f"loom::Predictor of the model and 1 thread, taking the batches from one queue")
+    loom_concurrent_settings = (f"notebook_speed --concurrent; {args.threads} workers of 1 thread each calling "
+                                f"one loom::Predictor of the model, taking the batches from one queue")
 
     peers = {}
     for peer in PEERS + ("pytorch-epoch",):

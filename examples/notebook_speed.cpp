@@ -11,8 +11,8 @@
 // of the trained model (its weights frozen, as ONNX Runtime's session and a
 // frozen torch.compile hold theirs). With --concurrent it also times
 // requests served at once, as a server with one worker per core does
-// (OpenVINO's THROUGHPUT hint, its "streams"): T workers, each with its own
-// Predictor and one thread, take the batches from one queue.
+// (OpenVINO's THROUGHPUT hint, its "streams"): T workers, each with one
+// thread, take the batches from one queue and call the one Predictor.
 // bench/compare-pytorch and bench/compare-peers run it beside their peers
 // and read the JSON line that --json adds at the end.
 #include <CLI/CLI.hpp>
@@ -142,19 +142,17 @@ int main(int argc, char** argv) {
     }
     nlohmann::json infer_concurrent = nlohmann::json::object();
     if (concurrent) {
-      // One Predictor of the trained model per worker, each run by one
-      // thread: loom::set_num_threads is the calling thread's own setting.
-      std::vector<loom::Predictor<float>> copies;
-      for (int w = 0; w < threads; ++w) copies.emplace_back(model);
+      // The workers share the one Predictor, each call on its caller's
+      // thread alone: loom::set_num_threads is the calling thread's own setting.
       for (const loom::Index b : infer_batches) {
         const std::vector<loom::Tensor<float>> batches = batches_of(b);
         const auto serve_all = [&] {
           std::atomic<std::size_t> next{0};
           std::vector<std::thread> workers;
           for (int w = 0; w < threads; ++w) {
-            workers.emplace_back([&, w] {
+            workers.emplace_back([&] {
               loom::set_num_threads(1);
-              for (std::size_t i = next++; i < batches.size(); i = next++) copies[std::size_t(w)].predict(batches[i], b);
+              for (std::size_t i = next++; i < batches.size(); i = next++) predictor.predict(batches[i], b);
             });
           }
           for (auto& worker : workers) worker.join();

@@ -6,7 +6,9 @@
 // leaves it out.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "notebook_model.hpp"
@@ -112,6 +114,64 @@ TEST_CASE("inference on two threads' copies of the layers allocates nothing afte
     AllocationProbe probe;
     model.evaluate(data.x, data.y, 8);
     model.evaluate(data.x, data.y, 8);
+    CHECK(probe.count() == 0);
+  }
+  set_num_threads(saved);
+}
+
+TEST_CASE("a Predictor's calls allocate nothing once its pool has a session for each caller") {
+  // Requests of one image from two threads at once (a server's workers, one
+  // loom thread each), into each caller's own output tensor; and from one
+  // thread, batches of the sizes it has seen, on two loom threads.
+  const int saved = num_threads();
+  auto model = examples::notebook_model<float>(3);
+  model.compile("sparse_categorical_crossentropy", {"accuracy"});
+  const Batch data(6, 64);
+  const Predictor<float> served(model);
+  std::vector<Tensor<float>> image(2), out(2);
+  for (int t = 0; t < 2; ++t) Inference<float>::slice(data.x, t, 1, image[std::size_t(t)]);
+  const auto clients = [&](int calls) {
+    std::atomic<int> ready{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t) {
+      threads.emplace_back([&, t] {
+        set_num_threads(1);
+        ++ready;
+        while (ready.load() < 2) std::this_thread::yield();
+        for (int i = 0; i < calls; ++i) served.predict(image[std::size_t(t)], out[std::size_t(t)], 1);
+      });
+    }
+    for (auto& th : threads) th.join();
+  };
+  for (int tries = 0; tries < 20 && served.sessions() < 2; ++tries) clients(50);  // until both ran at once
+  REQUIRE(served.sessions() == 2);
+  {
+    // Counted from inside the threads, once both run: starting a std::thread allocates.
+    AllocationProbe probe;
+    std::atomic<int> ready{0};
+    std::atomic<long> during{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t) {
+      threads.emplace_back([&, t] {
+        set_num_threads(1);
+        ++ready;
+        while (ready.load() < 2) std::this_thread::yield();
+        const long before = probe.count();
+        for (int i = 0; i < 100; ++i) served.predict(image[std::size_t(t)], out[std::size_t(t)], 1);
+        during += probe.count() - before;
+      });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(during.load() == 0);
+  }
+  set_num_threads(2);
+  Tensor<float> y;
+  served.predict(data.x, y, 8);
+  served.predict(data.x, y, 32);
+  {
+    AllocationProbe probe;
+    served.predict(data.x, y, 8);
+    served.predict(data.x, y, 32);
     CHECK(probe.count() == 0);
   }
   set_num_threads(saved);

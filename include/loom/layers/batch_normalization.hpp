@@ -117,6 +117,18 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
     return p;
   }
 
+  /// Reads gamma, beta and the moving statistics of a BatchNormalization
+  /// of the same configuration (see Layer).
+  bool share_parameters_of(const Layer<T>& source) override {
+    const BatchNormalization* s = this->template share_source<BatchNormalization>(source);
+    if (s != nullptr && s->shared_ != nullptr) s = s->shared_;
+    if (s == nullptr || s->opt_.epsilon() != opt_.epsilon()) return false;
+    shared_ = s;
+    gamma_ = beta_ = moving_mean_ = moving_var_ = dgamma_ = dbeta_ = Tensor<T>();
+    this->shares_parameters();
+    return true;
+  }
+
   /// Training fusion with the MaxPool2D after it, arranged by fusion.hpp's
   /// planner (TrainingFusion) for one step, or ended with nullptr: while
   /// set, the Mode::Train forward returns the pooled output and backward
@@ -200,16 +212,17 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
     y_.resize_for_overwrite(x.shape());
     const int threads = threads_for(rows, c);
     if (mode == Mode::Inference) {
+      const BatchNormalization& w = weights();
       for (Index k = 0; k < c; ++k) {
-        inv_std_[k] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(moving_var_[k]) + opt_.epsilon()));
-        scale_[k] = gamma_[k] * inv_std_[k];
+        inv_std_[k] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(w.moving_var_[k]) + opt_.epsilon()));
+        scale_[k] = w.gamma_[k] * inv_std_[k];
       }
       detail::parallel(threads, [&](int t, int nt) {
         const detail::Range mine = detail::split(rows, t, nt);
         for (Index r = mine.begin; r < mine.end; ++r) {
           const T* xr = x.data() + r * c;
           T* yr = y_.data() + r * c;
-          for (Index k = 0; k < c; ++k) yr[k] = (xr[k] - moving_mean_[k]) * scale_[k] + beta_[k];
+          for (Index k = 0; k < c; ++k) yr[k] = (xr[k] - w.moving_mean_[k]) * scale_[k] + w.beta_[k];
         }
       });
       return y_;
@@ -247,10 +260,11 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
   /// The inference transform as y = x * scale + shift per channel (what a
   /// layer that absorbs this one applies), from the moving statistics.
   void inference_affine(T* scale, T* shift) const {
+    const BatchNormalization& w = weights();
     for (Index k = 0; k < channels(); ++k) {
-      const double a = double(gamma_[k]) / std::sqrt(static_cast<double>(moving_var_[k]) + opt_.epsilon());
+      const double a = double(w.gamma_[k]) / std::sqrt(static_cast<double>(w.moving_var_[k]) + opt_.epsilon());
       scale[k] = static_cast<T>(a);
-      shift[k] = static_cast<T>(double(beta_[k]) - double(moving_mean_[k]) * a);
+      shift[k] = static_cast<T>(double(w.beta_[k]) - double(w.moving_mean_[k]) * a);
     }
   }
 
@@ -292,7 +306,9 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
   }
 
  private:
-  Index channels() const { return gamma_.size(); }
+  Index channels() const { return scale_.size(); }  // (its own: gamma_ is empty when shared)
+  /// The layer whose gamma, beta and statistics inference reads: its own, or the one it shares.
+  const BatchNormalization& weights() const { return shared_ != nullptr ? *shared_ : *this; }
 
   /// In every thread of a parallel region: the batch statistics of x in
   /// one pass (sums of x and of x^2, in double, so that var = E[x^2] -
@@ -767,6 +783,7 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
 
   BatchNormalizationOptions opt_;
   Tensor<T> gamma_, beta_, moving_mean_, moving_var_, dgamma_, dbeta_;
+  const BatchNormalization* shared_ = nullptr;  // share_parameters_of: whose parameters inference reads
   Tensor<T> inv_std_, mean_, mean_dy_, mean_dyh_, scale_;
   Tensor<T> y_, xhat_, dx_;
   MaxPool2D<T>* pool_ = nullptr;  ///< the MaxPool2D fused in (fuse_pool), or null

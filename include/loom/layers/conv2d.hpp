@@ -100,8 +100,35 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   void copy_settings_to(Layer<T>& copy) const override {
     if (auto* conv = dynamic_cast<Conv2D*>(&copy)) conv->algorithm_ = algorithm_;
   }
-  /// Its kernel will not change: Winograd's transform of it is made once.
-  void seal_parameters() override { sealed_ = true; }
+  /// Its kernel will not change: Winograd's transforms of it, in both
+  /// layouts, are made now and kept (layers sharing them read them at once).
+  void seal_parameters() override {
+    sealed_ = true;
+    if (shared_ != nullptr || !this->built() || !uses_winograd()) return;
+    for (int compact = 0; compact < 2; ++compact) {
+      ForwardU& fu = forward_u_[compact];
+      const Index ldu = Winograd::u_stride(opt_.filters(), compact != 0);
+      fu.u.resize_for_overwrite(Shape{Winograd::kPoints, geo_.c, ldu});
+      Winograd::transform_kernel(kernel_.data(), geo_.c, opt_.filters(), false, 0, geo_.c, fu.u.data(), ldu);
+      fu.current = true;
+    }
+  }
+  /// Reads the kernel, the bias and Winograd's transforms of a sealed
+  /// Conv2D of the same configuration and algorithm (see Layer).
+  bool share_parameters_of(const Layer<T>& source) override {
+    const Conv2D* s = this->template share_source<Conv2D>(source);
+    if (s != nullptr && s->shared_ != nullptr) s = s->shared_;
+    if (s == nullptr || !s->sealed_ || s->algorithm_ != algorithm_ || s->kernel_.shape() != kernel_.shape() ||
+        s->opt_.use_bias() != opt_.use_bias() || s->opt_.activation() != opt_.activation()) {
+      return false;
+    }
+    shared_ = s;
+    sealed_ = true;
+    kernel_ = bias_ = dkernel_ = dbias_ = u_source_ = Tensor<T>();
+    forward_u_[0] = forward_u_[1] = ForwardU();
+    this->shares_parameters();
+    return true;
+  }
   /// Inference fusion, arranged by fusion.hpp's planner (InferenceFusion)
   /// around one forward: the next Mode::Inference forward applies `bn`'s
   /// inference transform in the epilogue (after the bias and ReLU, y =
@@ -158,7 +185,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
 
   int prepare_rows() override {
     const int threads = detail::threads_for(geo_.n);
-    prepare_workspaces(threads, 0);
+    prepare_workspaces(threads, 0, true);
     return threads;
   }
   void begin_rows(int t) override {
@@ -236,7 +263,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
     // The pooling taken (its geometry; the loops never read its batch size).
     const detail::Window2D* pool = pooled_ && mode == Mode::Inference ? &pooled_->window() : nullptr;
     y_.resize_for_overwrite(Shape{geo_.n, pool ? pool->ho : geo_.ho, pool ? pool->wo : geo_.wo, cout});
-    detail::GemmEpilogue<T> epilogue{opt_.use_bias() ? bias_.data() : nullptr,
+    detail::GemmEpilogue<T> epilogue{opt_.use_bias() ? weights().bias_.data() : nullptr,
                                      opt_.activation() == Activation::ReLU};
     if (absorbed_ && mode == Mode::Inference) {
       affine_.resize_for_overwrite(Shape{2, cout});
@@ -254,7 +281,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
     }
     if (keep) col_.resize_for_overwrite(Shape{geo_.rows(), k});
     const int threads = detail::threads_for(geo_.n);
-    prepare_workspaces(threads, keep ? 0 : tile * per_image * k);
+    prepare_workspaces(threads, keep ? 0 : tile * per_image * k, false);
     detail::parallel(threads, [&](int t, int nt) {
       Workspace& w = ws_[static_cast<std::size_t>(t)];
       const detail::Range mine = detail::split(geo_.n, t, nt);
@@ -265,7 +292,8 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
         detail::im2col(x.data(), geo_, n0, n1, col);
         // Bias and ReLU in the GEMM's epilogue; a softmax on rows still in cache.
         T* y = y_.data() + r0 * cout;
-        w.forward(rows, cout, k, {col, k}, {kernel_.data(), cout}, y, cout, /*accumulate=*/false, epilogue);
+        w.forward(rows, cout, k, {col, k}, {weights().kernel_.data(), cout}, y, cout, /*accumulate=*/false,
+                  epilogue);
         if (opt_.activation() == Activation::Softmax) detail::activate(opt_.activation(), y, rows, cout);
       }
     });
@@ -287,7 +315,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
     if (input_grad) dx_.resize_for_overwrite(this->input_shape().with_batch(n));
     const bool winograd = uses_winograd();
     const int threads = detail::threads_for(n);
-    prepare_workspaces(threads, input_grad && !winograd ? tile * per_image * k : 0);
+    prepare_workspaces(threads, input_grad && !winograd ? tile * per_image * k : 0, true);
     const bool winograd_weights = uses_winograd_weights(), direct = uses_direct();
     if (winograd_weights) {
       parts_.resize(static_cast<std::size_t>(threads));  // allocates only when the threads grow
@@ -385,6 +413,8 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
     const bool compact = !keep && Winograd::reads_u_once(tiles, geo_.c, cout);
     ForwardU& fu = forward_u_[compact ? 1 : 0];
     const Index ldu = Winograd::u_stride(cout, compact);
+    // A layer sharing another's weights reads that one's U, made when it was sealed.
+    const T* shared_u = shared_ != nullptr ? shared_->forward_u_[compact ? 1 : 0].u.data() : nullptr;
     // Whether the kernel is the one last transformed: the same bits give the
     // same U, and memcmp compares them at memory speed, where std::equal's
     // float comparisons took 12 % of a batch-1 predict (notebook_speed, one
@@ -392,20 +422,21 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
     // comparison reads kernel and copy (270 KB for conv2) for 16 tiles' work
     // and pushes the weights the next image needs out of the core's L2 (a
     // Predictor: +12 % images/s at batch 1, AVX2 build, Intel Xeon).
-    bool kernel_known = false;
-    if (!keep && (forward_u_[0].current || forward_u_[1].current)) {
+    bool kernel_known = shared_u != nullptr;
+    if (!keep && !kernel_known && (forward_u_[0].current || forward_u_[1].current)) {
       kernel_known = sealed_ || (u_source_.size() == kernel_.size() &&
                                  std::memcmp(kernel_.data(), u_source_.data(),
                                              sizeof(T) * std::size_t(kernel_.size())) == 0);
       if (!kernel_known) forward_u_[0].current = forward_u_[1].current = false;
     }
-    const bool reuse = !keep && fu.current;
+    const bool reuse = !keep && (fu.current || shared_u != nullptr);
     if (!reuse) fu.u.resize_for_overwrite(Shape{Winograd::kPoints, geo_.c, ldu});
+    const T* u = shared_u != nullptr ? shared_u : fu.u.data();
     const bool winograd_weights = uses_winograd_weights();
     if (keep && winograd_weights) kept_v_.resize_for_overwrite(Shape{tiles, Winograd::kPoints, geo_.c});
     if (keep && !winograd_weights) col_.resize_for_overwrite(Shape{geo_.rows(), k});
     const int threads = detail::threads_for(tiles);
-    prepare_workspaces(threads, 0);
+    prepare_workspaces(threads, 0, false);
     queue_.reset(tiles, winograd_piece(tiles, threads, Winograd::chunk_tiles(geo_.c, cout)), threads);
     detail::parallel(threads, [&](int t, int nt) {
       Workspace& w = ws_[static_cast<std::size_t>(t)];
@@ -420,7 +451,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       }
       w.winograd.reserve(geo_.c, cout);
       for (detail::Range mine = queue_.take(t); mine.size() > 0; mine = queue_.take(t)) {
-        w.winograd.run(x.data(), winograd_forward(), geo_.c, mine.begin, mine.end, fu.u.data(), ldu, cout,
+        w.winograd.run(x.data(), winograd_forward(), geo_.c, mine.begin, mine.end, u, ldu, cout,
                        y_.data(), epilogue, pool, keep && winograd_weights ? kept_v_.data() : nullptr);
       }
       if (opt_.activation() == Activation::Softmax) {
@@ -431,7 +462,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
     });
     if (keep) {  // training moves the kernel: U is this step's only
       forward_u_[0].current = forward_u_[1].current = false;
-    } else if (!reuse) {
+    } else if (!reuse) {  // (never when shared)
       fu.current = true;
       if (!sealed_ && !kernel_known) {
         u_source_.resize_for_overwrite(kernel_.shape());
@@ -453,10 +484,10 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
                       RowStatisticsSink<T>* sums) {
     const Index cout = opt_.filters(), row = geo_.wo * cout;
     direct_.set(geo_);
-    direct_.set_kernel(kernel_.data(), cout);
+    direct_.set_kernel(weights().kernel_.data(), cout);
     xpad_.resize_for_overwrite(Shape{direct_.padded_size(geo_.n)});
     const int threads = detail::threads_for(geo_.n);
-    if (pool) prepare_workspaces(threads, pool->kh * row);
+    if (pool) prepare_workspaces(threads, pool->kh * row, false);
     if (sums) {
       const bool whole = !pool && geo_.n % threads == 0;
       if (!sums->begin_statistics(whole ? y_.data() : nullptr, whole ? geo_.n * geo_.ho * geo_.wo : 0,
@@ -585,11 +616,13 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
     return std::max<Index>(1, kTileBytes / std::max<Index>(bytes, 1));
   }
 
-  /// Sizes every thread's scratch; allocates only when it grows.
-  void prepare_workspaces(int threads, Index col_elems) {
+  /// Sizes every thread's scratch (with its share of the gradients, for a
+  /// backward); allocates only when it grows.
+  void prepare_workspaces(int threads, Index col_elems, bool gradients) {
     if (ws_.size() < static_cast<std::size_t>(threads)) ws_.resize(static_cast<std::size_t>(threads));
     for (Workspace& w : ws_) {
       if (w.col.size() < col_elems) w.col.resize_for_overwrite(Shape{col_elems});
+      if (!gradients) continue;
       // A thread's share of dK, or Winograd's sums S for it (36 / 9 times as many).
       const Index dk = uses_winograd_weights() ? Winograd::kPoints * geo_.c * opt_.filters() : kernel_.size();
       if (w.dkernel.size() != dk) w.dkernel.resize_for_overwrite(Shape{dk});
@@ -617,6 +650,9 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   ForwardU forward_u_[2];    // [compact]
   Tensor<T> u_source_;       // the kernel the current U came from (inference, unless sealed)
   bool sealed_ = false;      // seal_parameters: the kernel will not change
+  const Conv2D* shared_ = nullptr;  // share_parameters_of: whose kernel, bias and U it reads
+  /// The layer whose kernel, bias and U the forward reads: its own, or the one it shares.
+  const Conv2D& weights() const { return shared_ != nullptr ? *shared_ : *this; }
   detail::WorkQueue queue_;  // Winograd's tiles, handed to the threads a piece at a time
   Tensor<T> grad_u_;          // Winograd's U of the backward to the input
   detail::Window2D geo_;

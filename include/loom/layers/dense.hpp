@@ -59,6 +59,20 @@ class Dense : public Layer<T> {
     return p;
   }
 
+  /// Reads the kernel and bias of a Dense of the same configuration (see Layer).
+  bool share_parameters_of(const Layer<T>& source) override {
+    const Dense* s = this->template share_source<Dense>(source);
+    if (s != nullptr && s->shared_ != nullptr) s = s->shared_;
+    if (s == nullptr || s->kernel_.shape() != kernel_.shape() || s->opt_.use_bias() != opt_.use_bias() ||
+        s->opt_.activation() != opt_.activation()) {
+      return false;
+    }
+    shared_ = s;
+    kernel_ = bias_ = dkernel_ = dbias_ = Tensor<T>();
+    this->shares_parameters();
+    return true;
+  }
+
  protected:
   Shape build_impl(const Shape& in, Rng& rng) override {
     if (in.rank() != 1) this->reject_input(in, "(None, features): add a Flatten layer before Dense");
@@ -80,10 +94,11 @@ class Dense : public Layer<T> {
     }
     y_.resize_for_overwrite(Shape{n, units});
     const int threads = threads_for_columns(units);
-    const T* b = opt_.use_bias() ? bias_.data() : nullptr;
+    const Dense& w = shared_ != nullptr ? *shared_ : *this;  // whose kernel and bias
+    const T* b = opt_.use_bias() ? w.bias_.data() : nullptr;
     detail::parallel(threads, [&](int t, int nt) {
       const detail::Range cols = detail::split(units, t, nt);
-      gemm_[static_cast<std::size_t>(t)].forward(n, cols.size(), in, {x.data(), in}, {kernel_.data() + cols.begin, units},
+      gemm_[static_cast<std::size_t>(t)].forward(n, cols.size(), in, {x.data(), in}, {w.kernel_.data() + cols.begin, units},
                                                   y_.data() + cols.begin, units, /*accumulate=*/false,
                                                   {b ? b + cols.begin : nullptr, opt_.activation() == Activation::ReLU});
     });
@@ -137,6 +152,7 @@ class Dense : public Layer<T> {
 
   DenseOptions opt_;
   Tensor<T> kernel_, bias_, dkernel_, dbias_;
+  const Dense* shared_ = nullptr;  // share_parameters_of: whose kernel and bias the forward reads
   Tensor<T> x_, y_, dz_, dx_;
   std::vector<Workspace> gemm_;
 };

@@ -93,6 +93,9 @@ class Layer {
     if (x.rank() != input_shape_.rank() + 1 || x.shape().without_batch() != input_shape_) {
       throw ShapeError(detail::str(where(), ": expected input ", input_shape_.str("N"), ", got ", x.shape()));
     }
+    if (shares_parameters_ && mode == Mode::Train) {
+      throw ConfigError(where() + ": it reads the weights of a Predictor (share_parameters_of) and cannot train");
+    }
     batch_ = x.dim(0);
     last_mode_ = mode;
     forward_done_ = true;
@@ -190,6 +193,15 @@ class Layer {
   /// (Conv2D's Winograd transform of its kernel). Once called, training
   /// this layer is the owner's error.
   virtual void seal_parameters() {}
+  /// Called by a Predictor on a session's copy of `source` (its
+  /// inference_copy, built, with source sealed): from now on this layer
+  /// reads its parameters, and what inference derives from them, from
+  /// `source`, and frees its own, so that any number of sessions predict
+  /// at once from one set of weights. `source` must outlive it and never
+  /// change; this layer can no longer train (a Mode::Train forward throws).
+  /// False when the type does not share (the default): the owner copies the
+  /// parameters in instead (Inference::Copy::share).
+  virtual bool share_parameters_of(const Layer& /*source*/) { return false; }
 
   /// Caps the parameter values the next `build` may create: a build that
   /// would create more throws ConfigError before allocating them. The model
@@ -225,6 +237,17 @@ class Layer {
     return Tensor<T>(shape);
   }
 
+  /// share_parameters_of's checks: `source` as this layer's own type L,
+  /// built for the same input, or null (then nothing is shared).
+  template <class L>
+  const L* share_source(const Layer& source) const {
+    const auto* s = dynamic_cast<const L*>(&source);
+    if (s == nullptr || !built_ || !s->built() || s->input_shape() != input_shape_) return nullptr;
+    return s;
+  }
+  /// Called by a share_parameters_of that shares: training is refused from now on.
+  void shares_parameters() { shares_parameters_ = true; }
+
   Index batch() const { return batch_; }
   bool skip_softmax_grad() const { return fused_softmax_grad_ && activation() == Activation::Softmax; }
 
@@ -247,6 +270,7 @@ class Layer {
   Index batch_ = 0;
   bool fused_softmax_grad_ = false;
   bool needs_input_grad_ = true;
+  bool shares_parameters_ = false;  ///< see share_parameters_of
   const Layer* fused_next_ = nullptr;
   Index max_parameter_values_ = std::numeric_limits<Index>::max();
   Index parameter_values_ = 0;

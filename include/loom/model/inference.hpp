@@ -34,9 +34,11 @@ class Inference {
     no_copies_ = false;
   }
 
-  /// The parameters chunks is given will never change (a Predictor's): the
-  /// threads' copies take them once and are sealed (Layer::seal_parameters).
-  void set_parameters_fixed() { parameters_fixed_ = true; }
+  struct Copy;
+  /// The layers chunks is given share the weights of `source` (a
+  /// Predictor's session, see Copy::share): the threads' copies share them
+  /// too, rather than taking the parameters in. `source` must outlive this.
+  void share_parameters_of(const Copy& source) { source_ = &source; }
 
   /// Runs `layers` on a batch in `mode`; returns the last layer's output.
   static const Tensor<T>& run(const Layers& layers, const Tensor<T>& x, Mode mode) {
@@ -82,9 +84,10 @@ class Inference {
       try {
         set_num_threads(1);  // this thread's own: its layers' work is not split again
         Copy& copy = copies_[static_cast<std::size_t>(t)];
-        if (!copy.sealed) {
+        if (source_ != nullptr) {
+          if (!copy.sealed) copy.share(*source_);
+        } else {
           copy.take_parameters(params, layers);
-          if (parameters_fixed_) copy.seal();
         }
         for (detail::Range c = queue_.take(t); c.size() > 0; c = queue_.take(t)) {
           const Index start = begin + c.begin * step;
@@ -104,15 +107,21 @@ class Inference {
   /// ConfigError.
   Tensor<T> outputs(const Layers& layers, const std::vector<Parameter<T>>& params, const Tensor<T>& x,
                     Index batch_size, Index max_step) {
+    Tensor<T> result;
+    outputs(layers, params, x, batch_size, max_step, result);
+    return result;
+  }
+  /// The same into `result` (resized; it allocates only when it grows).
+  void outputs(const Layers& layers, const std::vector<Parameter<T>>& params, const Tensor<T>& x, Index batch_size,
+               Index max_step, Tensor<T>& result) {
     if (batch_size < 1) throw ConfigError(detail::str("predict: batch_size must be >= 1, got ", batch_size));
     const Index n = x.dim(0);
-    Tensor<T> result(layers.back()->output_shape().with_batch(n));
+    result.resize_for_overwrite(layers.back()->output_shape().with_batch(n));
     const Index width = result.size() / std::max<Index>(n, 1);
     chunks(layers, params, x, 0, n, std::min(batch_size, max_step),
            [&](Index /*chunk*/, Index start, const Tensor<T>& p, Tensor<T>& /*scratch*/) {
              std::copy(p.begin(), p.end(), result.data() + start * width);
            });
-    return result;
   }
 
   /// dst <- rows [start, start + b) of src.
@@ -127,13 +136,13 @@ class Inference {
   /// A copy of a model's layers, with its own batch buffers: a thread's
   /// (its layers hold their own outputs and scratch; the parameters are the
   /// model's, copied in before each use, about 1 MB for the notebook's model
-  /// against 2 ms for a chunk of 32 images, or once for good when they are
-  /// fixed), or a Predictor's.
+  /// against 2 ms for a chunk of 32 images), or a Predictor's: its weights,
+  /// sealed, and its sessions, which share them.
   struct Copy {
     Layers layers;
     std::vector<Parameter<T>> params;
     Tensor<T> xb, yb;
-    bool sealed = false;  ///< its parameters taken for good (seal)
+    bool sealed = false;  ///< its parameters taken (or shared) for good: seal, share
 
     /// Tells its layers that their parameters will not change again.
     void seal() {
@@ -142,10 +151,32 @@ class Inference {
     }
 
     void take_parameters(const std::vector<Parameter<T>>& from, const Layers& model) {
+      if (sealed) throw Error("Inference::Copy: the parameters of a sealed copy cannot be taken again");
       for (std::size_t i = 0; i < params.size(); ++i) {
         std::copy(from[i].value->begin(), from[i].value->end(), params[i].value->begin());
       }
       for (std::size_t i = 0; i < layers.size(); ++i) model[i]->copy_settings_to(*layers[i]);
+    }
+
+    /// Makes this copy (made by make_copy from the same layers as `source`,
+    /// which is sealed) read the weights of `source`: each layer that can
+    /// shares its parameters (Layer::share_parameters_of) and frees its
+    /// own; one that cannot takes a copy of them. Then sealed.
+    void share(const Copy& source) {
+      std::size_t first = 0;  // the layer's first parameter in params
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        Layer<T>& layer = *layers[i];
+        const Layer<T>& from = *source.layers[i];
+        const std::size_t count = layer.parameters().size();
+        from.copy_settings_to(layer);
+        if (count > 0 && !layer.share_parameters_of(from)) {
+          for (std::size_t p = first; p < first + count; ++p) {
+            std::copy(source.params[p].value->begin(), source.params[p].value->end(), params[p].value->begin());
+          }
+        }
+        first += count;
+      }
+      seal();
     }
   };
 
@@ -181,7 +212,8 @@ class Inference {
   bool prepare_copies(const Layers& layers, const std::vector<Parameter<T>>& params, int threads) {
     if (no_copies_) return false;
     while (copies_.size() < static_cast<std::size_t>(threads)) {
-      std::optional<Copy> copy = make_copy(layers, params);
+      // (A session's layers hold no parameters of their own: their copies are made from the source's.)
+      std::optional<Copy> copy = source_ != nullptr ? make_copy(source_->layers, source_->params) : make_copy(layers, params);
       if (!copy) {
         no_copies_ = true;
         copies_.clear();
@@ -195,7 +227,7 @@ class Inference {
   Tensor<T> xb_, yb_;    ///< the batch when the model's own layers run the chunks
   std::vector<Copy> copies_;  ///< the threads' layers, made when first needed
   bool no_copies_ = false;    ///< a layer cannot be copied
-  bool parameters_fixed_ = false;  ///< see set_parameters_fixed
+  const Copy* source_ = nullptr;   ///< see share_parameters_of
   detail::WorkQueue queue_;
 };
 
