@@ -92,6 +92,7 @@ struct ExperimentOptions {
   std::string import_file;  ///< --import: evaluate this Keras model instead of training
   bool import_raw = false;  ///< --import-raw-pixels: give it 0..255 instead of [0, 1]
   std::string save_keras;   ///< --save-keras: folder to export each trained model to, as .keras
+  std::string save_onnx;    ///< --save-onnx: folder to export each trained model to, as .onnx
   bool sync_bn = false;     ///< --sync-bn: BatchNormalization(synchronized=True) under mpirun
   int processes = 1;        ///< MPI processes training together (set by the program, not an option)
 
@@ -190,6 +191,8 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
                "under mpirun: BatchNormalization statistics of the global batch (synchronized=True), not of each "
                "process's slice");
   app.add_option("--save-keras", opt.save_keras, "also save each trained model for Keras, as DIR/model<i>.keras");
+  app.add_option("--save-onnx", opt.save_onnx,
+                 "also save each trained model as ONNX (its inference, NHWC input), as DIR/model<i>.onnx");
   app.add_option("--verbose", opt.verbose, "0 silent, 1 progress bar, 2 one line per epoch")
       ->check(CLI::Range(0, 2))
       ->capture_default_str();

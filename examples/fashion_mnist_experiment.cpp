@@ -43,6 +43,7 @@
 #include <loom/data/fashion_mnist.hpp>
 #include <loom/keras.hpp>
 #include <loom/loom.hpp>
+#include <loom/onnx.hpp>
 #if defined(LOOM_EXAMPLE_MPI)
 #include <loom/distributed.hpp>
 #endif
@@ -242,11 +243,12 @@ struct Experiment {
   bool rank0() const { return is_rank0(comm); }
 };
 
-/// The output folders of a training run: results, checkpoints and --save-keras's.
+/// The output folders of a training run: results, checkpoints, --save-keras's and --save-onnx's.
 void prepare_training_outputs(const ExperimentOptions& opt) {
   prepare_output(opt.out);
   prepare_output((fs::path(opt.out) / "checkpoints").string());
   if (!opt.save_keras.empty()) prepare_output(opt.save_keras);
+  if (!opt.save_onnx.empty()) prepare_output(opt.save_onnx);
 }
 
 /// The data, threads and options of the run, the notebook's model and the optimizer, on stdout.
@@ -374,6 +376,13 @@ void save_for_keras(Sequential<float>& model, const ExperimentOptions& opt, cons
   std::cout << "Saved for Keras: " << path << "\n";
 }
 
+/// --save-onnx: the last epoch's weights, as an ONNX graph of the model's inference.
+void save_for_onnx(const Sequential<float>& model, const ExperimentOptions& opt, const RunFiles& files) {
+  const std::string path = (fs::path(opt.save_onnx) / (files.stem + ".onnx")).string();
+  save_onnx(model, path);
+  std::cout << "Saved as ONNX: " << path << "\n";
+}
+
 /// Every parameter and buffer of the model, in order.
 std::vector<float> parameter_values(Sequential<float>& model) {
   std::vector<float> values;
@@ -443,6 +452,7 @@ RunEnd train_run(const Experiment& ex, const ModelSpec& spec, int run, ModelResu
   }
   if (!ex.rank0()) return RunEnd::other_rank;  // the others go on to train the next model with rank 0
   if (!opt.save_keras.empty()) save_for_keras(model, opt, files);
+  if (!opt.save_onnx.empty()) save_for_onnx(model, opt, files);
   const auto t1 = Clock::now();
   score_run(model, r, ex, data, files, callbacks);
   r.score_seconds = seconds_since(t1);

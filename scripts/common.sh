@@ -8,7 +8,7 @@ BUILD_DIR="${LOOM_BUILD_DIR:-$LOOM_ROOT/build}"
 # Everything loom's build, tests, example and benchmarks use, all from Debian.
 LOOM_PACKAGES=(g++ cmake ninja-build libeigen3-dev doctest-dev libbenchmark-dev zlib1g-dev libcli11-dev
                nlohmann-json3-dev gnuplot-nox dataset-fashion-mnist libhdf5-dev libzip-dev pkg-config
-               python3-h5py python3-numpy libopenmpi-dev openmpi-bin)
+               python3-h5py python3-numpy libopenmpi-dev openmpi-bin libonnx-dev libprotobuf-dev python3-onnx)
 
 ensure_packages() {
   local missing=()

@@ -64,8 +64,9 @@ expect(truncated_gzip 1 "truncated_data/t10k-labels-idx1-ubyte.gz: corrupt or tr
 # A read-only place for the output: /proc takes no new folders, even from root.
 expect(read_only_output 1 "^fashion_mnist_experiment: /proc/loom_results: cannot create the output folder" --out /proc/loom_results)
 
-# The smoke run on the real data: every output file is there, and each model saved for Keras.
-expect(quick 0 "" --quick --verbose 2 --out ${WORK_DIR}/quick --save-keras ${WORK_DIR}/quick/keras)
+# The smoke run on the real data: every output file is there, and each model saved for Keras and as ONNX.
+expect(quick 0 "" --quick --verbose 2 --out ${WORK_DIR}/quick --save-keras ${WORK_DIR}/quick/keras
+       --save-onnx ${WORK_DIR}/quick/onnx)
 # expect_files(<name> <folder> files...): each was written.
 function(expect_files name folder)
   foreach(f ${ARGN})
@@ -76,7 +77,8 @@ function(expect_files name folder)
 endfunction()
 expect_files(quick ${WORK_DIR}/quick results.json report.md training_curves.png model1_misclassified.png
              model1_classes.png model2_classes.png model3_classes.png model4_misclassified.png
-             checkpoints/model4.loom checkpoints/model1_best.weights keras/model1.keras keras/model4.keras)
+             checkpoints/model4.loom checkpoints/model1_best.weights keras/model1.keras keras/model4.keras
+             onnx/model1.onnx onnx/model4.onnx)
 file(READ ${WORK_DIR}/quick/results.json json)
 string(JSON models LENGTH "${json}" models)
 string(JSON acc GET "${json}" models 2 test_accuracy)

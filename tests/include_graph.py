@@ -8,7 +8,7 @@ exists. The floors, bottom up (a header's floor is the first pattern it matches)
   2 training  losses, metrics, schedules, optimizers
   3 layers    layers/: Layer<T>, the layers, the fusion planner
   4 model     model/: the model, its fit loop, step, state, files, callbacks
-  5 parts     the umbrella loom.hpp and the optional parts: data/, keras/, distributed
+  5 parts     the umbrella loom.hpp and the optional parts: data/, keras/, onnx/, distributed
 
     tests/include_graph.py [source dir]        (ctest: include_graph)
 
@@ -28,7 +28,7 @@ FLOORS = [
     ("training", ["losses.hpp", "metrics.hpp", "schedules.hpp", "optimizers.hpp", "optimizers/*"]),
     ("layers", ["layers/*"]),
     ("model", ["model/*"]),
-    ("parts", ["loom.hpp", "data/*", "keras.hpp", "keras/*", "distributed.hpp"]),
+    ("parts", ["loom.hpp", "data/*", "keras.hpp", "keras/*", "onnx.hpp", "onnx/*", "distributed.hpp"]),
 ]
 INCLUDE = re.compile(r'^\s*#\s*include\s*(?:"([^"]+)"|<(loom/[^>]+)>)', re.M)
 
