@@ -4,15 +4,16 @@
 // workers would call it. Prints, for each C, the images per second and the
 // median (p50) and 99th-percentile (p99) latency of a request, in µs.
 //
-//   serve_bench [--clients 1,2,4,8] [--requests N] [--repeats R] [--model FILE.loom] [--json]
+//   serve_bench [--clients 1,2,4,8] [--requests N] [--repeats R] [--model FILE.loom]
+//               [--save-onnx FILE.onnx] [--json]
 //
 // Each repeat runs every client count in turn (so the counts are
 // interleaved, not one after the other in blocks); a count's throughput is
 // the median of its repeats and its percentiles are over all its requests.
 // The clients start together and take requests from one counter until N
 // are answered; a request is one predict(image, out, 1) call, timed alone.
-// bench/compare-serving runs it beside ONNX Runtime's concurrent Run on the
-// same model (the same weights, exported to ONNX).
+// --save-onnx writes the model served, so that bench/compare-serving can run
+// ONNX Runtime's concurrent Run on the same model (the same weights) beside it.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -23,6 +24,8 @@
 #include <iostream>
 #include <thread>
 #include <vector>
+
+#include <loom/onnx.hpp>
 
 #include "notebook_model.hpp"
 
@@ -88,13 +91,14 @@ int main(int argc, char** argv) {
   std::vector<int> client_counts{1, 2, 4, 8};
   long requests = 20000;
   int repeats = 3;
-  std::string model_file;
+  std::string model_file, onnx_file;
   std::uint64_t seed = 0;
   bool json = false;
   app.add_option("--clients", client_counts, "client thread counts, e.g. 1,2,4,8")->delimiter(',')->check(CLI::Range(1, 256));
   app.add_option("--requests", requests, "requests per client count and repeat")->check(CLI::Range(1L, 100000000L));
   app.add_option("--repeats", repeats, "rounds over the client counts")->check(CLI::Range(1, 100));
   app.add_option("--model", model_file, "a model saved by loom (default: the notebook's model, seeded)");
+  app.add_option("--save-onnx", onnx_file, "write the model served as ONNX too (loom::save_onnx)");
   app.add_option("--seed", seed, "seed of the notebook's model and of the images");
   app.add_flag("--json", json, "print a JSON line with every figure at the end");
   CLI11_PARSE(app, argc, argv);
@@ -110,6 +114,7 @@ int main(int argc, char** argv) {
       for (float& v : y) v = static_cast<float>(rng.below(10));
       model.train_step(x, y);
     }
+    if (!onnx_file.empty()) loom::save_onnx(model, onnx_file);
     const loom::Predictor<float> predictor(model);
     loom::Tensor<float> images(predictor.input_shape().with_batch(256));
     loom::Rng rng(seed + 2);
