@@ -182,8 +182,8 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
   app.add_flag("--resume", opt.resume,
                "continue from the checkpoints in --out (after a crash, a kill or Ctrl-C); give the same options");
   app.add_option("--import", opt.import_file,
-                 "evaluate a Keras model (.keras or .h5) on the 10,000 test images, with the per-class analysis, "
-                 "instead of training")
+                 "evaluate a Keras (.keras or .h5) or ONNX (.onnx) model on the 10,000 test images, with the per-class "
+                 "analysis, instead of training")
       ->check(CLI::ExistingFile);
   app.add_flag("--import-raw-pixels", opt.import_raw,
                "with --import: give the model pixels as they are (0..255), not scaled to [0, 1]");

@@ -14,7 +14,7 @@
 //
 //   fashion_mnist_experiment --import model.keras [--import-raw-pixels]
 //
-// evaluates a model saved by Keras (.keras or .h5) on the test images instead,
+// evaluates a model saved by Keras (.keras or .h5) or as ONNX (.onnx) on the test images instead,
 // with the same per-class analysis: imported_*.png, results.json, report.md.
 //
 // main() reads as the program's steps: parse the options, join the other
@@ -214,11 +214,14 @@ ImportedModel score_imported(Sequential<float>& model, const datasets::fashion_m
   return m;
 }
 
-/// --import: a Keras model on the 10,000 test images, with the per-class
-/// analysis, figures, results.json and report.md.
+/// --import: a Keras or ONNX model on the 10,000 test images, with the
+/// per-class analysis, figures, results.json and report.md. (An ONNX model
+/// of NCHW images, PyTorch's, is read as one of NHWC images: load_onnx.)
 int run_import(const ExperimentOptions& opt, const std::string& command) {
   prepare_output(opt.out);
-  auto model = keras::load_model<float>(opt.import_file, keras::LoadOptions().compile(false));
+  const std::string& file = opt.import_file;
+  const bool onnx = file.size() >= 5 && file.compare(file.size() - 5, 5, ".onnx") == 0;
+  auto model = onnx ? load_onnx<float>(file) : keras::load_model<float>(file, keras::LoadOptions().compile(false));
   model.summary();
   auto data = datasets::fashion_mnist::load<float>(opt.data_dir);
   const ImportedModel imported = score_imported(model, data, opt);

@@ -1,6 +1,12 @@
-// ONNX files from loom models, and the cases that check them.
+// ONNX files in and out of loom models, and the cases that check them.
 //
 //   onnx_tool convert MODEL OUT.onnx   a model saved by loom (.loom) or Keras (.keras, .h5) as ONNX
+//   onnx_tool convert MODEL.onnx OUT.loom   an ONNX file read by loom, saved in loom's format
+//   onnx_tool predict MODEL.onnx IN.npy OUT.npy   loom's predictions for the file's inputs (float32 .npy
+//                                       in the file's layout: NCHW images are turned to NHWC for loom)
+//   onnx_tool finetune MODEL.onnx       a Fashion-MNIST classifier (pixels in [0, 1], softmax output):
+//                                       its test accuracy, one epoch of training in loom (Adam, 1e-4,
+//                                       batch 32), its test accuracy again, as a JSON line
 //   onnx_tool cases DIR                 writes DIR/<case>.onnx, <case>.input.npy and <case>.output.npy
 //                                       (loom's predict) for every case below
 //
@@ -14,13 +20,17 @@
 // tests/onnx/onnx_check.py reads them: ONNX's checker, then a numpy
 // evaluator of the graph (the main tests), ONNX Runtime and OpenVINO (the
 // reference checks), each against loom's outputs.
+#include <cctype>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <loom/data/encoding.hpp>
+#include <loom/data/fashion_mnist.hpp>
 #include <loom/keras.hpp>
 #include <loom/onnx.hpp>
 
@@ -46,6 +56,62 @@ void write_npy(const std::string& path, const Tensor<float>& t) {
   bytes += header;
   bytes.append(reinterpret_cast<const char*>(t.data()), sizeof(float) * std::size_t(t.size()));
   loom::write_file_atomically(path, bytes);
+}
+
+/// A float32, C-order .npy file (format 1 or 2), its shape checked against its size.
+Tensor<float> read_npy(const std::string& path) {
+  const std::string bytes = loom::detail::read_whole_file<std::string>(path, std::uint64_t(1) << 32, "an .npy file");
+  const auto bad = [&](const std::string& why) -> loom::FormatError { return loom::FormatError(path + ": " + why); };
+  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) throw bad("not an .npy file");
+  const int major = static_cast<unsigned char>(bytes[6]);
+  std::size_t len = 0, start = 0;
+  if (major == 1) {
+    len = static_cast<unsigned char>(bytes[8]) | std::size_t(static_cast<unsigned char>(bytes[9])) << 8;
+    start = 10;
+  } else if (major == 2 || major == 3) {
+    if (bytes.size() < 12) throw bad("truncated header");
+    for (int i = 0; i < 4; ++i) len |= std::size_t(static_cast<unsigned char>(bytes[8 + i])) << (8 * i);
+    start = 12;
+  } else {
+    throw bad("unknown .npy version");
+  }
+  if (start + len > bytes.size()) throw bad("truncated header");
+  const std::string header = bytes.substr(start, len);
+  if (header.find("'descr': '<f4'") == std::string::npos) throw bad("not float32 (descr '<f4')");
+  if (header.find("'fortran_order': False") == std::string::npos) throw bad("not in C order");
+  const auto open = header.find('(', header.find("'shape'")), close = header.find(')', open);
+  if (open == std::string::npos || close == std::string::npos) throw bad("no shape");
+  std::vector<Index> dims;
+  std::string dim;
+  for (std::size_t i = open + 1; i <= close; ++i) {
+    if (std::isdigit(static_cast<unsigned char>(header[i]))) {
+      dim += header[i];
+    } else if (!dim.empty()) {
+      if (dim.size() > 9) throw bad("a dimension too large");
+      dims.push_back(std::stol(dim));
+      dim.clear();
+    }
+  }
+  if (dims.empty() || dims.size() > 5) throw bad("rank out of range");
+  double count = 1;
+  for (Index d : dims) count *= double(d);
+  if (double(bytes.size() - start - len) != 4.0 * count) throw bad("its data does not match its shape");
+  Shape shape;
+  for (Index d : dims) shape.push_back(d);
+  Tensor<float> t(shape);
+  std::memcpy(t.data(), bytes.data() + start + len, sizeof(float) * std::size_t(t.size()));
+  return t;
+}
+
+/// NCHW images as NHWC.
+Tensor<float> to_nhwc(const Tensor<float>& x) {
+  const Index n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3);
+  Tensor<float> y(Shape{n, h, w, c});
+  for (Index b = 0; b < n; ++b)
+    for (Index k = 0; k < c; ++k)
+      for (Index i = 0; i < h; ++i)
+        for (Index j = 0; j < w; ++j) y(b, i, j, k) = x(b, k, i, j);
+  return y;
 }
 
 /// n random samples of `shape` in [0, scale), from Rng(seed).
@@ -163,15 +229,51 @@ int write_cases(const std::string& dir) {
 int main(int argc, char** argv) {
   const std::string usage =
       "usage: onnx_tool convert MODEL OUT.onnx   (MODEL: .loom, .keras or .h5)\n"
+      "       onnx_tool convert MODEL.onnx OUT.loom\n"
+      "       onnx_tool predict MODEL.onnx IN.npy OUT.npy\n"
+      "       onnx_tool finetune MODEL.onnx\n"
       "       onnx_tool cases DIR\n";
   try {
     const std::vector<std::string> args(argv + 1, argv + argc);
+    const auto ends_with = [](const std::string& s, const std::string& end) {
+      return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0;
+    };
+    if (args.size() == 3 && args[0] == "convert" && ends_with(args[1], ".onnx")) {
+      loom::OnnxInfo info;
+      Model model = loom::load_onnx<float>(args[1], &info);
+      model.save(args[2]);
+      std::printf("%s (input %s%s) -> %s\n", args[1].c_str(), model.layers().front()->input_shape().str("N").c_str(),
+                  info.input_layout == "NCHW" ? ", NHWC where the file's is NCHW" : "", args[2].c_str());
+      return 0;
+    }
+    if (args.size() == 4 && args[0] == "predict") {
+      loom::OnnxInfo info;
+      Model model = loom::load_onnx<float>(args[1], &info);
+      Tensor<float> x = read_npy(args[2]);
+      if (info.input_layout == "NCHW") {
+        if (x.rank() != 4) throw loom::ShapeError(args[2] + ": the model takes NCHW images, this is " + x.shape().str());
+        x = to_nhwc(x);
+      }
+      write_npy(args[3], model.predict(x));
+      return 0;
+    }
+    if (args.size() == 2 && args[0] == "finetune") {
+      Model model = loom::load_onnx<float>(args[1]);
+      auto data = loom::datasets::fashion_mnist::load<float>();
+      Tensor<float> x_train = loom::data::scaled(data.x_train, 1.0 / 255), x_test = loom::data::scaled(data.x_test, 1.0 / 255);
+      loom::data::add_channel_axis(x_train);
+      loom::data::add_channel_axis(x_test);
+      model.compile(loom::SparseCategoricalCrossentropy<float>(), loom::Adam<float>(loom::AdamOptions().learning_rate(1e-4)),
+                    {"accuracy"});
+      const double before = model.evaluate(x_test, data.y_test).accuracy;
+      model.fit(x_train, data.y_train, loom::FitOptions<float>().epochs(1).batch_size(32).verbose(0).seed(1));
+      const double after = model.evaluate(x_test, data.y_test).accuracy;
+      std::printf("JSON: {\"before\": %.6f, \"after\": %.6f}\n", before, after);
+      return 0;
+    }
     if (args.size() == 3 && args[0] == "convert") {
       const std::string& in = args[1];
-      const auto ends_with = [&](const std::string& end) {
-        return in.size() >= end.size() && in.compare(in.size() - end.size(), end.size(), end) == 0;
-      };
-      const bool keras = ends_with(".h5") || ends_with(".keras");
+      const bool keras = ends_with(in, ".h5") || ends_with(in, ".keras");
       Model model = keras ? loom::keras::load_model<float>(in) : Model::load(in);
       loom::save_onnx(model, args[2]);
       std::printf("%s -> %s\n", in.c_str(), args[2].c_str());

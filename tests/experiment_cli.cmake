@@ -127,6 +127,14 @@ if(NOT imported_acc EQUAL acc)
   message(FATAL_ERROR "import: test accuracy ${imported_acc}, the experiment measured ${acc}")
 endif()
 message(STATUS "import: model 3 from its .keras file scores ${imported_acc}, as trained")
+# And as ONNX (--save-onnx): read back by loom's ONNX reader, the same test accuracy.
+expect(import_onnx 0 "" --import ${WORK_DIR}/quick/onnx/model3.onnx --import-raw-pixels --out ${WORK_DIR}/imported_onnx)
+file(READ ${WORK_DIR}/imported_onnx/results.json imported_onnx)
+string(JSON imported_onnx_acc GET "${imported_onnx}" test_accuracy)
+if(NOT imported_onnx_acc EQUAL acc)
+  message(FATAL_ERROR "import_onnx: test accuracy ${imported_onnx_acc}, the experiment measured ${acc}")
+endif()
+message(STATUS "import_onnx: model 3 from its .onnx file scores ${imported_onnx_acc}, as trained")
 expect(import_not_a_model 1 "^fashion_mnist_experiment: .*report.md: neither a .keras \\(zip\\) nor an .h5"
        --import ${WORK_DIR}/quick/report.md --out ${WORK_DIR}/imported_bad)
 expect(import_missing 2 "^fashion_mnist_experiment: --import: File does not exist"

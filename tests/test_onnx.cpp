@@ -4,6 +4,9 @@
 // these tests check the file's structure, its layout and its refusals.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -130,4 +133,196 @@ TEST_CASE("a model written is a file ONNX's own parser reads back, written throu
   CHECK(bytes == onnx_bytes(model));
   CHECK(parse(bytes).graph().initializer_size() == 3 * 2 + 3 * 4 + 2 * 2);  // conv, bn, dense tensors
   CHECK_THROWS_AS(save_onnx(model, dir.file("missing/m.onnx")), IOError);
+}
+
+// ---- Reading ONNX files ----------------------------------------------------
+
+namespace {
+
+/// The largest difference between two tensors of the same shape.
+float worst_difference(const Tensor<float>& a, const Tensor<float>& b) {
+  REQUIRE(a.shape() == b.shape());
+  float d = 0;
+  for (Index i = 0; i < a.size(); ++i) d = std::max(d, std::abs(a[i] - b[i]));
+  return d;
+}
+
+Tensor<float> random_images(Index n, const Shape& shape, std::uint64_t seed) {
+  Tensor<float> x(shape.with_batch(n));
+  Rng rng(seed);
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  return x;
+}
+
+}  // namespace
+
+TEST_CASE("loom's own ONNX file reads back as the model: same layers, predictions to float rounding") {
+  auto model = examples::notebook_model<float>(4);
+  model.compile("sparse_categorical_crossentropy", {"accuracy"});
+  Tensor<float> x = random_images(32, Shape{28, 28, 1}, 5), y(Shape{32});
+  for (Index i = 0; i < 32; ++i) y[i] = float(i % 10);
+  model.train_step(x, y);
+  OnnxInfo info;
+  auto back = load_onnx_from_bytes<float>(onnx_bytes(model), "notebook.onnx", &info);
+  CHECK(info.input_layout == "NHWC");
+  CHECK(info.input_name == "input");
+  CHECK(info.opset == 17);
+  CHECK(info.producer.rfind("loom", 0) == 0);
+  // Dropout is gone (the file holds inference); every other layer is there, with its weights.
+  std::vector<std::string> types;
+  for (const auto& l : back.layers()) types.push_back(l->type());
+  CHECK(types == std::vector<std::string>{"Conv2D", "BatchNormalization", "MaxPooling2D", "Conv2D", "BatchNormalization",
+                                          "MaxPooling2D", "Conv2D", "BatchNormalization", "MaxPooling2D", "Flatten",
+                                          "Dense", "Dense"});
+  CHECK(back.count_params() == model.count_params());
+  const Tensor<float> probe = random_images(16, Shape{28, 28, 1}, 6);
+  CHECK(worst_difference(back.predict(probe), model.predict(probe)) == 0);
+  // It fine-tunes: compiled, a step moves it.
+  back.compile("sparse_categorical_crossentropy", {"accuracy"});
+  CHECK(std::isfinite(back.train_step(x, y)));
+}
+
+TEST_CASE("an ONNX graph in PyTorch's NCHW layout becomes a model of NHWC images with the graph's outputs") {
+  // Written by hand as torch.onnx.export writes a small CNN: NCHW input,
+  // Conv with symmetric pads, MaxPool with ceil_mode (Keras's 'same'),
+  // Flatten of NCHW images, then Gemm with transB=1 (nn.Linear).
+  ::onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto& g = *m.mutable_graph();
+  auto* in = g.add_input();
+  in->set_name("x");
+  auto* tt = in->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(::onnx::TensorProto::FLOAT);
+  tt->mutable_shape()->add_dim()->set_dim_param("N");
+  for (int d : {2, 5, 5}) tt->mutable_shape()->add_dim()->set_dim_value(d);  // C=2, H=5, W=5
+  Rng rng(3);
+  const auto init = [&](const std::string& name, std::vector<std::int64_t> dims) {
+    auto* t = g.add_initializer();
+    t->set_name(name);
+    t->set_data_type(::onnx::TensorProto::FLOAT);
+    std::int64_t n = 1;
+    for (auto d : dims) t->add_dims(d), n *= d;
+    for (std::int64_t i = 0; i < n; ++i) t->add_float_data(static_cast<float>(rng.uniform() - 0.5));
+  };
+  init("w", {3, 2, 3, 3});
+  init("b", {3});
+  init("fc.w", {4, 3 * 3 * 3});  // [out, in]: nn.Linear's
+  init("fc.b", {4});
+  const auto node = [&](const std::string& op, std::vector<std::string> inputs, const std::string& out) {
+    auto* n = g.add_node();
+    n->set_op_type(op);
+    for (auto& i : inputs) n->add_input(i);
+    n->add_output(out);
+    return n;
+  };
+  const auto ints = [](::onnx::NodeProto* n, const std::string& name, std::vector<std::int64_t> v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(::onnx::AttributeProto::INTS);
+    for (auto x : v) a->add_ints(x);
+  };
+  const auto integer = [](::onnx::NodeProto* n, const std::string& name, std::int64_t v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(::onnx::AttributeProto::INT);
+    a->set_i(v);
+  };
+  auto* c = node("Conv", {"x", "w", "b"}, "c");
+  ints(c, "kernel_shape", {3, 3});
+  ints(c, "pads", {1, 1, 1, 1});
+  node("Relu", {"c"}, "r");
+  auto* p = node("MaxPool", {"r"}, "p");
+  ints(p, "kernel_shape", {2, 2});
+  ints(p, "strides", {2, 2});
+  integer(p, "ceil_mode", 1);
+  integer(node("Flatten", {"p"}, "f"), "axis", 1);
+  integer(node("Gemm", {"f", "fc.w", "fc.b"}, "out"), "transB", 1);
+  auto* out = g.add_output();
+  out->set_name("out");
+  out->mutable_type()->mutable_tensor_type()->set_elem_type(::onnx::TensorProto::FLOAT);
+
+  OnnxInfo info;
+  auto model = onnx_format::from_model_proto<float>(m, "cnn.onnx", &info);
+  CHECK(info.input_layout == "NCHW");
+  CHECK(model.layers().front()->input_shape() == Shape{5, 5, 2});
+  // The graph's output by hand, in NCHW, from the same weights.
+  const Tensor<float> x_nchw = random_images(3, Shape{2, 5, 5}, 9);
+  const auto f = [&](const std::string& name) {
+    for (const auto& t : g.initializer()) {
+      if (t.name() == name) return std::vector<float>(t.float_data().begin(), t.float_data().end());
+    }
+    return std::vector<float>{};
+  };
+  const auto w = f("w"), b = f("b"), fw = f("fc.w"), fb = f("fc.b");
+  Tensor<float> expected(Shape{3, 4}), x_nhwc(Shape{3, 5, 5, 2});
+  for (Index s = 0; s < 3; ++s) {
+    for (Index ch = 0; ch < 2; ++ch)
+      for (Index i = 0; i < 5; ++i)
+        for (Index j = 0; j < 5; ++j) x_nhwc(s, i, j, ch) = x_nchw(s, ch, i, j);
+    double conv[3][5][5];
+    for (Index o = 0; o < 3; ++o)
+      for (Index i = 0; i < 5; ++i)
+        for (Index j = 0; j < 5; ++j) {
+          double acc = b[std::size_t(o)];
+          for (Index ch = 0; ch < 2; ++ch)
+            for (Index di = 0; di < 3; ++di)
+              for (Index dj = 0; dj < 3; ++dj) {
+                const Index ii = i + di - 1, jj = j + dj - 1;
+                if (ii < 0 || jj < 0 || ii >= 5 || jj >= 5) continue;
+                acc += double(w[std::size_t(((o * 2 + ch) * 3 + di) * 3 + dj)]) * x_nchw(s, ch, ii, jj);
+              }
+          conv[o][i][j] = std::max(acc, 0.0);
+        }
+    std::vector<double> flat;  // C, H, W order: the graph's Flatten of NCHW
+    for (Index o = 0; o < 3; ++o)
+      for (Index i = 0; i < 3; ++i)
+        for (Index j = 0; j < 3; ++j) {
+          double m = -1e30;  // ceil_mode: the last window is cut at the border
+          for (Index di = 0; di < 2; ++di)
+            for (Index dj = 0; dj < 2; ++dj)
+              if (2 * i + di < 5 && 2 * j + dj < 5) m = std::max(m, conv[o][2 * i + di][2 * j + dj]);
+          flat.push_back(m);
+        }
+    for (Index u = 0; u < 4; ++u) {
+      double acc = fb[std::size_t(u)];
+      for (Index k = 0; k < 27; ++k) acc += double(fw[std::size_t(u * 27 + k)]) * flat[std::size_t(k)];
+      expected(s, u) = float(acc);
+    }
+  }
+  CHECK(worst_difference(model.predict(x_nhwc), expected) < 1e-5f);
+}
+
+TEST_CASE("what the ONNX reader does not take is refused with one line naming it") {
+  auto model = examples::notebook_model<float>(1);
+  ::onnx::ModelProto good;
+  REQUIRE(good.ParseFromString(onnx_bytes(model)));
+  const auto error_with = [&](auto&& edit) {
+    ::onnx::ModelProto m = good;
+    edit(m);
+    return testing::error_of([&] { onnx_format::from_model_proto<float>(m, "m.onnx"); });
+  };
+  CHECK(testing::error_of([] { load_onnx_from_bytes<float>("not a model", "x.onnx"); }) ==
+        "x.onnx: not an ONNX model (protobuf cannot parse it)");
+  CHECK(error_with([](auto& m) { m.mutable_graph()->mutable_node(1)->set_op_type("AveragePool"); })
+            .find("node 1 (AveragePool 'conv2d'): operator AveragePool is not read by loom") != std::string::npos);
+  CHECK(error_with([](auto& m) {
+          auto* a = m.mutable_graph()->mutable_node(1)->add_attribute();
+          a->set_name("group");
+          a->set_type(::onnx::AttributeProto::INT);
+          a->set_i(2);
+        }).find("group other than 1") != std::string::npos);
+  CHECK(error_with([](auto& m) { m.mutable_opset_import(0)->set_version(99); }) ==
+        "m.onnx: opset 99 (loom reads opsets 7 to 21)");
+  CHECK(error_with([](auto& m) { m.mutable_graph()->mutable_node(2)->set_input(0, "elsewhere"); })
+            .find("loom reads chains of layers") != std::string::npos);
+  CHECK(error_with([](auto& m) {  // a weight whose values do not fill its dims
+          m.mutable_graph()->mutable_initializer(0)->mutable_raw_data()->resize(12);
+        }).find("raw_data holds 3 values where its dims ask 675") != std::string::npos);
+  CHECK(error_with([](auto& m) {
+          m.mutable_graph()->mutable_initializer(0)->set_dims(0, std::int64_t(1) << 40);
+        }).find("out of range") != std::string::npos);
+  CHECK(error_with([](auto& m) {
+          m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_value(1 << 20);
+        }).find("dimension 1 is not a size from 1 to 65536") != std::string::npos);
 }
