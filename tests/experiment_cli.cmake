@@ -117,24 +117,20 @@ expect(refit_without_validation 2 "^fashion_mnist_experiment: --bn-probe needs t
        --recipe improved --bn-probe)
 expect(refit_both_ways 2 "^fashion_mnist_experiment: --refit excludes --no-refit" --refit --no-refit)
 
-# A model saved for Keras comes back through --import with the same test accuracy
-# (model 3 takes raw pixels), and the analysis of it is all there.
-expect(import 0 "" --import ${WORK_DIR}/quick/keras/model3.keras --import-raw-pixels --out ${WORK_DIR}/imported)
-expect_files(import ${WORK_DIR}/imported results.json report.md imported_misclassified.png imported_classes.png)
-file(READ ${WORK_DIR}/imported/results.json imported)
-string(JSON imported_acc GET "${imported}" test_accuracy)
-if(NOT imported_acc EQUAL acc)
-  message(FATAL_ERROR "import: test accuracy ${imported_acc}, the experiment measured ${acc}")
-endif()
-message(STATUS "import: model 3 from its .keras file scores ${imported_acc}, as trained")
-# And as ONNX (--save-onnx): read back by loom's ONNX reader, the same test accuracy.
-expect(import_onnx 0 "" --import ${WORK_DIR}/quick/onnx/model3.onnx --import-raw-pixels --out ${WORK_DIR}/imported_onnx)
-file(READ ${WORK_DIR}/imported_onnx/results.json imported_onnx)
-string(JSON imported_onnx_acc GET "${imported_onnx}" test_accuracy)
-if(NOT imported_onnx_acc EQUAL acc)
-  message(FATAL_ERROR "import_onnx: test accuracy ${imported_onnx_acc}, the experiment measured ${acc}")
-endif()
-message(STATUS "import_onnx: model 3 from its .onnx file scores ${imported_onnx_acc}, as trained")
+# A model saved for Keras, and as ONNX, comes back through --import with the
+# same test accuracy (model 3 takes raw pixels), and the analysis of it is all there.
+function(expect_import name file)
+  expect(${name} 0 "" --import ${file} --import-raw-pixels --out ${WORK_DIR}/${name})
+  expect_files(${name} ${WORK_DIR}/${name} results.json report.md imported_misclassified.png imported_classes.png)
+  file(READ ${WORK_DIR}/${name}/results.json imported)
+  string(JSON imported_acc GET "${imported}" test_accuracy)
+  if(NOT imported_acc EQUAL acc)
+    message(FATAL_ERROR "${name}: test accuracy ${imported_acc}, the experiment measured ${acc}")
+  endif()
+  message(STATUS "${name}: model 3 from ${file} scores ${imported_acc}, as trained")
+endfunction()
+expect_import(imported ${WORK_DIR}/quick/keras/model3.keras)
+expect_import(imported_onnx ${WORK_DIR}/quick/onnx/model3.onnx)
 expect(import_not_a_model 1 "^fashion_mnist_experiment: .*report.md: neither a .keras \\(zip\\) nor an .h5"
        --import ${WORK_DIR}/quick/report.md --out ${WORK_DIR}/imported_bad)
 expect(import_missing 2 "^fashion_mnist_experiment: --import: File does not exist"

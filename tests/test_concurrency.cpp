@@ -21,18 +21,10 @@
 
 using namespace loom;
 using loom::examples::notebook_model;
+using loom::testing::random_images;
 using loom::testing::TempDir;
 
 namespace {
-
-/// n random images in [0, 1) with labels i % 10, from Rng(seed).
-void random_images(Index n, std::uint64_t seed, Tensor<float>& x, Tensor<float>& y) {
-  x = Tensor<float>(Shape{n, 28, 28, 1});
-  y = Tensor<float>(Shape{n});
-  Rng rng(seed);
-  for (float& v : x) v = static_cast<float>(rng.uniform());
-  for (Index i = 0; i < n; ++i) y[i] = static_cast<float>(i % 10);
-}
 
 /// The notebook's model after two steps on random images: its moving
 /// statistics and weights away from their initial values.

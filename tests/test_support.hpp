@@ -55,6 +55,15 @@ inline void random_data(Index n, Tensor<float>& x, Tensor<float>& y, std::uint64
   for (float& v : y) v = static_cast<float>(rng.below(3));
 }
 
+/// `n` random 28x28x1 images in [0, 1) into `x` (Fashion-MNIST's shape), labels i % 10 into `y`, from Rng(seed).
+inline void random_images(Index n, std::uint64_t seed, Tensor<float>& x, Tensor<float>& y) {
+  x = Tensor<float>(Shape{n, 28, 28, 1});
+  y = Tensor<float>(Shape{n});
+  Rng rng(seed);
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (Index i = 0; i < n; ++i) y[i] = static_cast<float>(i % 10);
+}
+
 /// Every parameter of `m`, in order, in one vector.
 inline std::vector<float> weights_of(Sequential<float>& m) {
   std::vector<float> w;

@@ -14,6 +14,7 @@
 
 #include "gradient_check.hpp"
 #include "notebook_model.hpp"
+#include "test_support.hpp"
 
 using namespace loom;
 using loom::testing::compare;
@@ -319,14 +320,7 @@ TEST_CASE("the notebook's model: Keras's summary, shapes and parameter counts") 
 
 namespace {
 
-/// A batch of n random images in [0, 1) with labels i % 10, from Rng(seed).
-void random_batch(Index n, std::uint64_t seed, Tensor<float>& x, Tensor<float>& y) {
-  x = Tensor<float>(Shape{n, 28, 28, 1});
-  y = Tensor<float>(Shape{n});
-  Rng rng(seed);
-  for (float& v : x) v = static_cast<float>(rng.uniform());
-  for (Index i = 0; i < n; ++i) y[i] = static_cast<float>(i % 10);
-}
+using loom::testing::random_images;  // n random images in [0, 1), labels i % 10
 
 /// How far two inference outputs may differ when the same samples take
 /// different paths (batch, chunks, threads, copies): not at all with loom's
@@ -346,13 +340,13 @@ float worst(const Tensor<float>& a, const Tensor<float>& b) {
 }
 
 /// The notebook's model (seed `model_seed`), compiled with sparse
-/// categorical cross-entropy, after one step on random_batch(n, data_seed):
+/// categorical cross-entropy, after one step on random_images(n, data_seed):
 /// its moving statistics away from their initial values.
 Sequential<float> stepped_model(std::uint64_t model_seed, Index n, std::uint64_t data_seed, Tensor<float>& x,
                                 Tensor<float>& y) {
   auto model = notebook_model<float>(model_seed);
   model.compile("sparse_categorical_crossentropy", {"accuracy"});
-  random_batch(n, data_seed, x, y);
+  random_images(n, data_seed, x, y);
   model.train_step(x, y);
   return model;
 }
@@ -363,7 +357,7 @@ TEST_CASE("the notebook's model trains a batch and predicts probabilities") {
   auto model = notebook_model<float>(1);
   model.compile("sparse_categorical_crossentropy", {"accuracy"});
   Tensor<float> x, y;
-  random_batch(8, 2, x, y);
+  random_images(8, 2, x, y);
   const double first = model.train_step(x, y);
   CHECK(std::isfinite(first));
   for (int i = 0; i < 20; ++i) model.train_step(x, y);
@@ -479,7 +473,7 @@ TEST_CASE("a Predictor is the model frozen when made: the model's predict bit fo
   // run the chunks, and the last, of one image, makes U in compact rows on
   // one thread alone (a barrier there once waited for the other forever).
   Tensor<float> many, labels;
-  random_batch(129, 17, many, labels);
+  random_images(129, 17, many, labels);
   set_num_threads(1);
   const Tensor<float> alone = model.predict(many, 32);
   set_num_threads(2);
@@ -579,7 +573,7 @@ TEST_CASE("in inference each Conv2D absorbs the BatchNormalization and MaxPool2D
   auto model = notebook_model<float>(6);
   model.compile("sparse_categorical_crossentropy", {"accuracy"});
   Tensor<float> x, y;
-  random_batch(40, 8, x, y);
+  random_images(40, 8, x, y);
   for (int i = 0; i < 3; ++i) model.train_step(x, y);  // moving statistics and gammas away from 0 and 1
   const Tensor<float> fused = model.predict(x, 40);
   const Tensor<float>* out = &x;
@@ -599,7 +593,7 @@ TEST_CASE("in training each BatchNormalization takes the MaxPool2D after it, for
   auto model = notebook_model<float>(6);
   model.compile(SparseCategoricalCrossentropy<float>(), SGD<float>(SGDOptions().learning_rate(0)));
   Tensor<float> x, y;
-  random_batch(16, 9, x, y);
+  random_images(16, 9, x, y);
   for (const auto& l : model.layers()) l->seed(77);
   model.train_step(x, y);
   std::vector<Tensor<float>> fused;

@@ -347,6 +347,9 @@ class Importer {
     a.done();
     // (Dropout and MaxPool refuse their optional second output themselves.)
     if (n.output_size() != 1 && op != "Dropout" && op != "MaxPool") refuse(where, "has more than one output");
+    double size = 1;
+    for (Index d : shape_) size *= double(d);
+    if (size > double(kMaxElements)) refuse(where, loom::detail::str("its output would hold more than ", kMaxElements, " values a sample"));
     current_ = n.output(0);
   }
 
@@ -409,8 +412,8 @@ class Importer {
         if (dims[d] == -1) {
           if (infer >= 0) refuse(where, "two -1 in its shape");
           infer = std::int64_t(d);
-        } else if (dims[d] < 0) {
-          refuse(where, "a negative dimension");
+        } else if (dims[d] < 0 || dims[d] > kMaxElements) {
+          refuse(where, "a dimension out of range");
         } else {
           known *= std::max<std::int64_t>(dims[d], 1);
           if (known > kMaxElements) refuse(where, "too large");
@@ -482,7 +485,8 @@ class Importer {
           if (v < 0) v += dim;
           return std::max(lo, std::min(hi, v));
         };
-        const std::int64_t st = steps[k];
+        // A step longer than the axis takes its first element: the same as one of dim + 1.
+        const std::int64_t st = std::max(-dim - 1, std::min(dim + 1, steps[k]));
         const std::int64_t b = st > 0 ? clamp(starts[k], 0, dim) : clamp(starts[k], -1, dim - 1);
         const std::int64_t e = st > 0 ? clamp(ends[k], 0, dim) : clamp(ends[k], -1, dim - 1);
         const std::int64_t len = st > 0 ? std::max<std::int64_t>(0, (e - b + st - 1) / st)
@@ -504,8 +508,12 @@ class Importer {
         if (x < 0 || x >= rank) refuse(where, "an axis out of range");
       }
       std::sort(axes.begin(), axes.end());
+      if (std::adjacent_find(axes.begin(), axes.end()) != axes.end()) refuse(where, "an axis given twice");
       if (op == "Unsqueeze") {
-        for (std::int64_t x : axes) out.dims.insert(out.dims.begin() + x, 1);
+        for (std::int64_t x : axes) {
+          if (x > std::int64_t(out.dims.size())) refuse(where, "an axis out of range");
+          out.dims.insert(out.dims.begin() + x, 1);
+        }
       } else {
         if (axes.empty()) for (std::int64_t d = 0; d < std::int64_t(out.dims.size()); ++d) if (out.dims[std::size_t(d)] == 1) axes.push_back(d);
         for (auto it = axes.rbegin(); it != axes.rend(); ++it) {
@@ -542,7 +550,9 @@ class Importer {
     if (c.size() > 64) refuse(where, "more than 64 integers where a few are expected");
     std::vector<std::int64_t> v;
     for (double x : c.values) {
+      // (int64's range, and Slice's INT64_MAX "to the end", which double rounds to 2^63)
       if (!(std::abs(x) <= 9.3e18) || x != std::trunc(x)) refuse(where, "a value that is not an integer");
+      if (std::abs(x) >= 9.2e18) x = x > 0 ? 9.2e18 : -9.2e18;
       v.push_back(static_cast<std::int64_t>(x));
     }
     return v;
