@@ -70,8 +70,10 @@ struct Constant {
   std::int64_t size() const { return static_cast<std::int64_t>(values.size()); }
 };
 
-/// The number of values `dims` hold, refused when a dimension is negative or the count exceeds kMaxElements.
-inline std::int64_t element_count(const google::protobuf::RepeatedField<std::int64_t>& dims, const std::string& what) {
+/// The number of values `dims` hold (any range of int64), refused when a
+/// dimension is negative or the count exceeds kMaxElements.
+template <class Dims>
+std::int64_t element_count(const Dims& dims, const std::string& what) {
   std::int64_t n = 1;
   for (std::int64_t d : dims) {
     if (d < 0 || d > kMaxElements) refuse(what, loom::detail::str("dimension ", d, " out of range"));
@@ -251,6 +253,7 @@ class Importer {
       }
     }
     if (!found) refuse(what_, "the model imports no opset of ONNX's default domain");
+    opset_ = info.opset;
     if (info.opset < 7 || info.opset > 21) {
       refuse(what_, loom::detail::str("opset ", info.opset, " (loom reads opsets 7 to 21)"));
     }
@@ -398,7 +401,7 @@ class Importer {
         value = c.values[0];
       }
       out.dims = integers_of(in(0), where);
-      out.values.assign(static_cast<std::size_t>(count_of(out.dims, where)), value);
+      out.values.assign(static_cast<std::size_t>(element_count(out.dims, where)), value);
     } else if (op == "Reshape") {
       a.integer("allowzero", 0);
       out = in(0);
@@ -420,7 +423,7 @@ class Importer {
         }
       }
       if (infer >= 0) dims[std::size_t(infer)] = known ? out.size() / known : 0;
-      if (count_of(dims, where) != out.size()) refuse(where, "a shape of another size");
+      if (element_count(dims, where) != out.size()) refuse(where, "a shape of another size");
       out.dims = dims;
     } else if (op == "Concat") {
       const std::int64_t rank = std::int64_t(in(0).dims.size());
@@ -439,7 +442,7 @@ class Importer {
         }
         out.dims[std::size_t(axis)] += c.dims[std::size_t(axis)];
       }
-      count_of(out.dims, where);
+      element_count(out.dims, where);
       for (std::int64_t o = 0; o < outer; ++o) {
         for (int k = 0; k < n.input_size(); ++k) {
           const Constant& c = in(k);
@@ -495,7 +498,7 @@ class Importer {
         step[std::size_t(axis)] = st;
         out.dims[std::size_t(axis)] = len;
       }
-      out.values.resize(std::size_t(count_of(out.dims, where)));
+      out.values.resize(std::size_t(element_count(out.dims, where)));
       gather(c, out.dims, [&](const std::vector<std::int64_t>& index, std::vector<std::int64_t>& from) {
         for (std::int64_t d = 0; d < rank; ++d) from[std::size_t(d)] = first[std::size_t(d)] + index[std::size_t(d)] * step[std::size_t(d)];
       }, out.values);
@@ -557,15 +560,7 @@ class Importer {
     }
     return v;
   }
-  static std::int64_t count_of(const std::vector<std::int64_t>& dims, const std::string& where) {
-    std::int64_t n = 1;
-    for (std::int64_t d : dims) {
-      if (d < 0 || d > kMaxElements) refuse(where, "a dimension out of range");
-      n *= d;
-      if (n > kMaxElements) refuse(where, "too many values");
-    }
-    return n;
-  }
+
 
   /// The spatial paddings of a window op as Keras's 'valid' or 'same', or nullopt.
   static std::optional<Padding> keras_padding(Index in, Index k, Index s, std::int64_t before, std::int64_t after,
@@ -733,16 +728,11 @@ class Importer {
     // loom's softmax runs over its last axis: the channels (axis 1 in NCHW) or the features.
     const std::int64_t channels = shape_.rank() == 3 && nchw_ ? 1 : rank - 1;
     if (axis != channels) refuse(where, loom::detail::str("over axis ", axis, " (loom's Softmax is over the channels or features)"));
-    if (shape_.rank() == 3 && nchw_ && model_opset() < 13) refuse(where, "on images before opset 13 (it flattens them)");
+    if (shape_.rank() == 3 && nchw_ && opset_ < 13) refuse(where, "on images before opset 13 (it flattens them)");
     activation(Activation::Softmax, where);
   }
 
-  std::int64_t model_opset() const {
-    for (const auto& o : model_.opset_import()) {
-      if (o.domain().empty() || o.domain() == "ai.onnx") return o.version();
-    }
-    return 0;
-  }
+
 
   void flatten(Attributes& a, const std::string& where) {
     if (a.integer("axis", 1) != 1) refuse(where, "axis other than 1");
@@ -846,7 +836,7 @@ class Importer {
     to_images(where);
     if (a.text("mode", "constant") != "constant") refuse(where, "a mode other than constant");
     std::vector<std::int64_t> pads;
-    if (model_opset() < 11) {
+    if (opset_ < 11) {
       pads = a.integers("pads", {});
       if (a.real("value", 0.0) != 0.0) refuse(where, "a value other than 0");
     } else {
@@ -926,6 +916,7 @@ class Importer {
 
   const ::onnx::ModelProto& model_;
   std::string what_;
+  std::int64_t opset_ = 0;   ///< the default domain's opset (read_header)
   std::map<std::string, Constant> constants_;
   std::vector<Pending<T>> pending_;
   std::string current_;
