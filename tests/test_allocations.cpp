@@ -89,6 +89,38 @@ TEST_CASE("a training step of the improved recipe allocates nothing either: augm
   set_num_threads(saved);
 }
 
+TEST_CASE("a functional model's training step and inference allocate nothing once warm: fan-out, Add, Concatenate, a shared layer") {
+  const int saved = num_threads();
+  for (int threads : {1, 2}) {
+    CAPTURE(threads);
+    set_num_threads(threads);
+    const auto conv = [](Index filters) {
+      return Conv2D<float>(Conv2DOptions(filters, {3, 3}).padding(Padding::Same).activation(Activation::ReLU));
+    };
+    Symbol<float> in = Input<float>({28, 28, 1});
+    Symbol<float> x = call(conv(16), in);
+    Symbol<float> y = call(BatchNormalization<float>(), call(conv(16), x));
+    x = call(MaxPool2D<float>(MaxPool2DOptions({2, 2}).strides(Size2{2, 2})), call(Add<float>(), {x, y}));
+    x = call(Concatenate<float>(), {call(conv(8), x), call(Dropout<float>(0.2), x)});
+    x = call(Flatten<float>(), x);
+    auto hidden = shared(Dense<float>(DenseOptions(32).activation(Activation::ReLU)));
+    Symbol<float> h = call(hidden, x);
+    x = call(Multiply<float>(), {h, call(hidden, call(Dense<float>(DenseOptions(x.shape()[0])), x))});
+    Functional<float> model(in, call(Dense<float>(DenseOptions(10).activation(Activation::Softmax)), x), 3);
+    model.compile("sparse_categorical_crossentropy", {"accuracy"}, "adam");
+    CHECK(allocations_after_first_step(model) == 0);
+    const Batch a(1);
+    model.predict(a.x);
+    Tensor<float> out;
+    const Predictor<float> served(model);
+    served.predict(a.x, out, 8);
+    AllocationProbe probe;
+    served.predict(a.x, out, 8);
+    CHECK(probe.count() == 0);
+  }
+  set_num_threads(saved);
+}
+
 TEST_CASE("inference allocates nothing after the first batch of a size") {
   auto model = examples::notebook_model<float>(3);
   model.compile("categorical_crossentropy", {"accuracy"});

@@ -88,6 +88,13 @@ class Config {
   /// An integer in [0, 2^31].
   long long integer(const std::string& key) const { return parse_int(text(key), key); }
   long long integer(const std::string& key, long long otherwise) const { return has(key) ? integer(key) : otherwise; }
+  /// An integer in [-2^31, 2^31] (an axis counted from the end, say).
+  long long signed_integer(const std::string& key) const {
+    const std::string& s = text(key);
+    const bool negative = !s.empty() && s[0] == '-';
+    const long long v = parse_int(negative ? s.substr(1) : s, key);
+    return negative ? -v : v;
+  }
 
   std::uint64_t u64(const std::string& key) const {
     const std::string& s = text(key);

@@ -174,7 +174,9 @@ bool sum_statistics(Layer<T>& layer, LayerArg<T>* next, bool on) {
 template <class T>
 class InferenceFusion {
  public:
-  InferenceFusion(const std::vector<std::unique_ptr<Layer<T>>>& layers, std::size_t i, Mode mode)
+  /// `layers`: a vector of owning pointers to layers (unique or shared).
+  template <class Layers>
+  InferenceFusion(const Layers& layers, std::size_t i, Mode mode)
       : layer_(layers[i].get()) {
     if (mode != Mode::Inference) return;
     const std::size_t n = layers.size();
@@ -207,11 +209,11 @@ class InferenceFusion {
 ///     forward:  fused = fusion.fused(i); out = forward(i); if (fused) skip i + 1
 ///     backward: if (fusion.skips(i) || fusion.backward_taken(i)) continue;
 ///
-/// It allocates nothing.
-template <class T>
+/// It allocates nothing. `Layers` is a vector of owning pointers to the
+/// layers: a Sequential's, or a segment of a graph's (model/functional.hpp).
+template <class T, class Layers = std::vector<std::unique_ptr<Layer<T>>>>
 class TrainingFusion {
  public:
-  using Layers = std::vector<std::unique_ptr<Layer<T>>>;
 
   explicit TrainingFusion(const Layers& layers) : layers_(layers) {
     try {
@@ -271,5 +273,34 @@ class TrainingFusion {
 
   const Layers& layers_;
 };
+
+/// The forward of a training step along a chain of layers, fused as
+/// `fusion` arranged them: returns the last layer's output. With `outputs`,
+/// outputs[i] is set to layer i's output (a layer taken by the one before
+/// it gets the same as that one).
+template <class T, class Layers>
+const Tensor<T>& train_forward(const Layers& layers, const TrainingFusion<T, Layers>& fusion, const Tensor<T>& x,
+                               const Tensor<T>** outputs = nullptr) {
+  const Tensor<T>* out = &x;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const bool fused = fusion.fused(i);
+    out = &layers[i]->forward(*out, Mode::Train);
+    if (outputs) outputs[i] = out;
+    if (fused && ++i < layers.size() && outputs) outputs[i] = out;
+  }
+  return *out;
+}
+
+/// The backward of a training step along the same chain, from dL/d(output):
+/// returns dL/d(input) (empty when the first layer computes none).
+template <class T, class Layers>
+const Tensor<T>& train_backward(const Layers& layers, const TrainingFusion<T, Layers>& fusion, const Tensor<T>& dy) {
+  const Tensor<T>* g = &dy;
+  for (std::size_t i = layers.size(); i-- > 0;) {
+    if (fusion.skips(i) || fusion.backward_taken(i)) continue;  // done by layers[i - 1] or layers[i + 1]
+    g = &layers[i]->backward(*g);
+  }
+  return *g;
+}
 
 }  // namespace loom

@@ -149,12 +149,26 @@ class Layer {
 
   /// Restarts the layer's own random stream (used by Dropout).
   virtual void seed(std::uint64_t /*seed*/) {}
+  /// Restarts it from the next value of `stream` (fit's reseeding): a layer
+  /// holding other layers (a graph, model/functional.hpp) draws one for each.
+  virtual void seed_from(Rng& stream) { seed(stream.next_u64()); }
 
   /// The layer's own random stream, if it has one (saved with the model so
   /// that training resumes exactly).
   virtual bool has_rng() const { return false; }
   virtual Rng::State rng_state() const { return {}; }
   virtual void set_rng_state(const Rng::State& /*state*/) {}
+  /// Every random stream the layer holds, for the model file: its own, or,
+  /// for a layer holding others (a graph), each of theirs in order.
+  virtual std::vector<Rng::State> rng_states() const {
+    return has_rng() ? std::vector<Rng::State>{rng_state()} : std::vector<Rng::State>{};
+  }
+  virtual void set_rng_states(const std::vector<Rng::State>& states) {
+    if (states.size() != (has_rng() ? 1u : 0u)) {
+      throw ConfigError(detail::str(where(), ": ", states.size(), " random streams given, it holds ", has_rng() ? 1 : 0));
+    }
+    if (!states.empty()) set_rng_state(states[0]);
+  }
 
   /// Data-parallel training (FitOptions::distributed): the replicas whose
   /// batches together make the global batch, or null after the fit. Only a
@@ -208,6 +222,7 @@ class Layer {
   /// loader sets it to what the file holds, so a file cannot make a layer
   /// allocate more than its own size.
   void limit_parameter_values(Index max_values) { max_parameter_values_ = max_values; }
+  Index parameter_value_limit() const { return max_parameter_values_; }
 
  protected:
   virtual Shape build_impl(const Shape& input, Rng& rng) = 0;

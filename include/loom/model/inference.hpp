@@ -41,7 +41,9 @@ class Inference {
   void share_parameters_of(const Copy& source) { source_ = &source; }
 
   /// Runs `layers` on a batch in `mode`; returns the last layer's output.
-  static const Tensor<T>& run(const Layers& layers, const Tensor<T>& x, Mode mode) {
+  /// (`layers`: a vector of owning pointers, unique or shared.)
+  template <class Chain>
+  static const Tensor<T>& run(const Chain& layers, const Tensor<T>& x, Mode mode) {
     const Tensor<T>* out = &x;
     for (std::size_t i = 0; i < layers.size(); ++i) {
       InferenceFusion<T> fusion(layers, i, mode);  // ends with the forward, also when it throws

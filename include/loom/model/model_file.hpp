@@ -68,8 +68,16 @@ struct ModelFile {
       w.str(l->type());
       w.str(l->name());
       w.pairs(l->config().entries());
-      w.u8(l->has_rng() ? 1 : 0);
-      if (l->has_rng()) w.rng(l->rng_state());
+      // Flag 0: no stream; 1: one (rng_state); 2: a count, then each (a graph's layers', rng_states).
+      const std::vector<Rng::State> states = l->rng_states();
+      if (states.size() == (l->has_rng() ? 1u : 0u)) {
+        w.u8(l->has_rng() ? 1 : 0);
+        if (l->has_rng()) w.rng(l->rng_state());
+      } else {
+        w.u8(2);
+        w.u32(static_cast<std::uint32_t>(states.size()));
+        for (const auto& st : states) w.rng(st);
+      }
     }
     write_parameters(w, m);
     const bool with_training = training && m.compiled();
@@ -94,7 +102,7 @@ struct ModelFile {
     const Rng::State init = r.rng("random state"), train = r.rng("random state");
     const std::uint32_t n_layers = r.u32("layer count");
     if (n_layers == 0 || n_layers > 4096) r.fail(ByteReader::str_of("layer count ", n_layers, " is not in [1, 4096]"));
-    std::vector<std::pair<bool, Rng::State>> layer_rngs;
+    std::vector<std::pair<std::uint8_t, std::vector<Rng::State>>> layer_rngs;
     for (std::uint32_t i = 0; i < n_layers; ++i) {
       const std::string type = r.str("layer type"), lname = r.str("layer name");
       const std::string where = ByteReader::str_of("layer ", i + 1, " '", lname, "' (", type, ")");
@@ -114,14 +122,23 @@ struct ModelFile {
       } catch (const Error& e) {  // from the registry, the layer or add: name the file and the layer
         r.fail(where + ": " + e.what());
       }
-      const bool has_rng = r.u8("layer random flag") != 0;
-      layer_rngs.emplace_back(has_rng, has_rng ? r.rng("layer random state") : Rng::State{});
+      const std::uint8_t flag = r.u8("layer random flag");
+      std::uint32_t count = flag == 2 ? r.u32("layer random stream count") : flag;
+      if (flag > 2 || count > 4096) r.fail(where + ": bad random stream flag or count");
+      std::vector<Rng::State> states;
+      for (std::uint32_t k = 0; k < count; ++k) states.push_back(r.rng("layer random state"));
+      layer_rngs.emplace_back(flag, std::move(states));
     }
     read_parameters(r, m);
     m.set_init_rng_state(init);
     m.trainer().set_rng_state(train);
     for (std::size_t i = 0; i < layer_rngs.size(); ++i) {
-      if (layer_rngs[i].first) m.layers()[i]->set_rng_state(layer_rngs[i].second);
+      try {
+        if (layer_rngs[i].first == 1) m.layers()[i]->set_rng_state(layer_rngs[i].second[0]);
+        if (layer_rngs[i].first == 2) m.layers()[i]->set_rng_states(layer_rngs[i].second);
+      } catch (const Error& e) {
+        r.fail(e.what());
+      }
     }
     const bool with_training = r.u8("training flag") != 0;
     if (with_training != ((info.flags & kHasTraining) != 0)) r.fail("the training flag disagrees with the header");

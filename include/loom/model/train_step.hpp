@@ -62,24 +62,13 @@ class TrainStep {
   double forward_backward(const Layers& layers, const Loss<T>& loss, const Tensor<T>& x, const Tensor<T>& y,
                           bool guard, T grad_scale) {
     TrainingFusion<T> fusion(layers);  // for the step, also when it throws
-    const Tensor<T>* out = &x;
-    for (std::size_t i = 0; i < layers.size(); ++i) {
-      const bool fused = fusion.fused(i);
-      out = &layers[i]->forward(*out, Mode::Train);
-      outputs_[i] = out;
-      if (fused) outputs_[++i] = out;
-    }
-    output_ = out;
-    const double value = loss.gradient(*out, y, grad_, fused_softmax_);
+    output_ = &train_forward(layers, fusion, x, outputs_.data());
+    const double value = loss.gradient(*output_, y, grad_, fused_softmax_);
     if (guard && !std::isfinite(value)) throw NumericError(describe_non_finite(layers, x, value));
     if (grad_scale != T(1)) {
       for (T& g : grad_) g *= grad_scale;
     }
-    const Tensor<T>* g = &grad_;
-    for (std::size_t i = layers.size(); i-- > 0;) {
-      if (fusion.skips(i) || fusion.backward_taken(i)) continue;  // done by layers[i - 1] or layers[i + 1]
-      g = &layers[i]->backward(*g);
-    }
+    train_backward(layers, fusion, grad_);
     return value;
   }
 

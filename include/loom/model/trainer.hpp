@@ -204,7 +204,7 @@ class Trainer {
     } else {
       if (options.seed()) {  // restart shuffling and every layer's random stream
         rng_.seed(*options.seed());
-        for (const auto& l : model.layers()) l->seed(rng_.next_u64());
+        for (const auto& l : model.layers()) l->seed_from(rng_);
       }
       position_ = {};
       history_ = {};
