@@ -212,6 +212,7 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
           {"validation_images", opt.validation_images()},
           {"seeds", opt.seeds},
           {"recipe", opt.recipe},
+          {"model", opt.architecture},
           {"optimizer", opt.optimizer_description()},
           {"wall_seconds", wall_seconds},
           {"summary", summaries},
@@ -279,7 +280,8 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
                   opt.processes, opt.sync_bn ? ", synchronized BatchNormalization" : "");
     o << b;
   }
-  if (opt.improved()) o << "Recipe: improved (issue 12): the notebook's model, trained differently.  \n";
+  if (opt.resnet()) o << "Model: the residual network of examples/resnet_model.hpp (--model resnet), not the notebook's.  \n";
+  if (opt.improved()) o << "Recipe: improved (issue 12): " << (opt.resnet() ? "the" : "the notebook's") << " model, trained differently.  \n";
   o << "Optimizer: " << opt.optimizer_description() << ".  \n";
   if (opt.refit) {
     o << "Refit (--refit): trained on all " << opt.train_images()

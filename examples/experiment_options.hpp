@@ -79,6 +79,7 @@ struct ExperimentOptions {
   int threads = 0;  ///< 0: LOOM_NUM_THREADS, else OMP_NUM_THREADS, else one per core
   std::uint64_t seed = 120695;  ///< the notebook's own seed ("my birthday digits")
   int seeds = 1;                ///< --seeds K: each model trained K times, run r with seed + 100 r (+ its id)
+  std::string architecture = "notebook";  ///< --model: the notebook's CNN, or "resnet" (resnet_model.hpp)
   std::string recipe = "notebook";  ///< --recipe: "notebook" (RMSprop, the notebook's epochs) or "improved"
   bool legacy_rmsprop = false;  ///< --legacy-rmsprop: epsilon outside the square root (TensorFlow 2.0-2.10)
   ImprovedRecipe improved_recipe;  ///< --translation, --peak-lr, --weight-decay, --label-smoothing, --erasing
@@ -97,6 +98,7 @@ struct ExperimentOptions {
   int processes = 1;        ///< MPI processes training together (set by the program, not an option)
 
   bool improved() const { return recipe == "improved"; }
+  bool resnet() const { return architecture == "resnet"; }
   /// Training images: the notebook's first 48,000 (3,000 in a quick run), or with --refit all 60,000 (4,000).
   Index train_images() const { return refit ? (quick ? 4000 : 60000) : (quick ? 3000 : 48000); }
   /// Validation images, the last 12,000 of the training set (1,000 in a quick run); none with --refit.
@@ -143,12 +145,19 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
                  "train each model this many times, run r with seed + 100 r; report mean, spread and volatility")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
-  app.add_option("--recipe", opt.recipe,
+  auto* model_option =
+      app.add_option("--model", opt.architecture,
+                     "the network: notebook (its CNN, the default) or resnet (a residual network, "
+                     "examples/resnet_model.hpp; then --recipe improved and --models 2 unless given)")
+          ->check(CLI::IsMember({"notebook", "resnet"}))
+          ->capture_default_str();
+  auto* recipe_option = app.add_option("--recipe", opt.recipe,
                  "how the models are trained: notebook (its RMSprop and epochs, the default) or improved (the same "
                  "model trained with AdamW, a warmup-cosine schedule, label smoothing and horizontal flips, 20 epochs, "
                  "on all 60,000 training images unless --no-refit)")
       ->check(CLI::IsMember({"notebook", "improved"}))
       ->capture_default_str();
+  auto* models_option = app.get_option("--models");
   ImprovedRecipe& ir = opt.improved_recipe;
   const auto knob = [&](const char* name, double& v, double lo, double hi, const char* what) {
     return app.add_option(name, v, std::string("with --recipe improved: ") + what + " (for the recipe search)")
@@ -205,6 +214,21 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
     err << "fashion_mnist_experiment: " << e.what() << " (see --help)\n";
     return 2;
   }
+  if (opt.resnet()) {
+    if (recipe_option->count() == 0) opt.recipe = "improved";
+    if (models_option->count() == 0) opt.models = {2};
+    for (const auto& [given, what] : {std::pair<bool, const char*>{!opt.save_keras.empty(), "--save-keras"},
+                                      {!opt.save_onnx.empty(), "--save-onnx"},
+                                      {opt.bn_probe, "--bn-probe"},
+                                      {!opt.import_file.empty(), "--import"}}) {
+      if (given) {
+        err << "fashion_mnist_experiment: " << what << " does not work with --model resnet yet (graphs are not "
+            << "exported to Keras or ONNX files yet)\n";
+        return 2;
+      }
+    }
+  }
+  (void)model_option;
   std::set<int> unique(opt.models.begin(), opt.models.end());
   if (unique.size() != opt.models.size()) {
     err << "fashion_mnist_experiment: --models: each model may be named once\n";

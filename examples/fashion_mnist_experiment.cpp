@@ -273,7 +273,11 @@ void print_setup(const Experiment& ex) {
                  "above all for the normalized models. It checks that everything runs, not how well.\n";
   }
   std::cout << "\n";
-  examples::notebook_model<float>(opt.seed).summary();
+  if (opt.resnet()) {
+    examples::resnet_model<float>(opt.seed).summary();
+  } else {
+    examples::notebook_model<float>(opt.seed).summary();
+  }
   std::cout << "Optimizer: " << opt.optimizer_description() << "\n";
 }
 
@@ -315,8 +319,7 @@ ModelResult start_run(const ExperimentOptions& opt, const ModelSpec& spec, int r
 /// model compiled for the recipe, with `steps` batches per epoch.
 Sequential<float> model_for_run(const ExperimentOptions& opt, const ModelResult& r, const RunFiles& files,
                                 bool resuming, long steps) {
-  Sequential<float> model = resuming ? Sequential<float>::load(files.checkpoint)
-                                     : examples::notebook_model<float>(r.seed, 10, examples::notebook_variant(opt));
+  Sequential<float> model = resuming ? Sequential<float>::load(files.checkpoint) : examples::model_for(opt, r.seed);
   if (resuming) {
     examples::check_checkpoint(model, r.spec, r.seed, r.epochs, opt, steps, files.checkpoint);
     std::cout << "Resuming from " << files.checkpoint << " after epoch " << model.position().epoch

@@ -14,6 +14,7 @@
 
 #include "experiment_options.hpp"
 #include "notebook_model.hpp"
+#include "resnet_model.hpp"
 
 namespace loom::examples {
 
@@ -26,6 +27,33 @@ inline NotebookModelOptions notebook_variant(const ExperimentOptions& opt) {
   variant.translation = opt.improved_recipe.translation;
   variant.erasing = opt.improved_recipe.erasing;
   return variant;
+}
+
+/// The residual network as `opt` asks for it: the improved recipe's augmentation.
+inline ResNetOptions resnet_variant(const ExperimentOptions& opt) {
+  ResNetOptions variant;
+  variant.augment = opt.improved();
+  variant.translation = opt.improved_recipe.translation;
+  return variant;
+}
+
+/// The model of a run: the notebook's, or with --model resnet the residual network.
+inline Sequential<float> model_for(const ExperimentOptions& opt, std::uint64_t seed) {
+  if (opt.resnet()) return resnet_model<float>(seed, 10, resnet_variant(opt));
+  return notebook_model<float>(seed, 10, notebook_variant(opt));
+}
+
+/// The types of a model's layers, those inside a graph (a functional model's) included.
+inline std::vector<std::string> layer_types(const Sequential<float>& model) {
+  std::vector<std::string> types;
+  for (const auto& layer : model.layers()) {
+    if (const auto* graph = dynamic_cast<const Graph<float>*>(layer.get())) {
+      for (const Layer<float>* inner : graph->layers()) types.push_back(inner->type());
+    } else {
+      types.push_back(layer->type());
+    }
+  }
+  return types;
 }
 
 /// Compiles `model` as the recipe says: the notebook's compile() (its loss,
@@ -58,6 +86,10 @@ inline void compile_for_recipe(Sequential<float>& model, const ModelSpec& spec, 
 inline void check_checkpoint(const Sequential<float>& model, const ModelSpec& spec, std::uint64_t seed, int epochs,
                              const ExperimentOptions& opt, long steps, const std::string& path) {
   const bool legacy_rmsprop = opt.legacy_rmsprop;
+  if ((model.name() == "resnet") != opt.resnet()) {
+    throw FormatError(path + ": this checkpoint is of the " + (opt.resnet() ? "notebook's model" : "residual network") +
+                      "; give --model " + (opt.resnet() ? "notebook" : "resnet") + " to resume it, or remove it");
+  }
   if (!model.compiled() || model.seed() != seed || model.loss().type() != make_loss<float>(spec.loss())->type() ||
       model.position().epoch > epochs) {
     throw FormatError(path + ": this checkpoint is not of model " + std::to_string(spec.id) +
@@ -77,9 +109,9 @@ inline void check_checkpoint(const Sequential<float>& model, const ModelSpec& sp
   if (opt.improved()) {
     const ImprovedRecipe& recipe = opt.improved_recipe;
     bool translates = false, erases = false;
-    for (const auto& layer : model.layers()) {
-      translates = translates || layer->type() == "RandomTranslation";
-      erases = erases || layer->type() == "RandomErasing";
+    for (const std::string& type : layer_types(model)) {
+      translates = translates || type == "RandomTranslation";
+      erases = erases || type == "RandomErasing";
     }
     if (c.real("learning_rate_schedule.warmup_steps", 0) != static_cast<double>(steps)) {
       throw FormatError(path + ": this checkpoint's schedule was set for another number of steps per epoch "

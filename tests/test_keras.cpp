@@ -571,6 +571,46 @@ TEST_CASE("optimizer names: loom writes Keras 3's rmsprop and adamw, and reads t
   CHECK(std::memcmp(slots[1].state[0].data(), bias.data(), sizeof(float) * 2) == 0);
 }
 
+TEST_CASE("a Functional config with a residual join and a layer called twice, in Keras 2's and Keras 3's forms") {
+  // x = Dense(4)(in); y = shared(x); z = shared(y); out = Add()([x, z]): by hand, with weights set after.
+  const char* keras2 = R"({"class_name": "Functional", "config": {"name": "g", "layers": [
+      {"class_name": "InputLayer", "name": "in", "config": {"batch_input_shape": [null, 3], "name": "in"}, "inbound_nodes": []},
+      {"class_name": "Dense", "name": "x", "config": {"name": "x", "units": 2}, "inbound_nodes": [[["in", 0, 0, {}]]]},
+      {"class_name": "Dense", "name": "s", "config": {"name": "s", "units": 2, "activation": "relu"},
+       "inbound_nodes": [[["x", 0, 0, {}]], [["s", 0, 0, {}]]]},
+      {"class_name": "Add", "name": "sum", "config": {"name": "sum"}, "inbound_nodes": [[["x", 0, 0, {}], ["s", 1, 0, {}]]]}],
+      "input_layers": [["in", 0, 0]], "output_layers": [["sum", 0, 0]]}})";
+  const auto tensor = [](const char* layer, int call) {
+    return std::string(R"({"class_name": "__keras_tensor__", "config": {"shape": [null, 2], "dtype": "float32",
+        "keras_history": [")") + layer + "\", " + std::to_string(call) + ", 0]}}";
+  };
+  const std::string keras3 = std::string(R"({"class_name": "Functional", "config": {"name": "g", "layers": [
+      {"class_name": "InputLayer", "name": "in", "config": {"batch_shape": [null, 3], "name": "in"}, "inbound_nodes": []},
+      {"class_name": "Dense", "name": "x", "config": {"name": "x", "units": 2},
+       "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__", "config": {"shape": [null, 3],
+         "keras_history": ["in", 0, 0]}}], "kwargs": {}}]},
+      {"class_name": "Dense", "name": "s", "config": {"name": "s", "units": 2, "activation": "relu"},
+       "inbound_nodes": [{"args": [)") + tensor("x", 0) + R"(], "kwargs": {}}, {"args": [)" + tensor("s", 0) +
+                             R"(], "kwargs": {}}]},
+      {"class_name": "Add", "name": "sum", "config": {"name": "sum"},
+       "inbound_nodes": [{"args": [[)" + tensor("x", 0) + ", " + tensor("s", 1) + R"(]], "kwargs": {}}]}],
+      "input_layers": [["in", 0, 0]], "output_layers": [["sum", 0, 0]]}})";
+  for (const std::string& text : {std::string(keras2), keras3}) {
+    Functional<float> g(from_json(text));
+    CHECK(g.graph().layers().size() == 3);
+    CHECK(g.graph().nodes().size() == 4);
+    Tensor<float>& wx = *g.layer("x").parameters()[0].value;  // [[1, 0], [0, 1], [1, 1]], bias 0
+    wx = Tensor<float>(Shape{3, 2}, {1, 0, 0, 1, 1, 1});
+    Tensor<float>& ws = *g.layer("s").parameters()[0].value;  // [[1, -1], [2, 0]], bias (0, 1)
+    ws = Tensor<float>(Shape{2, 2}, {1, -1, 2, 0});
+    *g.layer("s").parameters()[1].value = Tensor<float>(Shape{2}, {0, 1});
+    const Tensor<float> y = g.predict(Tensor<float>(Shape{1, 3}, {1, 2, 3}));
+    // x = (4, 5); s(x) = relu(4 + 10, -4 + 1) = (14, 0); s(s(x)) = relu(14, -14 + 1) = (14, 0); x + that = (18, 5)
+    CHECK(y[0] == 18);
+    CHECK(y[1] == 5);
+  }
+}
+
 TEST_CASE("configs of the shapes Keras writes: straight-chain Functional, serialized activations, flat inputs") {
   // Keras 3 Functional, logits out, an activation saved as a function.
   auto functional = from_json(R"({"class_name": "Functional", "config": {"name": "f", "layers": [
@@ -676,13 +716,21 @@ TEST_CASE("what loom cannot represent is refused, naming the layer, its class an
   // Dense on a rank-3 input (Keras applies it per position; loom does not).
   CHECK(refused(R"({"class_name": "Dense", "config": {"name": "d", "units": 2}})").find("'d' (Dense)") !=
         std::string::npos);
-  // A branching graph.
+  // A graph with two outputs; a call of a layer that comes later.
   CHECK(error_of([] {
           from_json(R"({"class_name": "Functional", "config": {"name": "g", "layers": [
             {"class_name": "InputLayer", "name": "in", "config": {"batch_shape": [null, 4], "name": "in"}, "inbound_nodes": []},
             {"class_name": "Dense", "name": "a", "config": {"name": "a", "units": 4}, "inbound_nodes": [[["in", 0, 0, {}]]]},
-            {"class_name": "Dense", "name": "b", "config": {"name": "b", "units": 4}, "inbound_nodes": [[["in", 0, 0, {}]]]}]}})");
-        }).find("'b' (Dense): takes its input from 'in'") != std::string::npos);
+            {"class_name": "Dense", "name": "b", "config": {"name": "b", "units": 4}, "inbound_nodes": [[["in", 0, 0, {}]]]}],
+            "input_layers": [["in", 0, 0]], "output_layers": [["a", 0, 0], ["b", 0, 0]]}})");
+        }).find("one output, this one has 2") != std::string::npos);
+  CHECK(error_of([] {
+          from_json(R"({"class_name": "Functional", "config": {"name": "g", "layers": [
+            {"class_name": "InputLayer", "name": "in", "config": {"batch_shape": [null, 4], "name": "in"}, "inbound_nodes": []},
+            {"class_name": "Add", "name": "sum", "config": {"name": "sum"}, "inbound_nodes": [[["in", 0, 0, {}], ["b", 0, 0, {}]]]},
+            {"class_name": "Dense", "name": "b", "config": {"name": "b", "units": 4}, "inbound_nodes": [[["in", 0, 0, {}]]]}],
+            "input_layers": [["in", 0, 0]], "output_layers": [["sum", 0, 0]]}})");
+        }).find("'sum' (Add): takes call 0 of 'b', which no layer before it makes") != std::string::npos);
   CHECK(error_of([] { from_json(R"({"class_name": "Sequential", "config": {"name": "s", "layers": []}})"); })
             .find("no layers") != std::string::npos);
   CHECK(error_of([] { from_json(R"({"class_name": "Sequential", "config": {"name": "s", "layers": [

@@ -213,10 +213,13 @@ TEST_CASE("one factory each for losses and optimizers, by Keras's class names an
   CHECK_THROWS_AS(make_loss<float>("mse"), ConfigError);
   // Every built-in layer registered itself beside its class (and this file's Scale and Unmakeable).
   const std::vector<std::string> layers{
-      "Activation", "Add",         "Average",       "BatchNormalization", "Concatenate",       "Conv2D",
-      "Dense",      "Dropout",     "Flatten",       "Functional",         "MaxPooling2D",      "Maximum",
-      "Multiply",   "RandomCrop",  "RandomErasing", "RandomFlip",         "RandomTranslation", "ReLU",
-      "Scale",      "Softmax",     "Subtract",      "Unmakeable",         "ZeroPadding2D"};
+      "Activation",         "Add",           "Average",           "AveragePooling2D",
+      "BatchNormalization", "Concatenate",   "Conv2D",            "Dense",
+      "Dropout",            "Flatten",       "Functional",        "GlobalAveragePooling2D",
+      "GlobalMaxPooling2D", "MaxPooling2D",  "Maximum",           "Multiply",
+      "RandomCrop",         "RandomErasing", "RandomFlip",        "RandomTranslation",
+      "ReLU",               "Scale",         "Softmax",           "Subtract",
+      "Unmakeable",         "ZeroPadding2D"};
   CHECK(Registry<Layer<float>>::global().names() == layers);
   CHECK(Registry<Layer<double>>::global().names() == layers);
   CHECK(Registry<Layer<float>>::global().canonical("MaxPool2D") == "MaxPooling2D");  // Keras's alias

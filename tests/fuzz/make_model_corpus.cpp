@@ -60,6 +60,19 @@ int main(int argc, char** argv) {
   acts.add(Softmax<float>());
   acts.compile(CategoricalCrossentropy<float>(), SGD<float>(SGDOptions().momentum(0.9).nesterov(true)), {});
   write(dir, "activations", acts);
-  std::cout << "wrote 6 seeds to " << dir << "\n";
+
+  // A graph: a residual join, a Concatenate, a layer called twice, two Dropouts (flag 2 streams).
+  Symbol<float> in = Input<float>({4, 4, 1});
+  Symbol<float> a = call(Conv2D<float>(Conv2DOptions(2, {3, 3}).padding(Padding::Same)), in);
+  Symbol<float> b = call(Add<float>(), {a, call(Dropout<float>(0.2), a)});
+  Symbol<float> c = call(GlobalAveragePooling2D<float>(), call(Concatenate<float>(), {a, b}));
+  auto shared_dense = shared(Dense<float>(DenseOptions(4).activation(Activation::ReLU)));
+  Symbol<float> d = call(shared_dense, call(Dropout<float>(0.1), call(Dense<float>(DenseOptions(4)), c)));
+  Functional<float> graph(in, call(Dense<float>(DenseOptions(3)), call(shared_dense, d)), 4, "graph");
+  graph.compile("sparse_categorical_crossentropy", {}, "sgd");
+  graph.fit(Tensor<float>(Shape{4, 4, 4, 1}, 0.5f), Tensor<float>(Shape{4}, {0, 1, 2, 1}),
+            FitOptions<float>().epochs(1).batch_size(2).verbose(0));
+  write(dir, "graph", graph);
+  std::cout << "wrote 7 seeds to " << dir << "\n";
   return 0;
 }

@@ -347,10 +347,32 @@ def head(k):
     return [k.layers.Flatten(), k.layers.Dense(10, activation="softmax")]
 
 
-refused("residual_add", "Add", model=residual, formats=ALL)
+case("residual_add")(residual)
+
+
+@case("graph_merges")
+def _(k):
+    """Branches joined by every merge layer, a layer called twice, global and average pooling."""
+    L = k.layers
+    inputs = image_input(k)
+    x = L.Conv2D(6, 3, padding="same", activation="relu")(inputs)
+    y = L.BatchNormalization()(L.Conv2D(6, 3, padding="same")(x))
+    x = L.ReLU()(L.Add()([x, y]))
+    a = L.Conv2D(4, 3, padding="same")(x)
+    b = L.Conv2D(4, 1)(x)
+    x = L.Concatenate()([L.Maximum()([a, b]), L.Multiply()([a, b]), L.Subtract()([a, b])])
+    x = L.AveragePooling2D(3, strides=2, padding="same")(x)
+    g = L.GlobalMaxPooling2D()(x)
+    x = L.Flatten()(L.MaxPooling2D()(x))
+    shared = L.Dense(12, activation="relu")
+    h = L.Average()([shared(L.Dense(12)(x)), shared(L.Dense(12)(g))])
+    return k.Model(inputs, L.Dense(10, activation="softmax")(L.Concatenate(axis=1)([h, g])))
+
+
 refused("nested_augmentation", "Sequential", model=augmentation_block, formats=ALL)
-refused("global_average_pooling", "GlobalAveragePooling2D",
-        lambda k: [k.layers.Conv2D(4, 3), k.layers.GlobalAveragePooling2D(), k.layers.Dense(10)], formats=ALL)
+case("global_average_pooling")(lambda k: k.Sequential([image_input(k), k.layers.Conv2D(4, 3),
+                                                       k.layers.GlobalAveragePooling2D(keepdims=True),
+                                                       k.layers.Flatten(), k.layers.Dense(10)]))
 refused("depthwise_conv", "DepthwiseConv2D", lambda k: [k.layers.DepthwiseConv2D(3), *head(k)], formats=ALL)
 refused("layer_normalization", "LayerNormalization", lambda k: [k.layers.LayerNormalization(), *head(k)], formats=ALL)
 refused("gelu", "gelu", lambda k: [k.layers.Conv2D(4, 3, activation="gelu"), *head(k)], formats=ALL)
@@ -362,7 +384,8 @@ refused("conv_dilation", "dilation_rate", lambda k: [k.layers.Conv2D(4, 3, dilat
 refused("conv_groups", "groups", lambda k: [k.layers.Conv2D(4, 3), k.layers.Conv2D(4, 3, groups=2), *head(k)])
 refused("channels_first", "channels_first", lambda k: [k.layers.Conv2D(4, 1, data_format="channels_first"),
                                                        *head(k)])
-refused("average_pooling", "AveragePooling2D", lambda k: [k.layers.AveragePooling2D(2), *head(k)], formats=ALL)
+case("average_pooling")(lambda k: k.Sequential([image_input(k), k.layers.AveragePooling2D(2),
+                                                k.layers.AveragePooling2D(3, strides=2, padding="same"), *head(k)]))
 refused("rescaling", "Rescaling", lambda k: [k.layers.Rescaling(1 / 255), *head(k)], formats=ALL)
 refused("reshape", "Reshape", lambda k: [k.layers.Reshape((784,)), k.layers.Dense(10)])
 refused("separable_conv", "SeparableConv2D", lambda k: [k.layers.SeparableConv2D(4, 3), *head(k)])

@@ -85,8 +85,26 @@ Sequential<T> load_h5(const std::vector<unsigned char>& bytes, const std::string
     if (!names.empty()) groups.emplace_back(name, std::move(names));
   }
   std::vector<Layer<T>*> layers;
-  for (const auto& l : model.layers()) {
-    if (!l->parameters().empty()) layers.push_back(l.get());
+  const Graph<T>* graph = model.size() == 1 ? dynamic_cast<const Graph<T>*>(model.layers().front().get()) : nullptr;
+  if (graph != nullptr) {  // a functional model: each group to the layer of its name
+    for (const auto& [name, names] : groups) {
+      Layer<T>* layer = nullptr;
+      try {
+        layer = &graph->layer(name);
+      } catch (const Error&) {
+        throw FormatError(what + ": the file holds weights for a layer '" + name + "' its config does not have");
+      }
+      layers.push_back(layer);
+    }
+    for (Layer<T>* l : graph->layers()) {
+      if (!l->parameters().empty() && std::find(layers.begin(), layers.end(), l) == layers.end()) {
+        throw FormatError(what + ": the file holds no weights for layer '" + l->name() + "' (" + l->type() + ")");
+      }
+    }
+  } else {
+    for (const auto& l : model.layers()) {
+      if (!l->parameters().empty()) layers.push_back(l.get());
+    }
   }
   if (groups.size() != layers.size()) {
     throw FormatError(loom::detail::str(what, ": the file holds weights for ", groups.size(),
@@ -105,7 +123,8 @@ Sequential<T> load_h5(const std::vector<unsigned char>& bytes, const std::string
       const json* metrics = f.has("metrics") ? &f.at("metrics") : nullptr;
       compile_from_keras(model, single_loss(f.at("loss"), what), optimizer, metrics, what, version);
     }
-    if (model.compiled() && root.has_group("optimizer_weights")) {
+    // A graph's parameters are in loom's order of its layers, not Keras's: its optimizer starts afresh.
+    if (model.compiled() && root.has_group("optimizer_weights") && graph == nullptr) {
       const hdf5::Group state = root.group("optimizer_weights");
       const auto names = state.chunked_strings("weight_names");
       std::vector<SlotKind> kinds;

@@ -49,6 +49,47 @@ std::vector<std::string> variable_paths(const Sequential<T>& model) {
   return paths;
 }
 
+/// The graph of a functional model (a Sequential holding one Graph), or null.
+template <class T>
+Graph<T>* graph_of(const Sequential<T>& model) {
+  return model.size() == 1 ? dynamic_cast<Graph<T>*>(model.layers().front().get()) : nullptr;
+}
+
+/// Where each layer's variables are in a .keras file: (path, layer). A
+/// functional model's paths are numbered per class in the order of the
+/// config's layer list, as Keras numbers `model.layers` (InputLayer
+/// included: its name, input_layer, takes no other class's number), and
+/// each path belongs to the layer of that entry's name.
+template <class T>
+std::vector<std::pair<std::string, Layer<T>*>> variable_slots(const Sequential<T>& model, const json& config,
+                                                             const std::string& what) {
+  std::vector<std::pair<std::string, Layer<T>*>> slots;
+  Graph<T>* graph = graph_of(model);
+  if (graph == nullptr) {
+    const auto paths = variable_paths(model);
+    for (std::size_t k = 0; k < paths.size(); ++k) slots.emplace_back(paths[k], model.layers()[k].get());
+    return slots;
+  }
+  std::string name;
+  bool functional = false;
+  std::map<std::string, int> used;
+  for (const json& entry : layer_list(config, what, name, functional)) {
+    Fields e(entry, what + ": layer");
+    const std::string cls = e.text("class_name");
+    std::string path = snake_case(cls);
+    const auto it = used.find(path);
+    if (it == used.end()) {
+      used[path] = 0;
+    } else {
+      path += "_" + std::to_string(++it->second);
+    }
+    if (cls == "InputLayer") continue;
+    Fields f(e.at("config"), e.where());
+    slots.emplace_back("layers/" + path + "/vars", &graph->layer(f.text("name", e.text("name", ""))));
+  }
+  return slots;
+}
+
 /// Whether optimizer state saved under the name `saved` (Keras 3.9+ writes it
 /// on optimizer/vars) is the compiled optimizer's, of loom class `type`: the
 /// name the compile config `compiled` gives it or, when it gives none, a name
@@ -90,19 +131,18 @@ Sequential<T> load_keras(const std::vector<unsigned char>& bytes, const std::str
   const std::string weights_what = what + ": model.weights.h5";
   auto file = hdf5::File::open_image(weight_bytes, weights_what);
   const hdf5::Group root = file.root();
-  const auto paths = variable_paths(model);
-  for (std::size_t k = 0; k < paths.size(); ++k) {
-    Layer<T>& layer = *model.layers()[k];
+  for (const auto& [path, layer_pointer] : variable_slots(model, config, what)) {
+    Layer<T>& layer = *layer_pointer;
     auto params = layer.parameters();
     if (params.empty()) continue;
-    if (!root.has_group(paths[k])) {
-      throw FormatError(weights_what + ": no '" + paths[k] + "' for layer '" + layer.name() + "' (" + layer.type() + ")");
+    if (!root.has_group(path)) {
+      throw FormatError(weights_what + ": no '" + path + "' for layer '" + layer.name() + "' (" + layer.type() + ")");
     }
-    const hdf5::Group vars = root.group(paths[k]);
+    const hdf5::Group vars = root.group(path);
     const auto members = vars.members();
     if (members.size() != params.size()) {
       throw FormatError(loom::detail::str(weights_what, ": layer '", layer.name(), "' (", layer.type(), ") has ",
-                                          params.size(), " weights in loom, '", paths[k], "' holds ", members.size()));
+                                          params.size(), " weights in loom, '", path, "' holds ", members.size()));
     }
     for (std::size_t i = 0; i < params.size(); ++i) {
       try {
@@ -123,7 +163,8 @@ Sequential<T> load_keras(const std::vector<unsigned char>& bytes, const std::str
                            c.has("metrics") ? &c.at("metrics") : nullptr, what, version);
       }
     }
-    if (model.compiled() && root.has_group("optimizer/vars")) {
+    // A graph's parameters are in loom's order of its layers, not Keras's: its optimizer starts afresh.
+    if (model.compiled() && root.has_group("optimizer/vars") && graph_of(model) == nullptr) {
       const hdf5::Group state = root.group("optimizer/vars");
       // Keras 3.9+ names the optimizer on the group: state of another one is not for this one.
       const json* compiled = top.has("compile_config") && top.at("compile_config").contains("optimizer")

@@ -11,12 +11,15 @@
 
 #include "../layers/activation.hpp"
 #include "../layers/augmentation.hpp"
+#include "../layers/average_pool2d.hpp"
 #include "../layers/batch_normalization.hpp"
 #include "../layers/conv2d.hpp"
 #include "../layers/dense.hpp"
 #include "../layers/dropout.hpp"
 #include "../layers/flatten.hpp"
+#include "../layers/global_pooling2d.hpp"
 #include "../layers/max_pool2d.hpp"
+#include "../layers/merge.hpp"
 #include "layer_mapping.hpp"
 
 namespace loom::keras::impl {
@@ -118,6 +121,35 @@ LOOM_KERAS_MAPPING(LayerMapping("MaxPooling2D")
                          k["strides"] = impl::pair_json(c.size2("strides"));
                        })
                        .padding())
+
+LOOM_KERAS_MAPPING(LayerMapping("AveragePooling2D")
+                       .alias("AvgPool2D")
+                       .channels_last()
+                       .step([](const Fields& f, Config& c) {
+                         const Size2 pool = f.has("pool_size") ? f.size2("pool_size") : Size2{2, 2};
+                         c.set("pool_size", pool).set("strides", f.has("strides") ? f.size2("strides") : pool);
+                       }, [](const Config& c, json& k) {
+                         k["pool_size"] = impl::pair_json(c.size2("pool_size"));
+                         k["strides"] = impl::pair_json(c.size2("strides"));
+                       })
+                       .padding())
+
+LOOM_KERAS_MAPPING(LayerMapping("GlobalAveragePooling2D").alias("GlobalAvgPool2D").channels_last().flag("keepdims", false))
+LOOM_KERAS_MAPPING(LayerMapping("GlobalMaxPooling2D").alias("GlobalMaxPool2D").channels_last().flag("keepdims", false))
+
+// The merge layers (a functional model's joins).
+LOOM_KERAS_MAPPING(LayerMapping("Add"))
+LOOM_KERAS_MAPPING(LayerMapping("Subtract"))
+LOOM_KERAS_MAPPING(LayerMapping("Multiply"))
+LOOM_KERAS_MAPPING(LayerMapping("Average"))
+LOOM_KERAS_MAPPING(LayerMapping("Maximum"))
+LOOM_KERAS_MAPPING(LayerMapping("Concatenate").step(
+    [](const Fields& f, Config& c) {
+      const long long axis = f.integer("axis", -1);
+      if (axis == 0) f.refuse("Concatenate over the batch (axis 0)");
+      c.set("axis", axis);
+    },
+    [](const Config& c, json& k) { k["axis"] = c.signed_integer("axis"); }))
 
 LOOM_KERAS_MAPPING(LayerMapping("BatchNormalization")
                        .step([](const Fields& f, Config&) {

@@ -1,17 +1,21 @@
 #pragma once
 /// \file model_config.hpp
 /// Keras's JSON model configs, both ways: a Sequential (or straight-chain
-/// Functional) config of Keras 2.1 to 3.x becomes a loom `Sequential<T>`, and
+/// Functional) config of Keras 2.1 to 3.x becomes a loom `Sequential<T>`, a
+/// Functional one with branches and merges a `Functional<T>` (model/
+/// functional.hpp, returned as the Sequential it is), and
 /// a loom model becomes the config Keras 3 writes. Each layer is mapped by
 /// its LayerMapping (layer_mapping.hpp; loom's own in layers.hpp). The
 /// compile config is in compile_config.hpp; weights are not here: see
 /// h5_format.hpp and keras_format.hpp.
 
 #include <limits>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "../model/functional.hpp"
 #include "../model/sequential.hpp"
 #include "json.hpp"
 #include "layer_mapping.hpp"
@@ -53,7 +57,7 @@ inline const json& layer_list(const json& model, const std::string& what, std::s
   const std::string cls = top.text("class_name");
   functional = cls == "Functional" || cls == "Model";
   if (cls != "Sequential" && !functional) {
-    throw FormatError(what + ": model class '" + cls + "' is not supported: loom reads Sequential and straight-chain "
+    throw FormatError(what + ": model class '" + cls + "' is not supported: loom reads Sequential and "
                       "Functional models");
   }
   const json& config = top.at("config");
@@ -85,6 +89,156 @@ inline void inbound_names(const json& node, std::vector<std::string>& out) {
   }
 }
 
+/// A Keras tensor a layer call takes: the layer that made it, which of that
+/// layer's calls, which of its outputs.
+struct InboundRef {
+  std::string layer;
+  long long node = 0, tensor = 0;
+};
+
+inline void inbound_refs(const json& node, std::vector<InboundRef>& out) {
+  if (node.is_object()) {
+    if (node.contains("keras_history") && node.at("keras_history").is_array()) {
+      const json& h = node.at("keras_history");
+      if (h.size() >= 3 && h[0].is_string() && h[1].is_number_integer() && h[2].is_number_integer()) {
+        out.push_back({h[0].get<std::string>(), h[1].get<long long>(), h[2].get<long long>()});
+        return;
+      }
+    }
+    for (const auto& item : node.items()) inbound_refs(item.value(), out);
+  } else if (node.is_array()) {
+    if (node.size() >= 3 && node[0].is_string() && node[1].is_number_integer() && node[2].is_number_integer()) {
+      out.push_back({node[0].get<std::string>(), node[1].get<long long>(), node[2].get<long long>()});  // Keras 2
+      return;
+    }
+    for (const auto& item : node) inbound_refs(item, out);
+  }
+}
+
+/// The calls of a Functional layer entry, each with the tensors it takes:
+/// Keras 2's `inbound_nodes` is a list of calls, each a list of [layer,
+/// call, tensor, kwargs]; Keras 3's a list of calls, each {"args": [...],
+/// "kwargs": {...}} holding Keras tensors with their `keras_history`.
+inline std::vector<std::vector<InboundRef>> inbound_calls(const Fields& entry) {
+  std::vector<std::vector<InboundRef>> calls;
+  if (!entry.has("inbound_nodes")) return calls;
+  const json& nodes = entry.at("inbound_nodes");
+  if (!nodes.is_array()) entry.bad("inbound_nodes", "a list");
+  for (const json& node : nodes) {
+    std::vector<InboundRef> refs;
+    inbound_refs(node.is_object() && node.contains("args") ? node.at("args") : node, refs);
+    calls.push_back(std::move(refs));
+  }
+  return calls;
+}
+
+/// A Functional config's `input_layers` or `output_layers`: [[layer, call,
+/// tensor], ...], or one [layer, call, tensor].
+inline std::vector<InboundRef> endpoint_refs(const Fields& c, const char* key) {
+  std::vector<InboundRef> refs;
+  if (c.has(key)) inbound_refs(c.at(key), refs);
+  return refs;
+}
+
+/// Whether a Functional model's layers form a straight chain: each takes
+/// the one before it, once (the first, an InputLayer, nothing).
+inline bool straight_chain(const json& layers, const std::string& what) {
+  std::string previous;
+  std::size_t index = 0;
+  for (const json& entry : layers) {
+    Fields e(entry, loom::detail::str(what, ": layer ", ++index));
+    const auto calls = inbound_calls(e);
+    const bool first = index == 1;
+    if (first ? !calls.empty()
+              : calls.size() != 1 || calls[0].size() != 1 || calls[0][0].layer != previous || calls[0][0].node != 0) {
+      return false;
+    }
+    Fields f(e.at("config"), e.where());
+    previous = f.text("name", e.text("name", ""));
+  }
+  return true;
+}
+
+/// A Functional model with branches, merges or shared layers: each layer
+/// entry made once and called on the outputs its inbound nodes name, in the
+/// config's order (Keras writes them so that each call's inputs come first).
+template <class T>
+Sequential<T> functional_from_config(const json& model, const json& layers, const std::string& model_name,
+                                     const std::string& what, Index max_values_per_layer,
+                                     const std::string& keras_version) {
+  std::map<std::string, std::vector<Symbol<T>>> outputs;  // each layer's output of each call
+  std::optional<Symbol<T>> input;
+  struct Made {
+    std::string cls, name, where;
+    const json* config;
+  };
+  std::vector<Made> made;
+  std::size_t index = 0;
+  for (const json& entry : layers) {
+    ++index;
+    Fields e(entry, loom::detail::str(what, ": layer ", index));
+    const std::string cls = e.text("class_name");
+    Fields f(e.at("config"), loom::detail::str(what, ": layer ", index, " (", cls, ")"));
+    const std::string name = f.text("name", e.text("name", ""));
+    Fields lf(e.at("config"), loom::detail::str(what, ": layer '", name, "' (", cls, ")"));
+    lf.keras_version(keras_version);
+    if (outputs.count(name)) throw FormatError(lf.where() + ": a second layer of that name");
+    const auto calls = inbound_calls(e);
+    auto layer = layer_from_keras<T>(cls, lf);
+    if (!layer) {  // an InputLayer
+      const auto shape = input_shape_of(lf);
+      if (!shape) throw FormatError(lf.where() + ": no input shape");
+      if (input) lf.refuse("a model with several inputs");
+      input = Input<T>(*shape, name);
+      outputs[name].push_back(*input);
+      continue;
+    }
+    if (calls.empty()) throw FormatError(lf.where() + ": takes no input");
+    layer->limit_parameter_values(max_values_per_layer);
+    SharedLayer<T> handle(std::move(layer));
+    for (const auto& refs : calls) {
+      std::vector<Symbol<T>> xs;
+      for (const InboundRef& r : refs) {
+        const auto it = outputs.find(r.layer);
+        if (it == outputs.end() || r.node < 0 || r.node >= static_cast<long long>(it->second.size())) {
+          throw FormatError(loom::detail::str(lf.where(), ": takes call ", r.node, " of '", r.layer,
+                                              "', which no layer before it makes"));
+        }
+        if (r.tensor != 0) lf.refuse(loom::detail::str("output ", r.tensor, " of '", r.layer, "' (layers with several outputs)"));
+        xs.push_back(it->second[static_cast<std::size_t>(r.node)]);
+      }
+      try {
+        outputs[name].push_back(call(handle, xs));
+      } catch (const Error& err) {
+        throw FormatError(lf.where() + ": " + err.what());
+      }
+    }
+    made.push_back({cls, name, lf.where(), &e.at("config")});
+  }
+  Fields top(model, what + ": model config");
+  Fields c(top.at("config"), what + ": model config");
+  const auto ins = endpoint_refs(c, "input_layers"), outs = endpoint_refs(c, "output_layers");
+  if (!input || ins.size() > 1) throw FormatError(what + ": loom reads models with one input, this one has " +
+                                                  std::to_string(input ? ins.size() : 0));
+  if (outs.size() != 1) {
+    throw FormatError(what + ": loom reads models with one output, this one has " + std::to_string(outs.size()));
+  }
+  const auto out = outputs.find(outs[0].layer);
+  if (out == outputs.end() || outs[0].node < 0 || outs[0].node >= static_cast<long long>(out->second.size()) ||
+      outs[0].tensor != 0) {
+    throw FormatError(what + ": its output names a layer call the model does not have ('" + outs[0].layer + "')");
+  }
+  try {
+    Functional<T> result(*input, out->second[static_cast<std::size_t>(outs[0].node)], 0, model_name);
+    for (const Made& m : made) check_layer_input(m.cls, Fields(*m.config, m.where), result.layer(m.name).input_shape());
+    return std::move(result);
+  } catch (const FormatError&) {
+    throw;
+  } catch (const Error& err) {
+    throw FormatError(what + ": " + err.what());
+  }
+}
+
 }  // namespace impl
 
 /// A loom model from a Keras model config (the JSON of `model.to_json()`,
@@ -102,6 +256,9 @@ Sequential<T> model_from_config(const json& model, const std::string& what = "Ke
   std::string model_name = "sequential";
   bool functional = false;
   const json& layers = impl::layer_list(model, what, model_name, functional);
+  if (functional && !impl::straight_chain(layers, what)) {
+    return impl::functional_from_config<T>(model, layers, model_name, what, max_values_per_layer, keras_version);
+  }
   Sequential<T> out(0, model_name);
   std::optional<Shape> input_shape;
   std::string previous;  // for a Functional model: the layer the next one must read
@@ -174,6 +331,12 @@ Sequential<T> model_from_config(const json& model, const std::string& what = "Ke
 template <class T>
 json model_to_config(const Sequential<T>& model, bool keras_v3) {
   if (!model.built()) throw ConfigError("keras: model '" + model.name() + "' is not built: build or fit it first");
+  for (const auto& l : model.layers()) {
+    if (dynamic_cast<const Graph<T>*>(l.get())) {
+      throw FormatError("keras: model '" + model.name() + "' is a graph (functional API): loom does not write graphs "
+                        "for Keras yet");
+    }
+  }
   json layers = json::array();
   auto entry = [&](const char* cls, json config, const Shape* input) {
     json e = {{"class_name", cls}, {"config", std::move(config)}};
