@@ -115,6 +115,38 @@ inline std::vector<Case> cases() {
     return m;
   }});
 
+  out.push_back({"pooling_layers", {"AveragePooling2D valid and same (3x3 / 2 on 14x14)", "GlobalAveragePooling2D keepdims",
+                                    "GlobalMaxPooling2D"}, [] {
+    Model m(5, "pooling_layers");
+    m.add(Conv2D<float>(Conv2DOptions(4, {3, 3}).padding(Padding::Same).activation(Activation::ReLU)), kImage);
+    m.add(AveragePool2D<float>(AveragePool2DOptions({2, 2})));
+    m.add(AveragePool2D<float>(AveragePool2DOptions({3, 3}).strides(Size2{2, 2}).padding(Padding::Same)));
+    m.add(GlobalAveragePooling2D<float>(true));
+    m.add(Flatten<float>());
+    m.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
+    return m;
+  }});
+
+  out.push_back({"graph_merges", {"a functional graph: a residual Add, Concatenate on the last axis and on axis 1",
+                                  "Subtract, Multiply, Average, Maximum", "a Dense called twice (shared weights)",
+                                  "GlobalMaxPooling2D"}, [] {
+    Symbol<float> in = Input<float>(kImage);
+    Symbol<float> x = call(Conv2D<float>(Conv2DOptions(4, {3, 3}).padding(Padding::Same).activation(Activation::ReLU)), in);
+    Symbol<float> y = call(BatchNormalization<float>(), call(Conv2D<float>(Conv2DOptions(4, {3, 3}).padding(Padding::Same)), x));
+    x = call(ReLU<float>(), call(Add<float>(), {x, y}));
+    Symbol<float> a = call(Conv2D<float>(Conv2DOptions(3, {3, 3}).strides({2, 2}).padding(Padding::Same)), x);
+    Symbol<float> b = call(Conv2D<float>(Conv2DOptions(3, {1, 1}).strides({2, 2})), x);
+    x = call(Concatenate<float>(), {call(Maximum<float>(), {a, b}), call(Multiply<float>(), {a, b}),
+                                    call(Subtract<float>(), {a, b})});
+    Symbol<float> g = call(GlobalMaxPooling2D<float>(), x);
+    x = call(Flatten<float>(), call(MaxPool2D<float>(MaxPool2DOptions({2, 2})), x));
+    auto shared_dense = shared(Dense<float>(DenseOptions(5).activation(Activation::ReLU)));
+    Symbol<float> h = call(Average<float>(), {call(shared_dense, call(Dense<float>(DenseOptions(5)), x)),
+                                              call(shared_dense, call(Dense<float>(DenseOptions(5)), g))});
+    return Model(Functional<float>(in, call(Dense<float>(DenseOptions(4).activation(Activation::Softmax)),
+                                            call(Concatenate<float>(1), {h, g})), 6, "graph_merges"));
+  }});
+
   out.push_back({"batch_norm_options", {"BatchNormalization after Conv2D and after Dense", "BatchNormalization momentum and epsilon",
                                         "BatchNormalization center false, scale false, both false", "BatchNormalization synchronized"}, [] {
     Model m(4, "batch_norm_options");

@@ -148,7 +148,13 @@ void require_every_mapping(const Classes& exported) {
 json write_case(const corpus::Case& c, const std::filesystem::path& dir, Classes& exported) {
   Model m = c.model();
   json entry = {{"name", c.name}, {"covers", c.covers}};
-  for (const auto& l : m.layers()) exported["layers"].insert(keras::keras_layer_class(l->type()));
+  for (const auto& l : m.layers()) {
+    if (const auto* g = dynamic_cast<const Graph<float>*>(l.get())) {
+      for (const Layer<float>* inner : g->layers()) exported["layers"].insert(keras::keras_layer_class(inner->type()));
+    } else {
+      exported["layers"].insert(keras::keras_layer_class(l->type()));
+    }
+  }
   if (!c.compile.is_null()) {
     exported["losses"].insert(c.compile.at("loss").at("class").get<std::string>());
     exported["optimizers"].insert(c.compile.at("optimizer").at("class").get<std::string>());

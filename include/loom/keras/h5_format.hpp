@@ -148,9 +148,21 @@ std::vector<unsigned char> save_h5(Sequential<T>& model) {
   hdf5::Group weights = root.create_group("model_weights");
   std::vector<Layer<T>*> layers;
   std::vector<std::string> names;
-  for (const auto& l : model.layers()) {
-    layers.push_back(l.get());
-    names.push_back(l->name());
+  const auto* graph = model.size() == 1 ? dynamic_cast<const Graph<T>*>(model.layers().front().get()) : nullptr;
+  if (graph != nullptr) {  // a functional model: its layers in Keras's order (the config's), the input's too
+    for (const json& entry : config.at("config").at("layers")) {
+      names.push_back(entry.at("name").get<std::string>());
+      if (names.back() == graph->input_name()) {
+        weights.create_group(names.back()).set_strings("weight_names", {});
+      } else {
+        layers.push_back(&graph->layer(names.back()));
+      }
+    }
+  } else {
+    for (const auto& l : model.layers()) {
+      layers.push_back(l.get());
+      names.push_back(l->name());
+    }
   }
   weights.set_strings("layer_names", names);
   weights.set_string("backend", "tensorflow");
@@ -170,7 +182,8 @@ std::vector<unsigned char> save_h5(Sequential<T>& model) {
 
   // The optimizer's state, named as Keras 3 names it (legacy_h5_format.py's
   // save_optimizer_weights_to_hdf5_group: paths are the variables' names).
-  const auto vars = optimizer_variables(model);
+  // A graph's parameters are in loom's order of its layers, not Keras's: its optimizer state is not written.
+  const auto vars = graph ? decltype(optimizer_variables(model)){} : optimizer_variables(model);
   if (!vars.empty()) {
     hdf5::Group state = root.create_group("optimizer_weights");
     std::vector<std::string> names;

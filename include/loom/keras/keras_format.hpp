@@ -209,13 +209,13 @@ std::vector<unsigned char> save_keras(Sequential<T>& model) {
   auto file = hdf5::File::create_in_memory();
   hdf5::Group root = file.root();
   root.create_group("vars");
-  const auto paths = variable_paths(model);
-  for (std::size_t k = 0; k < paths.size(); ++k) {
-    hdf5::Group vars = root.create_group(paths[k]);
-    auto params = model.layers()[k]->parameters();
+  for (const auto& [path, layer] : variable_slots(model, config, "keras")) {
+    hdf5::Group vars = root.create_group(path);
+    auto params = layer->parameters();
     for (std::size_t i = 0; i < params.size(); ++i) vars.write(std::to_string(i), *params[i].value);
   }
-  const auto optimizer = optimizer_variables(model);
+  // A graph's parameters are in loom's order of its layers, not Keras's: its optimizer state is not written.
+  const auto optimizer = graph_of(model) ? decltype(optimizer_variables(model)){} : optimizer_variables(model);
   if (!optimizer.empty()) {
     hdf5::Group state = root.create_group("optimizer/vars");
     write_optimizer_variables(model, state, optimizer, [](std::size_t i, const auto&) { return std::to_string(i); });

@@ -9,8 +9,10 @@
 /// compile config is in compile_config.hpp; weights are not here: see
 /// h5_format.hpp and keras_format.hpp.
 
+#include <algorithm>
 #include <limits>
 #include <map>
+#include <tuple>
 #include <optional>
 #include <string>
 #include <vector>
@@ -239,6 +241,132 @@ Sequential<T> functional_from_config(const json& model, const json& layers, cons
   }
 }
 
+/// The order in which Keras lists a functional model's layers (model.layers,
+/// and so its config and its weight files): keras/src/ops/function.py's
+/// map_graph. A depth-first walk back from the output numbers each layer (the
+/// input too) when first reached and lists each call after its inputs; going
+/// back over that list from the output, a call's depth is the largest of its
+/// consumers' plus one, and a layer's the largest of its calls'. Layers come
+/// by decreasing depth, ties in the walk's numbering. Returns layer indices,
+/// -1 for the input.
+template <class T>
+std::vector<int> keras_layer_order(const Graph<T>& g) {
+  const auto& nodes = g.nodes();
+  const int n = static_cast<int>(nodes.size());
+  std::map<int, int> index;  // layer (or -1) -> walk number
+  std::vector<int> post;     // calls (-1: the input) in the order the walk finishes them
+  std::vector<char> finished(static_cast<std::size_t>(n), 0);
+  bool input_finished = false;
+  const auto walk = [&](const auto& self, int node) -> void {
+    const int layer = node < 0 ? -1 : nodes[static_cast<std::size_t>(node)].layer;
+    if (node < 0 ? input_finished : finished[static_cast<std::size_t>(node)] != 0) return;
+    index.emplace(layer, static_cast<int>(index.size()));
+    if (node >= 0) {
+      for (int i : nodes[static_cast<std::size_t>(node)].inputs) self(self, i);
+      finished[static_cast<std::size_t>(node)] = 1;
+    } else {
+      input_finished = true;
+    }
+    post.push_back(node);
+  };
+  walk(walk, n - 1);
+  std::map<int, int> node_depth, layer_depth;
+  for (auto it = post.rbegin(); it != post.rend(); ++it) {
+    const int node = *it;
+    const int layer = node < 0 ? -1 : nodes[static_cast<std::size_t>(node)].layer;
+    int depth = std::max(node_depth.emplace(node, 0).first->second, layer_depth[layer]);
+    layer_depth[layer] = depth;
+    node_depth[node] = depth;
+    if (node >= 0) {
+      for (int i : nodes[static_cast<std::size_t>(node)].inputs) node_depth[i] = std::max(depth + 1, node_depth[i]);
+    }
+  }
+  std::vector<int> order;
+  for (const auto& kv : layer_depth) order.push_back(kv.first);
+  std::sort(order.begin(), order.end(), [&](int a, int b) {
+    return layer_depth[a] != layer_depth[b] ? layer_depth[a] > layer_depth[b] : index[a] < index[b];
+  });
+  return order;
+}
+
+/// Keras's config of a functional model: its layers in Keras's order, each
+/// with the calls it makes (`inbound_nodes`: Keras 3's {"args": [keras
+/// tensors]} in a .keras file, Keras 2's [[layer, call, 0, {}]] in a legacy
+/// .h5, which Keras 3 reads too).
+template <class T>
+json graph_to_config(const Sequential<T>& model, const Graph<T>& g, bool keras_v3) {
+  const auto& nodes = g.nodes();
+  const std::vector<Layer<T>*> layers = g.layers();
+  std::vector<int> call(nodes.size(), 0), calls(layers.size(), 0);
+  for (std::size_t i = 0; i < nodes.size(); ++i) call[i] = calls[static_cast<std::size_t>(nodes[i].layer)]++;
+  const auto source = [&](int i) {  // (layer name, call, shape) of what node input i is
+    if (i < 0) return std::make_tuple(g.input_name(), 0, g.input_shape());
+    const auto k = static_cast<std::size_t>(i);
+    return std::make_tuple(layers[static_cast<std::size_t>(nodes[k].layer)]->name(), call[k], g.node_shape(k));
+  };
+  const auto tensor = [&](int i) -> json {
+    const auto [name, c, shape] = source(i);
+    if (!keras_v3) return json::array({name, c, 0, json::object()});
+    return {{"class_name", "__keras_tensor__"},
+            {"config", {{"shape", shape_json(shape)}, {"dtype", "float32"}, {"keras_history", json::array({name, c, 0})}}}};
+  };
+  json entries = json::array();
+  for (int l : keras_layer_order(g)) {
+    if (l < 0) {
+      json config = {{keras_v3 ? "batch_shape" : "batch_input_shape", shape_json(g.input_shape())},
+                     {"dtype", "float32"}, {"sparse", false}, {"name", g.input_name()}};
+      json e = keras_v3 ? keras_object("keras.layers", "InputLayer", std::move(config))
+                        : json{{"class_name", "InputLayer"}, {"config", std::move(config)}};
+      e["name"] = g.input_name();
+      e["inbound_nodes"] = json::array();
+      entries.push_back(std::move(e));
+      continue;
+    }
+    Layer<T>& layer = *layers[static_cast<std::size_t>(l)];
+    const std::string cls = keras_layer_class(layer.type());
+    json e = {{"class_name", cls}, {"config", layer_to_keras(layer, keras_v3)}};
+    json inbound = json::array();
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+      if (nodes[i].layer != l) continue;
+      json args = json::array();
+      for (int in : nodes[i].inputs) args.push_back(tensor(in));
+      if (!keras_v3) {
+        inbound.push_back(std::move(args));
+        continue;
+      }
+      const bool merge = dynamic_cast<const Merge<T>*>(&layer) != nullptr;
+      inbound.push_back({{"args", merge ? json::array({std::move(args)}) : std::move(args)}, {"kwargs", json::object()}});
+    }
+    if (keras_v3) {
+      e = keras_object("keras.layers", cls.c_str(), e["config"]);
+      if (const auto* merge = dynamic_cast<const Merge<T>*>(&layer)) {
+        json shapes = json::array();
+        for (const Shape& s : merge->input_shapes()) shapes.push_back(shape_json(s));
+        e["build_config"] = {{"input_shape", std::move(shapes)}};
+      } else {
+        e["build_config"] = {{"input_shape", shape_json(layer.input_shape())}};
+      }
+    }
+    e["name"] = layer.name();
+    e["inbound_nodes"] = std::move(inbound);
+    entries.push_back(std::move(e));
+  }
+  const json input = json::array({g.input_name(), 0, 0});
+  const auto [out_name, out_call, out_shape] = source(static_cast<int>(nodes.size()) - 1);
+  (void)out_shape;
+  const json output = json::array({out_name, out_call, 0});
+  json config = {{"name", model.name()},
+                 {"trainable", true},
+                 {"layers", std::move(entries)},
+                 {"input_layers", keras_v3 ? input : json::array({input})},
+                 {"output_layers", keras_v3 ? output : json::array({output})}};
+  if (!keras_v3) return {{"class_name", "Functional"}, {"config", std::move(config)}};
+  json top = keras_object("keras.src.models.functional", "Functional", std::move(config));
+  top["registered_name"] = "Functional";
+  top["build_config"] = {{"input_shape", nullptr}};
+  return top;
+}
+
 }  // namespace impl
 
 /// A loom model from a Keras model config (the JSON of `model.to_json()`,
@@ -331,10 +459,9 @@ Sequential<T> model_from_config(const json& model, const std::string& what = "Ke
 template <class T>
 json model_to_config(const Sequential<T>& model, bool keras_v3) {
   if (!model.built()) throw ConfigError("keras: model '" + model.name() + "' is not built: build or fit it first");
-  for (const auto& l : model.layers()) {
-    if (dynamic_cast<const Graph<T>*>(l.get())) {
-      throw FormatError("keras: model '" + model.name() + "' is a graph (functional API): loom does not write graphs "
-                        "for Keras yet");
+  if (model.size() == 1) {
+    if (const auto* graph = dynamic_cast<const Graph<T>*>(model.layers().front().get())) {
+      return impl::graph_to_config(model, *graph, keras_v3);
     }
   }
   json layers = json::array();
