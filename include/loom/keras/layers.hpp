@@ -83,6 +83,22 @@ inline std::vector<double> zero_padding_of(const Fields& f) {
   f.bad("padding", "an integer, two, or two pairs");
 }
 
+/// MaxPooling2D's and AveragePooling2D's mapping: pool_size (default 2x2),
+/// strides (default the pool size) and padding.
+inline LayerMapping window_pooling(const char* keras_class, const char* alias) {
+  return LayerMapping(keras_class)
+      .alias(alias)
+      .channels_last()
+      .step([](const Fields& f, Config& c) {
+        const Size2 pool = f.has("pool_size") ? f.size2("pool_size") : Size2{2, 2};
+        c.set("pool_size", pool).set("strides", f.has("strides") ? f.size2("strides") : pool);
+      }, [](const Config& c, json& k) {
+        k["pool_size"] = pair_json(c.size2("pool_size"));
+        k["strides"] = pair_json(c.size2("strides"));
+      })
+      .padding();
+}
+
 }  // namespace loom::keras::impl
 
 namespace loom::keras {
@@ -110,29 +126,8 @@ LOOM_KERAS_MAPPING(
         .flag("use_bias", true)
         .step({}, impl::kernel_and_bias_defaults))
 
-LOOM_KERAS_MAPPING(LayerMapping("MaxPooling2D")
-                       .alias("MaxPool2D")
-                       .channels_last()
-                       .step([](const Fields& f, Config& c) {
-                         const Size2 pool = f.has("pool_size") ? f.size2("pool_size") : Size2{2, 2};
-                         c.set("pool_size", pool).set("strides", f.has("strides") ? f.size2("strides") : pool);
-                       }, [](const Config& c, json& k) {
-                         k["pool_size"] = impl::pair_json(c.size2("pool_size"));
-                         k["strides"] = impl::pair_json(c.size2("strides"));
-                       })
-                       .padding())
-
-LOOM_KERAS_MAPPING(LayerMapping("AveragePooling2D")
-                       .alias("AvgPool2D")
-                       .channels_last()
-                       .step([](const Fields& f, Config& c) {
-                         const Size2 pool = f.has("pool_size") ? f.size2("pool_size") : Size2{2, 2};
-                         c.set("pool_size", pool).set("strides", f.has("strides") ? f.size2("strides") : pool);
-                       }, [](const Config& c, json& k) {
-                         k["pool_size"] = impl::pair_json(c.size2("pool_size"));
-                         k["strides"] = impl::pair_json(c.size2("strides"));
-                       })
-                       .padding())
+LOOM_KERAS_MAPPING(impl::window_pooling("MaxPooling2D", "MaxPool2D"))
+LOOM_KERAS_MAPPING(impl::window_pooling("AveragePooling2D", "AvgPool2D"))
 
 LOOM_KERAS_MAPPING(LayerMapping("GlobalAveragePooling2D").alias("GlobalAvgPool2D").channels_last().flag("keepdims", false))
 LOOM_KERAS_MAPPING(LayerMapping("GlobalMaxPooling2D").alias("GlobalMaxPool2D").channels_last().flag("keepdims", false))

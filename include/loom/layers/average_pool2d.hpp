@@ -25,12 +25,7 @@ template <class T>
 class AveragePool2D : public Layer<T> {
  public:
   explicit AveragePool2D(const AveragePool2DOptions& options = AveragePool2DOptions()) : opt_(options) {
-    const Size2 s = strides();
-    if (opt_.pool_size()[0] < 1 || opt_.pool_size()[1] < 1 || s[0] < 1 || s[1] < 1) {
-      throw ConfigError(detail::str("AveragePooling2D: pool_size and strides must be >= 1, got pool_size=(",
-                                    opt_.pool_size()[0], ", ", opt_.pool_size()[1], ") strides=(", s[0], ", ", s[1],
-                                    ")"));
-    }
+    detail::WindowPooling::check(opt_, "AveragePooling2D");
   }
 
   static constexpr const char* class_name = "AveragePooling2D";
@@ -39,30 +34,21 @@ class AveragePool2D : public Layer<T> {
   const AveragePool2DOptions& options() const { return opt_; }
   Size2 strides() const { return opt_.strides().value_or(opt_.pool_size()); }
 
-  Config config() const override {
-    return Config()
-        .set("pool_size", opt_.pool_size())
-        .set("strides", strides())
-        .set("padding", to_string(opt_.padding()));
-  }
+  Config config() const override { return detail::WindowPooling::config(opt_); }
   static std::unique_ptr<Layer<T>> from_config(const Config& c) {
-    return std::make_unique<AveragePool2D>(AveragePool2DOptions(c.size2("pool_size"))
-                                               .strides(c.size2("strides"))
-                                               .padding(padding_from(c.text("padding"))));
+    return std::make_unique<AveragePool2D>(detail::WindowPooling::options(c));
   }
 
  protected:
   Shape build_impl(const Shape& in, Rng&) override {
     if (in.rank() != 3) this->reject_input(in, "(None, height, width, channels)");
-    const auto [ph, pw] = opt_.pool_size();
-    const auto [sh, sw] = strides();
-    const auto rows = detail::window_axis(in[0], ph, sh, opt_.padding());
-    const auto cols = detail::window_axis(in[1], pw, sw, opt_.padding());
-    if (rows.out < 1 || cols.out < 1) {
-      this->reject_input(in, detail::str("at least ", ph, "x", pw, " pixels for 'valid' pooling"));
+    const auto window = detail::WindowPooling::window(opt_, in);
+    if (!window) {
+      this->reject_input(in, detail::str("at least ", opt_.pool_size()[0], "x", opt_.pool_size()[1],
+                                         " pixels for 'valid' pooling"));
     }
-    geo_ = {0, in[0], in[1], in[2], ph, pw, sh, sw, rows.pad_before, cols.pad_before, rows.out, cols.out};
-    return Shape{rows.out, cols.out, in[2]};
+    geo_ = *window;
+    return Shape{geo_.ho, geo_.wo, in[2]};
   }
 
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode) override {

@@ -28,16 +28,46 @@ class MaxPool2DOptions {
   LOOM_OPTION(Padding, padding, Padding::Valid)
 };
 
+namespace detail {
+
+/// What the window pooling layers (MaxPool2D, AveragePool2D) share: the
+/// checks of their options, their config both ways, and their window.
+struct WindowPooling {
+  static void check(const MaxPool2DOptions& opt, const char* cls) {
+    const Size2 s = opt.strides().value_or(opt.pool_size());
+    if (opt.pool_size()[0] < 1 || opt.pool_size()[1] < 1 || s[0] < 1 || s[1] < 1) {
+      throw ConfigError(detail::str(cls, ": pool_size and strides must be >= 1, got pool_size=(", opt.pool_size()[0],
+                                    ", ", opt.pool_size()[1], ") strides=(", s[0], ", ", s[1], ")"));
+    }
+  }
+  static Config config(const MaxPool2DOptions& opt) {
+    return Config()
+        .set("pool_size", opt.pool_size())
+        .set("strides", opt.strides().value_or(opt.pool_size()))
+        .set("padding", to_string(opt.padding()));
+  }
+  static MaxPool2DOptions options(const Config& c) {
+    return MaxPool2DOptions(c.size2("pool_size")).strides(c.size2("strides")).padding(padding_from(c.text("padding")));
+  }
+  /// The window over per-sample input `in` (rank 3; the batch n left 0),
+  /// or nullopt when `in` is too small for 'valid' pooling.
+  static std::optional<Window2D> window(const MaxPool2DOptions& opt, const Shape& in) {
+    const auto [ph, pw] = opt.pool_size();
+    const auto [sh, sw] = opt.strides().value_or(opt.pool_size());
+    const auto rows = window_axis(in[0], ph, sh, opt.padding());
+    const auto cols = window_axis(in[1], pw, sw, opt.padding());
+    if (rows.out < 1 || cols.out < 1) return std::nullopt;
+    return Window2D{0, in[0], in[1], in[2], ph, pw, sh, sw, rows.pad_before, cols.pad_before, rows.out, cols.out};
+  }
+};
+
+}  // namespace detail
+
 template <class T>
 class MaxPool2D : public Layer<T> {
  public:
   explicit MaxPool2D(const MaxPool2DOptions& options = MaxPool2DOptions()) : opt_(options) {
-    const Size2 s = strides();
-    if (opt_.pool_size()[0] < 1 || opt_.pool_size()[1] < 1 || s[0] < 1 || s[1] < 1) {
-      throw ConfigError(detail::str("MaxPool2D: pool_size and strides must be >= 1, got pool_size=(",
-                                    opt_.pool_size()[0], ", ", opt_.pool_size()[1], ") strides=(", s[0], ", ", s[1],
-                                    ")"));
-    }
+    detail::WindowPooling::check(opt_, "MaxPool2D");
   }
 
   /// Keras's summary prints the class this is an alias of.
@@ -51,30 +81,21 @@ class MaxPool2D : public Layer<T> {
   /// Whether every input cell is in at most one window (strides equal to the pool size).
   bool windows_tile() const { return strides() == opt_.pool_size(); }
 
-  Config config() const override {
-    return Config()
-        .set("pool_size", opt_.pool_size())
-        .set("strides", strides())
-        .set("padding", to_string(opt_.padding()));
-  }
+  Config config() const override { return detail::WindowPooling::config(opt_); }
   static std::unique_ptr<Layer<T>> from_config(const Config& c) {
-    return std::make_unique<MaxPool2D>(MaxPool2DOptions(c.size2("pool_size"))
-                                           .strides(c.size2("strides"))
-                                           .padding(padding_from(c.text("padding"))));
+    return std::make_unique<MaxPool2D>(detail::WindowPooling::options(c));
   }
 
  protected:
   Shape build_impl(const Shape& in, Rng&) override {
     if (in.rank() != 3) this->reject_input(in, "(None, height, width, channels)");
-    const auto [ph, pw] = opt_.pool_size();
-    const auto [sh, sw] = strides();
-    const auto rows = detail::window_axis(in[0], ph, sh, opt_.padding());
-    const auto cols = detail::window_axis(in[1], pw, sw, opt_.padding());
-    if (rows.out < 1 || cols.out < 1) {
-      this->reject_input(in, detail::str("at least ", ph, "x", pw, " pixels for 'valid' pooling"));
+    const auto window = detail::WindowPooling::window(opt_, in);
+    if (!window) {
+      this->reject_input(in, detail::str("at least ", opt_.pool_size()[0], "x", opt_.pool_size()[1],
+                                         " pixels for 'valid' pooling"));
     }
-    geo_ = {0, in[0], in[1], in[2], ph, pw, sh, sw, rows.pad_before, cols.pad_before, rows.out, cols.out};
-    return Shape{rows.out, cols.out, in[2]};
+    geo_ = *window;
+    return Shape{geo_.ho, geo_.wo, in[2]};
   }
 
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {

@@ -142,6 +142,19 @@ class Merge : public Layer<T> {
     return store_[i];
   }
 
+  /// y <- op(...op(op(x0, x1), x2)..., xn), elementwise, in that order.
+  template <class Op>
+  static void fold(const std::vector<const Tensor<T>*>& xs, Tensor<T>& y, Op op) {
+    elementwise(y.size(), [&](Index b, Index e) {
+      T* out = y.data();
+      std::copy(xs[0]->data() + b, xs[0]->data() + e, out + b);
+      for (std::size_t i = 1; i < xs.size(); ++i) {
+        const T* xi = xs[i]->data();
+        for (Index k = b; k < e; ++k) out[k] = op(out[k], xi[k]);
+      }
+    });
+  }
+
   /// f(begin, end) over [0, n), split across threads when n is large.
   template <class F>
   static void elementwise(Index n, F&& f) {
@@ -171,15 +184,7 @@ class Add : public Merge<T> {
 
  protected:
   void merge(const std::vector<const Tensor<T>*>& xs, Tensor<T>& y) override {
-    this->elementwise(y.size(), [&](Index b, Index e) {
-      T* out = y.data();
-      const T* x0 = xs[0]->data();
-      for (Index k = b; k < e; ++k) out[k] = x0[k];
-      for (std::size_t i = 1; i < xs.size(); ++i) {
-        const T* xi = xs[i]->data();
-        for (Index k = b; k < e; ++k) out[k] += xi[k];
-      }
-    });
+    this->fold(xs, y, [](T a, T b) { return a + b; });
   }
   void split(const Tensor<T>& dy) override {
     for (auto& g : this->grads_) g = &dy;  // the same gradient for each: no copy
@@ -224,13 +229,7 @@ class Multiply : public Merge<T> {
  protected:
   bool keep_inputs() const override { return true; }
   void merge(const std::vector<const Tensor<T>*>& xs, Tensor<T>& y) override {
-    this->elementwise(y.size(), [&](Index b, Index e) {
-      T* out = y.data();
-      for (Index k = b; k < e; ++k) out[k] = xs[0]->data()[k];
-      for (std::size_t i = 1; i < xs.size(); ++i) {
-        for (Index k = b; k < e; ++k) out[k] *= xs[i]->data()[k];
-      }
-    });
+    this->fold(xs, y, [](T a, T b) { return a * b; });
   }
   /// dL/dx_i = dy times the product of the other inputs (not a division,
   /// which a zero would break).
@@ -262,13 +261,9 @@ class Average : public Merge<T> {
   /// Keras sums, then divides by the count (not a multiply by its inverse).
   void merge(const std::vector<const Tensor<T>*>& xs, Tensor<T>& y) override {
     const T count = static_cast<T>(xs.size());
+    this->fold(xs, y, [](T a, T b) { return a + b; });
     this->elementwise(y.size(), [&](Index b, Index e) {
-      T* out = y.data();
-      for (Index k = b; k < e; ++k) out[k] = xs[0]->data()[k];
-      for (std::size_t i = 1; i < xs.size(); ++i) {
-        for (Index k = b; k < e; ++k) out[k] += xs[i]->data()[k];
-      }
-      for (Index k = b; k < e; ++k) out[k] /= count;
+      for (Index k = b; k < e; ++k) y.data()[k] /= count;
     });
   }
   void split(const Tensor<T>& dy) override {
@@ -293,13 +288,7 @@ class Maximum : public Merge<T> {
  protected:
   bool keep_inputs() const override { return true; }
   void merge(const std::vector<const Tensor<T>*>& xs, Tensor<T>& y) override {
-    this->elementwise(y.size(), [&](Index b, Index e) {
-      T* out = y.data();
-      for (Index k = b; k < e; ++k) out[k] = xs[0]->data()[k];
-      for (std::size_t i = 1; i < xs.size(); ++i) {
-        for (Index k = b; k < e; ++k) out[k] = std::max(out[k], xs[i]->data()[k]);
-      }
-    });
+    this->fold(xs, y, [](T a, T b) { return std::max(a, b); });
   }
   /// Each element's gradient goes to the first input holding the maximum.
   void split(const Tensor<T>& dy) override {

@@ -849,17 +849,8 @@ class Functional : public Sequential<T> {
       return layers[static_cast<std::size_t>(nodes[static_cast<std::size_t>(i)].layer)]->name() + "[" +
              std::to_string(call[static_cast<std::size_t>(i)]) + "][0]";
     };
-    static const std::size_t positions[] = {33, 55, 67, 98};
-    const auto row = [&](const std::vector<std::string>& fields) {
-      std::string line;
-      for (std::size_t i = 0; i < fields.size(); ++i) {
-        if (i > 0) line = line.substr(0, line.size() - 1) + " ";
-        line += fields[i];
-        line = line.substr(0, positions[i]);
-        line += std::string(positions[i] - line.size(), ' ');
-      }
-      while (!line.empty() && line.back() == ' ') line.pop_back();
-      return line;
+    const auto row = [](const std::vector<std::string>& fields) {
+      return detail::summary_row(fields, {33, 55, 67, 98});  // a functional model's four columns, as tf.keras's
     };
     const std::string rule(98, '_'), double_rule(98, '=');
     out << "Model: \"" << this->name() << "\"\n" << rule << "\n";

@@ -23,10 +23,11 @@ inline std::string thousands(long long n) {
   return n < 0 ? "-" + out : out;
 }
 
-/// Keras's print_row: each field is cut at its column's end, and the last
+/// Keras's print_row: each field is cut at its column's end (`positions`,
+/// one per field; by default a sequential model's three), and the last
 /// character before the next field becomes a space.
-inline std::string summary_row(const std::vector<std::string>& fields) {
-  static const std::size_t positions[] = {29, 55, 65};
+inline std::string summary_row(const std::vector<std::string>& fields,
+                               const std::vector<std::size_t>& positions = {29, 55, 65}) {
   std::string line;
   for (std::size_t i = 0; i < fields.size(); ++i) {
     if (i > 0) line = line.substr(0, line.size() - 1) + " ";
