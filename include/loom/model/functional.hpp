@@ -3,11 +3,13 @@
 /// Keras's functional API: models that are graphs of layers, not chains.
 ///
 ///     using namespace loom;
+///     const auto conv = [] { return Conv2D<float>(Conv2DOptions(32, {3, 3}).padding(Padding::Same)); };
 ///     Symbol<float> inputs = Input<float>({28, 28, 1});
-///     Symbol<float> x = call(Conv2D<float>(32, 3, Padding::Same), inputs);
-///     Symbol<float> y = call(Conv2D<float>(32, 3, Padding::Same), x);
+///     Symbol<float> x = call(conv(), inputs);
+///     Symbol<float> y = call(conv(), x);
 ///     x = call(Add<float>(), {x, y});                      // a residual join
-///     Symbol<float> outputs = call(Dense<float>(10, Activation::Softmax), call(Flatten<float>(), x));
+///     Symbol<float> outputs = call(Dense<float>(DenseOptions(10).activation(Activation::Softmax)),
+///                                  call(Flatten<float>(), x));
 ///     Functional<float> model(inputs, outputs, /*seed=*/42);
 ///     model.compile(...); model.fit(...);                   // as a Sequential
 ///
