@@ -71,24 +71,22 @@ inline const json& layer_list(const json& model, const std::string& what, std::s
   return layers;
 }
 
-/// The names of the layers a Functional layer entry takes its input from,
-/// in Keras 2 ([[["conv2d", 0, 0, {}]]]) and Keras 3 ({"args": [keras
-/// tensors with "keras_history"]}) form.
-inline void inbound_names(const json& node, std::vector<std::string>& out) {
-  if (node.is_object()) {
-    if (node.contains("keras_history") && node.at("keras_history").is_array() && !node.at("keras_history").empty() &&
-        node.at("keras_history")[0].is_string()) {
-      out.push_back(node.at("keras_history")[0].get<std::string>());
-      return;
-    }
-    for (const auto& item : node.items()) inbound_names(item.value(), out);
-  } else if (node.is_array()) {
-    if (node.size() >= 3 && node[0].is_string() && node[1].is_number_integer()) {  // Keras 2: [name, node, tensor, kwargs]
-      out.push_back(node[0].get<std::string>());
-      return;
-    }
-    for (const auto& item : node) inbound_names(item, out);
-  }
+/// One entry of a model config's layer list: its own fields, its class,
+/// its name, and its config's fields (naming the layer in errors).
+struct LayerEntry {
+  Fields fields;
+  std::string cls, name;
+  Fields config;
+};
+inline LayerEntry layer_entry(const json& entry, const std::string& what, std::size_t index,
+                              const std::string& keras_version) {
+  Fields e(entry, loom::detail::str(what, ": layer ", index));
+  const std::string cls = e.text("class_name");
+  Fields f(e.at("config"), loom::detail::str(what, ": layer ", index, " (", cls, ")"));
+  const std::string name = f.text("name", e.text("name", ""));
+  Fields lf(e.at("config"), loom::detail::str(what, ": layer '", name, "' (", cls, ")"));
+  lf.keras_version(keras_version);
+  return {e, cls, name, lf};
 }
 
 /// A Keras tensor a layer call takes: the layer that made it, which of that
@@ -176,14 +174,10 @@ Sequential<T> functional_from_config(const json& model, const json& layers, cons
   };
   std::vector<Made> made;
   std::size_t index = 0;
-  for (const json& entry : layers) {
-    ++index;
-    Fields e(entry, loom::detail::str(what, ": layer ", index));
-    const std::string cls = e.text("class_name");
-    Fields f(e.at("config"), loom::detail::str(what, ": layer ", index, " (", cls, ")"));
-    const std::string name = f.text("name", e.text("name", ""));
-    Fields lf(e.at("config"), loom::detail::str(what, ": layer '", name, "' (", cls, ")"));
-    lf.keras_version(keras_version);
+  for (const json& json_entry : layers) {
+    const LayerEntry entry = layer_entry(json_entry, what, ++index, keras_version);
+    const Fields &e = entry.fields, &lf = entry.config;
+    const std::string &cls = entry.cls, &name = entry.name;
     if (outputs.count(name)) throw FormatError(lf.where() + ": a second layer of that name");
     const auto calls = inbound_calls(e);
     auto layer = layer_from_keras<T>(cls, lf);
@@ -389,32 +383,16 @@ Sequential<T> model_from_config(const json& model, const std::string& what = "Ke
   }
   Sequential<T> out(0, model_name);
   std::optional<Shape> input_shape;
-  std::string previous;  // for a Functional model: the layer the next one must read
   struct Made {           // a layer made, for the checks that need its input shape
     std::string cls, where;
     const json* config;
   };
   std::vector<Made> made;
   std::size_t index = 0;
-  for (const json& entry : layers) {
-    ++index;
-    Fields e(entry, loom::detail::str(what, ": layer ", index));
-    const std::string cls = e.text("class_name");
-    Fields f(e.at("config"), loom::detail::str(what, ": layer ", index, " (", cls, ")"));
-    const std::string name = f.text("name", e.text("name", ""));
-    Fields lf(e.at("config"), loom::detail::str(what, ": layer '", name, "' (", cls, ")"));
-    lf.keras_version(keras_version);
-    if (functional) {
-      std::vector<std::string> inputs;
-      if (e.has("inbound_nodes")) impl::inbound_names(e.at("inbound_nodes"), inputs);
-      const bool first = previous.empty();
-      if ((first && !inputs.empty()) || (!first && (inputs.size() != 1 || inputs[0] != previous))) {
-        throw FormatError(lf.where() + ": takes its input from " + (inputs.empty() ? "nothing" : "'" + inputs[0] + "'") +
-                          (inputs.size() > 1 ? " and more" : "") +
-                          ": loom reads Functional models only when each layer feeds the next (a straight chain)");
-      }
-      previous = name;
-    }
+  for (const json& json_entry : layers) {
+    const impl::LayerEntry entry = impl::layer_entry(json_entry, what, ++index, keras_version);
+    const Fields &e = entry.fields, &lf = entry.config;
+    const std::string& cls = entry.cls;
     if (auto s = impl::input_shape_of(lf)) {
       if (input_shape && *input_shape != *s) throw FormatError(lf.where() + ": a second, different input shape");
       input_shape = s;
