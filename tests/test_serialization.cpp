@@ -319,3 +319,26 @@ TEST_CASE("the training state's one serializer: what it writes it reads back, fi
   CHECK(w2.bytes == w.bytes);
   CHECK(from_file.stream == state.stream);
 }
+
+TEST_CASE("a model trained by plain SGD, whose optimizer holds no state, saves and loads") {
+  Sequential<float> m(3);
+  m.add(Flatten<float>(), Shape{4, 4, 1});
+  m.add(Dense<float>(DenseOptions(64).activation(Activation::ReLU)));
+  m.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
+  m.compile(CategoricalCrossentropy<float>(), SGD<float>());
+  Tensor<float> x(Shape{8, 4, 4, 1}), y(Shape{8, 3});
+  Rng rng(1);
+  for (float& v : x) v = static_cast<float>(rng.uniform());
+  for (Index i = 0; i < 8; ++i) y(i, i % 3) = 1;
+  m.fit(x, y, FitOptions<float>().epochs(1).batch_size(4).verbose(0));
+  loom::testing::TempDir dir;
+  m.save(dir.file("sgd.loom"));
+  Sequential<float> again = Sequential<float>::load(dir.file("sgd.loom"));
+  const Tensor<float> a = m.predict(x), b = again.predict(x);
+  CHECK(std::equal(a.begin(), a.end(), b.begin()));
+  // A truncated file still names what is missing.
+  std::ifstream in(dir.file("sgd.loom"), std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::ofstream(dir.file("cut.loom"), std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
+  CHECK_THROWS_AS(Sequential<float>::load(dir.file("cut.loom")), FormatError);
+}

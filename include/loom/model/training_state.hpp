@@ -89,9 +89,18 @@ struct TrainingState {
     for (std::uint32_t i = 0; i < n_slots; ++i) {
       typename Optimizer<T>::Slot s;
       s.name = r.str("slot name");
-      s.shape = r.shape("slot shape", sizeof(T));
+      // A slot may hold no state (plain SGD's): its shape is checked against
+      // the bytes left only when it has values there.
+      s.shape = r.shape("slot shape", 0);
       const std::uint32_t n_state = r.u32("slot state count");
       if (n_state > 4) r.fail(ByteReader::str_of("slot '", s.name, "' has ", n_state, " state tensors, at most 4"));
+      if (n_state > 0) {
+        std::uint64_t count = 1;
+        for (Index d : s.shape) {
+          count *= static_cast<std::uint64_t>(d);
+          if (count > r.remaining() / sizeof(T)) r.fail("slot shape claims more values than the file holds (truncated?)");
+        }
+      }
       for (std::uint32_t j = 0; j < n_state; ++j) {
         Tensor<T> v(s.shape);
         r.values(v, "slot values");
