@@ -22,7 +22,7 @@ from fnmatch import fnmatch
 
 FLOORS = [
     ("base", ["error.hpp", "option.hpp", "random.hpp", "version.hpp", "tensor.hpp", "config.hpp", "enums.hpp",
-              "parameter.hpp", "registry.hpp", "io.hpp", "io/*", "parallel.hpp", "communicator.hpp",
+              "parameter.hpp", "regularizers.hpp", "registry.hpp", "io.hpp", "io/*", "parallel.hpp", "communicator.hpp",
               "initializers.hpp"]),
     ("kernels", ["kernels/*"]),
     ("training", ["losses.hpp", "metrics.hpp", "schedules.hpp", "optimizers.hpp", "optimizers/*"]),

@@ -89,6 +89,28 @@ TEST_CASE("a training step of the improved recipe allocates nothing either: augm
   set_num_threads(saved);
 }
 
+TEST_CASE("a training step with weight regularizers, LayerNormalization, SpatialDropout2D and GaussianNoise allocates nothing") {
+  const int saved = num_threads();
+  for (int threads : {1, 2}) {
+    CAPTURE(threads);
+    set_num_threads(threads);
+    Sequential<float> model(3);
+    model.add(Conv2D<float>(Conv2DOptions(8, {3, 3}).activation(Activation::ReLU).kernel_regularizer(L2(1e-3)).bias_regularizer(L1(1e-4))),
+              Shape{28, 28, 1});
+    model.add(SpatialDropout2D<float>(0.2));
+    model.add(BatchNormalization<float>(BatchNormalizationOptions().gamma_regularizer(L2(1e-3))));
+    model.add(MaxPool2D<float>(MaxPool2DOptions({2, 2})));
+    model.add(LayerNormalization<float>(LayerNormalizationOptions().axis({2, 3}).beta_regularizer(L1L2(1e-4, 1e-3))));
+    model.add(GaussianNoise<float>(0.1));
+    model.add(Flatten<float>());
+    model.add(LayerNormalization<float>());
+    model.add(Dense<float>(DenseOptions(10).activation(Activation::Softmax).kernel_regularizer(L1L2(1e-4, 1e-3))));
+    model.compile("sparse_categorical_crossentropy", {"accuracy"}, "adam");
+    CHECK(allocations_after_first_step(model) == 0);
+  }
+  set_num_threads(saved);
+}
+
 TEST_CASE("a functional model's training step and inference allocate nothing once warm: fan-out, Add, Concatenate, a shared layer") {
   const int saved = num_threads();
   for (int threads : {1, 2}) {

@@ -162,6 +162,30 @@ TEST_CASE("P ranks with global batch B train as one process with batch B (no Bat
   }
 }
 
+TEST_CASE("with weight regularizers, P ranks train as one process: each penalty's gradient added once") {
+  // The penalties' gradients join the summed gradients after the allreduce, once, and the loss logged
+  // (and val_loss) holds the penalties once. 33 samples in batches of 16: some ranks hold none in the last step.
+  const auto make = [] {
+    Sequential<float> m(6);
+    m.add(Conv2D<float>(Conv2DOptions(4, {3, 3}).activation(Activation::ReLU).kernel_regularizer(L2(0.05)).bias_regularizer(L1(0.01))),
+          Shape{8, 8, 1});
+    m.add(MaxPool2D<float>(MaxPool2DOptions({2, 2})));
+    m.add(Flatten<float>());
+    m.add(LayerNormalization<float>(LayerNormalizationOptions().gamma_regularizer(L1L2(0.01, 0.05))));
+    m.add(Dense<float>(DenseOptions(10).activation(Activation::Softmax).kernel_regularizer(L1L2(0.001, 0.02))));
+    m.compile(CategoricalCrossentropy<float>(), SGD<float>(SGDOptions().learning_rate(0.05).momentum(0.9)), {"accuracy"});
+    return m;
+  };
+  const Tensor<float> x = images(33, 8, 41), y = one_hot_labels(33, 42);
+  const Tensor<float> xv = images(9, 8, 43), yv = one_hot_labels(9, 44);
+  Sequential<float> single = make(), replica = make();
+  const History h1 = single.fit(x, y, quiet(3, 16).validation_data(xv, yv));
+  const History hp = replica.fit(x, y, quiet(3, 16).validation_data(xv, yv).distributed(comm));
+  check_close(replica, single, 1e-5);
+  check_histories_close(hp, h1, 1e-5);
+  CHECK(replicas_identical(replica));
+}
+
 TEST_CASE("rank 0's weights and optimizer state are where every rank starts") {
   const Tensor<float> x = images(20, 8, 11), y = one_hot_labels(20, 12);
   // Different seeds on every rank: after the fit every replica is rank 0's model trained.

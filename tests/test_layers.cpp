@@ -249,7 +249,7 @@ TEST_CASE("Conv2D: Auto takes Winograd for 3x3 stride-1 layers with 8+ channels 
   CHECK(eight.algorithm() == ConvAlgorithm::Im2col);
   Conv2D<float> strided(conv(8, {3, 3}, Padding::Same, {2, 2})), wide(conv(8, {5, 5}, Padding::Same));
   CHECK_THROWS_WITH_AS(strided.set_algorithm(ConvAlgorithm::Winograd),
-                       "Conv2D: Winograd convolution needs a 3x3 kernel with strides (1, 1)", ConfigError);
+                       "Conv2D: Winograd convolution needs a 3x3 kernel with strides (1, 1), undilated", ConfigError);
   CHECK_THROWS_AS(wide.set_algorithm(ConvAlgorithm::Winograd), ConfigError);
 }
 

@@ -213,13 +213,16 @@ TEST_CASE("one factory each for losses and optimizers, by Keras's class names an
   CHECK_THROWS_AS(make_loss<float>("mse"), ConfigError);
   // Every built-in layer registered itself beside its class (and this file's Scale and Unmakeable).
   const std::vector<std::string> layers{
-      "Activation",         "Add",           "Average",           "AveragePooling2D",
-      "BatchNormalization", "Concatenate",   "Conv2D",            "Dense",
-      "Dropout",            "Flatten",       "Functional",        "GlobalAveragePooling2D",
-      "GlobalMaxPooling2D", "MaxPooling2D",  "Maximum",           "Multiply",
-      "RandomCrop",         "RandomErasing", "RandomFlip",        "RandomTranslation",
-      "ReLU",               "Scale",         "Softmax",           "Subtract",
-      "Unmakeable",         "ZeroPadding2D"};
+      "Activation", "Add", "Average", "AveragePooling2D",
+      "BatchNormalization", "Concatenate", "Conv2D", "Conv2DTranspose",
+      "Cropping2D", "Dense", "DepthwiseConv2D", "Dropout",
+      "ELU", "Flatten", "Functional", "GaussianNoise",
+      "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Identity", "LayerNormalization",
+      "LeakyReLU", "MaxPooling2D", "Maximum", "Multiply",
+      "PReLU", "Permute", "RandomCrop", "RandomErasing",
+      "RandomFlip", "RandomTranslation", "ReLU", "Rescaling",
+      "Reshape", "Scale", "SeparableConv2D", "Softmax",
+      "SpatialDropout2D", "Subtract", "Unmakeable", "ZeroPadding2D"};
   CHECK(Registry<Layer<float>>::global().names() == layers);
   CHECK(Registry<Layer<double>>::global().names() == layers);
   CHECK(Registry<Layer<float>>::global().canonical("MaxPool2D") == "MaxPooling2D");  // Keras's alias

@@ -121,6 +121,18 @@ TEST_CASE("a model onnx cannot write is refused with one line naming the layer, 
   CHECK(dir.count() == 1);  // no temporary left
   Sequential<float> empty;
   CHECK_THROWS_AS(save_onnx(empty, path), ConfigError);
+  // Activations with no ONNX mapping yet, as an option and as layers.
+  Sequential<float> gelu;
+  gelu.add(Dense<float>(DenseOptions(3).activation(Activation::GELU)), Shape{4});
+  CHECK(testing::error_of([&] { save_onnx(gelu, path); }).find("activation 'gelu' has no ONNX mapping yet") !=
+        std::string::npos);
+  Sequential<float> clipped;
+  clipped.add(ReLU<float>(6.0), Shape{4});
+  CHECK(testing::error_of([&] { save_onnx(clipped, path); }).find("(ReLU with max_value") != std::string::npos);
+  Sequential<float> leaky;
+  leaky.add(LeakyReLU<float>(), Shape{4});
+  CHECK(testing::error_of([&] { save_onnx(leaky, path); }).find("of type LeakyReLU has no ONNX mapping") !=
+        std::string::npos);
 }
 
 TEST_CASE("a model written is a file ONNX's own parser reads back, written through a temporary file") {

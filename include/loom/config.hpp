@@ -67,6 +67,13 @@ class Config {
     return set(key, text);
   }
 
+  /// Sets `key` to a list of integers, written "2,-1,3".
+  Config& set_integers(const std::string& key, const std::vector<Index>& values) {
+    std::string text;
+    for (std::size_t i = 0; i < values.size(); ++i) text += (i ? "," : "") + std::to_string(values[i]);
+    return set(key, text);
+  }
+
   bool has(const std::string& key) const { return find(key) != nullptr; }
   const Entries& entries() const& { return entries_; }
   /// Of a temporary (`layer.config().entries()`), a copy: a range-for over it
@@ -134,6 +141,24 @@ class Config {
       const double v = std::strtod(item.c_str(), &end);
       if (item.empty() || *end != '\0') bad(key, s);
       out.push_back(v);
+      at = comma + 1;
+      if (comma + 1 == s.size()) bad(key, s);  // a trailing comma
+    }
+    return out;
+  }
+
+  /// "2,-1,3" -> {2, -1, 3}, each in [-2^31, 2^31]; "" -> {}.
+  std::vector<Index> integers(const std::string& key) const {
+    const std::string& s = text(key);
+    std::vector<Index> out;
+    std::size_t at = 0;
+    while (at < s.size()) {
+      std::size_t comma = s.find(',', at);
+      if (comma == std::string::npos) comma = s.size();
+      const std::string item = s.substr(at, comma - at);
+      const bool negative = !item.empty() && item[0] == '-';
+      const long long v = parse_int(negative ? item.substr(1) : item, key);
+      out.push_back(static_cast<Index>(negative ? -v : v));
       at = comma + 1;
       if (comma + 1 == s.size()) bad(key, s);  // a trailing comma
     }

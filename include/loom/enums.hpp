@@ -15,27 +15,73 @@ namespace loom {
 /// or inference (moving statistics, dropout off). Passed on every call.
 enum class Mode { Train, Inference };
 
-/// Activations that Dense and Conv2D apply to their output after the bias.
-enum class Activation { None, ReLU, Softmax };
+/// Activations, as the `activation` of Dense and Conv2D (applied after the
+/// bias) and as ActivationLayer. Their names are Keras's (to_string), but
+/// for the two Keras has no name for: GELUTanh (PyTorch's
+/// `GELU(approximate="tanh")`) and HardSigmoidKeras2 (what "hard_sigmoid"
+/// means in a file tf.keras 2 wrote: clip(0.2 x + 0.5, 0, 1), where
+/// Keras 3's is clip(x / 6 + 0.5, 0, 1)).
+enum class Activation {
+  None,        ///< "linear": the identity
+  ReLU,        ///< max(x, 0)
+  Softmax,     ///< over the last axis
+  ReLU6,       ///< min(max(x, 0), 6)
+  LeakyReLU,   ///< x > 0 ? x : 0.2 x (Keras's leaky_relu; the LeakyReLU layer takes any slope)
+  ELU,         ///< x > 0 ? x : exp(x) - 1 (the ELU layer takes any alpha)
+  SELU,        ///< 1.0507... * (x > 0 ? x : 1.6732... (exp(x) - 1))
+  GELU,        ///< x Phi(x), with the exact normal CDF (erf)
+  GELUTanh,    ///< GELU's tanh approximation
+  SiLU,        ///< x sigmoid(x) (Keras's silu, alias swish)
+  Sigmoid,     ///< 1 / (1 + exp(-x))
+  HardSigmoid, ///< Keras 3: relu6(x + 3) / 6
+  HardSigmoidKeras2,  ///< tf.keras 2: clip(0.2 x + 0.5, 0, 1)
+  Tanh,        ///< tanh(x)
+  Softplus,    ///< log(1 + exp(x))
+  Softsign,    ///< x / (1 + |x|)
+};
 
 /// Keras's padding modes for convolution and pooling.
 enum class Padding { Valid, Same };
 
+namespace detail {
+struct ActivationName {
+  Activation activation;
+  const char* name;
+};
+/// Every activation under its name (the first of a kind is the one written).
+inline constexpr ActivationName kActivationNames[] = {
+    {Activation::None, "linear"},          {Activation::ReLU, "relu"},
+    {Activation::Softmax, "softmax"},      {Activation::ReLU6, "relu6"},
+    {Activation::LeakyReLU, "leaky_relu"}, {Activation::ELU, "elu"},
+    {Activation::SELU, "selu"},            {Activation::GELU, "gelu"},
+    {Activation::GELUTanh, "gelu_tanh"},   {Activation::SiLU, "silu"},
+    {Activation::SiLU, "swish"},           {Activation::Sigmoid, "sigmoid"},
+    {Activation::HardSigmoid, "hard_sigmoid"}, {Activation::HardSigmoidKeras2, "hard_sigmoid_keras2"},
+    {Activation::Tanh, "tanh"},            {Activation::Softplus, "softplus"},
+    {Activation::Softsign, "softsign"},
+};
+}  // namespace detail
+
 inline const char* to_string(Activation a) {
-  switch (a) {
-    case Activation::ReLU: return "relu";
-    case Activation::Softmax: return "softmax";
-    default: return "linear";
+  for (const auto& n : detail::kActivationNames) {
+    if (n.activation == a) return n.name;
   }
+  return "linear";
 }
 inline const char* to_string(Padding p) { return p == Padding::Same ? "same" : "valid"; }
 
-/// "relu", "softmax" or "linear" (Keras's names); ConfigError for anything else.
+/// An activation by its name ("relu", "gelu", "swish", ...; see
+/// kActivationNames); ConfigError for anything else.
 inline Activation activation_from(const std::string& name) {
-  if (name == "relu") return Activation::ReLU;
-  if (name == "softmax") return Activation::Softmax;
-  if (name != "linear") Config::bad("activation", name);
-  return Activation::None;
+  for (const auto& n : detail::kActivationNames) {
+    if (name == n.name) return n.activation;
+  }
+  Config::bad("activation", name);
+}
+/// Whether an activation's derivative needs its input, not only its output
+/// (the layers that apply it then keep the input in training).
+inline bool activation_needs_input(Activation a) {
+  return a == Activation::GELU || a == Activation::GELUTanh || a == Activation::SiLU;
 }
 /// "same" or "valid"; ConfigError for anything else.
 inline Padding padding_from(const std::string& name) {

@@ -19,7 +19,7 @@
 ///
 /// A layer (optimizer, loss, schedule) of one's own goes to and from Keras
 /// once it has a Keras mapping registered beside its LOOM_REGISTER:
-/// `LOOM_KERAS_MAPPING(keras::LayerMapping("Rescaling").real("scale").real("offset", 0.0))`
+/// `LOOM_KERAS_MAPPING(keras::LayerMapping("ScaleShift").real("scale").real("shift", 0.0))`
 /// (keras/layer_mapping.hpp, docs/keras.md).
 
 #include <cstring>

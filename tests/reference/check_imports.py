@@ -300,7 +300,7 @@ def main():
                 problem, diff = check_model(a.tool, directory, c, entry, scratch)
                 if keras and not problem:
                     problem = check_export(a.tool, keras, directory, c, entry, scratch)
-                detail = f"max |diff| {diff:.1e}"
+                detail = f"max |diff| {diff:.1e}" if diff is not None else "no prediction"
                 if entry.get("compile"):
                     steps = entry["compile"]["iterations"]
                     detail += ", compile config as Keras's" + (f", optimizer state at step {steps}" if steps else "")

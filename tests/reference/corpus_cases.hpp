@@ -30,6 +30,7 @@ struct Case {
   std::vector<std::string> covers;     // what the case is there for
   std::function<Model()> model;        // built, weights from its seed
   json compile = nullptr;              // {"loss": ..., "optimizer": ...}, or null: not compiled
+  std::string no_h5 = {};              // why the case has no legacy .h5 (empty: it has one)
 };
 
 namespace detail {
@@ -161,6 +162,71 @@ inline std::vector<Case> cases() {
     return m;
   }});
 
+  out.push_back({"depthwise_separable", {"Conv2D dilation_rate", "DepthwiseConv2D depth_multiplier, strides, dilation_rate, use_bias false",
+                                         "SeparableConv2D depth_multiplier, strides, dilation_rate, use_bias false"}, [] {
+    Model m(5, "depthwise_separable");
+    m.add(Conv2D<float>(Conv2DOptions(4, {3, 3}).dilation_rate(Size2{2, 2}).padding(Padding::Same).activation(Activation::ReLU)),
+          kImage);
+    m.add(DepthwiseConv2D<float>(DepthwiseConv2DOptions({3, 3}).depth_multiplier(2).strides(Size2{2, 2}).padding(Padding::Same)));
+    m.add(DepthwiseConv2D<float>(DepthwiseConv2DOptions({3, 2}).dilation_rate(Size2{2, 1}).use_bias(false).activation(Activation::ReLU6)));
+    m.add(SeparableConv2D<float>(SeparableConv2DOptions(6, {3, 3}).depth_multiplier(2).padding(Padding::Same).activation(Activation::ReLU)));
+    m.add(SeparableConv2D<float>(SeparableConv2DOptions(5, {2, 3}).strides(Size2{2, 2}).use_bias(false)));
+    m.add(SeparableConv2D<float>(SeparableConv2DOptions(4, {3, 3}).dilation_rate(Size2{2, 2})));
+    m.add(Flatten<float>());
+    m.add(Dense<float>(DenseOptions(4)));
+    return m;
+  }});
+  out.push_back({"conv_transpose", {"Conv2DTranspose valid and same, strides, dilation_rate, use_bias false"}, [] {
+    Model m(5, "conv_transpose");
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).strides(Size2{3, 3})), kImage);
+    m.add(Conv2DTranspose<float>(Conv2DOptions(3, {3, 3}).strides(Size2{2, 2}).activation(Activation::ReLU)));
+    m.add(Conv2DTranspose<float>(Conv2DOptions(2, {2, 3}).strides(Size2{3, 1}).padding(Padding::Same).use_bias(false)));
+    m.add(Conv2DTranspose<float>(Conv2DOptions(2, {3, 3}).dilation_rate(Size2{2, 2})));
+    m.add(GlobalAveragePooling2D<float>());
+    m.add(Dense<float>(DenseOptions(4)));
+    return m;
+  }});
+  out.push_back({"activation_functions", {"every activation Keras names, but hard_sigmoid: in Conv2D, Dense and Activation"}, [] {
+    Model m(5, "activation_functions");
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).strides({2, 2}).activation(Activation::GELU)), kImage);
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).activation(Activation::SiLU)));
+    for (Activation a : {Activation::SELU, Activation::ELU, Activation::Softplus, Activation::ReLU6,
+                         Activation::LeakyReLU, Activation::Softsign}) {
+      m.add(ActivationLayer<float>(a));
+    }
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).strides({2, 2}).activation(Activation::Tanh)));
+    m.add(Flatten<float>());
+    m.add(Dense<float>(DenseOptions(8).activation(Activation::Sigmoid)));
+    m.add(Dense<float>(DenseOptions(8).activation(Activation::ReLU6)));
+    m.add(Dense<float>(DenseOptions(4).activation(Activation::Softmax)));
+    return m;
+  }});
+  out.push_back({"hard_sigmoid", {"Keras 3's hard_sigmoid, in Dense and Activation"}, [] {
+    Model m(5, "hard_sigmoid");
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).strides({3, 3})), kImage);
+    m.add(ActivationLayer<float>(Activation::HardSigmoid));
+    m.add(Flatten<float>());
+    m.add(Dense<float>(DenseOptions(4).activation(Activation::HardSigmoid)));
+    return m;
+  }, nullptr, "tf.keras 2's hard_sigmoid is another function, and loom writes it to no .h5"});
+  out.push_back({"activation_layers_with_parameters", {"LeakyReLU", "ELU alpha", "ReLU max_value, negative_slope, threshold",
+                                                       "PReLU per channel (Constant) and per element"}, [] {
+    Model m(5, "activation_layers_with_parameters");
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).strides({2, 2})), kImage);
+    m.add(LeakyReLU<float>(0.2));
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3})));
+    m.add(ELU<float>(0.6));
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3})));
+    m.add(ReLU<float>(1.0, 0.1, 0.05));
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3})));
+    m.add(PReLU<float>({1, 2}, 0.25));
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).strides({2, 2})));
+    m.add(PReLU<float>());
+    m.add(Flatten<float>());
+    m.add(Dense<float>(DenseOptions(4)));
+    return m;
+  }});
+
   out.push_back({"activation_layers", {"Activation relu, linear and softmax", "ReLU", "Softmax (axis -1)", "Dropout as the identity in inference"}, [] {
     Model m(5, "activation_layers");
     m.add(Conv2D<float>(Conv2DOptions(2, {3, 3}).strides({2, 2})), kImage);
@@ -274,6 +340,68 @@ inline std::vector<Case> cases() {
                      schedule("CosineDecay", {{"initial_learning_rate", 0.0}, {"decay_steps", 10}, {"alpha", 0.0}, {"warmup_target", 0.02}, {"warmup_steps", 5}})));
   compiled("sgd_weight_decay", {"SGD weight_decay", "SparseCategoricalCrossentropy from_logits"}, Activation::None,
            loss("SparseCategoricalCrossentropy", true), optimizer("SGD", {{"learning_rate", 0.05}, {"momentum", 0.5}, {"weight_decay", 0.02}}));
+  // The shape layers, trained: Keras's step checks their gradients too.
+  out.push_back({"shape_layers", {"Rescaling by one number and per channel", "Cropping2D ((top, bottom), (left, right)), (h, w) and one number",
+                                  "Permute on rank 3 and rank 2", "Reshape with and without -1", "Identity", "a Conv2D after a Reshape"}, [] {
+    Model m(12, "shape_layers");
+    m.add(Rescaling<float>(2.0, -1.0), kImage);
+    m.add(Cropping2D<float>(1, 3, 2, 0));                                              // 24 x 26
+    m.add(Conv2D<float>(Conv2DOptions(4, {3, 3}).strides({2, 2}).activation(Activation::ReLU)));  // 11 x 12 x 4
+    m.add(Rescaling<float>({0.5, 1.0, 2.0, -1.0}, {0.0, 0.1, -0.1, 0.2}));
+    m.add(Cropping2D<float>(1, 0));                                                    // 9 x 12 x 4
+    m.add(Cropping2D<float>(1));                                                       // 7 x 10 x 4
+    m.add(Permute<float>({2, 1, 3}));                                                  // 10 x 7 x 4
+    m.add(Reshape<float>({10, -1}));                                                   // 10 x 28
+    m.add(Permute<float>({2, 1}));                                                     // 28 x 10
+    m.add(Identity<float>());
+    m.add(Reshape<float>({7, 4, 10}));
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).activation(Activation::ReLU)));       // 5 x 2 x 3
+    m.add(Flatten<float>());
+    m.add(Dense<float>(DenseOptions(4).activation(Activation::Softmax)));
+    return m;
+  }, {{"loss", loss("CategoricalCrossentropy")}, {"optimizer", optimizer("SGD", {{"learning_rate", 0.1}, {"momentum", 0.5}})}}});
+  // LayerNormalization over the last axis, and the random layers as the identity in inference.
+  out.push_back({"normalization_and_noise", {"LayerNormalization on images and on features: epsilon, center false, scale false",
+                                             "SpatialDropout2D with and without a seed", "GaussianNoise with and without a seed",
+                                             "SpatialDropout2D and GaussianNoise as the identity in inference"}, [] {
+    Model m(13, "normalization_and_noise");
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).strides({2, 2}).activation(Activation::ReLU)), kImage);
+    m.add(SpatialDropout2D<float>(0.3));
+    m.add(SpatialDropout2D<float>(0.2, 5));
+    m.add(GaussianNoise<float>(0.5));
+    m.add(GaussianNoise<float>(0.1, 3));
+    m.add(LayerNormalization<float>());
+    m.add(LayerNormalization<float>(LayerNormalizationOptions().center(false).epsilon(0.01)));
+    m.add(Flatten<float>());
+    m.add(LayerNormalization<float>(LayerNormalizationOptions().scale(false).epsilon(1e-5)));
+    m.add(Dense<float>(DenseOptions(4).activation(Activation::Softmax)));
+    return m;
+  }});
+  out.push_back({"layer_normalization_axes", {"LayerNormalization over the last two axes without center, over the last three without scale"}, [] {
+    Model m(15, "layer_normalization_axes");
+    m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).strides({2, 2}).activation(Activation::ReLU)), kImage);
+    m.add(LayerNormalization<float>(LayerNormalizationOptions().axis({2, 3}).center(false).epsilon(0.01)));
+    m.add(LayerNormalization<float>(LayerNormalizationOptions().axis({-3, -2, -1}).scale(false)));
+    m.add(Flatten<float>());
+    m.add(Dense<float>(DenseOptions(4).activation(Activation::Softmax)));
+    return m;
+  }});
+  // Keras's weight regularizers, trained: Keras's step checks the penalties' gradients, and its
+  // train_on_batch the loss loom reports with them. (No bias before the BatchNormalization: its
+  // gradient there is rounding noise, whose sign L1 would make a step.)
+  out.push_back({"regularizers", {"Conv2D kernel_regularizer L2", "BatchNormalization gamma_regularizer L2 and beta_regularizer L1L2",
+                                  "LayerNormalization trained, gamma_regularizer L1 and beta_regularizer L2",
+                                  "Dense kernel_regularizer L1L2 and L2, bias_regularizer L1 and L2"}, [] {
+    Model m(14, "regularizers");
+    m.add(Conv2D<float>(Conv2DOptions(2, {3, 3}).strides({3, 3}).use_bias(false).kernel_regularizer(L2(0.01))), kImage);
+    m.add(BatchNormalization<float>(BatchNormalizationOptions().gamma_regularizer(L2(0.01)).beta_regularizer(L1L2(0.001, 0.01))));
+    m.add(ReLU<float>());
+    m.add(Flatten<float>());
+    m.add(LayerNormalization<float>(LayerNormalizationOptions().gamma_regularizer(L1(0.001)).beta_regularizer(L2(0.01))));
+    m.add(Dense<float>(DenseOptions(6).activation(Activation::ReLU).kernel_regularizer(L1L2(0.001, 0.01)).bias_regularizer(L1(0.001))));
+    m.add(Dense<float>(DenseOptions(4).activation(Activation::Softmax).kernel_regularizer(L2(0.05)).bias_regularizer(L2(0.01))));
+    return m;
+  }, {{"loss", loss("SparseCategoricalCrossentropy")}, {"optimizer", optimizer("SGD", {{"learning_rate", 0.1}})}}});
   return out;
 }
 

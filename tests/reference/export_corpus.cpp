@@ -9,8 +9,8 @@
 // in DIR/manifest.json naming the files, their shapes and what the case
 // covers. A compiled case is first trained three steps on fixed batches (so
 // that the optimizer's state and step count are not trivial), then saved;
-// then it takes one more step on a fixed batch, and the batch and every
-// weight after that step are written too.
+// then it takes one more step on a fixed batch, and the batch, the loss
+// that step reports and every weight after it are written too.
 //
 // The program refuses to write a corpus that leaves out a layer, optimizer,
 // loss or schedule loom maps to Keras (keras::supported_layers() and the like).
@@ -175,6 +175,10 @@ json write_case(const corpus::Case& c, const std::filesystem::path& dir, Classes
     vary_weights(m, 300);
   }
   for (const char* ext : {"keras", "h5"}) {
+    if (ext == std::string("h5") && !c.no_h5.empty()) {
+      entry["no_h5"] = c.no_h5;
+      continue;
+    }
     const std::string file = c.name + "." + ext;
     keras::save_model(m, (dir / file).string());
     entry["files"][ext] = file;
@@ -188,8 +192,10 @@ json write_case(const corpus::Case& c, const std::filesystem::path& dir, Classes
   entry["steps_before_saving"] = kStepsBeforeSaving;
   const std::string loss_class = c.compile.at("loss").at("class").get<std::string>();
   const Tensor<float> bx = inputs(in, kTrainBatch, 500), by = targets(loss_class, classes, 600);
-  m.train_step(bx, by);
-  entry["step"] = {{"x", write_tensor(dir, c.name + ".step_x.f32", bx)}, {"y", write_tensor(dir, c.name + ".step_y.f32", by)}};
+  const double loss = m.train_step(bx, by);  // with the regularizers' penalties, as Keras reports it
+  entry["step"] = {{"x", write_tensor(dir, c.name + ".step_x.f32", bx)},
+                   {"y", write_tensor(dir, c.name + ".step_y.f32", by)},
+                   {"loss", loss}};
   json weights = json::array();
   int i = 0;
   for (const auto& p : m.parameters()) {

@@ -184,6 +184,29 @@ def _(k):
     ])
 
 
+@case("shape_layers")
+def _(k):
+    """Rescaling by one number and per channel, Cropping2D in its three forms, Permute, Reshape, Identity."""
+    L = k.layers
+    return k.Sequential([
+        image_input(k),
+        L.Rescaling(2.0, offset=-1.0),
+        L.Cropping2D(((1, 3), (2, 0))),  # 24 x 26
+        L.Conv2D(4, 3, strides=2, activation="relu"),  # 11 x 12 x 4
+        L.Rescaling([0.5, 1.0, 2.0, -1.0], offset=[0.0, 0.1, -0.1, 0.2]),
+        L.Cropping2D((1, 0)),  # 9 x 12
+        L.Cropping2D(1),  # 7 x 10
+        L.Permute((2, 1, 3)),  # 10 x 7 x 4
+        L.Reshape((10, -1)),  # 10 x 28
+        L.Permute((2, 1)),  # 28 x 10
+        L.Identity(),
+        L.Reshape((7, 4, 10)),
+        L.Conv2D(3, 3, activation="relu"),  # 5 x 2 x 3
+        L.Flatten(),
+        L.Dense(10, activation="softmax"),
+    ])
+
+
 @case("activations")
 def _(k):
     L = k.layers
@@ -220,14 +243,18 @@ def _(k):
 
 @case("regularized", compile=lambda k: dict(optimizer="sgd", loss="sparse_categorical_crossentropy"))
 def _(k):
+    """Every weight regularizer loom reads (L1, L2, L1L2 on Conv2D, BatchNormalization, LayerNormalization
+    and Dense); constraints and initializers, which loom ignores."""
     L, R = k.layers, k.regularizers
     return k.Sequential([
         image_input(k),
-        L.Conv2D(4, 3, kernel_regularizer=R.L2(1e-3), bias_regularizer=R.L1(1e-4), activity_regularizer=R.L2(1e-5),
+        L.Conv2D(4, 3, kernel_regularizer=R.L2(1e-3), bias_regularizer=R.L1(1e-4),
                  kernel_constraint=k.constraints.MaxNorm(2.0), kernel_initializer="he_normal"),
-        L.BatchNormalization(beta_regularizer=R.L2(1e-4), gamma_constraint=k.constraints.NonNeg()),
+        L.BatchNormalization(beta_regularizer=R.L2(1e-4), gamma_regularizer=R.L1L2(1e-4, 1e-3),
+                             gamma_constraint=k.constraints.NonNeg()),
         L.Flatten(),
-        L.Dense(10, activation="softmax", kernel_regularizer=R.L1L2(1e-4, 1e-4)),
+        L.LayerNormalization(gamma_regularizer=R.L1(1e-4), beta_regularizer=R.L2(1e-3)),
+        L.Dense(10, activation="softmax", kernel_regularizer=R.L1L2(1e-4, 1e-4), bias_regularizer=R.L2(1e-3)),
     ], name="regularized_net")
 
 
@@ -369,28 +396,127 @@ def _(k):
     return k.Model(inputs, L.Dense(10, activation="softmax")(L.Concatenate(axis=1)([h, g])))
 
 
-refused("nested_augmentation", "Sequential", model=augmentation_block, formats=ALL)
+case("nested_augmentation", formats=ALL)(augmentation_block)
+
+
+@case("nested_block", formats=ALL)
+def _(k):
+    """A Sequential with weights nested in a model: its variables under its own path."""
+    L = k.layers
+    block = k.Sequential([k.Input((14, 14, 4)), L.Conv2D(4, 3, padding="same"), L.BatchNormalization(), L.ReLU(),
+                          L.Conv2D(6, 3)], name="block")
+    return k.Sequential([image_input(k), L.Conv2D(4, 3, strides=2, padding="same"), block, L.Flatten(),
+                         L.Dense(10, activation="softmax")])
 case("global_average_pooling")(lambda k: k.Sequential([image_input(k), k.layers.Conv2D(4, 3),
                                                        k.layers.GlobalAveragePooling2D(keepdims=True),
                                                        k.layers.Flatten(), k.layers.Dense(10)]))
-refused("depthwise_conv", "DepthwiseConv2D", lambda k: [k.layers.DepthwiseConv2D(3), *head(k)], formats=ALL)
-refused("layer_normalization", "LayerNormalization", lambda k: [k.layers.LayerNormalization(), *head(k)], formats=ALL)
-refused("gelu", "gelu", lambda k: [k.layers.Conv2D(4, 3, activation="gelu"), *head(k)], formats=ALL)
-refused("tanh", "tanh", lambda k: [k.layers.Flatten(), k.layers.Dense(10, activation="tanh")])
-refused("sigmoid_layer", "sigmoid", lambda k: [k.layers.Flatten(), k.layers.Activation("sigmoid")])
-refused("leaky_relu", "LeakyReLU", lambda k: [k.layers.Conv2D(4, 3), k.layers.LeakyReLU(), *head(k)], formats=ALL)
-refused("relu_max_value", "max_value", lambda k: [k.layers.ReLU(max_value=6.0), *head(k)])
-refused("conv_dilation", "dilation_rate", lambda k: [k.layers.Conv2D(4, 3, dilation_rate=2), *head(k)])
+
+
+@case("depthwise_separable")
+def _(k):
+    """DepthwiseConv2D with a depth multiplier, strides, dilation; SeparableConv2D; a dilated Conv2D."""
+    L = k.layers
+    return k.Sequential([
+        image_input(k),
+        L.Conv2D(6, 3, dilation_rate=2, padding="same", activation="relu"),
+        L.DepthwiseConv2D(3, depth_multiplier=2, strides=2, padding="same", activation="relu6"),
+        L.DepthwiseConv2D((3, 2), dilation_rate=(2, 1), use_bias=False),
+        L.SeparableConv2D(8, 3, depth_multiplier=2, padding="same", activation="relu"),
+        L.SeparableConv2D(5, (2, 3), strides=2, dilation_rate=1, use_bias=False),
+        L.GlobalAveragePooling2D(), L.Dense(10, activation="softmax"),
+    ])
+
+
+@case("conv_transpose")
+def _(k):
+    """Conv2DTranspose valid and same, strided, dilated, with and without a bias."""
+    L = k.layers
+    return k.Sequential([
+        image_input(k),
+        L.Conv2D(4, 3, strides=2),
+        L.Conv2DTranspose(3, 3, strides=2, activation="relu"),
+        L.Conv2DTranspose(4, (2, 3), strides=(3, 1), padding="same", use_bias=False),
+        L.Conv2DTranspose(2, 3, dilation_rate=2, activation="tanh"),
+        L.GlobalMaxPooling2D(), L.Dense(10, activation="softmax"),
+    ])
+
+
+refused("conv_transpose_output_padding", "output_padding",
+        lambda k: [k.layers.Conv2DTranspose(2, 3, strides=2, output_padding=1), *head(k)])
+
+
+
+
+@case("layer_normalization")
+def _(k):
+    """LayerNormalization over the last axis, over the last two and the last three (gamma and beta of their
+    shape), without center or scale, another epsilon; and on flat features."""
+    L = k.layers
+    return k.Sequential([
+        image_input(k),
+        L.Conv2D(4, 3, strides=2, activation="relu"),
+        L.LayerNormalization(),
+        L.LayerNormalization(axis=[2, 3], center=False, epsilon=0.01),
+        L.LayerNormalization(axis=(-3, -2, -1), scale=False),
+        L.Flatten(),
+        L.Dense(16),
+        L.LayerNormalization(epsilon=1e-5),
+        L.Dense(10, activation="softmax"),
+    ])
+
+
+refused("layer_normalization_axis", "axis", lambda k: [k.layers.LayerNormalization(axis=1), *head(k)], formats=ALL)
+refused("layer_normalization_rms_scaling", "rms_scaling",
+        lambda k: [k.layers.LayerNormalization(rms_scaling=True), *head(k)])
+
+
+@case("activation_functions")
+def _(k):
+    """Every activation Keras names that loom has, in Conv2D, Dense and
+    Activation; hard_sigmoid as the Keras that wrote the file defines it."""
+    L = k.layers
+    return k.Sequential([
+        image_input(k),
+        L.Conv2D(4, 3, strides=2, activation="gelu"), L.Conv2D(4, 3, activation="silu"),
+        L.Activation("selu"), L.Activation("elu"), L.Activation("softplus"), L.Activation("relu6"),
+        L.Conv2D(4, 3, activation="swish"), L.Activation("leaky_relu"), L.Activation("softsign"),
+        L.Flatten(),
+        L.Dense(24, activation="tanh"), L.Dense(24, activation="sigmoid"), L.Dense(24, activation="hard_sigmoid"),
+        L.Dense(10, activation="softmax"),
+    ])
+
+
+@case("activation_layers")
+def _(k):
+    """LeakyReLU (alpha in tf.keras 2, negative_slope in Keras 3), ELU,
+    ReLU's options, PReLU per channel and per element."""
+    L = k.layers
+    return k.Sequential([
+        image_input(k),
+        L.Conv2D(4, 3, strides=2), L.LeakyReLU(), L.Conv2D(4, 3), L.ELU(alpha=0.5),
+        L.Conv2D(4, 3), L.ReLU(max_value=1.0, negative_slope=0.1, threshold=0.2),
+        L.Conv2D(4, 3), L.PReLU(shared_axes=[1, 2]), L.Conv2D(4, 3), L.PReLU(),
+        L.Flatten(), L.Dense(10), L.LeakyReLU(0.05), L.Softmax(),
+    ])
+
+
+refused("mish", "mish", lambda k: [k.layers.Flatten(), k.layers.Dense(10, activation="mish")])
+refused("prelu_constraint", "alpha_constraint", lambda k: [k.layers.PReLU(alpha_constraint="non_neg"), *head(k)])
 refused("conv_groups", "groups", lambda k: [k.layers.Conv2D(4, 3), k.layers.Conv2D(4, 3, groups=2), *head(k)])
 refused("channels_first", "channels_first", lambda k: [k.layers.Conv2D(4, 1, data_format="channels_first"),
                                                        *head(k)])
 case("average_pooling")(lambda k: k.Sequential([image_input(k), k.layers.AveragePooling2D(2),
                                                 k.layers.AveragePooling2D(3, strides=2, padding="same"), *head(k)]))
-refused("rescaling", "Rescaling", lambda k: [k.layers.Rescaling(1 / 255), *head(k)], formats=ALL)
-refused("reshape", "Reshape", lambda k: [k.layers.Reshape((784,)), k.layers.Dense(10)])
-refused("separable_conv", "SeparableConv2D", lambda k: [k.layers.SeparableConv2D(4, 3), *head(k)])
-refused("spatial_dropout", "SpatialDropout2D", lambda k: [k.layers.SpatialDropout2D(0.2), *head(k)])
-refused("gaussian_noise", "GaussianNoise", lambda k: [k.layers.GaussianNoise(0.1), *head(k)])
+case("noise_layers", note="SpatialDropout2D and GaussianNoise: the identity in inference")(
+    lambda k: k.Sequential([image_input(k), k.layers.Conv2D(4, 3, activation="relu"), k.layers.SpatialDropout2D(0.2),
+                            k.layers.SpatialDropout2D(0.5, seed=4), k.layers.GaussianNoise(0.1),
+                            k.layers.GaussianNoise(0.3, seed=8), *head(k)]))
+refused("spatial_dropout_channels_first", "channels_first",
+        lambda k: [k.layers.SpatialDropout2D(0.2, data_format="channels_first"), *head(k)])
+refused("activity_regularizer", "activity_regularizer",
+        lambda k: [k.layers.Conv2D(4, 3, activity_regularizer=k.regularizers.L2(1e-5)), *head(k)], formats=ALL)
+refused("orthogonal_regularizer", "OrthogonalRegularizer",
+        lambda k: [k.layers.Flatten(), k.layers.Dense(10, kernel_regularizer=k.regularizers.OrthogonalRegularizer())])
 refused("random_rotation", "RandomRotation", lambda k: [k.layers.RandomRotation(0.1), *head(k)], formats=ALL)
 refused("random_zoom", "RandomZoom", lambda k: [k.layers.RandomZoom(0.1), *head(k)])
 refused("random_crop", "RandomCrop", lambda k: [k.layers.ZeroPadding2D(2), k.layers.RandomCrop(28, 28), *head(k)],
@@ -480,7 +606,7 @@ def randomize(model, rng):
     """Non-trivial weights: every kernel, bias and BatchNormalization vector at random."""
     for variable in model.weights:
         shape, kind = tuple(variable.shape), stem(variable)
-        if kind == "kernel":
+        if kind.endswith("kernel"):  # kernel, depthwise_kernel, pointwise_kernel
             fan_in = int(np.prod(shape[:-1]))
             value = rng.uniform(-1, 1, shape) * np.sqrt(3.0 / fan_in)
         elif kind in ("bias", "beta", "moving_mean"):
@@ -489,6 +615,8 @@ def randomize(model, rng):
             value = rng.uniform(0.6, 1.4, shape)
         elif kind == "moving_variance":
             value = rng.uniform(0.4, 2.0, shape)
+        elif kind == "alpha":  # PReLU's slopes
+            value = rng.uniform(-0.5, 0.5, shape)
         else:
             continue
         variable.assign(value.astype(np.float32))

@@ -39,7 +39,18 @@ inline std::string weight_stem(const std::string& name) {
   return s;
 }
 
-/// Loads one layer's weights from `group`, at the paths `names`.
+/// The layer and the weight a weight's path names ("block/conv2d/kernel:0"
+/// -> "conv2d/kernel"); a path of one part, that part.
+inline std::string weight_key(const std::string& name) {
+  const std::string stem = weight_stem(name);
+  const std::string rest = name.rfind('/') == std::string::npos ? std::string() : name.substr(0, name.rfind('/'));
+  return rest.empty() ? stem : rest.substr(rest.rfind('/') == std::string::npos ? 0 : rest.rfind('/') + 1) + "/" + stem;
+}
+
+/// Loads one layer's weights from `group`, at the paths `names`: each to
+/// the weight of the same layer and name (a nested model's layers hold
+/// weights of the same names; Keras lists them trainable first), else of
+/// the same name, else in Keras's order.
 template <class T>
 void read_layer_weights(const hdf5::Group& group, const std::vector<std::string>& names, Layer<T>& layer,
                         const std::string& what) {
@@ -50,10 +61,15 @@ void read_layer_weights(const hdf5::Group& group, const std::vector<std::string>
   }
   std::vector<bool> done(params.size(), false);
   for (std::size_t i = 0; i < names.size(); ++i) {
-    const std::string stem = weight_stem(names[i]);
+    const std::string stem = weight_stem(names[i]), key = weight_key(names[i]);
     std::size_t target = params.size();
-    for (std::size_t p = 0; p < params.size(); ++p) {
-      if (!done[p] && weight_stem(params[p].name) == stem) target = p;
+    for (std::size_t p = 0; p < params.size() && target == params.size(); ++p) {
+      if (!done[p] && params[p].name == key) target = p;
+    }
+    if (target == params.size()) {
+      for (std::size_t p = 0; p < params.size(); ++p) {
+        if (!done[p] && weight_stem(params[p].name) == stem) target = p;
+      }
     }
     if (target == params.size()) target = i;  // names loom does not know: Keras's order
     if (done[target]) throw FormatError(what + ": layer '" + layer.name() + "' has weight '" + stem + "' twice");

@@ -31,28 +31,42 @@
 
 namespace loom::keras::impl {
 
-/// Per-layer auto names, as Keras numbers them: conv2d, conv2d_1, ...
-template <class T>
-std::vector<std::string> variable_paths(const Sequential<T>& model) {
-  std::map<std::string, int> used;
-  std::vector<std::string> paths;
-  for (const auto& l : model.layers()) {
-    std::string name = snake_case(keras_layer_class(l->type()));
-    const auto it = used.find(name);
-    if (it == used.end()) {
-      used[name] = 0;
-    } else {
-      name += "_" + std::to_string(++it->second);
-    }
-    paths.push_back("layers/" + name + "/vars");
-  }
-  return paths;
-}
-
 /// The graph of a functional model (a Sequential holding one Graph), or null.
 template <class T>
 Graph<T>* graph_of(const Sequential<T>& model) {
   return model.size() == 1 ? dynamic_cast<Graph<T>*>(model.layers().front().get()) : nullptr;
+}
+
+/// The variables of a model nested in a chain (a Graph made from a nested
+/// Sequential's entry): Keras keeps them under the nested model's path, as
+/// `<path>/layers/<class>[_k]/vars`, numbered within it.
+template <class T>
+void nested_variable_slots(const json& entry, const std::string& path, Graph<T>& graph, const std::string& what,
+                           std::vector<std::pair<std::string, Layer<T>*>>& slots) {
+  std::string name;
+  bool functional = false;
+  std::map<std::string, int> used;
+  const std::vector<Layer<T>*> layers = graph.layers();
+  std::size_t k = 0;
+  for (const json& inner : layer_list(entry, what, name, functional)) {
+    const std::string cls = Fields(inner, what + ": nested layer").text("class_name");
+    if (cls == "InputLayer") continue;
+    std::string inner_path = snake_case(cls);
+    const auto it = used.find(inner_path);
+    if (it == used.end()) {
+      used[inner_path] = 0;
+    } else {
+      inner_path += "_" + std::to_string(++it->second);
+    }
+    if (k >= layers.size()) break;
+    Layer<T>* layer = layers[k++];
+    const std::string at = path + "/layers/" + inner_path;
+    if (auto* deeper = dynamic_cast<Graph<T>*>(layer)) {
+      nested_variable_slots(inner, at, *deeper, what, slots);
+    } else {
+      slots.emplace_back(at + "/vars", layer);
+    }
+  }
 }
 
 /// Where each layer's variables are in a .keras file: (path, layer). A
@@ -66,8 +80,32 @@ std::vector<std::pair<std::string, Layer<T>*>> variable_slots(const Sequential<T
   std::vector<std::pair<std::string, Layer<T>*>> slots;
   Graph<T>* graph = graph_of(model);
   if (graph == nullptr) {
-    const auto paths = variable_paths(model);
-    for (std::size_t k = 0; k < paths.size(); ++k) slots.emplace_back(paths[k], model.layers()[k].get());
+    // Numbered by class as Keras numbers them; a model nested in the chain
+    // (a Graph) by the class its entry names (Sequential), its variables under it.
+    std::string name;
+    bool functional = false;
+    std::map<std::string, int> used;
+    std::size_t k = 0;
+    for (const json& entry : layer_list(config, what, name, functional)) {
+      const std::string cls = Fields(entry, what + ": layer").text("class_name");
+      if (cls == "InputLayer") continue;
+      if (k >= model.layers().size()) break;
+      Layer<T>* layer = model.layers()[k++].get();
+      std::string path = snake_case(keras_layer_class(layer->type()));
+      auto* nested = dynamic_cast<Graph<T>*>(layer);
+      if (nested) path = snake_case(cls);
+      const auto it = used.find(path);
+      if (it == used.end()) {
+        used[path] = 0;
+      } else {
+        path += "_" + std::to_string(++it->second);
+      }
+      if (nested) {
+        nested_variable_slots(entry, "layers/" + path, *nested, what, slots);
+      } else {
+        slots.emplace_back("layers/" + path + "/vars", layer);
+      }
+    }
     return slots;
   }
   std::string name;

@@ -5,9 +5,9 @@
 /// key of its loom Config (import, then the layer is made through loom's own
 /// registry) and back (export). One registration per layer:
 ///
-///     LOOM_REGISTER(Rescaling)                                  // loom's registry
-///     LOOM_KERAS_MAPPING(keras::LayerMapping("Rescaling")       // Keras's class name
-///                            .real("scale").real("offset", 0.0))  // both ways
+///     LOOM_REGISTER(ScaleShift)                                 // loom's registry
+///     LOOM_KERAS_MAPPING(keras::LayerMapping("ScaleShift")      // Keras's class name
+///                            .real("scale").real("shift", 0.0))  // both ways
 ///
 /// and the layer reads from and writes to .keras and .h5 files. loom's own
 /// layers are mapped in keras/layers.hpp. Steps run in the order given:
@@ -29,8 +29,35 @@
 
 namespace loom::keras {
 
+/// Keras's name for a loom activation; nullptr for the two Keras has no
+/// name for (GELUTanh, HardSigmoidKeras2).
+inline const char* keras_activation(Activation a) {
+  if (a == Activation::GELUTanh || a == Activation::HardSigmoidKeras2) return nullptr;
+  return to_string(a);
+}
+/// The activation names loom reads from Keras, for messages.
+inline std::string keras_activation_list() {
+  std::string list;
+  for (const auto& n : loom::detail::kActivationNames) {
+    if (!keras_activation(n.activation)) continue;
+    list += list.empty() ? "" : ", ";
+    list += n.name;
+  }
+  return list;
+}
+/// Keras's name of the activation a loom config holds under "activation"
+/// (FormatError for one Keras has no name for).
+inline std::string keras_activation_of(const Config& c) {
+  const Activation a = activation_from(c.text("activation"));
+  if (const char* name = keras_activation(a)) return name;
+  throw FormatError(std::string("activation '") + to_string(a) + "' has no Keras name (Keras's gelu is the exact " +
+                    "one; its hard_sigmoid is Keras 3's relu6(x + 3) / 6)");
+}
+
 /// A Keras activation: "relu", a serialized function ({"class_name":
-/// "function", "config": "softmax_v2"}), or null for linear.
+/// "function", "config": "softmax_v2"}), or null for linear. "hard_sigmoid"
+/// is read as the Keras that saved the file defines it (tf.keras 2's
+/// clip(0.2 x + 0.5, 0, 1) or Keras 3's relu6(x + 3) / 6).
 inline Activation activation_of(const Fields& f, const char* key = "activation") {
   if (!f.has(key)) return Activation::None;
   const json& v = f.at(key);
@@ -43,10 +70,11 @@ inline Activation activation_of(const Fields& f, const char* key = "activation")
     f.bad(key, "an activation name");
   }
   if (name.size() > 3 && name.compare(name.size() - 3, 3, "_v2") == 0) name.resize(name.size() - 3);
-  if (name == "relu") return Activation::ReLU;
-  if (name == "softmax") return Activation::Softmax;
-  if (name == "linear") return Activation::None;
-  f.refuse("activation '" + name + "' (loom has relu, softmax and linear)");
+  if (name == "hard_sigmoid" && keras_major_version(f.keras_version()) == 2) return Activation::HardSigmoidKeras2;
+  for (const auto& n : detail::kActivationNames) {
+    if (name == n.name && keras_activation(n.activation)) return n.activation;
+  }
+  f.refuse("activation '" + name + "' (loom has " + keras_activation_list() + ")");
 }
 
 inline Padding padding_of(const Fields& f) {
@@ -132,10 +160,30 @@ class LayerMapping : public MappingNames {
       c.set(key, otherwise && !f.has(key.c_str()) ? *otherwise : f.size2(key.c_str()));
     }, [key](const Config& c, json& k) { k[key] = impl::pair_json(c.size2(key)); });
   }
-  /// Keras's `activation` (relu, softmax, linear) both ways.
+  /// Keras's `activation` both ways (keras_activation_list). A legacy .h5
+  /// gets no hard_sigmoid: tf.keras 2, which reads .h5 files, defines it
+  /// otherwise (a .keras file carries it).
   LayerMapping& activation() {
+    h5_check([](const Config& c) {
+      if (activation_from(c.text("activation")) == Activation::HardSigmoid) {
+        throw FormatError("activation 'hard_sigmoid' is not written to a legacy .h5: tf.keras 2 reads it as "
+                          "clip(0.2 x + 0.5, 0, 1), not Keras 3's relu6(x + 3) / 6 (save as .keras)");
+      }
+    });
     return step([](const Fields& f, Config& c) { c.set("activation", to_string(activation_of(f))); },
-                [](const Config& c, json& k) { k["activation"] = c.text("activation"); });
+                [](const Config& c, json& k) { k["activation"] = keras_activation_of(c); });
+  }
+  /// A check of a loom config that may refuse it (FormatError) in a legacy
+  /// .h5 only.
+  LayerMapping& h5_check(std::function<void(const Config&)> check) {
+    h5_checks_.push_back(std::move(check));
+    return *this;
+  }
+  /// A key Keras 3 writes as `keras3_key` and tf.keras 2 as `h5_key` (Keras 3
+  /// reads both): the legacy .h5 gets the latter.
+  LayerMapping& h5_key(std::string keras3_key, std::string h5_key) {
+    h5_keys_.emplace_back(std::move(keras3_key), std::move(h5_key));
+    return *this;
   }
   /// Keras's `padding` (valid, same) both ways.
   LayerMapping& padding() {
@@ -200,7 +248,13 @@ class LayerMapping : public MappingNames {
       if (s.out) s.out(c, k);
     }
     if (!keras_v3) {
+      for (const auto& check : h5_checks_) check(c);
       for (const auto& key : keras3_only_) k.erase(key);
+      for (const auto& [from, to] : h5_keys_) {
+        if (!k.contains(from)) continue;
+        k[to] = k[from];
+        k.erase(from);
+      }
     }
   }
 
@@ -211,6 +265,8 @@ class LayerMapping : public MappingNames {
   };
   std::vector<Step> steps_;
   std::vector<std::string> keras3_only_;
+  std::vector<std::function<void(const Config&)>> h5_checks_;
+  std::vector<std::pair<std::string, std::string>> h5_keys_;
   std::vector<InputCheck> input_checks_;
   bool makes_layer_ = true;
 };
@@ -284,7 +340,11 @@ json layer_to_keras(Layer<T>& layer, bool keras_v3) {
     throw FormatError("layer '" + layer.name() + "' (" + type + ") is not written for Keras: " + m->refusal());
   }
   json k = {{"name", layer.name()}, {"trainable", true}, {"dtype", "float32"}};
-  m->config_to_keras(layer.config(), k, keras_v3);
+  try {
+    m->config_to_keras(layer.config(), k, keras_v3);
+  } catch (const FormatError& e) {
+    throw FormatError("layer '" + layer.name() + "' (" + type + "): " + e.what());
+  }
   return k;
 }
 

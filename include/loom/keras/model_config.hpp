@@ -159,6 +159,67 @@ inline bool straight_chain(const json& layers, const std::string& what) {
   return true;
 }
 
+/// Whether a layer entry's class is a model's: a model nested in another.
+inline bool nested_model_class(const std::string& cls) {
+  return cls == "Sequential" || cls == "Functional" || cls == "Model";
+}
+
+template <class T>
+std::unique_ptr<Layer<T>> keras_layer(const json& entry, const LayerEntry& e, Index max_values_per_layer,
+                                      const std::string& keras_version);
+
+/// A model nested in another, as Keras's `keras.Sequential([...])` block
+/// placed in a model (a data-augmentation block, say): a Graph layer that
+/// is the chain of its layers, named as the model. Its config must give its
+/// input shape (Keras writes its InputLayer).
+template <class T>
+std::unique_ptr<Layer<T>> nested_model(const json& entry, const LayerEntry& e, Index max_values_per_layer,
+                                       const std::string& keras_version) {
+  const Fields& lf = e.config;
+  std::string name;
+  bool functional = false;
+  const json& layers = layer_list(entry, lf.where(), name, functional);
+  if (functional && !straight_chain(layers, lf.where())) {
+    lf.refuse("a nested Functional model with branches (loom reads nested chains)");
+  }
+  std::optional<Shape> input;
+  std::string input_name = "input_layer";
+  std::vector<typename Graph<T>::LayerPtr> made;
+  std::vector<typename Graph<T>::Node> nodes;
+  std::size_t index = 0;
+  for (const json& json_entry : layers) {
+    const LayerEntry inner = layer_entry(json_entry, lf.where(), ++index, keras_version);
+    if (auto shape = input_shape_of(inner.config); shape && made.empty()) {
+      input = shape;
+      if (inner.cls == "InputLayer" && !inner.name.empty()) input_name = inner.name;
+    }
+    std::unique_ptr<Layer<T>> layer = keras_layer<T>(json_entry, inner, max_values_per_layer, keras_version);
+    if (!layer) continue;
+    nodes.push_back({static_cast<int>(made.size()), {static_cast<int>(made.size()) - 1}});
+    made.emplace_back(std::move(layer));
+  }
+  if (made.empty()) lf.refuse("a nested model with no layers loom can run");
+  if (!input) lf.refuse("a nested model whose config gives no input shape");
+  try {
+    auto graph = std::make_unique<Graph<T>>(*input, input_name, std::move(made), std::move(nodes));
+    graph->set_name(name);
+    return graph;
+  } catch (const Error& err) {
+    throw FormatError(lf.where() + ": " + err.what());
+  }
+}
+
+/// The loom layer of one Keras layer entry (nullptr for an InputLayer):
+/// through the layer mappings, or a nested model.
+template <class T>
+std::unique_ptr<Layer<T>> keras_layer(const json& entry, const LayerEntry& e, Index max_values_per_layer,
+                                      const std::string& keras_version) {
+  if (nested_model_class(e.cls)) return nested_model<T>(entry, e, max_values_per_layer, keras_version);
+  auto layer = layer_from_keras<T>(e.cls, e.config);
+  if (layer) layer->limit_parameter_values(max_values_per_layer);
+  return layer;
+}
+
 /// A Functional model with branches, merges or shared layers: each layer
 /// entry made once and called on the outputs its inbound nodes name, in the
 /// config's order (Keras writes them so that each call's inputs come first).
@@ -180,7 +241,7 @@ Sequential<T> functional_from_config(const json& model, const json& layers, cons
     const std::string &cls = entry.cls, &name = entry.name;
     if (outputs.count(name)) throw FormatError(lf.where() + ": a second layer of that name");
     const auto calls = inbound_calls(e);
-    auto layer = layer_from_keras<T>(cls, lf);
+    auto layer = keras_layer<T>(json_entry, entry, max_values_per_layer, keras_version);
     if (!layer) {  // an InputLayer
       const auto shape = input_shape_of(lf);
       if (!shape) throw FormatError(lf.where() + ": no input shape");
@@ -190,7 +251,6 @@ Sequential<T> functional_from_config(const json& model, const json& layers, cons
       continue;
     }
     if (calls.empty()) throw FormatError(lf.where() + ": takes no input");
-    layer->limit_parameter_values(max_values_per_layer);
     SharedLayer<T> handle(std::move(layer));
     for (const auto& refs : calls) {
       std::vector<Symbol<T>> xs;
@@ -397,10 +457,9 @@ Sequential<T> model_from_config(const json& model, const std::string& what = "Ke
       if (input_shape && *input_shape != *s) throw FormatError(lf.where() + ": a second, different input shape");
       input_shape = s;
     }
-    auto layer = impl::layer_from_keras<T>(cls, lf);
+    auto layer = impl::keras_layer<T>(json_entry, entry, max_values_per_layer, keras_version);
     if (!layer) continue;
     made.push_back({cls, lf.where(), &e.at("config")});
-    layer->limit_parameter_values(max_values_per_layer);
     try {
       out.add(std::move(layer), out.layers().empty() ? input_shape : std::nullopt);
     } catch (const Error& err) {

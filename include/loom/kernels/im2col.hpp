@@ -7,8 +7,8 @@
 ///     x: [N, H, W, C]                 col: [N*Ho*Wo, kh*kw*C]
 ///                                      row (n, oh, ow) =
 ///     +----+----+----+                  | x[n, ih0, iw0, 0..C) | x[n, ih0, iw0+1, 0..C) | ... |
-///     | kh x kw window |  ------>        (i, j, c) with ih = oh*sh - pad_top + i,
-///     +----+----+----+                                   iw = ow*sw - pad_left + j
+///     | kh x kw window |  ------>        (i, j, c) with ih = oh*sh - pad_top + i*dh,
+///     +----+----+----+                                   iw = ow*sw - pad_left + j*dw
 ///
 /// Cells of the window that fall in the padding are zero. The column order
 /// (i, j, c) matches Keras's kernel layout [kh, kw, cin, cout], so with the
@@ -52,10 +52,49 @@ struct Window2D {
   Index kh = 1, kw = 1, sh = 1, sw = 1;
   Index pad_top = 0, pad_left = 0;
   Index ho = 0, wo = 0;  // output
+  Index dh = 1, dw = 1;  // dilation: the window's cells are dh rows and dw columns apart
 
   Index rows() const { return n * ho * wo; }   // rows of the column matrix
   Index patch() const { return kh * kw * c; }  // columns of the column matrix
 };
+
+/// The window of a (maybe dilated) kernel over an NHWC batch, and the
+/// checks Keras makes of it: sizes >= 1, and no stride > 1 with a dilation
+/// > 1. `what` names the layer in errors.
+inline void check_window(const char* what, Size2 kernel, Size2 strides, Size2 dilation) {
+  for (int a = 0; a < 2; ++a) {
+    if (kernel[a] < 1 || strides[a] < 1 || dilation[a] < 1) {
+      throw ConfigError(str(what, ": kernel_size, strides and dilation_rate must be >= 1, got kernel_size=(", kernel[0],
+                            ", ", kernel[1], ") strides=(", strides[0], ", ", strides[1], ") dilation_rate=(",
+                            dilation[0], ", ", dilation[1], ")"));
+    }
+  }
+  if ((strides[0] > 1 || strides[1] > 1) && (dilation[0] > 1 || dilation[1] > 1)) {
+    throw ConfigError(str(what, ": strides > 1 with dilation_rate > 1 (Keras refuses them together)"));
+  }
+}
+
+/// The geometry of a dilated window on images (H, W, C): a window of
+/// (k - 1) * d + 1 cells per axis, Keras's valid or same.
+inline Window2D dilated_window(const Shape& in, Size2 kernel, Size2 strides, Size2 dilation, Padding padding) {
+  Window2D g;
+  g.h = in[0];
+  g.w = in[1];
+  g.c = in[2];
+  g.kh = kernel[0];
+  g.kw = kernel[1];
+  g.sh = strides[0];
+  g.sw = strides[1];
+  g.dh = dilation[0];
+  g.dw = dilation[1];
+  const AxisGeometry rows = window_axis(g.h, (g.kh - 1) * g.dh + 1, g.sh, padding);
+  const AxisGeometry cols = window_axis(g.w, (g.kw - 1) * g.dw + 1, g.sw, padding);
+  g.ho = rows.out;
+  g.wo = cols.out;
+  g.pad_top = rows.pad_before;
+  g.pad_left = cols.pad_before;
+  return g;
+}
 
 /// Copies n values. Window rows of a first layer are a few values long (3
 /// for a 3x3 kernel on one channel), and Winograd's transforms copy the last
@@ -88,9 +127,9 @@ void im2col(const T* x, const Window2D& g, Index n0, Index n1, T* col) {
     for (Index oh = 0; oh < g.ho; ++oh) {
       for (Index ow = 0; ow < g.wo; ++ow) {
         const Index iw0 = ow * g.sw - g.pad_left;
-        const bool inside = iw0 >= 0 && iw0 + g.kw <= g.w;
+        const bool inside = g.dw == 1 && iw0 >= 0 && iw0 + g.kw <= g.w;
         for (Index i = 0; i < g.kh; ++i, out += span) {
-          const Index ih = oh * g.sh - g.pad_top + i;
+          const Index ih = oh * g.sh - g.pad_top + i * g.dh;
           if (ih < 0 || ih >= g.h) {
             std::fill(out, out + span, T(0));
             continue;
@@ -101,7 +140,7 @@ void im2col(const T* x, const Window2D& g, Index n0, Index n1, T* col) {
             continue;
           }
           for (Index j = 0; j < g.kw; ++j) {
-            const Index iw = iw0 + j;
+            const Index iw = iw0 + j * g.dw;
             T* o = out + j * g.c;
             if (iw < 0 || iw >= g.w) {
               std::fill(o, o + g.c, T(0));
@@ -130,10 +169,10 @@ void col2im(const T* col, const Window2D& g, Index n0, Index n1, T* dx) {
     for (Index oh = 0; oh < g.ho; ++oh) {
       for (Index ow = 0; ow < g.wo; ++ow, in += row_len) {
         for (Index i = 0; i < g.kh; ++i) {
-          const Index ih = oh * g.sh - g.pad_top + i;
+          const Index ih = oh * g.sh - g.pad_top + i * g.dh;
           if (ih < 0 || ih >= g.h) continue;
           for (Index j = 0; j < g.kw; ++j) {
-            const Index iw = ow * g.sw - g.pad_left + j;
+            const Index iw = ow * g.sw - g.pad_left + j * g.dw;
             if (iw < 0 || iw >= g.w) continue;
             T* d = dxn + (ih * g.w + iw) * g.c;
             const T* s = in + (i * g.kw + j) * g.c;

@@ -69,6 +69,9 @@ class BatchNormalizationOptions {
   /// The moving variance takes the unbiased batch variance, var * n / (n - 1)
   /// (tf.keras 2.x's fused kernel), instead of Keras 3's biased one.
   LOOM_OPTION(bool, unbiased_moving_variance, false)
+  /// Keras's weight regularizers of gamma and beta (regularizers.hpp).
+  LOOM_OPTION(Regularizer, gamma_regularizer, Regularizer())
+  LOOM_OPTION(Regularizer, beta_regularizer, Regularizer())
 };
 
 template <class T>
@@ -93,6 +96,8 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
     if (opt_.synchronized()) c.set("synchronized", true);
     // Always written: a file without it predates the option, and was trained with the unbiased rule.
     c.set("unbiased_moving_variance", opt_.unbiased_moving_variance());
+    set_regularizer(c, "gamma_regularizer", opt_.gamma_regularizer());  // only when set
+    set_regularizer(c, "beta_regularizer", opt_.beta_regularizer());
     return c;
   }
   static std::unique_ptr<Layer<T>> from_config(const Config& c) {
@@ -102,7 +107,9 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
                                                     .center(c.flag("center", true))
                                                     .scale(c.flag("scale", true))
                                                     .synchronized(c.flag("synchronized", false))
-                                                    .unbiased_moving_variance(c.flag("unbiased_moving_variance", true)));
+                                                    .unbiased_moving_variance(c.flag("unbiased_moving_variance", true))
+                                                    .gamma_regularizer(regularizer_from(c, "gamma_regularizer"))
+                                                    .beta_regularizer(regularizer_from(c, "beta_regularizer")));
   }
 
   /// gamma (when `scale`), beta (when `center`), moving_mean, moving_variance:
@@ -110,8 +117,8 @@ class BatchNormalization : public Layer<T>, public RowStatisticsSink<T> {
   std::vector<Parameter<T>> parameters() override {
     const std::string& n = this->name();
     std::vector<Parameter<T>> p;
-    if (opt_.scale()) p.push_back({n + "/gamma", &gamma_, &dgamma_});
-    if (opt_.center()) p.push_back({n + "/beta", &beta_, &dbeta_});
+    if (opt_.scale()) p.push_back({n + "/gamma", &gamma_, &dgamma_, opt_.gamma_regularizer()});
+    if (opt_.center()) p.push_back({n + "/beta", &beta_, &dbeta_, opt_.beta_regularizer()});
     p.push_back({n + "/moving_mean", &moving_mean_, nullptr});
     p.push_back({n + "/moving_variance", &moving_var_, nullptr});
     return p;

@@ -55,6 +55,12 @@ class Conv2DOptions {
   LOOM_OPTION(Padding, padding, Padding::Valid)
   LOOM_OPTION(Activation, activation, Activation::None)
   LOOM_OPTION(bool, use_bias, true)
+  /// The kernel's cells this many rows and columns apart (Keras's
+  /// dilation_rate); a dilated Conv2D runs by im2col + GEMM.
+  LOOM_OPTION(Size2, dilation_rate, (Size2{1, 1}))
+  /// Keras's weight regularizers (regularizers.hpp): L1, L2 or L1L2 penalties in training.
+  LOOM_OPTION(Regularizer, kernel_regularizer, Regularizer())
+  LOOM_OPTION(Regularizer, bias_regularizer, Regularizer())
 };
 
 /// How Conv2D computes its forward and its backward to the input. `Auto`
@@ -80,6 +86,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
                                     opt_.kernel_size()[1], ") strides=(", opt_.strides()[0], ", ",
                                     opt_.strides()[1], ")"));
     }
+    detail::check_window(class_name, opt_.kernel_size(), opt_.strides(), opt_.dilation_rate());
   }
 
   static constexpr const char* class_name = "Conv2D";
@@ -92,8 +99,9 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   /// applies (3x3, stride 1), else a ConfigError.
   void set_algorithm(ConvAlgorithm a) {
     if (a == ConvAlgorithm::Winograd && !winograd_applies()) {
-      throw ConfigError("Conv2D: Winograd convolution needs a 3x3 kernel with strides (1, 1)");
+      throw ConfigError("Conv2D: Winograd convolution needs a 3x3 kernel with strides (1, 1), undilated");
     }
+    if (a == ConvAlgorithm::Direct && dilated()) throw ConfigError("Conv2D: the direct kernel is not dilated");
     algorithm_ = a;
   }
   /// Its copies for inference (Layer::inference_copy) run its algorithm.
@@ -179,7 +187,13 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   /// after it) its output a few rows at a time, as they are made, for their
   /// sums: conv1's output, 7.5 MB at batch 32, is then read once by that
   /// layer, not twice. Only for the direct kernel without softmax.
-  bool can_sum_statistics() const { return uses_direct() && opt_.activation() != Activation::Softmax; }
+  bool can_sum_statistics() const { return uses_direct() && activation_in_epilogue(); }
+  /// Whether the activation runs in the GEMM's epilogue (none or ReLU), so
+  /// that the fusions may take its output as it is made; any other
+  /// (softmax, gelu, ...) runs once the output is whole.
+  bool activation_in_epilogue() const {
+    return opt_.activation() == Activation::None || opt_.activation() == Activation::ReLU;
+  }
   void set_statistics_to(RowStatisticsSink<T>* sink) { statistics_to_ = can_sum_statistics() ? sink : nullptr; }
   RowStatisticsSink<T>* statistics_to() const { return statistics_to_; }
 
@@ -207,25 +221,32 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   }
 
   Config config() const override {
-    return Config()
-        .set("filters", opt_.filters())
-        .set("kernel_size", opt_.kernel_size())
-        .set("strides", opt_.strides())
-        .set("padding", to_string(opt_.padding()))
-        .set("activation", to_string(opt_.activation()))
-        .set("use_bias", opt_.use_bias());
+    Config c = Config()
+                   .set("filters", opt_.filters())
+                   .set("kernel_size", opt_.kernel_size())
+                   .set("strides", opt_.strides())
+                   .set("padding", to_string(opt_.padding()))
+                   .set("activation", to_string(opt_.activation()))
+                   .set("use_bias", opt_.use_bias());
+    if (dilated()) c.set("dilation_rate", opt_.dilation_rate());  // (only when dilated)
+    set_regularizer(c, "kernel_regularizer", opt_.kernel_regularizer());  // only when set
+    set_regularizer(c, "bias_regularizer", opt_.bias_regularizer());
+    return c;
   }
   static std::unique_ptr<Layer<T>> from_config(const Config& c) {
     return std::make_unique<Conv2D>(Conv2DOptions(c.integer("filters"), c.size2("kernel_size"))
                                         .strides(c.size2("strides"))
                                         .padding(padding_from(c.text("padding")))
                                         .activation(activation_from(c.text("activation")))
-                                        .use_bias(c.flag("use_bias")));
+                                        .use_bias(c.flag("use_bias"))
+                                        .dilation_rate(c.has("dilation_rate") ? c.size2("dilation_rate") : Size2{1, 1})
+                                        .kernel_regularizer(regularizer_from(c, "kernel_regularizer"))
+                                        .bias_regularizer(regularizer_from(c, "bias_regularizer")));
   }
 
   std::vector<Parameter<T>> parameters() override {
-    std::vector<Parameter<T>> p{{this->name() + "/kernel", &kernel_, &dkernel_}};
-    if (opt_.use_bias()) p.push_back({this->name() + "/bias", &bias_, &dbias_});
+    std::vector<Parameter<T>> p{{this->name() + "/kernel", &kernel_, &dkernel_, opt_.kernel_regularizer()}};
+    if (opt_.use_bias()) p.push_back({this->name() + "/bias", &bias_, &dbias_, opt_.bias_regularizer()});
     return p;
   }
 
@@ -233,14 +254,12 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   Shape build_impl(const Shape& in, Rng& rng) override {
     if (in.rank() != 3) this->reject_input(in, "(None, height, width, channels)");
     const auto [kh, kw] = opt_.kernel_size();
-    const auto [sh, sw] = opt_.strides();
-    const auto rows = detail::window_axis(in[0], kh, sh, opt_.padding());
-    const auto cols = detail::window_axis(in[1], kw, sw, opt_.padding());
-    if (rows.out < 1 || cols.out < 1) {
-      this->reject_input(in, detail::str("at least ", kh, "x", kw, " pixels for a ", kh, "x", kw,
-                                         " kernel with 'valid' padding"));
+    geo_ = detail::dilated_window(in, opt_.kernel_size(), opt_.strides(), opt_.dilation_rate(), opt_.padding());
+    if (geo_.ho < 1 || geo_.wo < 1) {
+      const Index eh = (kh - 1) * geo_.dh + 1, ew = (kw - 1) * geo_.dw + 1;  // the window, dilated
+      this->reject_input(in, detail::str("at least ", eh, "x", ew, " pixels for a ", kh, "x", kw,
+                                         dilated() ? " dilated" : "", " kernel with 'valid' padding"));
     }
-    geo_ = {0, in[0], in[1], in[2], kh, kw, sh, sw, rows.pad_before, cols.pad_before, rows.out, cols.out};
     const Index cout = opt_.filters();
     kernel_ = this->new_parameter(Shape{kh, kw, in[2], cout});
     dkernel_ = Tensor<T>(kernel_.shape());
@@ -249,7 +268,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       bias_ = this->new_parameter(Shape{cout});
       dbias_ = Tensor<T>(Shape{cout});
     }
-    return Shape{rows.out, cols.out, cout};
+    return Shape{geo_.ho, geo_.wo, cout};
   }
 
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
@@ -263,6 +282,8 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
     // The pooling taken (its geometry; the loops never read its batch size).
     const detail::Window2D* pool = pooled_ && mode == Mode::Inference ? &pooled_->window() : nullptr;
     y_.resize_for_overwrite(Shape{geo_.n, pool ? pool->ho : geo_.ho, pool ? pool->wo : geo_.wo, cout});
+    keep_z_ = keep && activation_needs_input(opt_.activation());
+    if (keep_z_) z_.resize_for_overwrite(y_.shape());
     detail::GemmEpilogue<T> epilogue{opt_.use_bias() ? weights().bias_.data() : nullptr,
                                      opt_.activation() == Activation::ReLU};
     if (absorbed_ && mode == Mode::Inference) {
@@ -294,7 +315,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
         T* y = y_.data() + r0 * cout;
         w.forward(rows, cout, k, {col, k}, {weights().kernel_.data(), cout}, y, cout, /*accumulate=*/false,
                   epilogue);
-        if (opt_.activation() == Activation::Softmax) detail::activate(opt_.activation(), y, rows, cout);
+        activate_rows(r0, rows);
       }
     });
     return y_;
@@ -332,7 +353,8 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       const Index r0 = mine.begin * per_image, rows = mine.size() * per_image;
       const T* dz = dz_all + r0 * cout;
       if (act != Activation::None) {
-        detail::activation_grad(act, y_.data() + r0 * cout, dy.data() + r0 * cout, dz_.data() + r0 * cout, rows, cout);
+        detail::activation_grad(act, y_.data() + r0 * cout, dy.data() + r0 * cout, dz_.data() + r0 * cout, rows, cout,
+                                activation_needs_input(act) ? z_.data() + r0 * cout : nullptr);
       }
       // Winograd's dx reads every thread's dz and the whole rotated kernel,
       // so they are made before the one barrier. It comes after the
@@ -454,10 +476,9 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
         w.winograd.run(x.data(), winograd_forward(), geo_.c, mine.begin, mine.end, u, ldu, cout,
                        y_.data(), epilogue, pool, keep && winograd_weights ? kept_v_.data() : nullptr);
       }
-      if (opt_.activation() == Activation::Softmax) {
+      if (!activation_in_epilogue()) {  // the tiles of one image may be another thread's
         detail::barrier(nt);
-        detail::activate(opt_.activation(), y_.data() + images.begin * per_image * cout, images.size() * per_image,
-                         cout);
+        activate_rows(images.begin * per_image, images.size() * per_image);
       }
     });
     if (keep) {  // training moves the kernel: U is this step's only
@@ -520,12 +541,19 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       }
       direct_.forward(xpad_.data(), images.begin * geo_.ho, images.end * geo_.ho, y_.data() + images.begin * geo_.ho * row,
                       epilogue);
-      if (opt_.activation() == Activation::Softmax) {
-        const Index per_image = geo_.ho * geo_.wo;
-        detail::activate(opt_.activation(), y_.data() + images.begin * per_image * cout, images.size() * per_image,
-                         cout);
-      }
+      activate_rows(images.begin * geo_.ho * geo_.wo, images.size() * geo_.ho * geo_.wo);
     });
+  }
+
+  /// An activation outside the epilogue (activation_in_epilogue), on output
+  /// rows [r0, r0 + rows), their input kept first when its derivative needs
+  /// it in training.
+  void activate_rows(Index r0, Index rows) {
+    if (activation_in_epilogue()) return;
+    const Index cout = opt_.filters();
+    T* y = y_.data() + r0 * cout;
+    if (keep_z_) std::copy_n(y, rows * cout, z_.data() + r0 * cout);
+    detail::activate(opt_.activation(), y, rows, cout);
   }
 
   struct Workspace {
@@ -588,13 +616,14 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   /// Whether the direct kernel runs: forced, or under Auto for layers with
   /// fewer than 8 input channels that Winograd does not take, whose im2col
   /// copies runs of a few floats (bench_conv2d: conv1, one channel).
+  bool dilated() const { return !(opt_.dilation_rate() == Size2{1, 1}); }
   bool uses_direct() const {
-    if (algorithm_ == ConvAlgorithm::Auto) return !uses_winograd() && geo_.c < 8;
+    if (algorithm_ == ConvAlgorithm::Auto) return !uses_winograd() && geo_.c < 8 && !dilated();
     return algorithm_ == ConvAlgorithm::Direct;
   }
 
   bool winograd_applies() const {
-    return opt_.kernel_size() == Size2{3, 3} && opt_.strides() == Size2{1, 1};
+    return opt_.kernel_size() == Size2{3, 3} && opt_.strides() == Size2{1, 1} && !dilated();
   }
   bool uses_winograd() const {
     if (algorithm_ == ConvAlgorithm::Auto) return winograd_applies() && geo_.c >= 8 && opt_.filters() >= 8;
@@ -658,6 +687,8 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   detail::Window2D geo_;
   Tensor<T> kernel_, bias_, dkernel_, dbias_;
   Tensor<T> col_, y_, dz_, dx_;
+  Tensor<T> z_;                    // the activation's input, kept in training when its derivative needs it
+  bool keep_z_ = false;            // (this forward keeps it)
   Tensor<T> kept_v_;               // Winograd's transformed input in training, for the weights' gradient
   detail::DirectConv<T> direct_;   // the direct kernel's geometry
   Tensor<T> xpad_;                 // its zero-bordered images (kept in training)

@@ -26,6 +26,9 @@ class DenseOptions {
   LOOM_OPTION(Index, units, 1)
   LOOM_OPTION(Activation, activation, Activation::None)
   LOOM_OPTION(bool, use_bias, true)
+  /// Keras's weight regularizers (regularizers.hpp): L1, L2 or L1L2 penalties in training.
+  LOOM_OPTION(Regularizer, kernel_regularizer, Regularizer())
+  LOOM_OPTION(Regularizer, bias_regularizer, Regularizer())
 };
 
 template <class T>
@@ -42,20 +45,25 @@ class Dense : public Layer<T> {
   const DenseOptions& options() const { return opt_; }
 
   Config config() const override {
-    return Config()
-        .set("units", opt_.units())
-        .set("activation", to_string(opt_.activation()))
-        .set("use_bias", opt_.use_bias());
+    Config c = Config()
+                   .set("units", opt_.units())
+                   .set("activation", to_string(opt_.activation()))
+                   .set("use_bias", opt_.use_bias());
+    set_regularizer(c, "kernel_regularizer", opt_.kernel_regularizer());  // only when set
+    set_regularizer(c, "bias_regularizer", opt_.bias_regularizer());
+    return c;
   }
   static std::unique_ptr<Layer<T>> from_config(const Config& c) {
     return std::make_unique<Dense>(DenseOptions(c.integer("units"))
                                        .activation(activation_from(c.text("activation")))
-                                       .use_bias(c.flag("use_bias")));
+                                       .use_bias(c.flag("use_bias"))
+                                       .kernel_regularizer(regularizer_from(c, "kernel_regularizer"))
+                                       .bias_regularizer(regularizer_from(c, "bias_regularizer")));
   }
 
   std::vector<Parameter<T>> parameters() override {
-    std::vector<Parameter<T>> p{{this->name() + "/kernel", &kernel_, &dkernel_}};
-    if (opt_.use_bias()) p.push_back({this->name() + "/bias", &bias_, &dbias_});
+    std::vector<Parameter<T>> p{{this->name() + "/kernel", &kernel_, &dkernel_, opt_.kernel_regularizer()}};
+    if (opt_.use_bias()) p.push_back({this->name() + "/bias", &bias_, &dbias_, opt_.bias_regularizer()});
     return p;
   }
 
@@ -102,15 +110,25 @@ class Dense : public Layer<T> {
                                                   y_.data() + cols.begin, units, /*accumulate=*/false,
                                                   {b ? b + cols.begin : nullptr, opt_.activation() == Activation::ReLU});
     });
-    if (opt_.activation() == Activation::Softmax) detail::softmax_rows(y_.data(), n, units);
+    // ReLU is in the GEMM's epilogue; any other activation runs here, on
+    // the input kept for its derivative if that needs it.
+    const Activation a = opt_.activation();
+    if (a != Activation::None && a != Activation::ReLU) {
+      if (mode == Mode::Train && activation_needs_input(a)) {
+        z_.resize_for_overwrite(y_.shape());
+        std::copy(y_.begin(), y_.end(), z_.begin());
+      }
+      detail::activate(a, y_.data(), n, units);
+    }
     return y_;
   }
 
   const Tensor<T>& backward_impl(const Tensor<T>& dy) override {
     const Index n = dy.dim(0), in = x_.dim(1), units = opt_.units();
     dz_.resize_for_overwrite(dy.shape());
-    detail::activation_grad(this->skip_softmax_grad() ? Activation::None : opt_.activation(), y_.data(), dy.data(),
-                            dz_.data(), n, units);
+    const Activation a = this->skip_softmax_grad() ? Activation::None : opt_.activation();
+    detail::activation_grad(a, y_.data(), dy.data(), dz_.data(), n, units,
+                            activation_needs_input(a) ? z_.data() : nullptr);
     const bool input_grad = this->needs_input_grad();
     if (input_grad) dx_.resize_for_overwrite(x_.shape());
     const int threads = threads_for_columns(std::max(units, in));
@@ -153,7 +171,7 @@ class Dense : public Layer<T> {
   DenseOptions opt_;
   Tensor<T> kernel_, bias_, dkernel_, dbias_;
   const Dense* shared_ = nullptr;  // share_parameters_of: whose kernel and bias the forward reads
-  Tensor<T> x_, y_, dz_, dx_;
+  Tensor<T> x_, y_, z_, dz_, dx_;  // z_: the activation's input, when its derivative needs it
   std::vector<Workspace> gemm_;
 };
 

@@ -53,7 +53,7 @@ using LayerArg = typename NotDeduced<Layer<T>>::type;
 /// Offers `layer` the next layer after those it has taken, for its next
 /// Mode::Inference forward; returns whether it took it (and so whether the
 /// one after may be offered). nullptr ends the offer and undoes it. Only a
-/// Conv2D without softmax takes anything: layers identity in inference, a
+/// Conv2D whose activation is in its epilogue (none, ReLU) takes anything: layers identity in inference, a
 /// BatchNormalization (before any pooling, once) and then a MaxPool2D it
 /// can pool, after which it takes nothing more.
 template <class T>
@@ -64,7 +64,7 @@ bool absorb_next_in_inference(Layer<T>& layer, LayerArg<T>* next) {
     conv->absorb(nullptr, nullptr);
     return false;
   }
-  if (conv->pooled() || conv->activation() == Activation::Softmax) return false;
+  if (conv->pooled() || !conv->activation_in_epilogue()) return false;
   if (next->fusion_traits().identity_in_inference) return true;
   if (auto* bn = dynamic_cast<BatchNormalization<T>*>(next); bn && !conv->absorbed()) {
     conv->absorb(bn, nullptr);

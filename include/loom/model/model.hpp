@@ -78,7 +78,8 @@ class Model {
   /// One optimizer step on the batch (x, y); returns the batch's mean loss.
   double train_step(const Tensor<T>& x, const Tensor<T>& y) { return trainer_.train_step(*this, x, y); }
 
-  /// Loss and accuracy over (x, y) in inference mode, with the compiled loss.
+  /// Loss and accuracy over (x, y) in inference mode, with the compiled loss
+  /// (plus the weight regularizers' penalties, as Keras's evaluate reports it).
   Evaluation evaluate(const Tensor<T>& x, const Tensor<T>& y, Index batch_size = 32) {
     return evaluate_checked(x, y, batch_size, nullptr);
   }
@@ -118,7 +119,9 @@ class Model {
     const Index n = x.dim(0);
     if (predictions) predictions->resize(output_shape().with_batch(n));
     const auto [sum, correct] = evaluation_sums(x, y, 0, n, batch_size, predictions);
-    return {sum / static_cast<double>(n), static_cast<double>(correct) / static_cast<double>(n)};
+    // Keras's test step adds the weight regularizers' penalties to the loss, as its train step does.
+    return {sum / static_cast<double>(n) + regularization_penalty(parameters()),
+            static_cast<double>(correct) / static_cast<double>(n)};
   }
 
   Trainer<T> trainer_;

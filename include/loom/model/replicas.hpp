@@ -9,7 +9,8 @@
 /// evenly as possible), scales dL/d(output) by its share of the batch, runs
 /// backward, and one allreduce sums the gradients (with the batch's loss
 /// sum, correct count and stop requests packed behind them); every rank then
-/// takes the same optimizer step. At the end of each epoch the moving
+/// takes the same optimizer step (after adding the weight regularizers'
+/// gradients, once). At the end of each epoch the moving
 /// statistics are averaged across ranks and validation is split among them.
 
 #include <algorithm>
@@ -181,8 +182,11 @@ class Replicas {
       std::copy(in, in + p.grad->size(), p.grad->begin());
       in += p.grad->size();
     }
+    // The weight regularizers, once, on the summed gradients (every rank has the same weights).
+    const double penalty = add_regularization(params);
     optimizer.step(params);
-    return {static_cast<double>(in[0]), static_cast<Index>(std::lround(in[1])), in[2] > 0};
+    return {static_cast<double>(in[0]) + penalty * static_cast<double>(b), static_cast<Index>(std::lround(in[1])),
+            in[2] > 0};
   }
 
   /// The moving statistics (every buffer) <- their mean across ranks,

@@ -108,7 +108,8 @@ class Trainer {
     }
   }
 
-  /// One optimizer step on the batch (x, y); returns the batch's mean loss.
+  /// One optimizer step on the batch (x, y); returns the batch's mean loss
+  /// (with the weight regularizers' penalties, as Keras reports it).
   /// A loss that is not finite throws NumericError naming the first layer
   /// whose output is not finite, before any weight changes.
   double train_step(Model<T>& model, const Tensor<T>& x, const Tensor<T>& y) {
@@ -297,10 +298,11 @@ class Trainer {
     if (const Tensor<T>* xv = options.validation_x()) {
       const Tensor<T>& yv = *options.validation_y();
       const Index bs = options.batch_size();
-      const Evaluation v =
+      Evaluation v =
           replicas ? replicas->evaluate(xv->dim(0),
                                         [&](Index begin, Index end) { return model.evaluation_sums(*xv, yv, begin, end, bs, nullptr); })
                    : model.evaluate(*xv, yv, bs);
+      if (replicas) v.loss += regularization_penalty(model.parameters());  // model.evaluate adds it itself
       logs_.set("val_loss", v.loss);
       if (!metrics_.empty()) logs_.set("val_accuracy", v.accuracy);
     }
@@ -312,7 +314,8 @@ class Trainer {
   }
 
   double step(Model<T>& model, const Tensor<T>& x, const Tensor<T>& y, bool guard) {
-    const double loss = step_.forward_backward(model.layers(), *loss_, x, y, guard, T(1));
+    double loss = step_.forward_backward(model.layers(), *loss_, x, y, guard, T(1));
+    loss += add_regularization(model.parameters());  // the weight regularizers' penalties and gradients
     optimizer_->step(model.parameters());
     return loss;
   }

@@ -72,6 +72,10 @@ class Exporter {
     if (dynamic_cast<const Flatten<T>*>(&layer)) return flatten(name);
     if (dynamic_cast<const ZeroPadding2D<T>*>(&layer)) return zero_padding(layer);
     if (dynamic_cast<const RandomCrop<T>*>(&layer)) return central_crop(layer);
+    if (const auto* relu = dynamic_cast<const ReLU<T>*>(&layer); relu && !relu->plain()) {
+      throw ConfigError(loom::detail::str("save_onnx: layer '", name,
+                                          "' (ReLU with max_value, negative_slope or threshold) has no ONNX mapping yet"));
+    }
     if (dynamic_cast<const ActivationLayer<T>*>(&layer)) return activation(layer.activation(), name);
     if (dynamic_cast<const Dropout<T>*>(&layer) || dynamic_cast<const RandomFlip<T>*>(&layer) ||
         dynamic_cast<const RandomTranslation<T>*>(&layer) || dynamic_cast<const RandomErasing<T>*>(&layer)) {
@@ -198,6 +202,10 @@ class Exporter {
     if (a == Activation::ReLU) {
       node("Relu", {current_}, name);
       return;
+    }
+    if (a != Activation::Softmax) {
+      throw ConfigError(loom::detail::str("save_onnx: '", name, "': activation '", to_string(a),
+                                          "' has no ONNX mapping yet (loom writes relu and softmax)"));
     }
     // Softmax over loom's last axis: the channels, axis 1 in NCHW.
     ::onnx::NodeProto& n = node("Softmax", {current_}, name);

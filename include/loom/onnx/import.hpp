@@ -584,10 +584,10 @@ class Importer {
     const Constant& w = constant_input(n, 1, where, "weight W");
     if (w.dims.size() != 4) refuse(where, "W is not of rank 4");
     const Index cout = w.dims[0], cin = w.dims[1], kh = w.dims[2], kw = w.dims[3];
-    if (a.integer("group", 1) != 1) refuse(where, "group other than 1 (grouped and depthwise convolutions are not in loom yet)");
+    if (a.integer("group", 1) != 1) refuse(where, "group other than 1 (loom does not read grouped or depthwise convolutions from ONNX yet)");
     if (cin != shape_[2]) refuse(where, loom::detail::str("W has ", cin, " input channels, its input ", shape_[2]));
     for (std::int64_t d : a.integers("dilations", {1, 1})) {
-      if (d != 1) refuse(where, "dilations other than 1 are not in loom yet");
+      if (d != 1) refuse(where, "dilations other than 1 (loom does not read dilated convolutions from ONNX yet)");
     }
     const auto ks = a.integers("kernel_shape", {kh, kw});
     if (ks != std::vector<std::int64_t>{kh, kw}) refuse(where, "kernel_shape does not match W");
