@@ -1,8 +1,9 @@
-// The notebook's model on data of Fashion-MNIST's shape: prints summary(),
-// then times training steps and inference with a plain clock, in images/s,
-// as the median and best of a few repeats.
+// The notebook's model (or with --model resnet the residual network of
+// examples/resnet_model.hpp) on data of Fashion-MNIST's shape: prints
+// summary(), then times training steps and inference with a plain clock, in
+// images/s, as the median and best of a few repeats.
 //
-//   notebook_speed [--steps N] [--batch-size B] [--threads T] [--repeats R]
+//   notebook_speed [--model notebook|resnet] [--width W] [--steps N] [--batch-size B] [--threads T] [--repeats R]
 //                  [--infer-batches 32,1000] [--infer-images N] [--concurrent] [--json]
 //
 // The data is random (uniform pixels, random labels): this program measures
@@ -26,7 +27,9 @@
 #include <thread>
 #include <vector>
 
+#include "experiment_options.hpp"  // kResNetTranslation
 #include "notebook_model.hpp"
+#include "resnet_model.hpp"
 
 namespace {
 
@@ -59,6 +62,8 @@ int main(int argc, char** argv) {
   std::vector<loom::Index> infer_batches{32, 1000};
   std::uint64_t seed = 0;
   bool json = false, concurrent = false;
+  std::string architecture = "notebook";
+  loom::Index width = loom::examples::ResNetOptions().width;
   app.add_option("--steps", steps, "training steps per repeat (after 10 warm-up steps)")
       ->check(CLI::Range(1L, 1000000L));
   app.add_option("--batch-size", batch, "training batch size")->check(CLI::Range(loom::Index(1), loom::Index(4096)));
@@ -73,6 +78,14 @@ int main(int argc, char** argv) {
   app.add_option("--infer-images", infer_images, "images per inference timing")
       ->check(CLI::Range(loom::Index(1), loom::Index(1000000)));
   app.add_option("--seed", seed, "seed of the model and the data");
+  app.add_option("--model", architecture,
+                 "the network: notebook (its CNN, compiled as the notebook does) or resnet (examples/resnet_model.hpp "
+                 "with the flips and translations of the experiment's --model resnet, compiled with AdamW)")
+      ->check(CLI::IsMember({"notebook", "resnet"}))
+      ->capture_default_str();
+  app.add_option("--width", width, "with --model resnet: the first stage's channels")
+      ->check(CLI::Range(loom::Index(1), loom::Index(1024)))
+      ->capture_default_str();
   app.add_flag("--concurrent", concurrent,
                "also time inference with one request per thread at once, each worker on its own copy of the model "
                "with one thread");
@@ -82,9 +95,18 @@ int main(int argc, char** argv) {
   try {
     if (threads == 0) threads = loom::default_num_threads();
     loom::set_num_threads(threads);
-    auto model = loom::examples::notebook_model<float>(seed);
+    loom::examples::ResNetOptions resnet;
+    resnet.width = width;
+    resnet.translation = loom::examples::kResNetTranslation;  // as the experiment's --model resnet
+    loom::Sequential<float> model = architecture == "resnet" ? loom::examples::resnet_model<float>(seed, 10, resnet)
+                                                             : loom::examples::notebook_model<float>(seed);
     model.summary();
-    model.compile("sparse_categorical_crossentropy", {"accuracy"});
+    if (architecture == "resnet") {
+      model.compile(std::make_unique<loom::SparseCategoricalCrossentropy<float>>(),
+                    std::make_unique<loom::AdamW<float>>(), {"accuracy"});
+    } else {
+      model.compile("sparse_categorical_crossentropy", {"accuracy"});
+    }
 
     const loom::Index n = 1024;
     loom::Tensor<float> x(loom::Shape{n, 28, 28, 1}), y(loom::Shape{n});
@@ -167,6 +189,7 @@ int main(int argc, char** argv) {
     if (json) {
       const nlohmann::json j = {{"framework", "loom"},
                                 {"version", loom::version},
+                                {"model", architecture},
                                 {"threads", threads},
                                 {"train_batch", batch},
                                 {"train_steps", steps},

@@ -214,6 +214,24 @@ TEST_CASE("experiment options: --recipe improved trains 20 epochs, and refuses t
   CHECK(parse({"--recipe", "fancy"}, bad) == 2);
 }
 
+TEST_CASE("experiment options: --model resnet trains model 2 for 14 epochs with translation, unless told otherwise") {
+  ExperimentOptions opt;
+  CHECK(parse({"--model", "resnet"}, opt) == -1);
+  CHECK(opt.improved());
+  CHECK(opt.models == std::vector<int>{2});
+  CHECK(opt.epochs_for(notebook_models()[1]) == 14);
+  CHECK(opt.improved_recipe.translation == 0.1);
+  CHECK(opt.optimizer_description().find("RandomTranslation(0.1, 0.1)") != std::string::npos);
+  ExperimentOptions told;
+  CHECK(parse({"--model", "resnet", "--epochs", "3", "--translation", "0"}, told) == -1);
+  CHECK(told.epochs_for(notebook_models()[1]) == 3);
+  CHECK(told.improved_recipe.translation == 0);
+  ExperimentOptions notebook;
+  CHECK(parse({"--recipe", "improved"}, notebook) == -1);
+  CHECK(notebook.improved_recipe.translation == 0);
+  CHECK(notebook.epochs_for(notebook_models()[1]) == 20);
+}
+
 TEST_CASE("experiment options: the improved recipe's knobs change it, and only it") {
   ExperimentOptions opt;
   CHECK(parse({"--recipe", "improved", "--translation", "0", "--peak-lr", "1e-3", "--weight-decay", "0.01",
