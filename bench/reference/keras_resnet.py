@@ -34,11 +34,7 @@ keras_notebook.py writes it), and a run whose file exists is skipped.
 repeat after one untimed repeat, and prints the median and the best in
 images per second (one JSON line with --json).
 """
-import argparse
-import json
 import os
-import platform
-import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -47,8 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from keras_notebook import load_data, per_class  # noqa: E402  (this folder)
-
-MODEL = 2  # normalized pixels: the notebook's model 2, as loom's --model resnet
+from resnet_common import parse_args, report_speed, run_seeds  # noqa: E402
 
 
 def resnet(keras, width=32, translation=0.1, num_categories=10):
@@ -99,7 +94,9 @@ def run_one(keras, args, seed):
     compile_recipe(keras, model, steps, args.epochs)
 
     class EpochClock(keras.callbacks.Callback):
-        seconds = []
+        def __init__(self):
+            super().__init__()
+            self.seconds, self.t0 = [], 0.0
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
@@ -116,11 +113,9 @@ def run_one(keras, args, seed):
     predicted = np.argmax(model.predict(x_test, verbose=0), axis=1)
     rows, confusion = per_class(y_test.astype(np.int64), predicted)
     h = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    return {"model": MODEL, "architecture": "resnet", "seed": seed, "epochs": args.epochs,
-            "width": args.width, "translation": args.translation, "test_accuracy": float(test_accuracy),
-            "test_loss": float(test_loss), "train_seconds": train_seconds, "epoch_seconds": clock.seconds,
-            "train_images_per_s": len(x) * args.epochs / train_seconds, "history": h, "per_class": rows,
-            "confusion_matrix": confusion, "parameters": int(model.count_params())}
+    return {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss), "train_seconds": train_seconds,
+            "epoch_seconds": clock.seconds, "train_images_per_s": len(x) * args.epochs / train_seconds,
+            "history": h, "per_class": rows, "confusion_matrix": confusion, "parameters": int(model.count_params())}
 
 
 def speed(keras, args):
@@ -137,40 +132,12 @@ def speed(keras, args):
         t0 = time.perf_counter()
         model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
         rates.append(n / (time.perf_counter() - t0))
-    rates.sort()
-    median = rates[len(rates) // 2] if len(rates) % 2 else 0.5 * (rates[len(rates) // 2 - 1] + rates[len(rates) // 2])
-    print(f"keras {keras.__version__} ({keras.backend.backend()}), {args.threads} threads, training batch 32, "
-          f"{args.repeats} repeats of {args.steps} steps: {median:.0f} images/s median, {rates[-1]:.0f} best "
-          f"({1e3 * 32 / median:.1f} ms/step)", flush=True)
-    if args.json:
-        print(json.dumps({"framework": "keras", "version": keras.__version__, "backend": keras.backend.backend(),
-                          "model": "resnet", "threads": args.threads, "train_batch": 32, "train_steps": args.steps,
-                          "repeats": args.repeats, "train_images_per_s_median": median,
-                          "train_images_per_s_best": rates[-1]}))
+    report_speed(args, rates, f"keras {keras.__version__} ({keras.backend.backend()})",
+                 {"framework": "keras", "version": keras.__version__, "backend": keras.backend.backend()})
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", help="folder for resnet-seed<s>.json files (training)")
-    p.add_argument("--seed", type=int, default=120695)
-    p.add_argument("--seeds", type=int, default=1, help="runs (run r: seed + 100 r + 2)")
-    p.add_argument("--run", type=int, default=0, help="first run index")
-    p.add_argument("--epochs", type=int, default=14, help="epochs (default 14, as loom's --model resnet)")
-    p.add_argument("--width", type=int, default=32, help="the first stage's channels")
-    p.add_argument("--translation", type=float, default=0.1, help="RandomTranslation's factor, 0 for none")
-    p.add_argument("--threads", type=int, default=2, help="TensorFlow's intra-op threads (inter-op: 1)")
-    p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
-    p.add_argument("--verbose", type=int, default=2)
-    p.add_argument("--speed", action="store_true", help="time training steps on random data instead")
-    p.add_argument("--steps", type=int, default=100, help="with --speed: steps per repeat")
-    p.add_argument("--repeats", type=int, default=3, help="with --speed: timed repeats")
-    p.add_argument("--json", action="store_true", help="with --speed: end with one line of JSON")
-    args = p.parse_args()
-    if not args.speed and not args.out:
-        p.error("--out is needed to train (or give --speed)")
-    if min(args.epochs, args.width, args.threads, args.steps, args.repeats, args.seeds) < 1:
-        p.error("--epochs, --width, --threads, --steps, --repeats and --seeds must be at least 1")
-
+    args = parse_args(__doc__)
     import keras
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -178,26 +145,8 @@ def main():
     if args.speed:
         speed(keras, args)
         return
-    os.makedirs(args.out, exist_ok=True)
-    for r in range(args.run, args.run + args.seeds):
-        seed = args.seed + 100 * r + MODEL
-        path = os.path.join(args.out, f"resnet-seed{seed}.json")
-        if os.path.exists(path):
-            print(f"keras_resnet: {path} exists, skipped", flush=True)
-            continue
-        print(f"keras_resnet: seed {seed}, {args.epochs} epochs", flush=True)
-        result = run_one(keras, args, seed)
-        result["run"] = r
-        doc = {"framework": f"keras {keras.__version__}, tensorflow {tf.__version__}",
-               "backend": keras.backend.backend(), "python": platform.python_version(), "threads": args.threads,
-               "cpus": os.cpu_count(), "batch_size": 32, "recipe": "improved", "command": " ".join(sys.argv),
-               "models": [result]}
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
-        print(f"keras_resnet: seed {seed}: test accuracy {100 * result['test_accuracy']:.2f} % in "
-              f"{result['train_seconds']:.0f} s ({result['train_images_per_s']:.0f} images/s)", flush=True)
+    run_seeds(args, "keras_resnet", f"keras {keras.__version__} ({keras.backend.backend()}), tensorflow {tf.__version__}",
+              lambda seed: run_one(keras, args, seed))
 
 
 if __name__ == "__main__":

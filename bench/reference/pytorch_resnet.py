@@ -28,45 +28,17 @@ goes to DIR/resnet-seed<s>.json (seed + 100 r + 2, as loom's experiment)
 when it ends; a run whose file exists is skipped. --speed times training
 steps on random data instead, as `notebook_speed --model resnet` does.
 """
-import argparse
-import json
 import math
 import os
-import platform
-import sys
 import time
 
 import numpy as np
 
 from keras_notebook import load_data, per_class  # this folder; imports numpy only
-
-MODEL = 2
-
-
-def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", help="folder for resnet-seed<s>.json files (training)")
-    p.add_argument("--seed", type=int, default=120695)
-    p.add_argument("--seeds", type=int, default=1, help="runs (run r: seed + 100 r + 2)")
-    p.add_argument("--run", type=int, default=0, help="first run index")
-    p.add_argument("--epochs", type=int, default=14, help="epochs (default 14, as loom's --model resnet)")
-    p.add_argument("--width", type=int, default=32, help="the first stage's channels")
-    p.add_argument("--translation", type=float, default=0.1, help="RandomTranslation's factor, 0 for none")
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (inter-op: 1)")
-    p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
-    p.add_argument("--speed", action="store_true", help="time training steps on random data instead")
-    p.add_argument("--steps", type=int, default=100, help="with --speed: steps per repeat")
-    p.add_argument("--repeats", type=int, default=3, help="with --speed: timed repeats")
-    p.add_argument("--json", action="store_true", help="with --speed: end with one line of JSON")
-    args = p.parse_args()
-    if not args.speed and not args.out:
-        p.error("--out is needed to train (or give --speed)")
-    if min(args.epochs, args.width, args.threads, args.steps, args.repeats, args.seeds) < 1:
-        p.error("--epochs, --width, --threads, --steps, --repeats and --seeds must be at least 1")
-    return args
+from resnet_common import parse_args, report_speed, run_seeds
 
 
-args = parse_args()
+args = parse_args(__doc__)
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, str(args.threads))
 
@@ -217,8 +189,7 @@ def run_one(seed):
                             for i in range(0, len(xt), 1000)])
     predicted = logits.argmax(1).numpy()
     rows, confusion = per_class(y_test.astype(np.int64), predicted)
-    return {"model": MODEL, "architecture": "resnet", "seed": seed, "epochs": args.epochs, "width": args.width,
-            "translation": args.translation, "test_accuracy": float((predicted == y_test).mean()),
+    return {"test_accuracy": float((predicted == y_test).mean()),
             "test_loss": float(F.cross_entropy(logits, torch.from_numpy(y_test.astype(np.int64)))),
             "train_seconds": train_seconds, "epoch_seconds": epoch_seconds,
             "train_images_per_s": len(x) * args.epochs / train_seconds, "history": history, "per_class": rows,
@@ -247,41 +218,15 @@ def speed():
         t0 = time.perf_counter()
         epoch()
         rates.append(n / (time.perf_counter() - t0))
-    rates.sort()
-    median = rates[len(rates) // 2] if len(rates) % 2 else 0.5 * (rates[len(rates) // 2 - 1] + rates[len(rates) // 2])
-    print(f"PyTorch {torch.__version__} (eager, channels_last), {args.threads} threads, training batch 32, "
-          f"{args.repeats} repeats of {args.steps} steps: {median:.0f} images/s median, {rates[-1]:.0f} best "
-          f"({1e3 * 32 / median:.1f} ms/step)", flush=True)
-    if args.json:
-        print(json.dumps({"framework": "pytorch", "version": torch.__version__, "model": "resnet",
-                          "threads": args.threads, "train_batch": 32, "train_steps": args.steps,
-                          "repeats": args.repeats, "train_images_per_s_median": median,
-                          "train_images_per_s_best": rates[-1]}))
+    report_speed(args, rates, f"PyTorch {torch.__version__} (eager, channels_last)",
+                 {"framework": "pytorch", "version": torch.__version__})
 
 
 def main():
     if args.speed:
         speed()
-        return
-    os.makedirs(args.out, exist_ok=True)
-    for r in range(args.run, args.run + args.seeds):
-        seed = args.seed + 100 * r + MODEL
-        path = os.path.join(args.out, f"resnet-seed{seed}.json")
-        if os.path.exists(path):
-            print(f"pytorch_resnet: {path} exists, skipped", flush=True)
-            continue
-        print(f"pytorch_resnet: seed {seed}, {args.epochs} epochs, {torch.get_num_threads()} threads", flush=True)
-        result = run_one(seed)
-        result["run"] = r
-        doc = {"framework": f"pytorch {torch.__version__}", "python": platform.python_version(),
-               "threads": args.threads, "cpus": os.cpu_count(), "batch_size": 32, "recipe": "improved",
-               "command": " ".join(sys.argv), "models": [result]}
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
-        print(f"pytorch_resnet: seed {seed}: test accuracy {100 * result['test_accuracy']:.2f} % in "
-              f"{result['train_seconds']:.0f} s ({result['train_images_per_s']:.0f} images/s)", flush=True)
+    else:
+        run_seeds(args, "pytorch_resnet", f"pytorch {torch.__version__}", run_one)
 
 
 if __name__ == "__main__":
