@@ -605,11 +605,17 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
 
   /// Whether the weights' gradient runs by Winograd too (F(3x3, 4x4), see
   /// kernels/winograd.hpp). Forced with ConvAlgorithm::Winograd; under Auto,
-  /// where it measured faster: conv2 of the notebook (75 -> 50 channels,
-  /// 14x14) gains, conv3 (50 -> 25, 7x7) loses, its per-point products
-  /// [cin x cout] a third as large; the line is drawn between them.
+  /// where it measured faster: on images of 14x14 and more, or with
+  /// [cin x cout] products of 2,500 and more. The notebook's conv2 (75 -> 50
+  /// channels, 14x14) gains, its conv3 (50 -> 25, 7x7) loses, its per-point
+  /// products a third as large on 2x2 tiles; on the residual network's
+  /// 28x28 32 -> 32 layers the forward (no column matrix kept) and the
+  /// backward take half the time, and on 14x14 32 -> 32 and 16 -> 16 two
+  /// thirds (docs/performance.md).
   bool uses_winograd_weights() const {
-    if (algorithm_ == ConvAlgorithm::Auto) return uses_winograd() && geo_.c * opt_.filters() >= 2500;
+    if (algorithm_ == ConvAlgorithm::Auto) {
+      return uses_winograd() && (geo_.c * opt_.filters() >= 2500 || geo_.ho * geo_.wo >= 14 * 14);
+    }
     return algorithm_ == ConvAlgorithm::Winograd;
   }
 
