@@ -171,8 +171,10 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
         ->check(CLI::Range(lo, hi))
         ->capture_default_str();
   };
+  CLI::Option* translation_option =
+      knob("--translation", ir.translation, 0.0, 0.5, "RandomTranslation's factor on both axes, 0 for none");
   CLI::Option* knobs[] = {
-      knob("--translation", ir.translation, 0.0, 0.5, "RandomTranslation's factor on both axes, 0 for none"),
+      translation_option,
       knob("--peak-lr", ir.peak_lr, 1e-6, 1.0, "the learning rate the warmup reaches"),
       knob("--weight-decay", ir.weight_decay, 1e-9, 1.0, "AdamW's decoupled weight decay"),
       knob("--label-smoothing", ir.label_smoothing, 0.0, 0.5, "the cross-entropy's label smoothing"),
@@ -224,7 +226,7 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
   if (opt.resnet()) {
     if (recipe_option->count() == 0) opt.recipe = "improved";
     if (models_option->count() == 0) opt.models = {2};
-    if (knobs[0]->count() == 0) ir.translation = kResNetTranslation;
+    if (translation_option->count() == 0) ir.translation = kResNetTranslation;
     const std::pair<bool, const char*> refused[] = {
         {!opt.save_onnx.empty(), "--save-onnx does not work with --model resnet yet (loom does not write graphs to ONNX)"},
         {opt.bn_probe, "--bn-probe does not work with --model resnet yet (it probes chains of layers)"},
