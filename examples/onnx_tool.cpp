@@ -165,6 +165,18 @@ std::vector<std::pair<std::string, Model>> layer_cases() {
     cases.emplace_back("convolutions", std::move(m));
   }
   {
+    Model m(0, "grouped_and_dilated");
+    m.add(std::make_unique<Conv2D<float>>(Conv2DOptions(8, {3, 3}).padding(Padding::Same)));
+    m.add(std::make_unique<Conv2D<float>>(Conv2DOptions(8, {3, 3}).groups(4).padding(Padding::Same).activation(Activation::ReLU)));
+    m.add(std::make_unique<Conv2D<float>>(Conv2DOptions(6, {2, 2}).groups(2).dilation_rate({2, 2})));               // valid
+    m.add(std::make_unique<Conv2D<float>>(Conv2DOptions(4, {3, 3}).dilation_rate({2, 1}).padding(Padding::Same)));  // same
+    m.add(std::make_unique<Conv2D<float>>(Conv2DOptions(4, {3, 1}).groups(2).strides({2, 2}).padding(Padding::Same)));
+    m.add(std::make_unique<Flatten<float>>());
+    m.add(std::make_unique<Dense<float>>(DenseOptions(5).activation(Activation::Softmax)));
+    m.build(Shape{13, 12, 3});
+    cases.emplace_back("grouped_and_dilated", std::move(m));
+  }
+  {
     Model m(0, "pooling_and_padding");
     m.add(std::make_unique<ZeroPadding2D<float>>(1, 2, 0, 3));
     m.add(std::make_unique<MaxPool2D<float>>(MaxPool2DOptions().pool_size({3, 3}).strides(Size2{2, 2}).padding(Padding::Same)));

@@ -1,9 +1,11 @@
-// Convolutions beyond the notebook's: Conv2D's dilation_rate,
+// Convolutions beyond the notebook's: Conv2D's dilation_rate and groups,
 // DepthwiseConv2D and SeparableConv2D. Hand-computed cases, each against a
 // plain Conv2D with the kernel it equals, finite differences in double, and
 // a save / load round trip.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -76,6 +78,135 @@ TEST_CASE("Conv2D's dilation_rate: by hand, as the kernel with zeros between its
   Conv2D<float> forced(Conv2DOptions(2, {3, 3}).dilation_rate(Size2{2, 2}));
   CHECK_THROWS_AS(forced.set_algorithm(ConvAlgorithm::Winograd), ConfigError);
   CHECK_THROWS_AS(forced.set_algorithm(ConvAlgorithm::Direct), ConfigError);
+}
+
+namespace {
+
+/// The [kh, kw, cin, cout] kernel of a plain Conv2D that equals a grouped
+/// one of kernel `k` [kh, kw, cin / groups, cout]: k's blocks on the
+/// diagonal, zeros elsewhere.
+template <class T>
+void block_diagonal(const Tensor<T>& k, Index groups, Tensor<T>& full) {
+  const Index cells = k.dim(0) * k.dim(1), cg = k.dim(2), cout = k.dim(3), fg = cout / groups, cin = cg * groups;
+  REQUIRE(full.shape() == Shape{k.dim(0), k.dim(1), cin, cout});
+  std::fill(full.begin(), full.end(), T(0));
+  for (Index cell = 0; cell < cells; ++cell) {
+    for (Index c = 0; c < cg; ++c) {
+      for (Index f = 0; f < cout; ++f) full[(cell * cin + (f / fg) * cg + c) * cout + f] = k[(cell * cg + c) * cout + f];
+    }
+  }
+}
+
+/// The inverse: the grouped kernel (of shape `grouped`) on `full`'s diagonal blocks.
+template <class T>
+Tensor<T> diagonal_blocks(const Tensor<T>& full, Index groups, const Shape& grouped) {
+  Tensor<T> k(grouped);
+  const Index cells = k.dim(0) * k.dim(1), cg = k.dim(2), cout = k.dim(3), fg = cout / groups, cin = cg * groups;
+  for (Index cell = 0; cell < cells; ++cell) {
+    for (Index c = 0; c < cg; ++c) {
+      for (Index f = 0; f < cout; ++f) k[(cell * cg + c) * cout + f] = full[(cell * cin + (f / fg) * cg + c) * cout + f];
+    }
+  }
+  return k;
+}
+
+}  // namespace
+
+TEST_CASE("Conv2D's groups: by hand, as the Conv2D of its kernel's blocks on the diagonal, and by finite differences") {
+  Rng rng;
+  // Two groups of two channels, four filters: filters 0 and 1 see channels
+  // 0 and 1, filters 2 and 3 channels 2 and 3. A 1x1 kernel on one pixel.
+  Conv2D<double> hand(Conv2DOptions(4, {1, 1}).groups(2));
+  CHECK(hand.build(Shape{1, 1, 4}, rng) == Shape{1, 1, 4});
+  Tensor<double>& k = conv_family_weight(hand, 0);
+  REQUIRE(k.shape() == Shape{1, 1, 2, 4});
+  // [channel of the group][filter]: filter 0 = c0 + 2 c1, filter 1 = c1,
+  // filter 2 = 10 c2, filter 3 = c2 - c3.
+  k = Tensor<double>(Shape{1, 1, 2, 4}, {1, 0, 10, 1, 2, 1, 0, -1});
+  conv_family_weight(hand, 1) = Tensor<double>(Shape{4}, {0, 0, 0.5, 0});
+  const Tensor<double> x(Shape{1, 1, 1, 4}, {1, 2, 3, 4});
+  const Tensor<double>& y = hand.forward(x, Mode::Train);
+  CHECK(std::vector<double>(y.begin(), y.end()) == std::vector<double>{5, 2, 30.5, -1});
+  hand.set_needs_input_grad(true);
+  const Tensor<double>& dx = hand.backward(Tensor<double>(Shape{1, 1, 1, 4}, {1, 10, 100, 1000}));
+  // dx of channel 0 = dy0, channel 1 = 2 dy0 + dy1, channel 2 = 10 dy2 + dy3, channel 3 = -dy3.
+  CHECK(std::vector<double>(dx.begin(), dx.end()) == std::vector<double>{1, 12, 2000, -1000});
+  // dK[c of group][f] = dy_f * x(channel g(f) * 2 + c).
+  const Tensor<double>& dk = *hand.parameters()[0].grad;
+  CHECK(std::vector<double>(dk.begin(), dk.end()) == std::vector<double>{1, 10, 300, 3000, 2, 20, 400, 4000});
+
+  // Against the plain Conv2D of the block-diagonal kernel, forward and
+  // backward, on strides, same padding, dilation and an activation.
+  struct Setup {
+    Conv2DOptions options;
+    Index cin;
+  };
+  const std::vector<Setup> setups = {
+      {Conv2DOptions(6, {3, 3}).groups(3).padding(Padding::Same), 6},
+      {Conv2DOptions(4, {3, 2}).groups(2).strides(Size2{2, 1}).activation(Activation::ReLU), 6},
+      {Conv2DOptions(9, {2, 2}).groups(3).dilation_rate(Size2{2, 2}).activation(Activation::Softmax), 3},
+      {Conv2DOptions(4, {3, 3}).groups(4).use_bias(false), 4},
+  };
+  for (const Setup& s : setups) {
+    CAPTURE(s.options.groups());
+    Conv2D<double> grouped(s.options);
+    Conv2D<double> full(Conv2DOptions(s.options).groups(1));
+    grouped.build(Shape{7, 6, s.cin}, rng);
+    full.build(Shape{7, 6, s.cin}, rng);
+    CHECK(grouped.algorithm() == ConvAlgorithm::Im2col);
+    block_diagonal(conv_family_weight(grouped, 0), s.options.groups(), conv_family_weight(full, 0));
+    if (s.options.use_bias()) conv_family_weight(full, 1) = conv_family_weight(grouped, 1);
+    const Tensor<double> in = conv_family_input(Shape{2, 7, 6, s.cin}, 8);
+    check_same_values(grouped.forward(in, Mode::Inference), full.forward(in, Mode::Inference));
+    loom::testing::check_layer_gradients(grouped, in);
+  }
+  // A layer Winograd would take ungrouped (3x3, stride 1, 8 channels and
+  // more) runs by im2col, and refuses the other algorithms.
+  Conv2D<float> wide(Conv2DOptions(16, {3, 3}).groups(2));
+  wide.build(Shape{8, 8, 16}, rng);
+  CHECK(wide.algorithm() == ConvAlgorithm::Im2col);
+  CHECK_THROWS_AS(wide.set_algorithm(ConvAlgorithm::Winograd), ConfigError);
+  CHECK_THROWS_AS(wide.set_algorithm(ConvAlgorithm::Direct), ConfigError);
+  CHECK(loom::testing::error_of([] { Conv2D<float>(Conv2DOptions(6, {3, 3}).groups(4)); })
+            .find("groups must be >= 1 and divide filters, got groups=4 filters=6") != std::string::npos);
+  CHECK(loom::testing::error_of([&] {
+          Conv2D<float> odd(Conv2DOptions(6, {3, 3}).groups(3));
+          odd.build(Shape{8, 8, 4}, rng);
+        }).find("channels divisible by its groups=3") != std::string::npos);
+  CHECK_THROWS_AS(Conv2DTranspose<float>(Conv2DOptions(4, {3, 3}).groups(2)), ConfigError);
+}
+
+TEST_CASE("a grouped Conv2D in float (loom's GEMM on column blocks) computes what the block-diagonal Conv2D does") {
+  Rng rng(4);
+  for (Index groups : {2, 4}) {
+    CAPTURE(groups);
+    const Conv2DOptions options = Conv2DOptions(32, {3, 3}).groups(groups).padding(Padding::Same).activation(Activation::ReLU);
+    Conv2D<float> grouped(options);
+    Conv2D<float> full(Conv2DOptions(options).groups(1));
+    full.set_algorithm(ConvAlgorithm::Im2col);
+    grouped.build(Shape{12, 12, 24}, rng);
+    full.build(Shape{12, 12, 24}, rng);
+    block_diagonal(*grouped.parameters()[0].value, groups, *full.parameters()[0].value);
+    for (float& b : *grouped.parameters()[1].value) b = static_cast<float>(rng.uniform(-0.1, 0.1));
+    *full.parameters()[1].value = *grouped.parameters()[1].value;
+    Tensor<float> x(Shape{5, 12, 12, 24}), dy(Shape{5, 12, 12, 32});
+    for (float& v : x) v = static_cast<float>(rng.uniform(-1, 1));
+    for (float& v : dy) v = static_cast<float>(rng.uniform(-1, 1));
+    const auto close = [](const Tensor<float>& a, const Tensor<float>& b) {
+      REQUIRE(a.shape() == b.shape());
+      float worst = 0;
+      for (Index i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
+      return worst;
+    };
+    CHECK(close(grouped.forward(x, Mode::Train), full.forward(x, Mode::Train)) < 1e-5f);
+    grouped.set_needs_input_grad(true);
+    full.set_needs_input_grad(true);
+    CHECK(close(grouped.backward(dy), full.backward(dy)) < 1e-4f);
+    // The grouped kernel's gradient is the full one's on the diagonal blocks.
+    const Tensor<float>& dk = *grouped.parameters()[0].grad;
+    CHECK(close(dk, diagonal_blocks(*full.parameters()[0].grad, groups, dk.shape())) < 1e-3f);
+    CHECK(close(*grouped.parameters()[1].grad, *full.parameters()[1].grad) < 1e-3f);
+  }
 }
 
 TEST_CASE("DepthwiseConv2D by hand: each channel with its own depth_multiplier kernels, channel c's m-th at c*M + m") {
@@ -175,12 +306,13 @@ TEST_CASE("SeparableConv2D is a DepthwiseConv2D then a 1x1 Conv2D, with Keras's 
   loom::testing::check_layer_gradients(strided, conv_family_input(Shape{2, 7, 6, 2}, 7));
 }
 
-TEST_CASE("dilated Conv2D, DepthwiseConv2D, SeparableConv2D and Conv2DTranspose train and come back from a file bit for bit") {
+TEST_CASE("dilated and grouped Conv2D, DepthwiseConv2D, SeparableConv2D and Conv2DTranspose train and come back from a file bit for bit") {
   Sequential<float> m(3);
   m.add(Conv2D<float>(Conv2DOptions(4, {3, 3}).dilation_rate(Size2{2, 2}).padding(Padding::Same)), Shape{10, 10, 2});
   m.add(DepthwiseConv2D<float>(DepthwiseConv2DOptions({3, 3}).depth_multiplier(2).strides(Size2{2, 2}).activation(Activation::ReLU6)));
   m.add(SeparableConv2D<float>(SeparableConv2DOptions(5, {3, 3}).dilation_rate(Size2{2, 1}).padding(Padding::Same).activation(Activation::SiLU)));
-  m.add(Conv2DTranspose<float>(Conv2DOptions(3, {3, 3}).strides(Size2{2, 2}).activation(Activation::ReLU)));
+  m.add(Conv2DTranspose<float>(Conv2DOptions(3, {3, 3}).strides(Size2{2, 2}).activation(Activation::ReLU), Size2{1, 0}));
+  m.add(Conv2D<float>(Conv2DOptions(6, {3, 3}).groups(3).activation(Activation::ReLU)));
   m.add(GlobalAveragePooling2D<float>());
   m.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
   m.compile(CategoricalCrossentropy<float>(), Adam<float>());
@@ -195,6 +327,9 @@ TEST_CASE("dilated Conv2D, DepthwiseConv2D, SeparableConv2D and Conv2DTranspose 
   Sequential<float> again = Sequential<float>::load(dir.file("m.loom"));
   for (Index i = 0; i < static_cast<Index>(m.size()); ++i) CHECK(again.layer(i).config() == m.layer(i).config());
   CHECK(again.layer(0).config().size2("dilation_rate") == Size2{2, 2});
+  CHECK(again.layer(4).config().integer("groups") == 3);
+  CHECK(!again.layer(0).config().has("groups"));
+  CHECK(again.layer(3).config().size2("output_padding") == Size2{1, 0});
   const Tensor<float> a = m.predict(x), b = again.predict(x);
   CHECK(std::equal(a.begin(), a.end(), b.begin()));
 }
@@ -224,6 +359,41 @@ TEST_CASE("Conv2DTranspose by hand, with Keras's output sizes") {
   CHECK(c.build(Shape{7, 5, 2}, rng) == Shape{21, 15, 3});
   CHECK(d.build(Shape{7, 5, 2}, rng) == Shape{11, 9, 3});
   CHECK(a.parameters()[0].value->shape() == Shape{3, 3, 3, 2});  // Keras's [kh, kw, filters, input channels]
+}
+
+TEST_CASE("Conv2DTranspose's output_padding: Keras's output sizes, by hand, and by finite differences") {
+  Rng rng;
+  // A 1x1 kernel of 1 at stride 2 puts each pixel at an even place; the
+  // output_padding adds a row and a column no window reaches: the bias alone.
+  Conv2DTranspose<double> hand(Conv2DOptions(1, {1, 1}).strides(Size2{2, 2}), Size2{1, 1});
+  CHECK(hand.build(Shape{2, 2, 1}, rng) == Shape{4, 4, 1});
+  conv_family_weight(hand, 0)[0] = 1;
+  conv_family_weight(hand, 1)[0] = 0.5;
+  const Tensor<double>& y = hand.forward(Tensor<double>(Shape{1, 2, 2, 1}, {1, 2, 3, 4}), Mode::Inference);
+  CHECK(std::vector<double>(y.begin(), y.end()) ==
+        std::vector<double>{1.5, 0.5, 2.5, 0.5, 0.5, 0.5, 0.5, 0.5, 3.5, 0.5, 4.5, 0.5, 0.5, 0.5, 0.5, 0.5});
+  // deconv_output_length with an output_padding op: valid (x - 1) s + k + op,
+  // same (x - 1) s + k - 2 (k / 2) + op, k dilated; op 0 is not "none".
+  struct Size {
+    Conv2DOptions options;
+    Size2 op;
+    Shape out;
+  };
+  const std::vector<Size> sizes = {
+      {Conv2DOptions(2, {3, 3}).strides(Size2{2, 2}), {1, 0}, Shape{16, 11, 2}},
+      {Conv2DOptions(2, {3, 3}).strides(Size2{2, 2}).padding(Padding::Same), {0, 1}, Shape{13, 10, 2}},
+      {Conv2DOptions(2, {3, 2}).strides(Size2{2, 3}).padding(Padding::Same), {1, 2}, Shape{14, 14, 2}},
+      {Conv2DOptions(2, {3, 3}).strides(Size2{3, 2}), {2, 1}, Shape{23, 12, 2}},
+  };
+  for (const Size& s : sizes) {
+    Conv2DTranspose<double> t(s.options, s.op);
+    CHECK(t.build(Shape{7, 5, 3}, rng) == s.out);
+    loom::testing::check_layer_gradients(t, conv_family_input(Shape{2, 7, 5, 3}, 9));
+  }
+  CHECK(loom::testing::error_of([] { Conv2DTranspose<float>(Conv2DOptions(2, {3, 3}).strides(Size2{2, 2}), Size2{2, 1}); })
+            .find("output_padding must be >= 0 and less than strides, got output_padding=(2, 1) strides=(2, 2)") !=
+        std::string::npos);
+  CHECK_THROWS_AS(Conv2DTranspose<float>(Conv2DOptions(2, {3, 3}), Size2{1, 0}), ConfigError);  // strides 1 take only 0
 }
 
 TEST_CASE("Conv2DTranspose is the adjoint of the Conv2D of its kernel; its gradients by finite differences") {

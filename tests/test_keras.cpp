@@ -834,7 +834,9 @@ TEST_CASE("what loom cannot represent is refused, naming the layer, its class an
   CHECK(refused(R"({"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": 3, "strides": 2, "dilation_rate": [2, 2]}})")
             .find("strides > 1 with dilation_rate > 1") != std::string::npos);
   CHECK(refused(R"({"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": 3, "groups": 3}})")
-            .find("groups") != std::string::npos);
+            .find("groups must be >= 1 and divide filters") != std::string::npos);
+  CHECK(refused(R"({"class_name": "Conv2D", "config": {"name": "c", "filters": 4, "kernel_size": 3, "groups": 2}})")
+            .find("channels divisible by its groups=2") != std::string::npos);
   CHECK(refused(R"({"class_name": "Dense", "config": {"name": "d", "units": 2, "activation": "mish"}})")
             .find("'d' (Dense): activation 'mish'") != std::string::npos);
   CHECK(refused(R"({"class_name": "Dense", "config": {"name": "d", "units": "two"}})").find("'units' should be") !=
@@ -1169,6 +1171,26 @@ TEST_CASE("what Keras 3.15 and tf-keras 2.21 have and loom does not is refused b
   CHECK(weights(R"({"loss_weights": [1.0]})") == "(no error)");
   CHECK(weights(R"({"loss_weights": {"dense": 1}})") == "(no error)");
   CHECK(weights(R"({"loss_weights": null})") == "(no error)");
+}
+
+TEST_CASE("a grouped Conv2D and a Conv2DTranspose's output_padding go to Keras and back") {
+  Sequential<float> m(5, "grouped");
+  m.add(Conv2D<float>(Conv2DOptions(4, {3, 3})), Shape{8, 8, 2});
+  m.add(Conv2D<float>(Conv2DOptions(6, {3, 3}).groups(2).padding(Padding::Same).activation(Activation::ReLU)));
+  m.add(Conv2D<float>(Conv2DOptions(6, {1, 1}).groups(3).strides(Size2{2, 2})));
+  m.add(Conv2DTranspose<float>(Conv2DOptions(2, {3, 3}).strides(Size2{2, 2}).padding(Padding::Same), Size2{0, 1}));
+  m.add(Conv2DTranspose<float>(Conv2DOptions(2, {2, 2})));
+  m.add(Flatten<float>());
+  m.add(Dense<float>(DenseOptions(3)));
+  train_a_little(m);
+  CHECK(m.layer(1).parameters()[0].value->shape() == Shape{3, 3, 2, 6});
+  const json out = keras::model_to_config(m, true).at("config").at("layers");
+  CHECK(out[1].at("config").at("groups") == 1);
+  CHECK(out[2].at("config").at("groups") == 2);
+  CHECK(out[3].at("config").at("groups") == 3);
+  CHECK(out[4].at("config").at("output_padding") == json::parse("[0, 1]"));
+  CHECK(out[5].at("config").at("output_padding").is_null());
+  check_keras_round_trip(m);
 }
 
 TEST_CASE("activations and the activation layers go to Keras and back, each Keras's way") {

@@ -194,6 +194,22 @@ TEST_CASE("loom's own ONNX file reads back as the model: same layers, prediction
   CHECK(std::isfinite(back.train_step(x, y)));
 }
 
+TEST_CASE("grouped and dilated convolutions go to ONNX (group, dilations) and come back as themselves") {
+  Sequential<float> model(3, "grouped");
+  model.add(Conv2D<float>(Conv2DOptions(8, {3, 3}).padding(Padding::Same)), Shape{11, 10, 2});
+  model.add(Conv2D<float>(Conv2DOptions(6, {3, 3}).groups(2).dilation_rate({2, 2}).padding(Padding::Same).activation(Activation::ReLU)));
+  model.add(Conv2D<float>(Conv2DOptions(6, {2, 3}).groups(3).strides({2, 1})));
+  model.add(Flatten<float>());
+  model.add(Dense<float>(DenseOptions(4)));
+  auto back = load_onnx_from_bytes<float>(onnx_bytes(model), "grouped.onnx");
+  REQUIRE(back.layers().size() == model.layers().size());
+  for (std::size_t i = 0; i < 3; ++i) CHECK(back.layers()[i]->config() == model.layers()[i]->config());
+  CHECK(back.layers()[1]->config().integer("groups") == 2);
+  CHECK(back.layers()[1]->config().size2("dilation_rate") == Size2{2, 2});
+  const Tensor<float> probe = random_images(4, Shape{11, 10, 2}, 7);
+  CHECK(worst_difference(back.predict(probe), model.predict(probe)) == 0);
+}
+
 TEST_CASE("an ONNX graph in PyTorch's NCHW layout becomes a model of NHWC images with the graph's outputs") {
   // Written by hand as torch.onnx.export writes a small CNN: NCHW input,
   // Conv with symmetric pads, MaxPool with ceil_mode (Keras's 'same'),
@@ -323,7 +339,7 @@ TEST_CASE("what the ONNX reader does not take is refused with one line naming it
           a->set_name("group");
           a->set_type(::onnx::AttributeProto::INT);
           a->set_i(2);
-        }).find("group other than 1") != std::string::npos);
+        }).find("group must be >= 1 and divide W's output channels") != std::string::npos);  // 75 filters
   CHECK(error_with([](auto& m) { m.mutable_opset_import(0)->set_version(99); }) ==
         "m.onnx: opset 99 (loom reads opsets 7 to 21)");
   CHECK(error_with([](auto& m) { m.mutable_graph()->mutable_node(2)->set_input(0, "elsewhere"); })

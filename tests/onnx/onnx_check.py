@@ -40,13 +40,13 @@ def attributes(node):
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def windows(x, kh, kw, sh, sw):
-    """x [N, C, H, W] (padded) -> [N, C, Ho, Wo, kh, kw] views of every window."""
+def windows(x, kh, kw, sh, sw, dh=1, dw=1):
+    """x [N, C, H, W] (padded) -> [N, C, Ho, Wo, kh, kw] views of every window, its cells dh, dw apart."""
     n, c, h, w = x.shape
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    ho, wo = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
     s = x.strides
     return np.lib.stride_tricks.as_strided(x, (n, c, ho, wo, kh, kw),
-                                           (s[0], s[1], s[2] * sh, s[3] * sw, s[2], s[3]), writeable=False)
+                                           (s[0], s[1], s[2] * sh, s[3] * sw, s[2] * dh, s[3] * dw), writeable=False)
 
 
 def pad_images(x, pads, value):
@@ -55,15 +55,18 @@ def pad_images(x, pads, value):
 
 
 def conv(x, w, b, a):
-    if a.get("group", 1) != 1 or any(d != 1 for d in a.get("dilations", [1, 1])):
-        raise ValueError("the numpy evaluator does Conv with group 1 and dilations 1 only")
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         raise ValueError("the numpy evaluator does Conv with explicit pads only")
     kh, kw = w.shape[2:]
     sh, sw = a.get("strides", [1, 1])
+    dh, dw = a.get("dilations", [1, 1])
     p = a.get("pads", [0, 0, 0, 0])
-    cols = windows(pad_images(x, p, 0.0), kh, kw, sh, sw)  # [N, Cin, Ho, Wo, kh, kw]
-    y = np.einsum("nchwij,fcij->nfhw", cols, w)
+    cols = windows(pad_images(x, p, 0.0), kh, kw, sh, sw, dh, dw)  # [N, Cin, Ho, Wo, kh, kw]
+    # group g: output channels [g F/G, (g+1) F/G) see input channels [g C/G, (g+1) C/G).
+    groups = a.get("group", 1)
+    cg, fg = x.shape[1] // groups, w.shape[0] // groups
+    y = np.concatenate([np.einsum("nchwij,fcij->nfhw", cols[:, g * cg:(g + 1) * cg], w[g * fg:(g + 1) * fg])
+                        for g in range(groups)], axis=1)
     return y + b.reshape(1, -1, 1, 1) if b is not None else y
 
 

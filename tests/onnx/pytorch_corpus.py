@@ -79,7 +79,13 @@ def supported():
     vectors = nn.Sequential(
         nn.Linear(9, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Dropout(0.5),
         MatMulAdd(12, 7), nn.ReLU(), nn.Linear(7, 3, bias=False), nn.Softmax(dim=1))
+    grouped = nn.Sequential(
+        nn.Conv2d(4, 6, 3, groups=2, padding=1), nn.ReLU(),               # groups
+        nn.Conv2d(6, 6, 3, dilation=2, groups=3),                        # dilated, 'valid'
+        nn.Conv2d(6, 4, 3, dilation=(2, 1), padding=(2, 1)),             # dilated, 'same'
+        nn.Flatten(), nn.Linear(4 * 6 * 5, 3))
     return [("pytorch_notebook_twin", twin, (1, 28, 28)), ("pytorch_convolutions", convolutions, (3, 17, 15)),
+            ("pytorch_grouped", grouped, (4, 10, 9)),
             ("pytorch_pooling", pooling, (2, 14, 13)), ("pytorch_vectors", vectors, (9,))]
 
 
@@ -87,7 +93,6 @@ def refused():
     """(name, model, input shape, what loom's one line must name: any of these)."""
     return [("pytorch_average_pool", nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(2)), (1, 8, 8), ("AveragePool",)),
             ("pytorch_residual", nn.Sequential(nn.Conv2d(1, 2, 1), Residual(2)), (1, 8, 8), ("Add",)),
-            ("pytorch_grouped_conv", nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), (4, 8, 8), ("group",)),
             ("pytorch_gelu", nn.Sequential(nn.Linear(4, 4), nn.GELU()), (4,), ("Div", "Gelu", "Erf"))]
 
 

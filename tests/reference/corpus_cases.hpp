@@ -176,6 +176,28 @@ inline std::vector<Case> cases() {
     m.add(Dense<float>(DenseOptions(4)));
     return m;
   }});
+  out.push_back({"grouped_conv", {"Conv2D groups, with same and valid padding, strides, dilation_rate, use_bias false"}, [] {
+    Model m(5, "grouped_conv");
+    m.add(Conv2D<float>(Conv2DOptions(8, {3, 3}).padding(Padding::Same).activation(Activation::ReLU)), kImage);
+    m.add(Conv2D<float>(Conv2DOptions(8, {3, 3}).groups(4).padding(Padding::Same).activation(Activation::ReLU)));
+    m.add(Conv2D<float>(Conv2DOptions(6, {3, 2}).groups(2).strides(Size2{2, 2}).use_bias(false)));
+    m.add(Conv2D<float>(Conv2DOptions(6, {3, 3}).groups(3).dilation_rate(Size2{2, 2}).padding(Padding::Same)));
+    m.add(GlobalAveragePooling2D<float>());
+    m.add(Dense<float>(DenseOptions(4)));
+    return m;
+  }});
+  out.push_back({"conv_transpose_output_padding", {"Conv2DTranspose output_padding, valid and same, 0, per axis"}, [] {
+    Model m(5, "conv_transpose_output_padding");
+    m.add(Conv2D<float>(Conv2DOptions(4, {3, 3}).strides(Size2{2, 2})), kImage);
+    m.add(Conv2DTranspose<float>(Conv2DOptions(3, {3, 3}).strides(Size2{2, 2}).activation(Activation::ReLU), Size2{1, 1}));
+    m.add(Conv2DTranspose<float>(Conv2DOptions(3, {3, 3}).strides(Size2{2, 2}).padding(Padding::Same), Size2{0, 0}));
+    m.add(Conv2D<float>(Conv2DOptions(4, {3, 3}).strides(Size2{3, 3})));
+    m.add(Conv2DTranspose<float>(Conv2DOptions(2, {3, 2}).strides(Size2{2, 3}).padding(Padding::Same).use_bias(false),
+                                 Size2{1, 2}));
+    m.add(GlobalAveragePooling2D<float>());
+    m.add(Dense<float>(DenseOptions(4)));
+    return m;
+  }});
   out.push_back({"conv_transpose", {"Conv2DTranspose valid and same, strides, dilation_rate, use_bias false"}, [] {
     Model m(5, "conv_transpose");
     m.add(Conv2D<float>(Conv2DOptions(3, {3, 3}).strides(Size2{3, 3})), kImage);

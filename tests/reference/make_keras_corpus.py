@@ -427,6 +427,20 @@ def _(k):
     ])
 
 
+@case("grouped_conv")
+def _(k):
+    """Conv2D with groups: same and valid, strided, dilated, without a bias."""
+    L = k.layers
+    return k.Sequential([
+        image_input(k),
+        L.Conv2D(8, 3, padding="same", activation="relu"),
+        L.Conv2D(8, 3, groups=4, padding="same", activation="relu"),
+        L.Conv2D(6, (3, 2), groups=2, strides=2, use_bias=False),
+        L.Conv2D(6, 3, groups=3, dilation_rate=2, padding="same"),
+        L.GlobalAveragePooling2D(), L.Dense(10, activation="softmax"),
+    ])
+
+
 @case("conv_transpose")
 def _(k):
     """Conv2DTranspose valid and same, strided, dilated, with and without a bias."""
@@ -441,8 +455,19 @@ def _(k):
     ])
 
 
-refused("conv_transpose_output_padding", "output_padding",
-        lambda k: [k.layers.Conv2DTranspose(2, 3, strides=2, output_padding=1), *head(k)])
+@case("conv_transpose_output_padding")
+def _(k):
+    """Conv2DTranspose with an output_padding: valid, same, 0 (which changes the size), per axis."""
+    L = k.layers
+    return k.Sequential([
+        image_input(k),
+        L.Conv2D(4, 3, strides=2),                                               # 13x13
+        L.Conv2DTranspose(3, 3, strides=2, output_padding=1, activation="relu"),  # 28x28
+        L.Conv2DTranspose(3, 3, strides=2, padding="same", output_padding=0),     # 55x55
+        L.Conv2D(4, 3, strides=3),                                               # 18x18
+        L.Conv2DTranspose(2, (3, 2), strides=(2, 3), padding="same", output_padding=(1, 2), use_bias=False),
+        L.GlobalAveragePooling2D(), L.Dense(10, activation="softmax"),
+    ])
 
 
 
@@ -502,7 +527,6 @@ def _(k):
 
 refused("mish", "mish", lambda k: [k.layers.Flatten(), k.layers.Dense(10, activation="mish")])
 refused("prelu_constraint", "alpha_constraint", lambda k: [k.layers.PReLU(alpha_constraint="non_neg"), *head(k)])
-refused("conv_groups", "groups", lambda k: [k.layers.Conv2D(4, 3), k.layers.Conv2D(4, 3, groups=2), *head(k)])
 refused("channels_first", "channels_first", lambda k: [k.layers.Conv2D(4, 1, data_format="channels_first"),
                                                        *head(k)])
 case("average_pooling")(lambda k: k.Sequential([image_input(k), k.layers.AveragePooling2D(2),

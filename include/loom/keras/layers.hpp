@@ -174,6 +174,38 @@ inline void dilation_out(const Config& c, json& k) {
   k["dilation_rate"] = pair_json(c.has("dilation_rate") ? c.size2("dilation_rate") : Size2{1, 1});
 }
 
+/// Conv2DTranspose's output_padding: null, an int n (n, n) or a list of
+/// two, each >= 0; in loom's configuration only when given.
+inline void output_padding_in(const Fields& f, Config& c) {
+  if (!f.has("output_padding")) return;
+  const json& v = f.at("output_padding");
+  auto one = [&](const json& e) {
+    if (!e.is_number_integer() || e.get<long long>() < 0 || e.get<long long>() > (1 << 20)) {
+      f.bad("output_padding", "null, or integers >= 0");
+    }
+    return static_cast<Index>(e.get<long long>());
+  };
+  if (v.is_number_integer()) {
+    c.set("output_padding", Size2{one(v), one(v)});
+  } else if (v.is_array() && v.size() == 2) {
+    c.set("output_padding", Size2{one(v[0]), one(v[1])});
+  } else {
+    f.bad("output_padding", "null, an integer or a list of two");
+  }
+}
+inline void output_padding_out(const Config& c, json& k) {
+  k["output_padding"] = c.has("output_padding") ? pair_json(c.size2("output_padding")) : json(nullptr);
+}
+
+/// Conv2D's groups: in loom's configuration only when more than one.
+inline void groups_in(const Fields& f, Config& c) {
+  if (!f.has("groups")) return;
+  const Index g = f.integer("groups");
+  if (g < 1) f.bad("groups", "a positive integer");
+  if (g > 1) c.set("groups", g);
+}
+inline void groups_out(const Config& c, json& k) { k["groups"] = c.has("groups") ? c.integer("groups") : Index(1); }
+
 /// The initializer, regularizer and constraint keys Keras 3 writes for a
 /// DepthwiseConv2D (`pointwise`: a SeparableConv2D).
 inline json depthwise_defaults(const Config&, json& k, bool pointwise) {
@@ -273,11 +305,8 @@ LOOM_KERAS_MAPPING(
         .alias("Convolution2D")
         .channels_last()
         .step(impl::refuse_lora)
-        .step([](const Fields& f, Config&) {
-          if (f.integer("groups", 1) != 1) f.refuse("groups other than 1");
-        })
         .step(impl::dilation_in, impl::dilation_out)
-        .constant("groups", 1)
+        .step(impl::groups_in, impl::groups_out)
         .positive_integer("filters", 1 << 20)
         .size2("kernel_size")
         .size2("strides", Size2{1, 1})
@@ -292,13 +321,12 @@ LOOM_KERAS_MAPPING(LayerMapping("Conv2DTranspose")
                        .step(impl::refuse_lora)
                        .step([](const Fields& f, Config&) {
                          if (f.integer("groups", 1) != 1) f.refuse("groups other than 1");
-                         if (f.has("output_padding")) f.refuse("Conv2DTranspose with an output_padding");
                        })
                        .positive_integer("filters", 1 << 20)
                        .size2("kernel_size")
                        .size2("strides", Size2{1, 1})
                        .padding()
-                       .constant("output_padding", nullptr)
+                       .step(impl::output_padding_in, impl::output_padding_out)
                        .step([](const Fields& f, Config& c) {
                          c.set("dilation_rate", f.has("dilation_rate") ? f.size2("dilation_rate") : Size2{1, 1});
                        }, [](const Config& c, json& k) { k["dilation_rate"] = impl::pair_json(c.size2("dilation_rate")); })

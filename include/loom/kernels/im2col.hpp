@@ -53,6 +53,10 @@ struct Window2D {
   Index pad_top = 0, pad_left = 0;
   Index ho = 0, wo = 0;  // output
   Index dh = 1, dw = 1;  // dilation: the window's cells are dh rows and dw columns apart
+  /// Channel groups (a grouped convolution): with more than one, a column
+  /// row holds group 0's window (i, j, c') over its c / groups channels,
+  /// then group 1's, and so on, so that each group's columns are a block.
+  Index groups = 1;
 
   Index rows() const { return n * ho * wo; }   // rows of the column matrix
   Index patch() const { return kh * kw * c; }  // columns of the column matrix
@@ -120,7 +124,13 @@ inline void copy_small(const T* from, Index n, T* to) {
 /// the batch across threads and calls this on small groups of images, so the
 /// rows it writes are still in cache when the GEMM reads them.
 template <class T>
+void im2col_grouped(const T* x, const Window2D& g, Index n0, Index n1, T* col);
+template <class T>
+void col2im_grouped(const T* col, const Window2D& g, Index n0, Index n1, T* dx);
+
+template <class T>
 void im2col(const T* x, const Window2D& g, Index n0, Index n1, T* col) {
+  if (g.groups > 1) return im2col_grouped(x, g, n0, n1, col);
   const Index span = g.kw * g.c;
   T* out = col;
   for (Index n = n0; n < n1; ++n) {
@@ -160,6 +170,7 @@ void im2col(const T* x, const Window2D& g, Index n0, Index n1, T* col) {
 /// cells, so threads may work on different images at once.
 template <class T>
 void col2im(const T* col, const Window2D& g, Index n0, Index n1, T* dx) {
+  if (g.groups > 1) return col2im_grouped(col, g, n0, n1, dx);
   const Index row_len = g.patch();
   const Index sample = g.h * g.w * g.c;
   const T* in = col;
@@ -182,6 +193,69 @@ void col2im(const T* col, const Window2D& g, Index n0, Index n1, T* dx) {
       }
     }
   }
+}
+
+/// Calls f(source, offset) for each cell (i, j) of each output pixel's
+/// window of images [n0, n1), in column order: `source` is the cell's first
+/// channel in the image (null in the padding), `offset` the cell's first
+/// column within its group's block, (i * kw + j) * c / groups. Between
+/// pixels `next_row()` is called.
+template <class F, class R>
+void for_window_cells(const Window2D& g, Index n0, Index n1, F&& f, R&& next_row) {
+  const Index cg = g.c / g.groups;
+  for (Index n = n0; n < n1; ++n) {
+    for (Index oh = 0; oh < g.ho; ++oh) {
+      for (Index ow = 0; ow < g.wo; ++ow, next_row()) {
+        for (Index i = 0; i < g.kh; ++i) {
+          const Index ih = oh * g.sh - g.pad_top + i * g.dh;
+          for (Index j = 0; j < g.kw; ++j) {
+            const Index iw = ow * g.sw - g.pad_left + j * g.dw;
+            const bool inside = ih >= 0 && ih < g.h && iw >= 0 && iw < g.w;
+            f(inside ? ((n * g.h + ih) * g.w + iw) * g.c : Index(-1), (i * g.kw + j) * cg);
+          }
+        }
+      }
+    }
+  }
+}
+
+/// im2col with the column order of groups > 1 (see Window2D::groups).
+template <class T>
+void im2col_grouped(const T* x, const Window2D& g, Index n0, Index n1, T* col) {
+  const Index cg = g.c / g.groups, block = g.kh * g.kw * cg;
+  T* row = col;
+  for_window_cells(
+      g, n0, n1,
+      [&](Index source, Index offset) {
+        for (Index gi = 0; gi < g.groups; ++gi) {
+          T* o = row + gi * block + offset;
+          if (source < 0) {
+            std::fill(o, o + cg, T(0));
+          } else {
+            copy_small(x + source + gi * cg, cg, o);
+          }
+        }
+      },
+      [&] { row += g.patch(); });
+}
+
+/// col2im with the column order of groups > 1: its adjoint.
+template <class T>
+void col2im_grouped(const T* col, const Window2D& g, Index n0, Index n1, T* dx) {
+  const Index cg = g.c / g.groups, block = g.kh * g.kw * cg, sample = g.h * g.w * g.c;
+  std::fill(dx + n0 * sample, dx + n1 * sample, T(0));
+  const T* row = col;
+  for_window_cells(
+      g, n0, n1,
+      [&](Index source, Index offset) {
+        if (source < 0) return;
+        for (Index gi = 0; gi < g.groups; ++gi) {
+          const T* s = row + gi * block + offset;
+          T* d = dx + source + gi * cg;
+          for (Index c = 0; c < cg; ++c) d[c] += s[c];
+        }
+      },
+      [&] { row += g.patch(); });
 }
 
 }  // namespace loom::detail

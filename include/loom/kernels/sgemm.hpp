@@ -69,6 +69,11 @@ struct GemmEpilogue {
     if (relu) v = std::max(v, T(0));  // NaN passes through
     return scale ? v * scale[j] + shift[j] : v;
   }
+  /// The epilogue of columns [j0, ...): a product that writes only those
+  /// (a group of a grouped convolution).
+  GemmEpilogue from_column(Index j0) const {
+    return {bias ? bias + j0 : nullptr, relu, scale ? scale + j0 : nullptr, shift ? shift + j0 : nullptr};
+  }
 };
 
 #ifdef LOOM_OWN_SGEMM

@@ -58,6 +58,11 @@ class Conv2DOptions {
   /// The kernel's cells this many rows and columns apart (Keras's
   /// dilation_rate); a dilated Conv2D runs by im2col + GEMM.
   LOOM_OPTION(Size2, dilation_rate, (Size2{1, 1}))
+  /// Channel groups (Keras's groups): the input channels and the filters are
+  /// cut into this many equal parts, and each part of the filters sees only
+  /// its part of the channels; the kernel is [kh, kw, Cin / groups, filters].
+  /// A grouped Conv2D runs by im2col + one GEMM per group.
+  LOOM_OPTION(Index, groups, 1)
   /// Keras's weight regularizers (regularizers.hpp): L1, L2 or L1L2 penalties in training.
   LOOM_OPTION(Regularizer, kernel_regularizer, Regularizer())
   LOOM_OPTION(Regularizer, bias_regularizer, Regularizer())
@@ -87,6 +92,10 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
                                     opt_.strides()[1], ")"));
     }
     detail::check_window(class_name, opt_.kernel_size(), opt_.strides(), opt_.dilation_rate());
+    if (opt_.groups() < 1 || opt_.filters() % opt_.groups() != 0) {
+      throw ConfigError(detail::str("Conv2D: groups must be >= 1 and divide filters, got groups=", opt_.groups(),
+                                    " filters=", opt_.filters()));
+    }
   }
 
   static constexpr const char* class_name = "Conv2D";
@@ -98,6 +107,9 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   /// Chooses the algorithm (see ConvAlgorithm); Winograd only where it
   /// applies (3x3, stride 1), else a ConfigError.
   void set_algorithm(ConvAlgorithm a) {
+    if ((a == ConvAlgorithm::Winograd || a == ConvAlgorithm::Direct) && grouped()) {
+      throw ConfigError("Conv2D: a grouped convolution (groups > 1) runs by im2col");
+    }
     if (a == ConvAlgorithm::Winograd && !winograd_applies()) {
       throw ConfigError("Conv2D: Winograd convolution needs a 3x3 kernel with strides (1, 1), undilated");
     }
@@ -229,6 +241,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
                    .set("activation", to_string(opt_.activation()))
                    .set("use_bias", opt_.use_bias());
     if (dilated()) c.set("dilation_rate", opt_.dilation_rate());  // (only when dilated)
+    if (grouped()) c.set("groups", opt_.groups());                 // (only when grouped)
     set_regularizer(c, "kernel_regularizer", opt_.kernel_regularizer());  // only when set
     set_regularizer(c, "bias_regularizer", opt_.bias_regularizer());
     return c;
@@ -240,6 +253,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
                                         .activation(activation_from(c.text("activation")))
                                         .use_bias(c.flag("use_bias"))
                                         .dilation_rate(c.has("dilation_rate") ? c.size2("dilation_rate") : Size2{1, 1})
+                                        .groups(c.has("groups") ? c.integer("groups") : 1)
                                         .kernel_regularizer(regularizer_from(c, "kernel_regularizer"))
                                         .bias_regularizer(regularizer_from(c, "bias_regularizer")));
   }
@@ -260,10 +274,14 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       this->reject_input(in, detail::str("at least ", eh, "x", ew, " pixels for a ", kh, "x", kw,
                                          dilated() ? " dilated" : "", " kernel with 'valid' padding"));
     }
-    const Index cout = opt_.filters();
-    kernel_ = this->new_parameter(Shape{kh, kw, in[2], cout});
+    if (in[2] % opt_.groups() != 0) {
+      this->reject_input(in, detail::str("channels divisible by its groups=", opt_.groups()));
+    }
+    geo_.groups = opt_.groups();
+    const Index cout = opt_.filters(), cin = in[2] / opt_.groups();  // a group's input channels
+    kernel_ = this->new_parameter(Shape{kh, kw, cin, cout});
     dkernel_ = Tensor<T>(kernel_.shape());
-    glorot_uniform(kernel_, kh * kw * in[2], kh * kw * cout, rng);
+    glorot_uniform(kernel_, kh * kw * cin, kh * kw * cout, rng);  // Keras's fans of that shape
     if (opt_.use_bias()) {
       bias_ = this->new_parameter(Shape{cout});
       dbias_ = Tensor<T>(Shape{cout});
@@ -274,6 +292,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   const Tensor<T>& forward_impl(const Tensor<T>& x, Mode mode) override {
     geo_.n = x.dim(0);
     const Index k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
+    const Index kg = k / geo_.groups, fg = cout / geo_.groups;  // a group's columns and filters
     const Index tile = images_per_tile();
     // Training keeps every column row for the weights' gradient (Winograd
     // keeps its transformed input tiles); inference needs only a tile (and
@@ -311,10 +330,13 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
         const Index r0 = n0 * per_image, rows = (n1 - n0) * per_image;
         T* col = keep ? col_.data() + r0 * k : w.col.data();
         detail::im2col(x.data(), geo_, n0, n1, col);
-        // Bias and ReLU in the GEMM's epilogue; a softmax on rows still in cache.
+        // Bias and ReLU in the GEMM's epilogue; a softmax on rows still in
+        // cache. Group g's columns, filters and kernel columns are blocks.
         T* y = y_.data() + r0 * cout;
-        w.forward(rows, cout, k, {col, k}, {weights().kernel_.data(), cout}, y, cout, /*accumulate=*/false,
-                  epilogue);
+        for (Index g = 0; g < geo_.groups; ++g) {
+          w.forward(rows, fg, kg, {col + g * kg, k}, {weights().kernel_.data() + g * fg, cout}, y + g * fg, cout,
+                    /*accumulate=*/false, epilogue.from_column(g * fg));
+        }
         activate_rows(r0, rows);
       }
     });
@@ -326,6 +348,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
       throw ConfigError(this->where() + ": backward() is done by the BatchNormalization after it in this step");
     }
     const Index n = geo_.n, k = geo_.patch(), cout = opt_.filters(), per_image = geo_.ho * geo_.wo;
+    const Index kg = k / geo_.groups, fg = cout / geo_.groups;  // a group's columns and filters
     const Index tile = images_per_tile();
     const bool input_grad = this->needs_input_grad();
     // dz = dy * f'(y), unless dy is dz already: a fused softmax gradient, a
@@ -379,7 +402,10 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
         for (Index r = mine.begin * geo_.ho; r < mine.end * geo_.ho; ++r) add_row(t, r, dz_all + r * geo_.wo * cout);
         db = nullptr;  // summed
       } else {
-        w.weights(k, cout, rows, {col_.data() + r0 * k, k, true}, {dz, cout}, weights_share(t), cout);
+        for (Index g = 0; g < geo_.groups; ++g) {
+          w.weights(kg, fg, rows, {col_.data() + r0 * k + g * kg, k, true}, {dz + g * fg, cout},
+                    weights_share(t) + g * fg, cout);
+        }
       }
       if (db) add_bias_sums(dz, rows, db);
       // dx: Winograd's correlation of dz with the rotated kernel, or
@@ -393,8 +419,10 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
         for (Index n0 = mine.begin; n0 < mine.end; n0 += tile) {
           const Index n1 = std::min(n0 + tile, mine.end);
           const Index tile_rows = (n1 - n0) * per_image;
-          w.input(tile_rows, k, cout, {dz_all + n0 * per_image * cout, cout}, {kernel_.data(), cout, true},
-                  w.col.data(), k);
+          for (Index g = 0; g < geo_.groups; ++g) {
+            w.input(tile_rows, kg, fg, {dz_all + n0 * per_image * cout + g * fg, cout},
+                    {kernel_.data() + g * fg, cout, true}, w.col.data() + g * kg, k);
+          }
           detail::col2im(w.col.data(), geo_, n0, n1, dx_.data());
         }
       }
@@ -623,13 +651,14 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   /// fewer than 8 input channels that Winograd does not take, whose im2col
   /// copies runs of a few floats (bench_conv2d: conv1, one channel).
   bool dilated() const { return !(opt_.dilation_rate() == Size2{1, 1}); }
+  bool grouped() const { return opt_.groups() > 1; }
   bool uses_direct() const {
-    if (algorithm_ == ConvAlgorithm::Auto) return !uses_winograd() && geo_.c < 8 && !dilated();
+    if (algorithm_ == ConvAlgorithm::Auto) return !uses_winograd() && geo_.c < 8 && !dilated() && !grouped();
     return algorithm_ == ConvAlgorithm::Direct;
   }
 
   bool winograd_applies() const {
-    return opt_.kernel_size() == Size2{3, 3} && opt_.strides() == Size2{1, 1} && !dilated();
+    return opt_.kernel_size() == Size2{3, 3} && opt_.strides() == Size2{1, 1} && !dilated() && !grouped();
   }
   bool uses_winograd() const {
     if (algorithm_ == ConvAlgorithm::Auto) return winograd_applies() && geo_.c >= 8 && opt_.filters() >= 8;

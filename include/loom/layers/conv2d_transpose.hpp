@@ -11,14 +11,20 @@
 ///     backward:  dz  = dy * f'(y)
 ///                dcol = im2col(dz);  dx = dcol * K;  dK = dcolT * x;  db = sums of dz
 ///
-/// Its output size is Keras's (deconv_output_length, no output_padding):
-/// Hy = Hx * stride for "same", Hx * stride + max(k - stride, 0) for
-/// "valid", k the dilated kernel's extent. Threads split the batch, one
+/// Its output size is Keras's (deconv_output_length): without an
+/// output_padding, Hy = Hx * stride for "same", Hx * stride + max(k - stride,
+/// 0) for "valid", k the dilated kernel's extent; with one, op < stride,
+/// Hy = (Hx - 1) * stride + k - 2 * (k / 2) + op for "same" and
+/// (Hx - 1) * stride + k + op for "valid". Either way the Conv2D it is the
+/// adjoint of runs over Hy with its own padding rule (as TensorFlow's
+/// conv2d_transpose, given that output shape, does); rows and columns no
+/// window reaches get the bias alone. Threads split the batch, one
 /// image at a time; each adds its images' kernel gradient into a buffer of
 /// its own, and the buffers are summed in a fixed order.
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "../initializers.hpp"
@@ -35,25 +41,39 @@ template <class T>
 class Conv2DTranspose : public Layer<T> {
  public:
   static constexpr const char* class_name = "Conv2DTranspose";
-  /// Conv2D's options, read as Keras's Conv2DTranspose reads its arguments.
-  explicit Conv2DTranspose(const Conv2DOptions& options) : opt_(options) {
+  /// Conv2D's options, read as Keras's Conv2DTranspose reads its arguments,
+  /// and Keras's output_padding (none by default): rows and columns added
+  /// to the output, each fewer than the stride.
+  explicit Conv2DTranspose(const Conv2DOptions& options, std::optional<Size2> output_padding = std::nullopt)
+      : opt_(options), output_padding_(output_padding) {
     if (opt_.filters() < 1) throw ConfigError(detail::str("Conv2DTranspose: filters must be >= 1, got ", opt_.filters()));
+    if (opt_.groups() != 1) throw ConfigError("Conv2DTranspose: groups other than 1 (Keras's Conv2DTranspose has none)");
     detail::check_window(class_name, opt_.kernel_size(), opt_.strides(), opt_.dilation_rate());
+    if (output_padding_) {
+      const Size2 op = *output_padding_, s = opt_.strides();
+      if (op[0] < 0 || op[1] < 0 || op[0] >= s[0] || op[1] >= s[1]) {
+        throw ConfigError(detail::str("Conv2DTranspose: output_padding must be >= 0 and less than strides, got output_padding=(",
+                                      op[0], ", ", op[1], ") strides=(", s[0], ", ", s[1], ")"));
+      }
+    }
   }
+  const std::optional<Size2>& output_padding() const { return output_padding_; }
   std::string type() const override { return class_name; }
   std::string base_name() const override { return "conv2d_transpose"; }
   Activation activation() const override { return opt_.activation(); }
   const Conv2DOptions& options() const { return opt_; }
 
   Config config() const override {
-    return Config()
-        .set("filters", opt_.filters())
-        .set("kernel_size", opt_.kernel_size())
-        .set("strides", opt_.strides())
-        .set("padding", to_string(opt_.padding()))
-        .set("dilation_rate", opt_.dilation_rate())
-        .set("activation", to_string(opt_.activation()))
-        .set("use_bias", opt_.use_bias());
+    Config c = Config()
+                   .set("filters", opt_.filters())
+                   .set("kernel_size", opt_.kernel_size())
+                   .set("strides", opt_.strides())
+                   .set("padding", to_string(opt_.padding()))
+                   .set("dilation_rate", opt_.dilation_rate())
+                   .set("activation", to_string(opt_.activation()))
+                   .set("use_bias", opt_.use_bias());
+    if (output_padding_) c.set("output_padding", *output_padding_);  // (only when given)
+    return c;
   }
   static std::unique_ptr<Layer<T>> from_config(const Config& c) {
     return std::make_unique<Conv2DTranspose>(Conv2DOptions(c.integer("filters"), c.size2("kernel_size"))
@@ -61,7 +81,9 @@ class Conv2DTranspose : public Layer<T> {
                                                  .padding(padding_from(c.text("padding")))
                                                  .dilation_rate(c.size2("dilation_rate"))
                                                  .activation(activation_from(c.text("activation")))
-                                                 .use_bias(c.flag("use_bias")));
+                                                 .use_bias(c.flag("use_bias")),
+                                             c.has("output_padding") ? std::optional<Size2>(c.size2("output_padding"))
+                                                                     : std::nullopt);
   }
   std::vector<Parameter<T>> parameters() override {
     std::vector<Parameter<T>> p{{this->name() + "/kernel", &kernel_, &dkernel_}};
@@ -75,11 +97,14 @@ class Conv2DTranspose : public Layer<T> {
     const auto [kh, kw] = opt_.kernel_size();
     const auto [sh, sw] = opt_.strides();
     const auto [dh, dw] = opt_.dilation_rate();
-    auto length = [&](Index x, Index k, Index s) {
-      return opt_.padding() == Padding::Same ? x * s : x * s + std::max<Index>(k - s, 0);
+    const bool same = opt_.padding() == Padding::Same;
+    auto length = [&](Index x, Index k, Index s, int axis) {  // Keras's deconv_output_length
+      if (output_padding_) return (x - 1) * s + k - (same ? 2 * (k / 2) : 0) + (*output_padding_)[axis];
+      return same ? x * s : x * s + std::max<Index>(k - s, 0);
     };
     const Index f = opt_.filters();
-    const Shape out{length(in[0], (kh - 1) * dh + 1, sh), length(in[1], (kw - 1) * dw + 1, sw), f};
+    const Shape out{length(in[0], (kh - 1) * dh + 1, sh, 0), length(in[1], (kw - 1) * dw + 1, sw, 1), f};
+    if (out[0] < 1 || out[1] < 1) this->reject_input(in, "images whose transposed window fits");
     geo_ = detail::dilated_window(out, opt_.kernel_size(), opt_.strides(), opt_.dilation_rate(), opt_.padding());
     if (geo_.ho != in[0] || geo_.wo != in[1]) {  // (Keras's output length always gives it)
       this->reject_input(in, "images whose transposed window fits");
@@ -177,6 +202,7 @@ class Conv2DTranspose : public Layer<T> {
   }
 
   Conv2DOptions opt_;
+  std::optional<Size2> output_padding_;
   detail::Window2D geo_;  // the Conv2D it is the adjoint of: input y, output x
   Tensor<T> kernel_, bias_, dkernel_, dbias_;
   Tensor<T> x_, y_, z_, dz_, dx_;

@@ -96,10 +96,12 @@ class Exporter {
     const Shape in = conv.input_shape(), out = conv.output_shape();
     const auto [kh, kw] = o.kernel_size();
     const auto [sh, sw] = o.strides();
-    const auto rows = loom::detail::window_axis(in[0], kh, sh, o.padding());
-    const auto cols = loom::detail::window_axis(in[1], kw, sw, o.padding());
-    const Index cin = in[2], cout = o.filters();
-    // Keras's [kh, kw, cin, cout] to ONNX's [cout, cin, kh, kw].
+    const auto [dh, dw] = o.dilation_rate();
+    const Index eh = (kh - 1) * dh + 1, ew = (kw - 1) * dw + 1;  // the window, dilated
+    const auto rows = loom::detail::window_axis(in[0], eh, sh, o.padding());
+    const auto cols = loom::detail::window_axis(in[1], ew, sw, o.padding());
+    const Index cin = in[2] / o.groups(), cout = o.filters();  // a group's input channels
+    // Keras's [kh, kw, cin, cout] to ONNX's [cout, cin, kh, kw] (cin a group's, for both).
     const Tensor<T>& k = value_of(const_cast<Conv2D<T>&>(conv), "kernel");
     std::vector<float> w(static_cast<std::size_t>(k.size()));
     for (Index i = 0; i < kh; ++i)
@@ -111,9 +113,10 @@ class Exporter {
     ::onnx::NodeProto& n = node("Conv", inputs, conv.name());
     ints(n, "kernel_shape", {kh, kw});
     ints(n, "strides", {sh, sw});
-    ints(n, "pads", {rows.pad_before, cols.pad_before, pad_after(in[0], kh, sh, rows),
-                     pad_after(in[1], kw, sw, cols)});
-    ints(n, "dilations", {1, 1});
+    ints(n, "pads", {rows.pad_before, cols.pad_before, pad_after(in[0], eh, sh, rows),
+                     pad_after(in[1], ew, sw, cols)});
+    ints(n, "dilations", {dh, dw});
+    if (o.groups() > 1) ints(n, "group", {o.groups()}, true);
     shape_ = out;
     activation(o.activation(), conv.name() + ".activation");
   }

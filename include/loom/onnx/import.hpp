@@ -14,8 +14,8 @@
 /// graph's. A graph that starts by transposing NHWC to NCHW (loom's own
 /// files) takes NHWC as it is.
 ///
-/// Operators read (opset 7 to 21, the default domain): Conv (group 1,
-/// dilations 1), BatchNormalization (inference), MaxPool, Relu, Softmax,
+/// Operators read (opset 7 to 21, the default domain): Conv (grouped and
+/// dilated too), BatchNormalization (inference), MaxPool, Relu, Softmax,
 /// Flatten, Reshape to (batch, -1), Gemm, MatMul with Add, Transpose
 /// between NCHW and NHWC, Pad (zeros on height and width), Dropout,
 /// Identity, Constant. The model comes back uncompiled: compile it to
@@ -584,15 +584,24 @@ class Importer {
     const Constant& w = constant_input(n, 1, where, "weight W");
     if (w.dims.size() != 4) refuse(where, "W is not of rank 4");
     const Index cout = w.dims[0], cin = w.dims[1], kh = w.dims[2], kw = w.dims[3];
-    if (a.integer("group", 1) != 1) refuse(where, "group other than 1 (loom does not read grouped or depthwise convolutions from ONNX yet)");
-    if (cin != shape_[2]) refuse(where, loom::detail::str("W has ", cin, " input channels, its input ", shape_[2]));
-    for (std::int64_t d : a.integers("dilations", {1, 1})) {
-      if (d != 1) refuse(where, "dilations other than 1 (loom does not read dilated convolutions from ONNX yet)");
+    // group g: W's cin is a group's channels, cout the filters of all groups (Conv2D's groups).
+    const std::int64_t groups = a.integer("group", 1);
+    if (groups < 1 || groups > kMaxDim || cout % groups != 0) refuse(where, "group must be >= 1 and divide W's output channels");
+    if (cin * groups != shape_[2]) {
+      refuse(where, loom::detail::str("W has ", cin, " input channels per group (", groups, " groups), its input ", shape_[2]));
     }
     const auto ks = a.integers("kernel_shape", {kh, kw});
     if (ks != std::vector<std::int64_t>{kh, kw}) refuse(where, "kernel_shape does not match W");
     const auto st = a.integers("strides", {1, 1});
     if (st.size() != 2 || st[0] < 1 || st[1] < 1 || st[0] > kMaxDim || st[1] > kMaxDim) refuse(where, "strides must be two sizes >= 1");
+    const auto dil = a.integers("dilations", {1, 1});
+    if (dil.size() != 2 || dil[0] < 1 || dil[1] < 1 || dil[0] > kMaxDim || dil[1] > kMaxDim) {
+      refuse(where, "dilations must be two sizes >= 1");
+    }
+    if ((dil[0] > 1 || dil[1] > 1) && (st[0] > 1 || st[1] > 1)) {
+      refuse(where, "dilations with strides > 1 (Keras's Conv2D, and loom's, take one or the other)");
+    }
+    const Index eh = (kh - 1) * dil[0] + 1, ew = (kw - 1) * dil[1] + 1;  // the window, dilated
     const std::string auto_pad = a.text("auto_pad", "NOTSET");
     std::vector<std::int64_t> pads = a.integers("pads", {0, 0, 0, 0});
     if (pads.size() != 4) refuse(where, "pads must hold 4 values");
@@ -607,8 +616,8 @@ class Importer {
     } else if (auto_pad != "NOTSET") {
       refuse(where, "auto_pad " + auto_pad + " (loom reads NOTSET, VALID and SAME_UPPER)");
     } else {
-      rows = keras_padding(shape_[0], kh, st[0], pads[0], pads[2], false, false);
-      cols = keras_padding(shape_[1], kw, st[1], pads[1], pads[3], false, false);
+      rows = keras_padding(shape_[0], eh, st[0], pads[0], pads[2], false, false);
+      cols = keras_padding(shape_[1], ew, st[1], pads[1], pads[3], false, false);
     }
     Padding padding = Padding::Valid;
     if (rows && cols && *rows == *cols) {
@@ -619,7 +628,12 @@ class Importer {
     }
     const bool bias = has_input(n, 2);
     Pending<T> p;
-    p.conv = Conv2DOptions(cout, {kh, kw}).strides({st[0], st[1]}).padding(padding).use_bias(bias);
+    p.conv = Conv2DOptions(cout, {kh, kw})
+                 .strides({st[0], st[1]})
+                 .padding(padding)
+                 .use_bias(bias)
+                 .dilation_rate({dil[0], dil[1]})
+                 .groups(groups);
     p.conv_or_dense = "conv";
     // ONNX's [cout, cin, kh, kw] to Keras's [kh, kw, cin, cout].
     std::vector<double> k(static_cast<std::size_t>(w.size()));
@@ -629,7 +643,7 @@ class Importer {
           for (Index j = 0; j < kw; ++j) k[std::size_t(((i * kw + j) * cin + c) * cout + f)] = w.values[std::size_t(((f * cin + c) * kh + i) * kw + j)];
     p.weights.push_back(std::move(k));
     if (bias) p.weights.push_back(vector_of(constant_input(n, 2, where, "bias B"), cout, where, "B"));
-    const auto oh = loom::detail::window_axis(shape_[0], kh, st[0], padding), ow = loom::detail::window_axis(shape_[1], kw, st[1], padding);
+    const auto oh = loom::detail::window_axis(shape_[0], eh, st[0], padding), ow = loom::detail::window_axis(shape_[1], ew, st[1], padding);
     if (oh.out < 1 || ow.out < 1) refuse(where, "its output would be empty");
     shape_ = Shape{oh.out, ow.out, cout};
     pending_.push_back(std::move(p));
