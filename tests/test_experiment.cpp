@@ -214,12 +214,12 @@ TEST_CASE("experiment options: --recipe improved trains 20 epochs, and refuses t
   CHECK(parse({"--recipe", "fancy"}, bad) == 2);
 }
 
-TEST_CASE("experiment options: --model resnet trains model 2 for 14 epochs with translation, unless told otherwise") {
+TEST_CASE("experiment options: --model resnet trains model 2 for 20 epochs with translation, unless told otherwise") {
   ExperimentOptions opt;
   CHECK(parse({"--model", "resnet"}, opt) == -1);
   CHECK(opt.improved());
   CHECK(opt.models == std::vector<int>{2});
-  CHECK(opt.epochs_for(notebook_models()[1]) == 14);
+  CHECK(opt.epochs_for(notebook_models()[1]) == 20);
   CHECK(opt.improved_recipe.translation == 0.1);
   CHECK(opt.optimizer_description().find("RandomTranslation(0.1, 0.1)") != std::string::npos);
   ExperimentOptions told;

@@ -3,7 +3,7 @@
 `scripts/run-experiment --model resnet`: the peer issue 36 compares loom with.
 
     $(scripts/reference-env) bench/reference/keras_resnet.py --out DIR [--seed 120695] [--seeds K] [--run R]
-        [--epochs 14] [--width 32] [--translation 0.1] [--threads 2] [--data-dir DIR]
+        [--epochs 20] [--width 32] [--translation 0.1] [--threads 2] [--data-dir DIR]
     $(scripts/reference-env) bench/reference/keras_resnet.py --speed [--steps 100] [--repeats 3] [--threads 2]
 
 The network is the one resnet_model.hpp's comment writes in Keras: RandomFlip

@@ -4,7 +4,7 @@ Keras's semantics, trained with the same recipe as
 (bench/reference/keras_resnet.py is Keras itself).
 
     $(scripts/reference-env) bench/reference/pytorch_resnet.py --out DIR [--seed 120695] [--seeds K] [--run R]
-        [--epochs 14] [--width 32] [--translation 0.1] [--threads 2] [--data-dir DIR]
+        [--epochs 20] [--width 32] [--translation 0.1] [--threads 2] [--data-dir DIR]
     $(scripts/reference-env) bench/reference/pytorch_resnet.py --speed [--steps 100] [--repeats 3] [--threads 2]
 
 Where PyTorch's defaults differ from Keras's, Keras's are used:

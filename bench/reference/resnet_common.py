@@ -16,7 +16,7 @@ def parse_args(doc):
     p.add_argument("--seed", type=int, default=120695)
     p.add_argument("--seeds", type=int, default=1, help="runs (run r: seed + 100 r + 2)")
     p.add_argument("--run", type=int, default=0, help="first run index")
-    p.add_argument("--epochs", type=int, default=14, help="epochs (default 14, as loom's --model resnet)")
+    p.add_argument("--epochs", type=int, default=20, help="epochs (default 20, as loom's --model resnet)")
     p.add_argument("--width", type=int, default=32, help="the first stage's channels")
     p.add_argument("--translation", type=float, default=0.1, help="RandomTranslation's factor, 0 for none")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (inter-op: 1)")
