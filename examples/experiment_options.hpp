@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <loom/data/fashion_mnist.hpp>
+#include <loom/kernels/bf16_gemm.hpp>
 #include <loom/parallel.hpp>
 
 namespace loom::examples {
@@ -106,6 +107,7 @@ struct ExperimentOptions {
   std::string save_keras;   ///< --save-keras: folder to export each trained model to, as .keras
   std::string save_onnx;    ///< --save-onnx: folder to export each trained model to, as .onnx
   bool sync_bn = false;     ///< --sync-bn: BatchNormalization(synchronized=True) under mpirun
+  std::string precision = "float32";  ///< --precision: the models' policy, float32 or mixed_bfloat16
   int processes = 1;        ///< MPI processes training together (set by the program, not an option)
 
   bool improved() const { return recipe == "improved"; }
@@ -211,6 +213,11 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
   app.add_flag("--sync-bn", opt.sync_bn,
                "under mpirun: BatchNormalization statistics of the global batch (synchronized=True), not of each "
                "process's slice");
+  app.add_option("--precision", opt.precision,
+                 "the models' precision policy: float32, or mixed_bfloat16 (Keras's: the convolutions' and Dense "
+                 "layers' products in bfloat16, everything else float32; needs a CPU with AVX512_BF16)")
+      ->check(CLI::IsMember({"float32", "mixed_bfloat16"}))
+      ->capture_default_str();
   app.add_option("--save-keras", opt.save_keras, "also save each trained model for Keras, as DIR/model<i>.keras");
   app.add_option("--save-onnx", opt.save_onnx,
                  "also save each trained model as ONNX (its inference, NHWC input), as DIR/model<i>.onnx");
@@ -240,6 +247,11 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
         return 2;
       }
     }
+  }
+  if (opt.precision == "mixed_bfloat16" && !detail::bf16_supported()) {
+    err << "fashion_mnist_experiment: --precision mixed_bfloat16 cannot run here: " << detail::bf16_unsupported_reason()
+        << "\n";
+    return 2;
   }
   std::set<int> unique(opt.models.begin(), opt.models.end());
   if (unique.size() != opt.models.size()) {

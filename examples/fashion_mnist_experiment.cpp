@@ -326,6 +326,7 @@ Sequential<float> model_for_run(const ExperimentOptions& opt, const ModelResult&
               << (model.position().step > 0 ? " and batch " + std::to_string(model.position().step) : std::string())
               << "\n";
   } else {
+    model.set_policy(opt.precision);
     examples::compile_for_recipe(model, r.spec, opt, r.epochs, steps);
   }
   return model;

@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   std::vector<loom::Index> infer_batches{32, 1000};
   std::uint64_t seed = 0;
   bool json = false, concurrent = false;
-  std::string architecture = "notebook";
+  std::string architecture = "notebook", precision = "float32";
   loom::Index width = loom::examples::ResNetOptions().width;
   app.add_option("--steps", steps, "training steps per repeat (after 10 warm-up steps)")
       ->check(CLI::Range(1L, 1000000L));
@@ -89,6 +89,11 @@ int main(int argc, char** argv) {
   app.add_flag("--concurrent", concurrent,
                "also time inference with one request per thread at once, each worker on its own copy of the model "
                "with one thread");
+  app.add_option("--precision", precision,
+                 "the model's precision policy: float32, or mixed_bfloat16 (bfloat16 products, float32 sums; needs "
+                 "AVX512_BF16)")
+      ->check(CLI::IsMember({"float32", "mixed_bfloat16"}))
+      ->capture_default_str();
   app.add_flag("--json", json, "end with one line of JSON holding the results");
   CLI11_PARSE(app, argc, argv);
 
@@ -100,6 +105,7 @@ int main(int argc, char** argv) {
     resnet.translation = loom::examples::kResNetTranslation;  // as the experiment's --model resnet
     loom::Sequential<float> model = architecture == "resnet" ? loom::examples::resnet_model<float>(seed, 10, resnet)
                                                              : loom::examples::notebook_model<float>(seed);
+    model.set_policy(precision);
     model.summary();
     if (architecture == "resnet") {
       model.compile(std::make_unique<loom::SparseCategoricalCrossentropy<float>>(),

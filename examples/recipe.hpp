@@ -95,6 +95,10 @@ inline void check_checkpoint(const Sequential<float>& model, const ModelSpec& sp
     throw FormatError(path + ": this checkpoint is not of model " + std::to_string(spec.id) +
                       " with these options (seed, loss or epochs differ); remove it or drop --resume");
   }
+  if (to_string(model.policy()) != opt.precision) {
+    throw FormatError(path + ": this checkpoint was trained with --precision " + to_string(model.policy()) +
+                      "; give the same to resume it, or remove it");
+  }
   if ((model.optimizer().type() == "AdamW") != opt.improved()) {
     throw FormatError(path + ": this checkpoint was trained with the " + (opt.improved() ? "notebook's" : "improved") +
                       " recipe; give --recipe " + (opt.improved() ? "notebook" : "improved") + " to resume it, or remove it");

@@ -68,6 +68,29 @@ TEST_CASE("a training step of the notebook's model allocates nothing after the f
   set_num_threads(saved);
 }
 
+TEST_CASE("under mixed_bfloat16 a training step and inference allocate nothing once warm either") {
+  if (!detail::bf16_supported()) {
+    MESSAGE("skipped: " << detail::bf16_unsupported_reason());
+    return;
+  }
+  const int saved = num_threads();
+  for (int threads : {1, 2}) {
+    CAPTURE(threads);
+    set_num_threads(threads);
+    auto model = examples::notebook_model<float>(3);
+    model.set_policy(Precision::MixedBFloat16);
+    model.compile("sparse_categorical_crossentropy", {"accuracy"});
+    CHECK(allocations_after_first_step(model) == 0);
+    const Batch data(5, 150);
+    model.evaluate(data.x, data.y, 8);
+    AllocationProbe probe;
+    model.evaluate(data.x, data.y, 8);
+    model.evaluate(data.x, data.y, 8);
+    CHECK(probe.count() == 0);
+  }
+  set_num_threads(saved);
+}
+
 TEST_CASE("a training step of the improved recipe allocates nothing either: augmentation, schedule, decay, clipping") {
   const int saved = num_threads();
   for (int threads : {1, 2}) {

@@ -540,6 +540,44 @@ TEST_CASE("the files loom writes have Keras's layout: auto-named .keras variable
   CHECK(mw.dataset_shape("dense/every_layer/dense/kernel") == std::vector<Index>{2 * 2 * 4, 12});
 }
 
+TEST_CASE("a mixed_bfloat16 model goes to Keras as Keras's dtype policy on every layer and comes back with it") {
+  auto model = every_layer_model();
+  train_a_little(model);
+  const json f32 = json::parse(keras::model_to_config(model, true).dump());
+  CHECK(f32["config"]["layers"][1]["config"]["dtype"] == "float32");
+  // A Keras file whose layers say mixed_bfloat16, as Keras 3 and tf.keras write them.
+  const json keras3 = {{"module", "keras"}, {"class_name", "DTypePolicy"},
+                       {"config", {{"name", "mixed_bfloat16"}}}, {"registered_name", nullptr}};
+  CHECK(keras::impl::uses_mixed_bfloat16(json{{"layers", json::array({json{{"dtype", keras3}}})}}));
+  CHECK(keras::impl::uses_mixed_bfloat16(json{{"dtype", {{"class_name", "Policy"}, {"config", {{"name", "mixed_bfloat16"}}}}}}));
+  CHECK_FALSE(keras::impl::uses_mixed_bfloat16(f32));
+  if (!detail::bf16_supported()) {
+    MESSAGE("the rest skipped: " << detail::bf16_unsupported_reason());
+    return;
+  }
+  model.set_policy(Precision::MixedBFloat16);
+  const json v3 = keras::model_to_config(model, true), h5 = keras::model_to_config(model, false);
+  CHECK(v3["config"]["dtype"] == keras3);
+  CHECK(h5["config"]["dtype"] == "mixed_bfloat16");
+  for (std::size_t i = 1; i < v3["config"]["layers"].size(); ++i) {  // [0] is the InputLayer, float32 in Keras too
+    CHECK(v3["config"]["layers"][i]["config"]["dtype"] == keras3);
+    CHECK(h5["config"]["layers"][i]["config"]["dtype"] == "mixed_bfloat16");
+  }
+  TempDir dir;
+  Tensor<float> x(model.input_shape().with_batch(5));
+  Rng rng(3);
+  for (float& v : x) v = static_cast<float>(rng.uniform(-1, 1));
+  const Tensor<float> expected = model.predict(x);
+  for (const char* name : {"m.keras", "m.h5"}) {
+    CAPTURE(name);
+    keras::save_model(model, dir.file(name));
+    auto back = keras::load_model<float>(dir.file(name));
+    CHECK(back.policy() == Precision::MixedBFloat16);
+    const Tensor<float> got = back.predict(x);
+    CHECK(std::memcmp(got.data(), expected.data(), sizeof(float) * static_cast<std::size_t>(got.size())) == 0);
+  }
+}
+
 TEST_CASE("an optimizer on a learning-rate schedule saves its state as Keras 3 does, with no learning_rate variable") {
   // Keras 3 has a learning_rate variable only for a constant rate: loom threw saving a trained
   // scheduled optimizer, and read a Keras file's state off by one.

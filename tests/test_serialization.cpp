@@ -185,9 +185,9 @@ TEST_CASE("load names the file and the first thing that does not match") {
   std::string flipped = good;
   flipped[good.size() / 2] ^= 0x40;
   CHECK(load_error(flipped) == p + ": checksum mismatch: the file is corrupt");
-  std::string v3 = good;
-  v3[8] = 3;
-  CHECK(load_error(v3) == p + ": format version 3, this loom reads versions 1 to 2");
+  std::string v4 = good;
+  v4[8] = 4;
+  CHECK(load_error(v4) == p + ": format version 4, this loom reads versions 1 to 3");
   CHECK(error_of([&] { Sequential<double>::load_bytes(good, "f"); }) ==
         "f: saved with float parameters, loading as double");
   // A well-framed payload that lies: an unknown layer, a layer too big for the file.

@@ -43,6 +43,14 @@ enum class Activation {
 /// Keras's padding modes for convolution and pooling.
 enum class Padding { Valid, Same };
 
+/// A model's precision policy, as Keras names its dtype policies.
+/// MixedBFloat16 ("mixed_bfloat16"): the products of the convolutions and
+/// Dense layers take bfloat16 operands (rounded to nearest even) and sum in
+/// float32; weights, optimizer state, BatchNormalization's statistics and
+/// everything else stay float32. It needs AVX512_BF16 (see
+/// detail::bf16_supported) and is refused where it is missing.
+enum class Precision { Float32, MixedBFloat16 };
+
 namespace detail {
 struct ActivationName {
   Activation activation;
@@ -69,6 +77,7 @@ inline const char* to_string(Activation a) {
   return "linear";
 }
 inline const char* to_string(Padding p) { return p == Padding::Same ? "same" : "valid"; }
+inline const char* to_string(Precision p) { return p == Precision::MixedBFloat16 ? "mixed_bfloat16" : "float32"; }
 
 /// An activation by its name ("relu", "gelu", "swish", ...; see
 /// kActivationNames); ConfigError for anything else.
@@ -87,6 +96,12 @@ inline bool activation_needs_input(Activation a) {
 inline Padding padding_from(const std::string& name) {
   if (name != "same" && name != "valid") Config::bad("padding", name);
   return name == "same" ? Padding::Same : Padding::Valid;
+}
+
+/// "float32" or "mixed_bfloat16"; ConfigError for anything else.
+inline Precision precision_from(const std::string& name) {
+  if (name != "float32" && name != "mixed_bfloat16") Config::bad("precision policy", name);
+  return name == "mixed_bfloat16" ? Precision::MixedBFloat16 : Precision::Float32;
 }
 
 }  // namespace loom

@@ -34,10 +34,12 @@ std::string framed_v1(const std::string& payload, std::uint32_t flags) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   const std::string rest(reinterpret_cast<const char*>(data + 1), size - 1);
-  const std::uint32_t flags = (data[0] == 2 || data[0] == 4) ? loom::detail::kHasTraining : 0;
+  // data[0]: 0 unframed; 1-2 version 2, 3-4 version 1, 5-6 version 3 (even: with training).
+  const std::uint32_t flags = (data[0] != 0 && data[0] % 2 == 0) ? loom::detail::kHasTraining : 0;
   const std::string bytes = data[0] == 0   ? rest
-                            : data[0] <= 2 ? loom::detail::frame(rest, flags, sizeof(float))
-                                           : framed_v1(rest, flags);
+                            : data[0] <= 2 ? loom::detail::frame(rest, flags, sizeof(float), 2)
+                            : data[0] <= 4 ? framed_v1(rest, flags)
+                                           : loom::detail::frame(rest, flags, sizeof(float), 3);
   try {
     loom::Sequential<float> m = loom::Sequential<float>::load_bytes(bytes, "fuzz input");
     (void)m.count_params();

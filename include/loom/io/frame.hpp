@@ -5,7 +5,7 @@
 ///
 ///     offset  size  field
 ///     0       8     magic "LOOMMODL"
-///     8       4     format version (1 or 2; see kFormatVersion)
+///     8       4     format version (1 to 3; see kFormatVersion)
 ///     12      4     flags: 1 = holds the training state, 2 = weights only
 ///     16      1     scalar size in bytes (4 float, 8 double)
 ///     17      8     payload length P
@@ -24,9 +24,11 @@
 namespace loom::detail {
 
 inline constexpr char kModelMagic[8] = {'L', 'O', 'O', 'M', 'M', 'O', 'D', 'L'};
-/// The version save() writes. Version 1 (loom until the model-layer redesign)
-/// is version 2 without the callback states; both load.
-inline constexpr std::uint32_t kFormatVersion = 2;
+/// The newest version save() writes. Version 3 adds the precision policy;
+/// a float32 model is written as version 2, which is version 3 without it,
+/// so that older loom reads it. Version 1 (loom until the model-layer
+/// redesign) is version 2 without the callback states. All three load.
+inline constexpr std::uint32_t kFormatVersion = 3;
 inline constexpr std::uint32_t kOldestFormatVersion = 1;
 inline constexpr std::uint32_t kHasTraining = 1, kWeightsOnly = 2;
 inline constexpr std::size_t kFrameHeaderBytes = 8 + 4 + 4 + 1 + 8;
@@ -37,11 +39,13 @@ struct FrameInfo {
   std::uint32_t flags = 0;
 };
 
-/// Header + payload + checksum, for scalars of `scalar_bytes` bytes.
-inline std::string frame(const std::string& payload, std::uint32_t flags, std::size_t scalar_bytes) {
+/// Header + payload + checksum, for scalars of `scalar_bytes` bytes, as
+/// format `version` (the payload must be that version's).
+inline std::string frame(const std::string& payload, std::uint32_t flags, std::size_t scalar_bytes,
+                         std::uint32_t version) {
   ByteWriter w;
   w.bytes.append(kModelMagic, 8);
-  w.u32(kFormatVersion);
+  w.u32(version);
   w.u32(flags);
   w.u8(static_cast<std::uint8_t>(scalar_bytes));
   w.u64(payload.size());

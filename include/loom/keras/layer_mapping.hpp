@@ -326,6 +326,18 @@ inline void check_layer_input(const std::string& cls, const Fields& f, const Sha
   if (const auto m = Mappings<LayerMapping>::global().from_keras(cls)) m->check_input(f, input);
 }
 
+/// A layer's "dtype" for Keras: its precision as Keras's dtype policy
+/// (the DTypePolicy object of a .keras file, the policy's name in an .h5,
+/// which Keras 3 and tf.keras both read).
+inline json dtype_policy_json(Precision p, bool keras_v3) {
+  if (p == Precision::Float32) return "float32";
+  if (!keras_v3) return to_string(p);
+  return {{"module", "keras"},
+          {"class_name", "DTypePolicy"},
+          {"config", {{"name", to_string(p)}}},
+          {"registered_name", nullptr}};
+}
+
 /// Keras 3's config for one loom layer, for a .keras file (`keras_v3`) or a
 /// legacy .h5 (FormatError for a layer Keras has no counterpart for, or that
 /// loom refuses to write).
@@ -339,7 +351,7 @@ json layer_to_keras(Layer<T>& layer, bool keras_v3) {
   if (!m->refusal().empty()) {
     throw FormatError("layer '" + layer.name() + "' (" + type + ") is not written for Keras: " + m->refusal());
   }
-  json k = {{"name", layer.name()}, {"trainable", true}, {"dtype", "float32"}};
+  json k = {{"name", layer.name()}, {"trainable", true}, {"dtype", dtype_policy_json(layer.precision(), keras_v3)}};
   try {
     m->config_to_keras(layer.config(), k, keras_v3);
   } catch (const FormatError& e) {

@@ -423,6 +423,44 @@ json graph_to_config(const Sequential<T>& model, const Graph<T>& g, bool keras_v
 
 }  // namespace impl
 
+namespace impl {
+
+/// Whether any layer in a Keras model config (nested models too) runs
+/// under the "mixed_bfloat16" dtype policy.
+inline bool uses_mixed_bfloat16(const json& j) {
+  if (j.is_object()) {
+    if (j.contains("dtype")) {
+      const json& d = j.at("dtype");
+      const bool named = (d.is_string() && d.get<std::string>() == "mixed_bfloat16") ||
+                         (d.is_object() && d.contains("config") && d.at("config").is_object() &&
+                          d.at("config").contains("name") && d.at("config").at("name") == "mixed_bfloat16");
+      if (named) return true;
+    }
+    for (const auto& item : j.items()) {
+      if (uses_mixed_bfloat16(item.value())) return true;
+    }
+  } else if (j.is_array()) {
+    for (const auto& item : j) {
+      if (uses_mixed_bfloat16(item)) return true;
+    }
+  }
+  return false;
+}
+
+/// A model Keras trained under mixed_bfloat16 (any of its layers) gets that
+/// policy, where it can run (a float model on a CPU with AVX512_BF16);
+/// elsewhere it stays float32, whose products are the more precise, as a
+/// loom file's policy does. Keras's per-layer exceptions (an output layer
+/// left in float32) are not kept: loom's policy is the model's.
+template <class T>
+void apply_policy(Sequential<T>& m, const json& config) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (loom::detail::bf16_supported() && uses_mixed_bfloat16(config)) m.set_policy(Precision::MixedBFloat16);
+  }
+}
+
+}  // namespace impl
+
 /// A loom model from a Keras model config (the JSON of `model.to_json()`,
 /// `model_config` in a .h5, config.json in a .keras), with fresh weights.
 /// FormatError naming the layer for anything loom cannot represent.
@@ -439,7 +477,10 @@ Sequential<T> model_from_config(const json& model, const std::string& what = "Ke
   bool functional = false;
   const json& layers = impl::layer_list(model, what, model_name, functional);
   if (functional && !impl::straight_chain(layers, what)) {
-    return impl::functional_from_config<T>(model, layers, model_name, what, max_values_per_layer, keras_version);
+    Sequential<T> graph =
+        impl::functional_from_config<T>(model, layers, model_name, what, max_values_per_layer, keras_version);
+    impl::apply_policy(graph, model);
+    return graph;
   }
   Sequential<T> out(0, model_name);
   std::optional<Shape> input_shape;
@@ -486,6 +527,7 @@ Sequential<T> model_from_config(const json& model, const std::string& what = "Ke
   for (std::size_t i = 0; i < made.size(); ++i) {
     impl::check_layer_input(made[i].cls, Fields(*made[i].config, made[i].where), out.layers()[i]->input_shape());
   }
+  impl::apply_policy(out, model);
   return out;
 }
 
@@ -523,7 +565,10 @@ json model_to_config(const Sequential<T>& model, bool keras_v3) {
     const Shape in = l->input_shape();
     layers.push_back(entry(cls.c_str(), impl::layer_to_keras(*l, keras_v3), &in));
   }
-  json config = {{"name", model.name()}, {"trainable", true}, {"dtype", "float32"}, {"layers", std::move(layers)}};
+  json config = {{"name", model.name()},
+                 {"trainable", true},
+                 {"dtype", impl::dtype_policy_json(model.policy(), keras_v3)},
+                 {"layers", std::move(layers)}};
   if (!keras_v3) return {{"class_name", "Sequential"}, {"config", std::move(config)}};
   json top = impl::keras_object("keras", "Sequential", std::move(config));
   top["build_config"] = {{"input_shape", impl::shape_json(input)}};

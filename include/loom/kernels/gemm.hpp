@@ -22,6 +22,8 @@
 #include <type_traits>
 
 #include "../tensor.hpp"
+#include "../enums.hpp"
+#include "bf16_gemm.hpp"
 #include "sgemm.hpp"
 
 namespace loom::detail {
@@ -40,11 +42,29 @@ class Gemm {
  public:
   Gemm() = default;
   // The packing buffers are scratch: a copy starts without them.
-  Gemm(const Gemm&) {}
-  Gemm& operator=(const Gemm&) { return *this; }
+  Gemm(const Gemm& o) : precision_(o.precision_) {}
+  Gemm& operator=(const Gemm& o) {
+    precision_ = o.precision_;
+    return *this;
+  }
   Gemm(Gemm&&) noexcept = default;
   Gemm& operator=(Gemm&&) noexcept = default;
   ~Gemm() = default;
+
+  /// The precision of this GEMM's products: Float32, or MixedBFloat16
+  /// (operands rounded to bfloat16, sums in float32), which only a float
+  /// GEMM in a build with the bfloat16 kernel takes (ConfigError else; the
+  /// model refuses the policy earlier, with the reason).
+  void set_precision(Precision p) {
+    if (p == Precision::MixedBFloat16) {
+      if (!std::is_same_v<T, float> || !bf16_supported()) {
+        throw ConfigError("mixed_bfloat16 products cannot run here: " +
+                          (std::is_same_v<T, float> ? bf16_unsupported_reason() : std::string("they are float's")));
+      }
+    }
+    precision_ = p;
+  }
+  Precision precision() const { return precision_; }
 
   /// Makes every buffer a product of at most m x n x k needs, so that no
   /// such call allocates afterwards. (Calls grow them as they go; a caller
@@ -52,7 +72,12 @@ class Gemm {
   void reserve_for(Index m, Index n, Index k) {
     if (m <= 0 || n <= 0 || k <= 0) return;
 #ifdef LOOM_OWN_SGEMM
-    if constexpr (std::is_same_v<T, float>) return sgemm::reserve(n, k, bpack_);
+    if constexpr (std::is_same_v<T, float>) {
+#ifdef LOOM_BF16_GEMM
+      if (precision_ == Precision::MixedBFloat16) return bf16::reserve(n, k, pairs_);
+#endif
+      return sgemm::reserve(n, k, bpack_);
+    }
 #endif
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0)
     reserve(m, n, k);
@@ -87,6 +112,11 @@ class Gemm {
     if (m <= 0 || n <= 0) return;
 #ifdef LOOM_OWN_SGEMM
     if constexpr (std::is_same_v<T, float>) {
+#ifdef LOOM_BF16_GEMM
+      if (k > 0 && precision_ == Precision::MixedBFloat16) {
+        return bf16::gemm(m, n, k, a, b, c, ldc, accumulate, epilogue, pairs_);
+      }
+#endif
       if (k > 0) return sgemm::gemm(m, n, k, a, b, c, ldc, accumulate, epilogue, bpack_);
     }
 #endif
@@ -165,6 +195,10 @@ class Gemm {
 #ifdef LOOM_OWN_SGEMM
   sgemm::Buffer bpack_;  // loom's own kernel's packed B panel (float)
 #endif
+#ifdef LOOM_BF16_GEMM
+  bf16::Buffers pairs_;  // the bfloat16 kernel's packed operands
+#endif
+  Precision precision_ = Precision::Float32;
 };
 
 }  // namespace loom::detail

@@ -151,6 +151,54 @@ struct AColMajor {  // op(A)(i, p) = a[p * lda + i]: a transposed A, or a packed
   const float* at(const float* s, int i) const { return s + i; }
 };
 
+/// Stores the MR x NV tile of sums `acc` into C (only its first m rows and n
+/// columns): added to C's values when `add`, then the epilogue if `epi` is
+/// given. Shared by the float and the bfloat16 micro-kernels.
+template <int MR, int NV>
+[[gnu::always_inline]] inline void store_tile(typename Isa::V (&acc)[MR][NV], float* c, Index ldc, int m, int n, bool add, const Epilogue* epi) {
+  using V = typename Isa::V;
+  using Mask = typename Isa::Mask;
+  constexpr int W = Isa::W, NR = NV * W;
+  Mask mask[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) mask[v] = Isa::mask(n - v * W);
+  V bias[NV], scale[NV], shift[NV];
+  const bool affine = epi && epi->scale;
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    bias[v] = epi && epi->bias ? Isa::load(epi->bias + v * W, mask[v]) : Isa::zero();
+    scale[v] = affine ? Isa::load(epi->scale + v * W, mask[v]) : Isa::zero();
+    shift[v] = affine ? Isa::load(epi->shift + v * W, mask[v]) : Isa::zero();
+  }
+  const bool relu = epi && epi->relu;
+  const auto finish = [&](V sum, const float* old, int v, auto masked) {
+    if (add) sum = Isa::add(sum, masked ? Isa::load(old, mask[v]) : Isa::load(old));
+    sum = Isa::add(sum, bias[v]);
+    if (relu) sum = Isa::relu(sum);
+    return affine ? Isa::fma(sum, scale[v], shift[v]) : sum;
+  };
+  if (n == NR) {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      if (i >= m) break;
+      float* row = c + i * ldc;
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) Isa::store(row + v * W, finish(acc[i][v], row + v * W, v, std::false_type{}));
+    }
+    return;
+  }
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    float* row = c + i * ldc;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      if (v * W >= n) break;
+      Isa::store(row + v * W, finish(acc[i][v], row + v * W, v, std::true_type{}), mask[v]);
+    }
+  }
+}
+
 /// The MR x NR tile (NR = NV*W) of C = or += A * B over kc steps, then the
 /// epilogue if `epi` is given (the last depth block's call). A's element
 /// (i, p) is read through the view `a` (above; the direct convolution has
@@ -195,41 +243,7 @@ void micro_kernel(Index kc, const AView a, const float* __restrict b, Index ldb,
   } else {
     steps(std::true_type{});
   }
-  V bias[NV], scale[NV], shift[NV];
-  const bool affine = epi && epi->scale;
-#pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) {
-    bias[v] = epi && epi->bias ? Isa::load(epi->bias + v * W, mask[v]) : Isa::zero();
-    scale[v] = affine ? Isa::load(epi->scale + v * W, mask[v]) : Isa::zero();
-    shift[v] = affine ? Isa::load(epi->shift + v * W, mask[v]) : Isa::zero();
-  }
-  const bool relu = epi && epi->relu;
-  const auto finish = [&](V sum, const float* old, int v, auto masked) {
-    if (add) sum = Isa::add(sum, masked ? Isa::load(old, mask[v]) : Isa::load(old));
-    sum = Isa::add(sum, bias[v]);
-    if (relu) sum = Isa::relu(sum);
-    return affine ? Isa::fma(sum, scale[v], shift[v]) : sum;
-  };
-  if (n == NR) {
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i) {
-      if (i >= m) break;
-      float* row = c + i * ldc;
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) Isa::store(row + v * W, finish(acc[i][v], row + v * W, v, std::false_type{}));
-    }
-    return;
-  }
-#pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i) {
-    if (i >= m) break;
-    float* row = c + i * ldc;
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) {
-      if (v * W >= n) break;
-      Isa::store(row + v * W, finish(acc[i][v], row + v * W, v, std::true_type{}), mask[v]);
-    }
-  }
+  store_tile<MR, NV>(acc, c, ldc, m, n, add, epi);
 }
 
 /// Packs columns [j0, j0+cols) x depth [p0, p0+depth) of op(B) into slivers

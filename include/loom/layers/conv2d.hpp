@@ -118,6 +118,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   }
   /// Its copies for inference (Layer::inference_copy) run its algorithm.
   void copy_settings_to(Layer<T>& copy) const override {
+    Layer<T>::copy_settings_to(copy);
     if (auto* conv = dynamic_cast<Conv2D*>(&copy)) conv->algorithm_ = algorithm_;
   }
   /// Its kernel will not change: Winograd's transforms of it, in both
@@ -589,6 +590,14 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
     Winograd winograd;
     Tensor<T> col, dkernel;
     std::vector<double> dbias;
+    /// The GEMMs' precision. Winograd's products stay float32 under
+    /// mixed_bfloat16: F(4x4, 3x3)'s transforms magnify the operands'
+    /// rounding, and in bfloat16 its outputs were off by 3 % of their
+    /// largest value on average (up to 12 %), where a direct sum's were
+    /// off by 0.2 %; in float32 it already does a quarter of im2col's work.
+    void set_precision(Precision p) {
+      for (detail::Gemm<T>* g : {&forward, &weights, &input}) g->set_precision(p);
+    }
   };
 
   /// Winograd's tiles go to the threads in pieces of this many: at most a
@@ -685,6 +694,7 @@ class Conv2D : public Layer<T>, public RowGradientSink<T> {
   void prepare_workspaces(int threads, Index col_elems, bool gradients) {
     if (ws_.size() < static_cast<std::size_t>(threads)) ws_.resize(static_cast<std::size_t>(threads));
     for (Workspace& w : ws_) {
+      w.set_precision(this->precision());
       if (w.col.size() < col_elems) w.col.resize_for_overwrite(Shape{col_elems});
       if (!gradients) continue;
       // A thread's share of dK, or Winograd's sums S for it (36 / 9 times as many).

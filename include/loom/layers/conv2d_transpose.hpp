@@ -193,6 +193,7 @@ class Conv2DTranspose : public Layer<T> {
   /// allocates only when they grow.
   int prepare(int threads, Index col, Index part) {
     if (ws_.size() < static_cast<std::size_t>(threads)) ws_.resize(static_cast<std::size_t>(threads));
+    for (Workspace& w : ws_) w.gemm.set_precision(this->precision());
     for (int t = 0; t < threads; ++t) {
       Workspace& w = ws_[static_cast<std::size_t>(t)];
       if (w.col.size() < col) w.col.resize_for_overwrite(Shape{col});

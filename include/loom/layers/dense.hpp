@@ -165,6 +165,9 @@ class Dense : public Layer<T> {
   int threads_for_columns(Index columns) {
     const int threads = detail::threads_for(std::max<Index>(1, columns / 64));
     if (gemm_.size() < static_cast<std::size_t>(threads)) gemm_.resize(static_cast<std::size_t>(threads));
+    for (Workspace& w : gemm_) {
+      for (detail::Gemm<T>* g : {&w.forward, &w.weights, &w.input}) g->set_precision(this->precision());
+    }
     return threads;
   }
 

@@ -198,8 +198,17 @@ class Layer {
   }
   /// Gives an inference_copy of this layer the settings that are neither
   /// its configuration nor parameters but change its output, if only by
-  /// rounding (Conv2D's algorithm).
-  virtual void copy_settings_to(Layer& /*copy*/) const {}
+  /// rounding (Conv2D's algorithm; every layer's precision). An override
+  /// calls this one first.
+  virtual void copy_settings_to(Layer& copy) const { copy.set_precision(precision_); }
+
+  /// The precision of this layer's products (Conv2D's, Dense's,
+  /// Conv2DTranspose's GEMMs): set for every layer by a model's policy
+  /// (Model::set_policy), which checks first that it can run here. Layers
+  /// without products keep it and ignore it; a layer holding layers (a
+  /// nested model) passes it on.
+  virtual void set_precision(Precision p) { precision_ = p; }
+  Precision precision() const { return precision_; }
   /// Called by the owner of a copy whose parameters and buffers nobody will
   /// change again (a Predictor's, which never hands them out): what
   /// inference derives from them may then be kept without checking, call
@@ -288,6 +297,7 @@ class Layer {
   bool shares_parameters_ = false;  ///< see share_parameters_of
   const Layer* fused_next_ = nullptr;
   Index max_parameter_values_ = std::numeric_limits<Index>::max();
+  Precision precision_ = Precision::Float32;
   Index parameter_values_ = 0;
 };
 

@@ -471,7 +471,12 @@ class Graph : public Layer<T> {
     }
     return std::make_unique<Graph>(input_shape_, input_name_, std::move(copies), nodes_);
   }
+  void set_precision(Precision p) override {
+    Layer<T>::set_precision(p);
+    for (const auto& s : slots_) s->layer->set_precision(p);
+  }
   void copy_settings_to(Layer<T>& copy) const override {
+    Layer<T>::copy_settings_to(copy);
     auto* g = dynamic_cast<Graph*>(&copy);
     if (g == nullptr || g->run_.size() != run_.size()) return;
     for (std::size_t n = 0; n < run_.size(); ++n) run_[n]->copy_settings_to(*g->run_[n]);

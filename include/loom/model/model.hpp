@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "../kernels/bf16_gemm.hpp"
 #include "../layers/layer.hpp"
 #include "../losses.hpp"
 #include "../metrics.hpp"
@@ -51,6 +52,29 @@ class Model {
   virtual void save(const std::string& path, bool include_optimizer = true) const = 0;
   /// Saves the parameters and buffers only.
   virtual void save_weights(const std::string& path) const = 0;
+
+  // ---- Precision ---------------------------------------------------------------
+
+  /// The model's precision policy, Keras's dtype policy for every layer:
+  /// Float32, or MixedBFloat16 (Keras's "mixed_bfloat16": the convolutions'
+  /// and Dense layers' products in bfloat16 operands with float32 sums;
+  /// weights, optimizer state, BatchNormalization and everything else in
+  /// float32). Saved with the model. Refused (ConfigError, one line saying
+  /// why) for a double model, and where this build or CPU has no
+  /// AVX512_BF16. Layers added later take it too.
+  void set_policy(Precision p) {
+    if (p == Precision::MixedBFloat16) {
+      if (!std::is_same_v<T, float>) throw ConfigError("mixed_bfloat16: a policy for float models, not double ones");
+      if (!detail::bf16_supported()) {
+        throw ConfigError("mixed_bfloat16 cannot run here: " + detail::bf16_unsupported_reason());
+      }
+    }
+    policy_ = p;
+    for (const auto& l : layers()) l->set_precision(p);
+  }
+  /// set_policy by Keras's name: "float32" or "mixed_bfloat16".
+  void set_policy(const std::string& name) { set_policy(precision_from(name)); }
+  Precision policy() const { return policy_; }
 
   // ---- Training, the same for every model ------------------------------------
 
@@ -125,6 +149,7 @@ class Model {
   }
 
   Trainer<T> trainer_;
+  Precision policy_ = Precision::Float32;
 };
 
 }  // namespace loom

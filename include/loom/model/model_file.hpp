@@ -31,6 +31,7 @@
 
 #include "../io/bytes.hpp"
 #include "../io/frame.hpp"
+#include "../kernels/bf16_gemm.hpp"
 #include "../layers/layer.hpp"
 #include "../registry.hpp"
 #include "trainer.hpp"
@@ -55,7 +56,7 @@ struct ModelFile {
       w.u32(static_cast<std::uint32_t>(layers.size()));
       for (const auto& l : layers) w.str(l->type());
       write_parameters(w, m);
-      return frame(w.bytes, kWeightsOnly, sizeof(T));
+      return frame(w.bytes, kWeightsOnly, sizeof(T), 2);
     }
     for (const auto& l : layers) require_registered<Layer<T>>(l->type(), "layer '" + l->name() + "'");
     w.str(m.name());
@@ -63,6 +64,8 @@ struct ModelFile {
     w.shape(m.input_shape());
     w.rng(m.init_rng_state());
     w.rng(m.trainer().rng_state());  // the training stream: here since format 1, also without the training state
+    const bool policy = m.policy() != Precision::Float32;  // format 3; a float32 model is written as format 2
+    if (policy) w.str(to_string(m.policy()));
     w.u32(static_cast<std::uint32_t>(layers.size()));
     for (const auto& l : layers) {
       w.str(l->type());
@@ -83,7 +86,7 @@ struct ModelFile {
     const bool with_training = training && m.compiled();
     w.u8(with_training ? 1 : 0);
     if (with_training) write_training(w, m.trainer());
-    return frame(w.bytes, with_training ? kHasTraining : 0, sizeof(T));
+    return frame(w.bytes, with_training ? kHasTraining : 0, sizeof(T), policy ? 3 : 2);
   }
 
   static Sequential<T> read(const std::string& bytes, const std::string& source) {
@@ -100,6 +103,15 @@ struct ModelFile {
     }
     Sequential<T> m(seed, name);
     const Rng::State init = r.rng("random state"), train = r.rng("random state");
+    Precision policy = Precision::Float32;
+    if (info.version >= 3) {
+      const std::string p = r.str("precision policy");
+      try {
+        policy = precision_from(p);
+      } catch (const Error& e) {
+        r.fail(e.what());
+      }
+    }
     const std::uint32_t n_layers = r.u32("layer count");
     if (n_layers == 0 || n_layers > 4096) r.fail(ByteReader::str_of("layer count ", n_layers, " is not in [1, 4096]"));
     std::vector<std::pair<std::uint8_t, std::vector<Rng::State>>> layer_rngs;
@@ -130,6 +142,10 @@ struct ModelFile {
       layer_rngs.emplace_back(flag, std::move(states));
     }
     read_parameters(r, m);
+    // A policy this machine cannot run loads as float32 (whose products
+    // are the more precise): the model still predicts and trains, and
+    // policy() says what it runs.
+    if (policy == Precision::Float32 || detail::bf16_supported()) m.set_policy(policy);
     m.set_init_rng_state(init);
     m.trainer().set_rng_state(train);
     for (std::size_t i = 0; i < layer_rngs.size(); ++i) {

@@ -68,6 +68,7 @@ class Sequential : public Model<T> {
       input_shape_ = *input_shape;
     }
     name_layer(*layer);
+    layer->set_precision(this->policy());
     if (input_shape_) {
       const Shape in = layers_.empty() ? *input_shape_ : layers_.back()->output_shape();
       layer->build(in, init_rng_);

@@ -1,0 +1,307 @@
+// The mixed_bfloat16 policy: its GEMM on every layout and tile edge against
+// a float64 triple loop on the operands rounded to bfloat16 (rounded here by
+// frexp and nearbyint, not by loom's code); each layer with products under
+// it against the same layer in float32, within bfloat16's error (and not
+// equal: the products did change); the policy of a model saved, loaded and
+// resumed bit for bit; and, where this build or CPU has no AVX512_BF16, the
+// one-line refusal. loom_tests (-march=native) and loom_tests_avx2 both compile this
+// file, so on an AVX512_BF16 machine both paths run.
+#include <doctest/doctest.h>
+
+#include <loom/kernels/gemm.hpp>
+#include <loom/layers/conv2d.hpp>
+#include <loom/layers/conv2d_transpose.hpp>
+#include <loom/layers/dense.hpp>
+#include <loom/layers/flatten.hpp>
+#include <loom/model/sequential.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+using loom::Index;
+using loom::Precision;
+using loom::detail::Gemm;
+
+namespace {
+
+/// x rounded to the nearest bfloat16 (8 significant bits), ties to even,
+/// computed in double: frexp gives x = f 2^e with |f| in [0.5, 1), so
+/// f * 256 rounded to an integer keeps 8 bits.
+double bf16_reference(double x) {
+  if (x == 0) return x;
+  int e = 0;
+  const double f = std::frexp(x, &e);
+  return std::ldexp(std::nearbyint(f * 256.0) / 256.0, e);  // the default rounding mode: to nearest even
+}
+
+struct Errors {
+  double rounded = 0;    ///< against the product of the operands rounded to bfloat16
+  double unrounded = 0;  ///< against the float product
+};
+
+/// One product through `gemm` on random operands with padded strides; the
+/// largest errors relative to sqrt(k) (C's padding must stay unchanged).
+Errors product_errors(Gemm<float>& gemm, Index m, Index n, Index k, bool ta, bool tb, bool accumulate, bool bias,
+                      std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(-1, 1);
+  const Index lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 2;
+  std::vector<float> a(static_cast<std::size_t>((ta ? k : m) * lda)), b(static_cast<std::size_t>((tb ? n : k) * ldb));
+  std::vector<float> c(static_cast<std::size_t>(m * ldc)), shift(static_cast<std::size_t>(n));
+  for (auto* v : {&a, &b, &c, &shift}) {
+    for (float& x : *v) x = u(rng);
+  }
+  const std::vector<float> before = c;
+  gemm(m, n, k, {a.data(), lda, ta}, {b.data(), ldb, tb}, c.data(), ldc, accumulate, {bias ? shift.data() : nullptr});
+  Errors e;
+  for (Index i = 0; i < m; ++i) {
+    for (Index j = 0; j < ldc; ++j) {
+      const auto at = static_cast<std::size_t>(i * ldc + j);
+      if (j >= n) {
+        if (c[at] != before[at]) e.rounded = e.unrounded = 1e30;
+        continue;
+      }
+      double want = accumulate ? double(before[at]) : 0.0, exact = want;
+      for (Index p = 0; p < k; ++p) {
+        const double x = a[static_cast<std::size_t>(ta ? p * lda + i : i * lda + p)];
+        const double y = b[static_cast<std::size_t>(tb ? j * ldb + p : p * ldb + j)];
+        want += bf16_reference(x) * bf16_reference(y);
+        exact += x * y;
+      }
+      if (bias) want += shift[static_cast<std::size_t>(j)], exact += shift[static_cast<std::size_t>(j)];
+      const double scale = std::sqrt(double(k) + 1);
+      e.rounded = std::max(e.rounded, std::abs(want - double(c[at])) / scale);
+      e.unrounded = std::max(e.unrounded, std::abs(exact - double(c[at])) / scale);
+    }
+  }
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("bfloat16 rounding: to nearest, ties to even, NaN kept") {
+  using loom::detail::round_bf16;
+  CHECK(round_bf16(1.0f) == 1.0f);
+  CHECK(round_bf16(1.0f + 1.0f / 512) == 1.0f);                  // a tie: to the even neighbour, 1
+  CHECK(round_bf16(1.0f + 3.0f / 512) == 1.0f + 4.0f / 512);     // a tie: to the even neighbour, up
+  CHECK(round_bf16(1.0f + 1.0f / 256 + 1.0f / 4096) == 1.0f + 1.0f / 128);  // above the tie: up
+  CHECK(round_bf16(-3.0f) == -3.0f);
+  CHECK(std::isnan(round_bf16(std::nanf(""))));
+  CHECK(std::isinf(round_bf16(3.4e38f)));  // past bfloat16's largest finite value (about 3.39e38)
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-100, 100);
+  for (int i = 0; i < 10000; ++i) {
+    const float x = u(rng);
+    REQUIRE(double(round_bf16(x)) == bf16_reference(x));
+  }
+}
+
+TEST_CASE("Gemm<float> under mixed_bfloat16: bfloat16 operands, float32 sums, on every layout and tile edge") {
+  Gemm<float> gemm;
+  if (!loom::detail::bf16_supported()) {
+    MESSAGE("no bfloat16 kernel here: " << loom::detail::bf16_unsupported_reason());
+    CHECK_THROWS_AS(gemm.set_precision(Precision::MixedBFloat16), loom::ConfigError);
+    CHECK(gemm.precision() == Precision::Float32);
+    return;
+  }
+  gemm.set_precision(Precision::MixedBFloat16);
+  std::mt19937 rng(42);
+  const Index ms[] = {1, 2, 5, 13, 14, 15, 33, 169, 200};
+  const Index ns[] = {1, 7, 16, 17, 25, 32, 50, 75, 130};
+  const Index ks[] = {1, 2, 9, 50, 257, 600};
+  int cases = 0;
+  double worst_unrounded = 0;
+  for (const Index m : ms) {
+    for (const Index n : ns) {
+      for (const Index k : ks) {
+        const int bits = cases++;
+        const bool ta = (bits & 1) != 0, tb = (bits & 2) != 0, acc = (bits & 4) != 0, bias = (bits & 8) != 0;
+        CAPTURE(m);
+        CAPTURE(n);
+        CAPTURE(k);
+        CAPTURE(ta);
+        CAPTURE(tb);
+        const Errors e = product_errors(gemm, m, n, k, ta, tb, acc, bias, rng);
+        REQUIRE(e.rounded < 1e-5);  // float32's sums of exact products
+        worst_unrounded = std::max(worst_unrounded, e.unrounded);
+      }
+    }
+  }
+  // The operands were rounded: against the float product the error is
+  // bfloat16's (2^-9 relative per operand), far above float32's.
+  CHECK(worst_unrounded > 1e-4);
+  CHECK(worst_unrounded < 2e-2);
+  for (int bits = 0; bits < 4; ++bits) {  // a second column block (NC = 2048)
+    const Errors e = product_errors(gemm, 40, 2100, 30, (bits & 1) != 0, (bits & 2) != 0, true, true, rng);
+    REQUIRE(e.rounded < 1e-5);
+  }
+  gemm.set_precision(Precision::Float32);  // and back: float's kernel again
+  const Errors e = product_errors(gemm, 33, 50, 257, false, false, false, false, rng);
+  CHECK(e.unrounded < 1e-5);
+}
+
+namespace {
+
+bool policy_same_bits(const loom::Tensor<float>& a, const loom::Tensor<float>& b) {
+  return a.shape() == b.shape() && std::equal(a.begin(), a.end(), b.begin(), [](float p, float q) {
+           return std::memcmp(&p, &q, sizeof p) == 0;
+         });
+}
+
+/// The largest difference between a and b, relative to b's largest value.
+double policy_relative_error(const loom::Tensor<float>& a, const loom::Tensor<float>& b) {
+  REQUIRE(a.shape() == b.shape());
+  double diff = 0, scale = 0;
+  for (Index i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
+    scale = std::max(scale, std::abs(double(b[i])));
+  }
+  return diff / scale;
+}
+
+/// A layer made twice from the same seed, one in float32 and one under
+/// mixed_bfloat16: forward in training, backward, and each output, input
+/// gradient and parameter gradient within bfloat16's error of float32's.
+/// `changes` says whether the policy changes the layer's numbers at all
+/// (the direct convolution keeps float32 products).
+template <class L>
+void check_layer_against_float32(const std::function<L()>& make, const loom::Shape& input, bool changes = true) {
+  L plain = make(), mixed = make();
+  loom::Rng r1(9), r2(9), data(11);
+  plain.build(input, r1);
+  mixed.build(input, r2);
+  mixed.set_precision(Precision::MixedBFloat16);
+  loom::Tensor<float> x(input.with_batch(6));
+  for (float& v : x) v = static_cast<float>(data.uniform() * 2 - 1);
+  const loom::Tensor<float>& y0 = plain.forward(x, loom::Mode::Train);
+  const loom::Tensor<float>& y1 = mixed.forward(x, loom::Mode::Train);
+  loom::Tensor<float> dy(y0.shape());
+  for (float& v : dy) v = static_cast<float>(data.uniform() * 2 - 1);
+  const double ey = policy_relative_error(y1, y0);
+  const double edx = policy_relative_error(mixed.backward(dy), plain.backward(dy));
+  CAPTURE(ey);
+  CAPTURE(edx);
+  // bfloat16 keeps 8 significant bits: each product is off by up to about
+  // 2^-8 relative, and sums of many such products by much less than that.
+  CHECK(ey < 1e-2);
+  CHECK(edx < 1e-2);
+  auto pp = plain.parameters(), mp = mixed.parameters();
+  REQUIRE(pp.size() == mp.size());
+  for (std::size_t i = 0; i < pp.size(); ++i) {
+    if (!pp[i].trainable()) continue;
+    const double e = policy_relative_error(*mp[i].grad, *pp[i].grad);
+    CAPTURE(pp[i].name);
+    CHECK(e < 1e-2);
+    if (changes && pp[i].name.find("bias") == std::string::npos) CHECK(e > 1e-5);
+  }
+  if (changes) {
+    CHECK(ey > 1e-5);
+    CHECK(edx > 1e-5);
+  } else {
+    CHECK(ey == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("under mixed_bfloat16 each layer's products are bfloat16's: within its error of float32, and not equal") {
+  using namespace loom;
+  if (!detail::bf16_supported()) {
+    MESSAGE("skipped: " << detail::bf16_unsupported_reason());
+    return;
+  }
+  const auto conv = [](ConvAlgorithm a, Conv2DOptions o) {
+    return [a, o] {
+      Conv2D<float> c(o);
+      c.set_algorithm(a);
+      return c;
+    };
+  };
+  SUBCASE("Conv2D by Winograd keeps float32 products: its transforms would magnify bfloat16's rounding") {
+    check_layer_against_float32<Conv2D<float>>(
+        conv(ConvAlgorithm::Winograd, Conv2DOptions(24, {3, 3}).padding(Padding::Same).activation(Activation::ReLU)),
+        Shape{10, 10, 16}, false);
+  }
+  SUBCASE("Conv2D by im2col, strided, grouped") {
+    check_layer_against_float32<Conv2D<float>>(conv(ConvAlgorithm::Im2col, Conv2DOptions(12, {3, 3}).strides({2, 2})),
+                                               Shape{9, 9, 5});
+    check_layer_against_float32<Conv2D<float>>(conv(ConvAlgorithm::Im2col, Conv2DOptions(12, {3, 3}).groups(3)),
+                                               Shape{8, 8, 6});
+  }
+  SUBCASE("Conv2D's direct kernel keeps float32 products") {
+    check_layer_against_float32<Conv2D<float>>(conv(ConvAlgorithm::Direct, Conv2DOptions(20, {3, 3})), Shape{12, 12, 1},
+                                               false);
+  }
+  SUBCASE("Dense") {
+    check_layer_against_float32<Dense<float>>([] { return Dense<float>(DenseOptions(40)); }, Shape{70});
+  }
+  SUBCASE("Conv2DTranspose") {
+    check_layer_against_float32<Conv2DTranspose<float>>(
+        [] { return Conv2DTranspose<float>(Conv2DOptions(7, {3, 3}).strides({2, 2})); }, Shape{5, 5, 6});
+  }
+}
+
+TEST_CASE("a model's policy: set, saved as format 3, loaded, resumed bit for bit; float32 files stay format 2") {
+  using namespace loom;
+  using namespace loom::testing;
+  const auto make = [](std::uint64_t seed) {
+    Sequential<float> m(seed);
+    m.add(Conv2D<float>(Conv2DOptions(8, {3, 3}).activation(Activation::ReLU)), Shape{8, 8, 1});
+    m.add(Conv2D<float>(Conv2DOptions(12, {3, 3}).padding(Padding::Same)));
+    m.add(Flatten<float>());
+    m.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
+    return m;
+  };
+  TempDir dir;
+  Tensor<float> x, y;
+  random_data(64, x, y);
+  auto plain = make(5);
+  CHECK(plain.policy() == Precision::Float32);
+  plain.compile("sparse_categorical_crossentropy", {"accuracy"}, "adam");
+  plain.save(dir.file("f32.loom"));
+  {
+    const std::string bytes = detail::read_whole_file(dir.file("f32.loom"));
+    CHECK(static_cast<unsigned char>(bytes[8]) == 2);  // the format version, little-endian
+  }
+  CHECK_THROWS_AS(plain.set_policy("mixed_float16"), ConfigError);
+  Sequential<double> twice;
+  CHECK_THROWS_AS(twice.set_policy(Precision::MixedBFloat16), ConfigError);
+  if (!detail::bf16_supported()) {
+    const std::string why = error_of([&] { plain.set_policy(Precision::MixedBFloat16); });
+    CHECK(why == "mixed_bfloat16 cannot run here: " + detail::bf16_unsupported_reason());
+    CHECK(plain.policy() == Precision::Float32);
+    return;
+  }
+  const auto opts = FitOptions<float>().epochs(2).batch_size(16).verbose(0);
+  auto straight = make(5);
+  straight.set_policy("mixed_bfloat16");
+  straight.compile("sparse_categorical_crossentropy", {"accuracy"}, "adam");
+  straight.fit(x, y, opts);
+  plain.fit(x, y, opts);
+  CHECK(weights_of(straight) != weights_of(plain));  // the policy changed the products
+
+  auto first = make(5);
+  first.compile("sparse_categorical_crossentropy", {"accuracy"}, "adam");
+  first.set_policy(Precision::MixedBFloat16);  // after compile too; layers added later take it as well
+  first.fit(x, y, FitOptions<float>(opts).epochs(1));
+  first.save(dir.file("mixed.loom"));
+  {
+    const std::string bytes = detail::read_whole_file(dir.file("mixed.loom"));
+    CHECK(static_cast<unsigned char>(bytes[8]) == 3);
+  }
+  auto resumed = Sequential<float>::load(dir.file("mixed.loom"));
+  CHECK(resumed.policy() == Precision::MixedBFloat16);
+  for (const auto& l : resumed.layers()) CHECK(l->precision() == Precision::MixedBFloat16);
+  resumed.fit(x, y, FitOptions<float>(opts).resume(true));
+  CHECK(weights_of(resumed) == weights_of(straight));
+  CHECK(resumed.to_bytes() == straight.to_bytes());
+  // predict runs the layers' copies on the threads: they take the policy too.
+  CHECK(policy_same_bits(resumed.predict(x), straight.predict(x)));
+  resumed.set_policy(Precision::Float32);
+  CHECK_FALSE(policy_same_bits(resumed.predict(x), straight.predict(x)));
+}
