@@ -2,9 +2,17 @@
 //
 //   BM_FmaPeak      the machine's measured peak: independent FMAs on the
 //                   widest vectors this build targets (no memory traffic)
+//   BM_Bf16Peak     the same for vdpbf16ps (AVX512_BF16): two bfloat16
+//                   products per float32 lane, each counted as 2 flops
 //   BM_Product      loom's detail::Gemm<float> on one product of one conv
 //                   layer, at the shape one of two threads runs in Conv2D
 //                   (half the batch's rows)
+//   BM_ProductBf16  the same Gemm under mixed_bfloat16 (kernels/bf16_gemm.hpp):
+//                   bfloat16 operands packed from the float ones, float32 sums
+//   BM_ProductInt8  the forward product (col * W) as int8 inference runs it
+//                   (kernels/int8_gemm.hpp): u8 columns, s8 weights packed
+//                   once, int32 sums dequantized per column; each
+//                   multiply-add counted as 2 operations
 //   BM_OpenBLAS     OpenBLAS's single-threaded cblas_sgemm on the same shape
 //                   and operand layouts (only when built with libopenblas-dev)
 //   BM_EigenProduct Eigen's product expression, single-threaded, same shape
@@ -20,6 +28,7 @@
 // 1 = weights colT * dz, 2 = input dz * WT (docs/performance.md).
 #include <benchmark/benchmark.h>
 
+#include <loom/kernels/int8_gemm.hpp>
 #include <loom/loom.hpp>
 
 #include "conv_shapes.hpp"
@@ -95,6 +104,65 @@ void BM_FmaPeak(benchmark::State& state) {
 #else
   state.SkipWithError("loom's own GEMM is not in this build (no AVX2/FMA or AVX-512 target)");
 #endif
+}
+
+void BM_Bf16Peak(benchmark::State& state) {
+#ifdef LOOM_BF16_GEMM
+  if (!detail::bf16_supported()) return state.SkipWithError(detail::bf16_unsupported_reason().c_str());
+  constexpr int kChains = 12, kSteps = 1000;
+  float start[kChains];
+  for (int i = 0; i < kChains; ++i) start[i] = 1e-7f * static_cast<float>(i + 1);
+  benchmark::DoNotOptimize(start);
+  const __m512bh one = (__m512bh)_mm512_set1_epi32(0x3f803f80);  // (1, 1) in bfloat16
+  const __m512bh tiny = (__m512bh)_mm512_set1_epi32(0x33d633d6);  // (1e-7, 1e-7), about
+  for (auto _ : state) {
+    __m512 acc[kChains];
+#pragma GCC unroll 12
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(start[i]);
+    for (int s = 0; s < kSteps; ++s) {
+#pragma GCC unroll 12
+      for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], one, tiny);
+    }
+    __m512 sum = acc[0];
+#pragma GCC unroll 12
+    for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetLabel("AVX512_BF16");
+  gflops(state, 4.0 * 16 * kChains * kSteps);
+#else
+  state.SkipWithError(detail::bf16_unsupported_reason().c_str());
+#endif
+}
+
+void BM_ProductBf16(benchmark::State& state) {
+  if (!detail::bf16_supported()) return state.SkipWithError(detail::bf16_unsupported_reason().c_str());
+  Product p(state);
+  detail::Gemm<float> gemm;
+  gemm.set_precision(Precision::MixedBFloat16);
+  for (auto _ : state) {
+    gemm(p.m, p.n, p.k, {p.a.data(), p.lda(), p.ta}, {p.b.data(), p.ldb(), p.tb}, p.c.data(), p.n);
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel("bfloat16");
+  gflops(state, p.flops());
+}
+
+void BM_ProductInt8(benchmark::State& state) {
+  if (!detail::int8_supported()) return state.SkipWithError(detail::int8_unsupported_reason().c_str());
+  const Product p(state);
+  const Index lda = detail::int8_row_bytes(p.k);
+  std::vector<std::uint8_t> a(static_cast<std::size_t>(p.m * lda), 3), edge;
+  const std::vector<std::int8_t> b(static_cast<std::size_t>(p.k * p.n), 2);
+  const std::vector<float> scale(static_cast<std::size_t>(p.n), 1e-3f);
+  std::vector<float> c(static_cast<std::size_t>(p.m * p.n));
+  const detail::Int8PackedB packed = detail::int8_pack_b(b.data(), p.n, p.k, p.n, p.m);
+  for (auto _ : state) {
+    detail::int8_gemm(p.m, a.data(), lda, packed, c.data(), p.n, {scale.data()}, edge);
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel("int8");
+  gflops(state, p.flops());
 }
 
 void BM_Product(benchmark::State& state) {
@@ -179,7 +247,14 @@ void product_args(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 BENCHMARK(BM_FmaPeak)->UseRealTime();
+BENCHMARK(BM_Bf16Peak)->UseRealTime();
 BENCHMARK(BM_Product)->Apply(product_args);
+BENCHMARK(BM_ProductBf16)->Apply(product_args);
+BENCHMARK(BM_ProductInt8)
+    ->ArgsProduct({{0, 1, 2}, {32, 256}, {0}})
+    ->ArgNames({"layer", "batch", "product"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 #ifdef LOOM_BENCH_OPENBLAS
 BENCHMARK(BM_OpenBLAS)->Apply(product_args);
 #endif

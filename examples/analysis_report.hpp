@@ -212,6 +212,7 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
           {"validation_images", opt.validation_images()},
           {"seeds", opt.seeds},
           {"recipe", opt.recipe},
+          {"precision_policy", opt.precision},
           {"model", opt.architecture},
           {"optimizer", opt.optimizer_description()},
           {"wall_seconds", wall_seconds},
@@ -283,6 +284,10 @@ inline std::string report_markdown(const ExperimentOptions& opt, const std::vect
   if (opt.resnet()) o << "Model: the residual network of examples/resnet_model.hpp (--model resnet), not the notebook's.  \n";
   if (opt.improved()) o << "Recipe: improved (issue 12): " << (opt.resnet() ? "the" : "the notebook's") << " model, trained differently.  \n";
   o << "Optimizer: " << opt.optimizer_description() << ".  \n";
+  if (opt.precision != "float32") {
+    o << "Precision policy: " << opt.precision
+      << " (--precision): the Dense and im2col convolutions' products in bfloat16, everything else float32.  \n";
+  }
   if (opt.refit) {
     o << "Refit (--refit): trained on all " << opt.train_images()
       << " training images, with no validation split; the test images were never used to choose anything.  \n";

@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <loom/kernels/gemm.hpp>
+#include <loom/kernels/int8_gemm.hpp>
 #include <loom/layers/conv2d.hpp>
 #include <loom/layers/conv2d_transpose.hpp>
 #include <loom/layers/dense.hpp>
@@ -259,7 +260,7 @@ TEST_CASE("a model's policy: set, saved as format 3, loaded, resumed bit for bit
   };
   TempDir dir;
   Tensor<float> x, y;
-  random_data(64, x, y);
+  loom::testing::random_data(64, x, y);
   auto plain = make(5);
   CHECK(plain.policy() == Precision::Float32);
   plain.compile("sparse_categorical_crossentropy", {"accuracy"}, "adam");
@@ -304,4 +305,65 @@ TEST_CASE("a model's policy: set, saved as format 3, loaded, resumed bit for bit
   CHECK(policy_same_bits(resumed.predict(x), straight.predict(x)));
   resumed.set_policy(Precision::Float32);
   CHECK_FALSE(policy_same_bits(resumed.predict(x), straight.predict(x)));
+}
+
+TEST_CASE("the int8 GEMM: exact integer sums of u8 x s8, mapped per column, on every tile edge") {
+  using namespace loom::detail;
+  std::vector<std::uint8_t> edge;
+  if (!int8_supported()) {
+    MESSAGE("no int8 kernel here: " << int8_unsupported_reason());
+    const std::int8_t b[4] = {1, 2, 3, 4};
+    const std::uint8_t a[4] = {1, 1, 1, 1};
+    const float one = 1;
+    float c = 0;
+    const Int8PackedB packed = int8_pack_b(b, 1, 4, 1, 1);
+    CHECK_THROWS_AS(int8_gemm(1, a, 4, packed, &c, 1, {&one}, edge), loom::ConfigError);
+    return;
+  }
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> u8(0, 255), s8(-128, 127);
+  std::uniform_real_distribution<float> real(-1, 1);
+  int cases = 0;
+  for (const Index m : {1, 2, 5, 13, 14, 15, 33, 169, 200}) {
+    for (const Index n : {1, 7, 16, 17, 25, 32, 50, 75, 130}) {
+      for (const Index k : {1, 3, 4, 5, 9, 50, 257, 675}) {
+        const bool relu = (cases++ & 1) != 0;
+        const Index lda = int8_row_bytes(k) + 4 * (cases % 3), ldb = n + 2, ldc = n + 3;
+        std::vector<std::uint8_t> a(static_cast<std::size_t>(m * lda));
+        std::vector<std::int8_t> b(static_cast<std::size_t>(k * ldb));
+        for (auto& v : a) v = static_cast<std::uint8_t>(u8(rng));  // padding too: it must not count
+        for (auto& v : b) v = static_cast<std::int8_t>(s8(rng));
+        std::vector<float> scale(static_cast<std::size_t>(n)), shift(scale.size()), c(static_cast<std::size_t>(m * ldc));
+        for (auto& v : scale) v = real(rng) * 1e-4f;
+        for (auto& v : shift) v = real(rng);
+        for (auto& v : c) v = real(rng);
+        const std::vector<float> before = c;
+        const Int8PackedB packed = int8_pack_b(b.data(), ldb, k, n, m);
+        int8_gemm(m, a.data(), lda, packed, c.data(), ldc, {scale.data(), shift.data(), relu}, edge);
+        CAPTURE(m);
+        CAPTURE(n);
+        CAPTURE(k);
+        double worst = 0;
+        bool outside = false;
+        for (Index i = 0; i < m; ++i) {
+          for (Index j = 0; j < ldc; ++j) {
+            const auto at = static_cast<std::size_t>(i * ldc + j);
+            if (j >= n) {
+              outside = outside || c[at] != before[at];
+              continue;
+            }
+            long long sum = 0;
+            for (Index p = 0; p < k; ++p) {
+              sum += static_cast<long long>(a[static_cast<std::size_t>(i * lda + p)]) * b[static_cast<std::size_t>(p * ldb + j)];
+            }
+            double want = double(sum) * scale[static_cast<std::size_t>(j)] + shift[static_cast<std::size_t>(j)];
+            if (relu) want = std::max(want, 0.0);
+            worst = std::max(worst, std::abs(want - double(c[at])) / (1 + std::abs(want)));
+          }
+        }
+        REQUIRE_FALSE(outside);
+        REQUIRE(worst < 1e-6);  // the exact sum, then one float multiply-add
+      }
+    }
+  }
 }
