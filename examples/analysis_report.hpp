@@ -182,7 +182,8 @@ inline nlohmann::json results_json(const ExperimentOptions& opt, const std::vect
                       {"recalibrated_bn_test_accuracy",
                        r.recalibrated_test_accuracy >= 0 ? json(r.recalibrated_test_accuracy) : json(nullptr)},
                       {"recalibrated_bn_val_accuracy",
-                       r.recalibrated_val_accuracy >= 0 ? json(r.recalibrated_val_accuracy) : json(nullptr)}});
+                       r.recalibrated_val_accuracy >= 0 ? json(r.recalibrated_val_accuracy) : json(nullptr)},
+                      {"int8_test_accuracy", r.int8_test_accuracy >= 0 ? json(r.int8_test_accuracy) : json(nullptr)}});
   }
   json summaries = json::array();
   for (const auto& m : seed_summaries(results)) {
@@ -230,6 +231,8 @@ inline nlohmann::json results_json(const ImportedModel& m, const std::string& co
           {"pixels", m.pixels()},
           {"test_accuracy", m.test_accuracy},
           {"predict_seconds", m.predict_seconds},
+          {"int8_test_accuracy", m.int8_test_accuracy >= 0 ? nlohmann::json(m.int8_test_accuracy) : nlohmann::json(nullptr)},
+          {"int8_refused", m.int8_refused.empty() ? nlohmann::json(nullptr) : nlohmann::json(m.int8_refused)},
           {"confusion_matrix", confusion_json(m.confusion)},
           {"per_class", per_class_json(m.confusion)}};
 }

@@ -16,6 +16,7 @@
 
 #include <loom/data/fashion_mnist.hpp>
 #include <loom/kernels/bf16_gemm.hpp>
+#include <loom/kernels/int8_gemm.hpp>
 #include <loom/parallel.hpp>
 
 namespace loom::examples {
@@ -102,12 +103,14 @@ struct ExperimentOptions {
   bool refit = false;
   bool resume = false;
   int verbose = 1;
-  std::string import_file;  ///< --import: evaluate this Keras model instead of training
+  std::string import_file;  ///< --import: evaluate this Keras, ONNX or loom model file instead of training
   bool import_raw = false;  ///< --import-raw-pixels: give it 0..255 instead of [0, 1]
   std::string save_keras;   ///< --save-keras: folder to export each trained model to, as .keras
   std::string save_onnx;    ///< --save-onnx: folder to export each trained model to, as .onnx
   bool sync_bn = false;     ///< --sync-bn: BatchNormalization(synchronized=True) under mpirun
   std::string precision = "float32";  ///< --precision: the models' policy, float32 or mixed_bfloat16
+  bool precision_given = false;       ///< --precision was given (with --import: it overrides the file's policy)
+  bool int8 = false;  ///< --int8: also score each trained model quantized to int8
   int processes = 1;        ///< MPI processes training together (set by the program, not an option)
 
   bool improved() const { return recipe == "improved"; }
@@ -205,7 +208,7 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
   app.add_flag("--resume", opt.resume,
                "continue from the checkpoints in --out (after a crash, a kill or Ctrl-C); give the same options");
   app.add_option("--import", opt.import_file,
-                 "evaluate a Keras (.keras or .h5) or ONNX (.onnx) model on the 10,000 test images, with the per-class "
+                 "evaluate a Keras (.keras or .h5), ONNX (.onnx) or loom (.loom) model on the 10,000 test images, with the per-class "
                  "analysis, instead of training")
       ->check(CLI::ExistingFile);
   app.add_flag("--import-raw-pixels", opt.import_raw,
@@ -213,11 +216,14 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
   app.add_flag("--sync-bn", opt.sync_bn,
                "under mpirun: BatchNormalization statistics of the global batch (synchronized=True), not of each "
                "process's slice");
-  app.add_option("--precision", opt.precision,
+  CLI::Option* precision_option = app.add_option("--precision", opt.precision,
                  "the models' precision policy: float32, or mixed_bfloat16 (Keras's: the convolutions' and Dense "
                  "layers' products in bfloat16, everything else float32; needs a CPU with AVX512_BF16)")
       ->check(CLI::IsMember({"float32", "mixed_bfloat16"}))
       ->capture_default_str();
+  app.add_flag("--int8", opt.int8,
+               "also score each trained model quantized to int8 (loom::quantize, calibrated on 512 training images; "
+               "needs VNNI)");
   app.add_option("--save-keras", opt.save_keras, "also save each trained model for Keras, as DIR/model<i>.keras");
   app.add_option("--save-onnx", opt.save_onnx,
                  "also save each trained model as ONNX (its inference, NHWC input), as DIR/model<i>.onnx");
@@ -248,9 +254,18 @@ inline int parse_options(int argc, const char* const* argv, ExperimentOptions& o
       }
     }
   }
+  opt.precision_given = precision_option->count() > 0;
   if (opt.precision == "mixed_bfloat16" && !detail::bf16_supported()) {
     err << "fashion_mnist_experiment: --precision mixed_bfloat16 cannot run here: " << detail::bf16_unsupported_reason()
         << "\n";
+    return 2;
+  }
+  if (opt.int8 && !detail::int8_supported()) {
+    err << "fashion_mnist_experiment: --int8 cannot run here: " << detail::int8_unsupported_reason() << "\n";
+    return 2;
+  }
+  if (opt.int8 && opt.resnet()) {
+    err << "fashion_mnist_experiment: --int8 does not work with --model resnet yet (quantize takes chains of layers)\n";
     return 2;
   }
   std::set<int> unique(opt.models.begin(), opt.models.end());

@@ -50,6 +50,8 @@ struct ModelResult {
   /// to those of its input in inference on the training images (bn_probe.hpp); < 0 when not measured.
   double recalibrated_test_accuracy = -1;
   double recalibrated_val_accuracy = -1;  ///< the same, on the validation images
+  /// With --int8: the last epoch's weights quantized to int8 (loom::quantize), scored on the test images; < 0 when not.
+  double int8_test_accuracy = -1;
 };
 
 /// A model saved by Keras, scored here on the test images (--import).
@@ -61,6 +63,8 @@ struct ImportedModel {
   double test_accuracy = 0;
   double predict_seconds = 0;
   ConfusionMatrix confusion{{}, {}, 10};
+  double int8_test_accuracy = -1;  ///< with --int8: the model quantized to int8 (< 0: not measured)
+  std::string int8_refused;        ///< with --int8: why quantize refused the model (empty: it did not)
 
   /// The pixels it was given, as results.json says it.
   std::string pixels() const { return raw_pixels ? "raw 0..255" : "scaled to [0, 1]"; }

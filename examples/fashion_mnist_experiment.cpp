@@ -31,6 +31,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -211,6 +212,21 @@ ImportedModel score_imported(Sequential<float>& model, const datasets::fashion_m
             << (opt.import_raw ? "0..255" : "scaled to [0, 1]") << "): test accuracy "
             << examples::percent(m.test_accuracy) << " (" << m.predict_seconds << " s)\n"
             << examples::analysis_text(m.confusion);
+  if (opt.int8) {  // the model in int8, calibrated on the first 512 training images
+    Tensor<float> calibration(data.x_train.shape().without_batch().with_batch(512));
+    std::copy(data.x_train.data(), data.x_train.data() + calibration.size(), calibration.data());
+    if (!opt.import_raw) calibration = data::scaled(calibration, 1.0 / 255);
+    calibration.reshape(model.input_shape().with_batch(512));
+    try {
+      Sequential<float> int8 = quantize(model, calibration);
+      const ConfusionMatrix c(labels_of(data.y_test), argmax_rows(int8.predict(x, opt.batch_size)), 10);
+      m.int8_test_accuracy = static_cast<double>(c.correct()) / static_cast<double>(c.total());
+      std::cout << "Quantized to int8 (--int8): test accuracy " << examples::percent(m.int8_test_accuracy) << "\n";
+    } catch (const Error& e) {
+      m.int8_refused = e.what();
+      std::cout << "Not quantized to int8: " << e.what() << "\n";
+    }
+  }
   return m;
 }
 
@@ -220,8 +236,14 @@ ImportedModel score_imported(Sequential<float>& model, const datasets::fashion_m
 int run_import(const ExperimentOptions& opt, const std::string& command) {
   prepare_output(opt.out);
   const std::string& file = opt.import_file;
-  const bool onnx = file.size() >= 5 && file.compare(file.size() - 5, 5, ".onnx") == 0;
-  auto model = onnx ? load_onnx<float>(file) : keras::load_model<float>(file, keras::LoadOptions().compile(false));
+  const auto ends_with = [&](const char* ext) {
+    const std::size_t n = std::strlen(ext);
+    return file.size() >= n && file.compare(file.size() - n, n, ext) == 0;
+  };
+  auto model = ends_with(".onnx")   ? load_onnx<float>(file)
+               : ends_with(".loom") ? Sequential<float>::load(file)
+                                    : keras::load_model<float>(file, keras::LoadOptions().compile(false));
+  if (opt.precision_given) model.set_policy(opt.precision);  // else the file's own
   model.summary();
   auto data = datasets::fashion_mnist::load<float>(opt.data_dir);
   const ImportedModel imported = score_imported(model, data, opt);
@@ -408,6 +430,16 @@ void score_run(Sequential<float>& model, ModelResult& r, const Experiment& ex, c
   Tensor<float> predictions;  // evaluate and predict in one pass
   r.test = model.evaluate(data.x_test(), data.y_test(), opt.batch_size, predictions);
   r.confusion = ConfusionMatrix(labels_of(ex.data.y_test), argmax_rows(predictions), 10);
+  if (opt.int8) {  // the same weights in int8, calibrated on the first 512 training images
+    const Index n = std::min<Index>(512, data.x_train().dim(0)), per = data.x_train().size() / data.x_train().dim(0);
+    Tensor<float> calibration(data.x_train().shape().without_batch().with_batch(n));
+    std::copy(data.x_train().data(), data.x_train().data() + n * per, calibration.data());
+    Sequential<float> int8 = quantize(model, calibration);
+    int8.compile(make_loss<float>(r.spec.loss()), std::make_unique<SGD<float>>(), {"accuracy"});
+    r.int8_test_accuracy = int8.evaluate(data.x_test(), data.y_test(), opt.batch_size).accuracy;
+    std::printf("Quantized to int8 (--int8): test accuracy %.2f %% (float32 %.2f %%)\n", 100 * r.int8_test_accuracy,
+                100 * r.test.accuracy);
+  }
   // The weights r.test scored, to tell whether the best epoch's are the same ones.
   const std::vector<float> scored = callbacks.keep_best ? parameter_values(model) : std::vector<float>();
   if (opt.bn_probe) {  // the same weights with exact BatchNormalization statistics (the best weights reload them all)

@@ -27,6 +27,8 @@
 #include <thread>
 #include <vector>
 
+#include <loom/model/quantize.hpp>
+
 #include "experiment_options.hpp"  // kResNetTranslation
 #include "notebook_model.hpp"
 #include "resnet_model.hpp"
@@ -61,7 +63,7 @@ int main(int argc, char** argv) {
   int threads = 0, repeats = 3;
   std::vector<loom::Index> infer_batches{32, 1000};
   std::uint64_t seed = 0;
-  bool json = false, concurrent = false;
+  bool json = false, concurrent = false, int8 = false;
   std::string architecture = "notebook", precision = "float32";
   loom::Index width = loom::examples::ResNetOptions().width;
   app.add_option("--steps", steps, "training steps per repeat (after 10 warm-up steps)")
@@ -94,6 +96,9 @@ int main(int argc, char** argv) {
                  "AVX512_BF16)")
       ->check(CLI::IsMember({"float32", "mixed_bfloat16"}))
       ->capture_default_str();
+  app.add_flag("--int8", int8,
+               "also time inference of the model quantized to int8 (loom::quantize, calibrated on 256 of the "
+               "training images; needs VNNI), interleaved with the float32 model's, repeat by repeat");
   app.add_flag("--json", json, "end with one line of JSON holding the results");
   CLI11_PARSE(app, argc, argv);
 
@@ -168,6 +173,34 @@ int main(int argc, char** argv) {
                   r.median, r.best, static_cast<long>(infer_images));
       infer[std::to_string(b)] = {{"median", r.median}, {"best", r.best}};
     }
+    nlohmann::json infer_int8 = nlohmann::json::object();
+    if (int8) {
+      loom::Tensor<float> calibration(loom::Shape{256, 28, 28, 1});
+      std::copy(x.data(), x.data() + calibration.size(), calibration.data());
+      const loom::Sequential<float> quantized = loom::quantize(model, calibration);
+      loom::Predictor<float> int8_predictor(quantized);
+      for (const loom::Index b : infer_batches) {
+        const std::vector<loom::Tensor<float>> batches = batches_of(b);
+        const auto run = [&](const loom::Predictor<float>& p) {
+          return [&] {
+            for (const auto& xb : batches) p.predict(xb, b);
+          };
+        };
+        run(predictor)();  // warm-up
+        run(int8_predictor)();
+        std::vector<double> f32, i8;  // one timing of each per repeat, alternating
+        for (int r = 0; r < repeats; ++r) {
+          f32.push_back(time_repeats(1, static_cast<double>(infer_images), run(predictor)).median);
+          i8.push_back(time_repeats(1, static_cast<double>(infer_images), run(int8_predictor)).median);
+        }
+        std::sort(f32.begin(), f32.end());
+        std::sort(i8.begin(), i8.end());
+        const double mf = f32[f32.size() / 2], mi = i8[i8.size() / 2];
+        std::printf("int8 inference, batch %ld: %.0f images/s median; float32 in the same run %.0f: %.2fx\n",
+                    static_cast<long>(b), mi, mf, mi / mf);
+        infer_int8[std::to_string(b)] = {{"median", mi}, {"float32_median", mf}};
+      }
+    }
     nlohmann::json infer_concurrent = nlohmann::json::object();
     if (concurrent) {
       // The workers share the one Predictor, each call on its caller's
@@ -204,6 +237,7 @@ int main(int argc, char** argv) {
                                 {"train_images_per_s_best", training.best},
                                 {"infer_images", infer_images},
                                 {"infer", infer},
+                                {"infer_int8", infer_int8},
                                 {"infer_concurrent", infer_concurrent}};
       std::cout << j.dump() << std::endl;
     }

@@ -91,6 +91,29 @@ TEST_CASE("under mixed_bfloat16 a training step and inference allocate nothing o
   set_num_threads(saved);
 }
 
+TEST_CASE("an int8 model's inference allocates nothing once warm") {
+  if (!detail::int8_supported()) {
+    MESSAGE("skipped: " << detail::int8_unsupported_reason());
+    return;
+  }
+  const int saved = num_threads();
+  for (int threads : {1, 2}) {
+    CAPTURE(threads);
+    set_num_threads(threads);
+    auto model = examples::notebook_model<float>(3);
+    const Batch data(5, 150);
+    auto int8 = quantize(model, data.x);
+    int8.compile("sparse_categorical_crossentropy", {"accuracy"});
+    // Chunks of 8 go to the threads' copies as they come free: warm each copy with several calls.
+    for (int warm = 0; warm < 5; ++warm) int8.evaluate(data.x, data.y, 8);
+    AllocationProbe probe;
+    int8.evaluate(data.x, data.y, 8);
+    int8.evaluate(data.x, data.y, 8);
+    CHECK(probe.count() == 0);
+  }
+  set_num_threads(saved);
+}
+
 TEST_CASE("a training step of the improved recipe allocates nothing either: augmentation, schedule, decay, clipping") {
   const int saved = num_threads();
   for (int threads : {1, 2}) {
@@ -234,7 +257,8 @@ TEST_CASE("a Predictor's calls allocate nothing once its pool has a session for 
   }
   set_num_threads(2);
   Tensor<float> y;
-  for (int warm = 0; warm < 3; ++warm) {  // (a session may meet a batch size on a later call than the first)
+  // A thread of the session may take none of a call's chunks (Predictor::predict): warm with several calls.
+  for (int warm = 0; warm < 10; ++warm) {
     served.predict(data.x, y, 8);
     served.predict(data.x, y, 32);
   }

@@ -188,6 +188,29 @@ TEST_CASE("every real Keras model loads and scores on the test set what an indep
   }
 }
 
+TEST_CASE("every real Keras model quantized to int8 scores within 0.3 points of its float accuracy") {
+  if (!have_models()) return;
+  if (!detail::int8_supported()) {
+    MESSAGE("skipped: " << detail::int8_unsupported_reason());
+    return;
+  }
+  const auto& d = fashion();
+  for (const auto& [file, acc] : expected_accuracies()) {
+    CAPTURE(file);
+    auto model = keras::load_model<float>(kModels + "/" + file);
+    Tensor<float> calibration(Shape{512, 28, 28});  // the first 512 training images
+    for (Index i = 0; i < calibration.size(); ++i) calibration[i] = d.x_train[i] / 255.0f;
+    calibration.reshape(model.input_shape().with_batch(512));
+    auto int8 = quantize(model, calibration);
+    bool quantized = false;
+    for (const auto& l : int8.layers()) quantized = quantized || l->type().rfind("Quantized", 0) == 0;
+    CHECK(quantized);
+    const double a = accuracy(int8);
+    CAPTURE(a);
+    CHECK(std::abs(a - acc) <= 0.003);
+  }
+}
+
 TEST_CASE("what the real files hold arrives: names, shapes, padding, BatchNormalization after Dense, compile config") {
   if (!have_models()) return;
   // Keras 2.1.6: a bare layer list, Activation layers, MaxPooling2D same padding on an odd map (11 -> 6).

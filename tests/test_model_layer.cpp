@@ -219,7 +219,7 @@ TEST_CASE("one factory each for losses and optimizers, by Keras's class names an
       "ELU", "Flatten", "Functional", "GaussianNoise",
       "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Identity", "LayerNormalization",
       "LeakyReLU", "MaxPooling2D", "Maximum", "Multiply",
-      "PReLU", "Permute", "RandomCrop", "RandomErasing",
+      "PReLU", "Permute", "QuantizedConv2D", "QuantizedDense", "RandomCrop", "RandomErasing",
       "RandomFlip", "RandomTranslation", "ReLU", "Rescaling",
       "Reshape", "Scale", "SeparableConv2D", "Softmax",
       "SpatialDropout2D", "Subtract", "Unmakeable", "ZeroPadding2D"};

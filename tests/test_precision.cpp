@@ -14,6 +14,12 @@
 #include <loom/layers/conv2d_transpose.hpp>
 #include <loom/layers/dense.hpp>
 #include <loom/layers/flatten.hpp>
+#include <loom/layers/batch_normalization.hpp>
+#include <loom/layers/dropout.hpp>
+#include <loom/layers/max_pool2d.hpp>
+#include <loom/layers/quantized.hpp>
+#include <loom/model/predictor.hpp>
+#include <loom/model/quantize.hpp>
 #include <loom/model/sequential.hpp>
 #include <algorithm>
 #include <cmath>
@@ -301,8 +307,10 @@ TEST_CASE("a model's policy: set, saved as format 3, loaded, resumed bit for bit
   resumed.fit(x, y, FitOptions<float>(opts).resume(true));
   CHECK(weights_of(resumed) == weights_of(straight));
   CHECK(resumed.to_bytes() == straight.to_bytes());
-  // predict runs the layers' copies on the threads: they take the policy too.
+  // predict runs the layers' copies on the threads, a Predictor its sessions: they take the policy too.
   CHECK(policy_same_bits(resumed.predict(x), straight.predict(x)));
+  const Predictor<float> served(resumed);
+  CHECK(policy_same_bits(served.predict(x), straight.predict(x)));
   resumed.set_policy(Precision::Float32);
   CHECK_FALSE(policy_same_bits(resumed.predict(x), straight.predict(x)));
 }
@@ -366,4 +374,80 @@ TEST_CASE("the int8 GEMM: exact integer sums of u8 x s8, mapped per column, on e
       }
     }
   }
+}
+
+TEST_CASE("int8 layers against their float layers: within the quantization's error, padding at the zero point") {
+  using namespace loom;
+  if (!detail::int8_supported()) {
+    MESSAGE("skipped: " << detail::int8_unsupported_reason());
+    Sequential<float> m;
+    m.add(Dense<float>(DenseOptions(4)), Shape{8});
+    Tensor<float> x(Shape{4, 8});
+    CHECK(testing::error_of([&] { quantize(m, x); }) ==
+          "quantize: int8 inference cannot run here: " + detail::int8_unsupported_reason());
+    return;
+  }
+  Rng rng(3), data(4);
+  for (const Padding padding : {Padding::Valid, Padding::Same}) {
+    CAPTURE(padding == Padding::Same);
+    Conv2D<float> conv(Conv2DOptions(20, {3, 3}).padding(padding).activation(Activation::ReLU).strides({1, 2}));
+    conv.build(Shape{9, 10, 12}, rng);
+    Tensor<float> x(Shape{5, 9, 10, 12});
+    for (float& v : x) v = static_cast<float>(data.uniform() * 3 - 1);  // [-1, 2): a zero point inside
+    const detail::Int8Input in = detail::int8_input_for(-1, 2);
+    CHECK(in.zero_point == 85);
+    QuantizedConv2D<float> q(20, {3, 3}, {1, 2}, padding, {1, 1}, Activation::ReLU, in, false);
+    q.build(Shape{9, 10, 12}, rng);
+    const auto p = conv.parameters();
+    q.set_weights(p[0].value->data(), p[1].value->data(), nullptr, nullptr);
+    const Tensor<float>& want = conv.forward(x, Mode::Inference);
+    const Tensor<float>& got = q.forward(x, Mode::Inference);
+    const double e = policy_relative_error(got, want);
+    CAPTURE(e);
+    CHECK(e < 2e-2);  // 8 bits each side: about 1/255 of each operand's range, averaged over 108 products
+    CHECK(e > 1e-5);
+    CHECK_THROWS_AS(q.forward(x, Mode::Train), ConfigError);
+  }
+}
+
+TEST_CASE("quantize: a trained model in int8, BatchNormalization folded, saved and loaded, predicting as the float one") {
+  using namespace loom;
+  using namespace loom::testing;
+  if (!detail::int8_supported()) return;  // (the refusal: the test case above)
+  Sequential<float> m(7);
+  m.add(Conv2D<float>(Conv2DOptions(8, {3, 3}).activation(Activation::ReLU)), Shape{8, 8, 1});  // 1 channel: float
+  m.add(Conv2D<float>(Conv2DOptions(16, {3, 3}).padding(Padding::Same).activation(Activation::ReLU)));
+  m.add(BatchNormalization<float>());
+  m.add(MaxPool2D<float>());
+  m.add(Flatten<float>());
+  m.add(Dense<float>(DenseOptions(32).activation(Activation::ReLU)));
+  m.add(Dropout<float>(0.2));
+  m.add(Dense<float>(DenseOptions(3).activation(Activation::Softmax)));
+  m.compile("sparse_categorical_crossentropy", {"accuracy"}, "adam");
+  Tensor<float> x, y;
+  loom::testing::random_data(256, x, y);
+  m.fit(x, y, FitOptions<float>().epochs(3).batch_size(16).verbose(0));
+  Sequential<float> q = quantize(m, x);
+  std::vector<std::string> types;
+  for (const auto& l : q.layers()) types.push_back(l->type());
+  CHECK(types == std::vector<std::string>{"Conv2D", "QuantizedConv2D", "MaxPooling2D", "Flatten", "QuantizedDense",
+                                          "Dropout", "QuantizedDense"});
+  const Tensor<float> pf = m.predict(x), pq = q.predict(x);
+  CHECK(policy_relative_error(pq, pf) < 3e-2);
+  Index agree = 0;
+  for (Index i = 0; i < x.dim(0); ++i) {
+    const float* a = pf.data() + i * 3;
+    const float* b = pq.data() + i * 3;
+    agree += std::max_element(a, a + 3) - a == std::max_element(b, b + 3) - b;
+  }
+  CHECK(agree >= x.dim(0) * 95 / 100);
+  TempDir dir;
+  q.save(dir.file("int8.loom"));
+  auto back = Sequential<float>::load(dir.file("int8.loom"));
+  CHECK(policy_same_bits(back.predict(x), pq));
+  back.compile("sparse_categorical_crossentropy", {"accuracy"});
+  CHECK_THROWS_AS(back.fit(x, y, FitOptions<float>().epochs(1).verbose(0)), ConfigError);
+  Sequential<double> twice;
+  Tensor<double> xd;
+  CHECK_THROWS_AS(quantize(twice, xd), ConfigError);
 }

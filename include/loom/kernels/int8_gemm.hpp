@@ -68,11 +68,21 @@ inline std::string int8_unsupported_reason() {
 }
 
 /// The int8 product's map from an integer sum to C's value, per column j:
-/// v * scale[j] + shift[j], then max(v, 0) when `relu`.
+/// v * scale[j] + shift[j], then max(v, 0) when `relu`, then
+/// v * post_scale[j] + post_shift[j] when post_scale is given (a
+/// BatchNormalization after the activation, in inference).
 struct Int8Epilogue {
   const float* scale = nullptr;  ///< required
   const float* shift = nullptr;  ///< null: none
   bool relu = false;
+  const float* post_scale = nullptr;
+  const float* post_shift = nullptr;  ///< required with post_scale
+
+  /// The epilogue of columns [j0, ...).
+  Int8Epilogue from_column(Index j0) const {
+    return {scale + j0, shift ? shift + j0 : nullptr, relu, post_scale ? post_scale + j0 : nullptr,
+            post_scale ? post_shift + j0 : nullptr};
+  }
 };
 
 /// B (k x n, signed 8-bit) packed for int8_gemm: slivers of `nr` columns,
@@ -166,12 +176,15 @@ void micro_kernel(Index quads, const std::uint8_t* a, Index lda, const std::int8
     }
   }
   typename Isa::Mask mask[NV];
-  F scale[NV], shift[NV];
+  F scale[NV], shift[NV], post_scale[NV], post_shift[NV];
+  const bool post = epi.post_scale != nullptr;
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) {
     mask[v] = Isa::mask(n - v * W);
     scale[v] = Isa::load(epi.scale + v * W, mask[v]);
     shift[v] = epi.shift ? Isa::load(epi.shift + v * W, mask[v]) : Isa::to_float(Isa::zero());
+    post_scale[v] = post ? Isa::load(epi.post_scale + v * W, mask[v]) : shift[v];
+    post_shift[v] = post ? Isa::load(epi.post_shift + v * W, mask[v]) : shift[v];
   }
 #pragma GCC unroll 32
   for (int i = 0; i < MR; ++i) {
@@ -181,6 +194,7 @@ void micro_kernel(Index quads, const std::uint8_t* a, Index lda, const std::int8
       if (v * W >= n) break;
       F y = Isa::fma(Isa::to_float(acc[i][v]), scale[v], shift[v]);
       if (epi.relu) y = Isa::relu(y);
+      if (post) y = Isa::fma(y, post_scale[v], post_shift[v]);
       Isa::store(c + i * ldc + v * W, y, mask[v]);
     }
   }
@@ -249,7 +263,7 @@ inline void int8_gemm(Index m, const std::uint8_t* a, Index lda, const Int8Packe
       for (Index jr = 0; jr < b.n; jr += NR) {
         const std::int8_t* bs = b.data.data() + jr * quads * 4;
         const int nr = static_cast<int>(std::min<Index>(NR, b.n - jr));
-        const Int8Epilogue epi{epilogue.scale + jr, epilogue.shift ? epilogue.shift + jr : nullptr, epilogue.relu};
+        const Int8Epilogue epi = epilogue.from_column(jr);
         for (Index ir = 0; ir < mc; ir += MR) {
           const std::uint8_t* as = a + (ic + ir) * lda;
           const int mr = static_cast<int>(std::min<Index>(MR, mc - ir));

@@ -155,7 +155,8 @@ struct AColMajor {  // op(A)(i, p) = a[p * lda + i]: a transposed A, or a packed
 /// columns): added to C's values when `add`, then the epilogue if `epi` is
 /// given. Shared by the float and the bfloat16 micro-kernels.
 template <int MR, int NV>
-[[gnu::always_inline]] inline void store_tile(typename Isa::V (&acc)[MR][NV], float* c, Index ldc, int m, int n, bool add, const Epilogue* epi) {
+[[gnu::always_inline]] inline void store_tile(typename Isa::V (&acc)[MR][NV], float* c, Index ldc, int m, int n,
+                                              bool add, const Epilogue* epi) {
   using V = typename Isa::V;
   using Mask = typename Isa::Mask;
   constexpr int W = Isa::W, NR = NV * W;

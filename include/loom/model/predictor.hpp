@@ -84,7 +84,11 @@ class Predictor {
   }
   /// The same into `y` (resized): once the pool has a session for every
   /// caller and y and the sessions have held a batch this large, a call
-  /// allocates nothing.
+  /// allocates nothing. On several threads a session runs a call's chunks on
+  /// a copy of the layers per thread, each thread taking chunks as it comes
+  /// free, so a thread may take none of a call's chunks while another is
+  /// faster: its copy meets the size, and allocates once, on a later call.
+  /// A server that must never allocate warms each size with a few calls.
   void predict(const Tensor<T>& x, Tensor<T>& y, Index batch_size = 32) const {
     if (x.rank() < 1 || x.dim(0) == 0) throw ShapeError(detail::str("predict: empty dataset, x has shape ", x.shape()));
     if (x.shape().without_batch() != input_shape()) {
