@@ -154,8 +154,14 @@ class QuantizedLayer : public Layer<T> {
     if (affine_after_) affine_ = this->new_parameter(Shape{2, cols});
   }
 
+  /// Its weights will not change (a Predictor's copy): once packed, they
+  /// are not compared with the stored ones again, call after call (at batch
+  /// 1 that comparison read every weight for one image's work).
+  void seal_parameters() override { sealed_ = true; }
+
   /// The packed weights and the epilogue for products of about m rows.
   const detail::Int8Weights& weights(Index m) {
+    if (sealed_ && !packed_.source.empty()) return packed_;
     if constexpr (std::is_same_v<T, float>) {
       stored_.assign(kernel_.begin(), kernel_.end());
       stored_.insert(stored_.end(), kernel_scale_.begin(), kernel_scale_.end());
@@ -210,6 +216,7 @@ class QuantizedLayer : public Layer<T> {
   Tensor<T> kernel_, kernel_scale_, bias_, affine_;
   detail::Int8Weights packed_;
   std::vector<float> stored_;
+  bool sealed_ = false;
 };
 
 /// A Conv2D in int8 (no groups): the input quantized, its windows laid out
