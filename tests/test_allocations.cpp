@@ -212,7 +212,9 @@ TEST_CASE("inference on two threads' copies of the layers allocates nothing afte
   auto model = examples::notebook_model<float>(3);
   model.compile("sparse_categorical_crossentropy", {"accuracy"});
   const Batch data(5, 150);
-  model.evaluate(data.x, data.y, 8);
+  // The threads take chunks as they come free: a copy whose thread was late
+  // in one call may meet a full chunk first in the next. Warm with several.
+  for (int warm = 0; warm < 5; ++warm) model.evaluate(data.x, data.y, 8);
   {
     AllocationProbe probe;
     model.evaluate(data.x, data.y, 8);
