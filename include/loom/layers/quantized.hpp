@@ -25,6 +25,8 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <initializer_list>
 #include <vector>
 
 #include "../kernels/activation.hpp"
@@ -57,18 +59,19 @@ struct Int8Input {
 /// made again when any of them changes.
 struct Int8Weights {
   Int8PackedB packed;
-  std::vector<float> scale, shift, source;  ///< source: what they were made from
+  std::vector<float> scale, shift;
+  std::vector<float> source;  ///< the integers, scales and bias they were made from, one after another
 
-  /// (Re)packs when `stored` (the integers, then the scales and bias, one
-  /// vector) differs from what the pack was made from.
-  template <class F>
-  void update(const std::vector<float>& stored, F&& make) {
-    if (stored.size() == source.size() &&
-        std::memcmp(stored.data(), source.data(), sizeof(float) * stored.size()) == 0) {
-      return;
+  /// Whether `parts` (compared in place, one after another) are what the
+  /// pack was made from.
+  bool made_from(std::initializer_list<std::pair<const float*, Index>> parts) const {
+    std::size_t at = 0;
+    for (const auto& [p, n] : parts) {
+      const auto count = static_cast<std::size_t>(n);
+      if (at + count > source.size() || std::memcmp(p, source.data() + at, sizeof(float) * count) != 0) return false;
+      at += count;
     }
-    make();
-    source = stored;
+    return at == source.size();
   }
 };
 
@@ -163,10 +166,9 @@ class QuantizedLayer : public Layer<T> {
   const detail::Int8Weights& weights(Index m) {
     if (sealed_ && !packed_.source.empty()) return packed_;
     if constexpr (std::is_same_v<T, float>) {
-      stored_.assign(kernel_.begin(), kernel_.end());
-      stored_.insert(stored_.end(), kernel_scale_.begin(), kernel_scale_.end());
-      stored_.insert(stored_.end(), bias_.begin(), bias_.end());
-      packed_.update(stored_, [&] {
+      if (!packed_.made_from({{kernel_.data(), kernel_.size()},
+                              {kernel_scale_.data(), kernel_scale_.size()},
+                              {bias_.data(), bias_.size()}})) {
         const Index cols = kernel_scale_.size(), rows = kernel_.size() / cols;
         std::vector<std::int8_t> q(static_cast<std::size_t>(rows * cols));
         for (Index i = 0; i < rows * cols; ++i) q[static_cast<std::size_t>(i)] = static_cast<std::int8_t>(kernel_[i]);
@@ -180,7 +182,10 @@ class QuantizedLayer : public Layer<T> {
           packed_.scale[static_cast<std::size_t>(j)] = static_cast<float>(s);
           packed_.shift[static_cast<std::size_t>(j)] = static_cast<float>(double(bias_[j]) - in_.zero_point * s * sum);
         }
-      });
+        packed_.source.assign(kernel_.begin(), kernel_.end());
+        packed_.source.insert(packed_.source.end(), kernel_scale_.begin(), kernel_scale_.end());
+        packed_.source.insert(packed_.source.end(), bias_.begin(), bias_.end());
+      }
     }
     return packed_;
   }
@@ -215,7 +220,6 @@ class QuantizedLayer : public Layer<T> {
   bool affine_after_;
   Tensor<T> kernel_, kernel_scale_, bias_, affine_;
   detail::Int8Weights packed_;
-  std::vector<float> stored_;
   bool sealed_ = false;
 };
 

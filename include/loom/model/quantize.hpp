@@ -50,15 +50,6 @@ inline Int8Input int8_input_for(double lo, double hi) {
   return {static_cast<float>(scale), static_cast<float>(std::clamp(std::nearbyint(-lo / scale), 0.0, 255.0))};
 }
 
-/// A float layer copied: made by the registry from its config, built for
-/// `input`, its parameters' values copied.
-template <class T>
-std::unique_ptr<Layer<T>> copy_layer(Layer<T>& layer) {
-  std::unique_ptr<Layer<T>> copy = Registry<Layer<T>>::global().create(layer.type(), layer.config());
-  copy->set_name(layer.name());
-  return copy;
-}
-
 }  // namespace detail
 
 /// The int8 model of `model` (float, a chain of layers, built), calibrated
@@ -130,7 +121,9 @@ Sequential<T> quantize(Sequential<T>& model, const Tensor<T>& calibration) {
         }
         q->set_name(l.name());
       } else {
-        q = detail::copy_layer(l);
+        q = l.inference_copy();  // its type and config, through the registry
+        if (!q) throw ConfigError("quantize: layer '" + l.name() + "' (" + l.type() + ") is not registered");
+        q->set_name(l.name());
       }
       Layer<T>* raw = q.get();
       out.add(std::move(q), i == 0 ? std::optional<Shape>(model.input_shape()) : std::nullopt);
