@@ -21,6 +21,20 @@ before its framework loads, and none shares a thread pool with another):
     openvino-throughput  inference only: CPU plugin, THROUGHPUT hint, AsyncInferQueue
     pytorch-epoch        one experiment epoch in PyTorch 2, eager and compiled
 
+and each framework's own reduced precision, which bench/compare-precision times
+beside loom's mixed_bfloat16 and int8:
+
+    pytorch-eager-bf16   pytorch-eager under torch.autocast("cpu", dtype=torch.bfloat16): the convolutions
+                         and linear layers in bfloat16, training (backward outside the context, as
+                         PyTorch's AMP examples do) and inference
+    pytorch-compile-bf16 pytorch-compile under the same autocast
+    tensorflow-bf16      tensorflow with Keras's mixed_bfloat16 policy set before the model is built
+    onnxruntime-int8     onnxruntime on the model quantized by onnxruntime.quantization.quantize_static:
+                         QDQ, int8 weights per channel (symmetric), uint8 activations (asymmetric, MinMax
+                         on 256 calibration images), as loom::quantize
+    openvino-int8-latency, openvino-int8-throughput
+                         OpenVINO's CPU plugin on the same quantized file (it runs QDQ models in int8)
+
 Every peer runs the same model (bench/notebook_bench.py: layers, Keras's
 defaults, float32), the same random data and the same timing conventions
 (notebook_bench's docstring): training steps with RMSprop and sparse
@@ -49,7 +63,13 @@ from notebook_bench import (TRAIN_POOL, TRAINABLE_PARAMETERS, WARMUP_STEPS, batc
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 PEERS = ("pytorch-eager", "pytorch-compile", "tensorflow", "tensorflow-xla", "onnxruntime", "onnxruntime-concurrent",
-         "openvino-latency", "openvino-throughput", "pytorch-epoch")
+         "openvino-latency", "openvino-throughput", "pytorch-epoch",
+         # Their reduced precision (issue 38), for bench/compare-precision:
+         "pytorch-eager-bf16", "pytorch-compile-bf16", "tensorflow-bf16", "onnxruntime-int8", "openvino-int8-latency",
+         "openvino-int8-throughput")
+BF16_PEERS = ("pytorch-eager-bf16", "pytorch-compile-bf16", "tensorflow-bf16")
+INT8_PEERS = ("onnxruntime-int8", "openvino-int8-latency", "openvino-int8-throughput")
+CALIBRATION_IMAGES = 256  # as notebook_speed --int8 calibrates loom::quantize
 
 # Each peer's own switch for "no instruction newer than AVX2", set before the
 # framework is imported (each reads it once, at its first kernel):
@@ -155,7 +175,7 @@ def family(peer):
         return "openvino"
     if peer.startswith("onnxruntime"):
         return "onnxruntime"
-    return peer
+    return "tensorflow-xla" if peer == "tensorflow-xla" else "tensorflow"
 
 
 def set_isa(peer, isa):
@@ -283,13 +303,17 @@ def torch_images(torch, args, rng, n):
     return x.contiguous(memory_format=torch.channels_last) if args.torch_layout == "channels_last" else x
 
 
-def run_pytorch(args, compiled):
+def run_pytorch(args, compiled, bf16=False):
+    """The training and inference rows; bf16: the forward passes under torch.autocast to bfloat16."""
     torch = torch_setup(args)
     import numpy as np
     from torch import nn
     versions = torch_versions(torch)
     rng = np.random.default_rng(args.seed + 1)
     rows = []
+
+    def autocast():  # PyTorch's CPU autocast: conv2d and linear in bfloat16, the rest as its op lists say
+        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     for batch in args.train_batches:
         def train(batch=batch):
@@ -309,7 +333,8 @@ def run_pytorch(args, compiled):
                 start = train_start(i, batch, pool_n)
                 xb, yb = x[start:start + batch], y[start:start + batch]
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(forward(xb), yb)
+                with autocast():  # the forward pass and the loss; backward outside, as PyTorch's AMP examples
+                    loss = loss_fn(forward(xb), yb)
                 loss.backward()
                 optimizer_step()
                 return loss
@@ -326,11 +351,17 @@ def run_pytorch(args, compiled):
         # Inductor's CPU inference setting (its freezing option): weights folded in as
         # constants and prepacked for oneDNN; it applies under no_grad.
         inductor_config.freezing = True
-        context = torch.no_grad
+        grad_off = torch.no_grad
         predict = torch.compile(lambda xb: torch.softmax(model(xb), dim=1), dynamic=False)
     else:
-        context = torch.inference_mode
+        grad_off = torch.inference_mode
         predict = lambda xb: torch.softmax(model(xb), dim=1)  # noqa: E731
+
+    @contextlib.contextmanager
+    def context():
+        with grad_off(), autocast():
+            yield
+
     measure_inference(rows, args, n, lambda b: [xi[i:j] for i, j in inference_slices(n, b)], predict, context)
 
     layout = "channels_last" if args.torch_layout == "channels_last" else "NCHW contiguous"
@@ -342,6 +373,10 @@ def run_pytorch(args, compiled):
     else:
         settings = f"eager; inference_mode; {layout}; {threads}"
         details = "eager; inference under torch.inference_mode"
+    if bf16:
+        settings = f"autocast bfloat16; {settings}"
+        details = ("torch.autocast('cpu', dtype=torch.bfloat16) around the forward pass and the loss (backward "
+                   "outside) and around inference; " + details)
     details += (f"; {layout}; intra-op {torch.get_num_threads()} / inter-op {torch.get_num_interop_threads()} "
                 f"threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; {allocator()}; RMSprop(lr 0.001, "
                 f"alpha 0.9, eps 1e-7), CrossEntropyLoss")
@@ -349,7 +384,8 @@ def run_pytorch(args, compiled):
     if compiled:
         from torch._inductor.cpu_vec_isa import pick_vec_isa
         isa_check += f", Inductor {pick_vec_isa() or 'no vector ISA'}"
-    return {"framework": "PyTorch", "mode": "torch.compile" if compiled else "eager", "versions": versions,
+    return {"framework": "PyTorch", "mode": ("torch.compile" if compiled else "eager") + (", bf16" if bf16 else ""),
+            "precision": "bfloat16 autocast" if bf16 else "float32", "versions": versions,
             "settings": f"{settings}; {allocator().split(' (')[0]}", "details": details, "isa_check": isa_check,
             "rows": rows}
 
@@ -463,7 +499,9 @@ def run_pytorch_epoch(args):
 # ---------------------------------------------------------------- TensorFlow / Keras 3
 
 
-def run_tensorflow(args, xla):
+def run_tensorflow(args, xla, bf16=False):
+    """The training and inference rows; bf16: under Keras's mixed_bfloat16 policy (every layer's compute in
+    bfloat16, its variables float32)."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
@@ -473,6 +511,8 @@ def run_tensorflow(args, xla):
     import keras
     sys.path.insert(0, os.path.join(BENCH, "reference"))
     from keras_notebook import cnn_fmnst_model  # the notebook's model, line for line
+    if bf16:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")  # before the model is built
 
     rng = np.random.default_rng(args.seed + 1)
     rows = []
@@ -533,7 +573,11 @@ def run_tensorflow(args, xla):
                f"intra-op {args.threads} / inter-op 1 threads")
     if xla:
         details += f"; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
-    return {"framework": "TensorFlow", "mode": "XLA" if xla else "tf.function",
+    if bf16:
+        settings = f"Keras mixed_bfloat16; {settings}"
+        details = f"keras.mixed_precision policy {keras.mixed_precision.global_policy().name}; {details}"
+    return {"framework": "TensorFlow", "mode": ("XLA" if xla else "tf.function") + (", mixed_bfloat16" if bf16 else ""),
+            "precision": "mixed_bfloat16" if bf16 else "float32",
             "versions": {"TensorFlow": tf.__version__, "Keras": keras.__version__},
             "settings": settings, "details": details, "isa_check": None, "rows": rows}
 
@@ -602,7 +646,37 @@ def notebook_onnx(path, seed):
     onnx.save(model, path)
 
 
-def run_onnxruntime(args, path, concurrent):
+def quantize_onnx(path, quantized_path, seed):
+    """The ONNX file quantized by ONNX Runtime's post-training static quantization, as its quantization guide
+    does it for CNNs on x86 with VNNI (pre-processed, then quantized): QDQ format, int8 weights per output channel (symmetric), uint8
+    activations (asymmetric), calibrated by MinMax on CALIBRATION_IMAGES random images of the benchmark's
+    distribution (loom::quantize's choices, and notebook_speed --int8's calibration set's size). Returns a
+    description for the settings."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            x = random_images(np.random.default_rng(seed + 3), CALIBRATION_IMAGES)
+            self.batches = iter([{"images": x[i:i + 32]} for i in range(0, len(x), 32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    # The pre-processing its guide asks for first (shape inference and graph optimization).
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    prepared = quantized_path + ".prepared.onnx"
+    quant_pre_process(path, prepared)
+    quantize_static(prepared, quantized_path, Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+    return (f"onnxruntime.quantization (quant_pre_process, then quantize_static): QDQ, int8 weights per channel, "
+            f"uint8 activations, MinMax "
+            f"on {CALIBRATION_IMAGES} images")
+
+
+def run_onnxruntime(args, path, concurrent, quantized=None):
     """One request at a time on T intra-op threads; or, concurrent, T requests at once on one session
     (InferenceSession.run may be called from several threads), each with one intra-op thread."""
     import numpy as np
@@ -646,17 +720,22 @@ def run_onnxruntime(args, path, concurrent):
                     f"each; NCHW")
     else:
         settings = f"CPU EP, ORT_ENABLE_ALL; {args.threads} threads (inter-op 1), sequential; NCHW"
+    if quantized:
+        settings = f"int8 QDQ; {settings}"
     details = (f"providers {','.join(session.get_providers())}; graph optimizations ORT_ENABLE_ALL; "
                + (f"{args.threads} Python threads calling run() on one session, taking the batches from one "
                   f"queue, intra-op 1 / inter-op 1 threads; " if concurrent else
                   f"intra-op {args.threads} / inter-op 1 threads, sequential execution; ")
                + "NCHW model (opset 17) from onnx.helper; default CPU memory arena")
-    return {"framework": "ONNX Runtime", "mode": "concurrent" if concurrent else "CPU",
+    if quantized:
+        details = f"the file quantized by {quantized}; " + details
+    return {"framework": "ONNX Runtime", "mode": ("concurrent" if concurrent else "CPU") + (", int8" if quantized else ""),
+            "precision": "int8" if quantized else "float32",
             "versions": {"ONNX Runtime": ort.__version__, "onnx": onnx.__version__},
             "settings": settings, "details": details, "isa_check": None, "rows": rows}
 
 
-def run_openvino(args, path, hint):
+def run_openvino(args, path, hint, quantized=None):
     import numpy as np
     import openvino as ov
     core = ov.Core()
@@ -704,7 +783,8 @@ def run_openvino(args, path, hint):
     props = {p: property_text(first.get_property(p)) for p in ("NUM_STREAMS", "INFERENCE_NUM_THREADS",
                                                      "OPTIMAL_NUMBER_OF_INFER_REQUESTS", "INFERENCE_PRECISION_HINT",
                                                      "ENABLE_CPU_PINNING")}
-    settings = (f"{hint}, {props['INFERENCE_PRECISION_HINT']}, {props['INFERENCE_NUM_THREADS']} threads, "
+    settings = (f"{hint}, {props['INFERENCE_PRECISION_HINT']}{', int8 QDQ file' if quantized else ''}, "
+                f"{props['INFERENCE_NUM_THREADS']} threads, "
                 f"{props['NUM_STREAMS']} streams, {props['OPTIMAL_NUMBER_OF_INFER_REQUESTS']} requests; static batch; "
                 + ("sync infer()" if hint == "LATENCY" else "AsyncInferQueue"))
     kernels, kernel_list = openvino_kernels(first)
@@ -713,7 +793,10 @@ def run_openvino(args, path, hint):
                   "static batch; " + ("synchronous infer() per batch" if hint == "LATENCY"
                                       else "AsyncInferQueue, all batches queued, then wait_all()")
                 + f"; the kernels it chose: {kernel_list}")
-    return {"framework": "OpenVINO", "mode": hint.lower(), "versions": {"OpenVINO": ov.get_version()},
+    if quantized:
+        details = f"the file quantized by {quantized}; " + details
+    return {"framework": "OpenVINO", "mode": hint.lower() + (", int8" if quantized else ""),
+            "precision": "int8" if quantized else "float32", "versions": {"OpenVINO": ov.get_version()},
             "settings": settings, "details": details, "isa_check": kernels, "rows": rows}
 
 
@@ -744,27 +827,34 @@ def main():
           f"ISA {args.isa} (cap: {cap})", flush=True)
     import numpy as np
 
-    if args.peer in ("pytorch-compile", "pytorch-epoch"):
+    if args.peer in ("pytorch-compile", "pytorch-compile-bf16", "pytorch-epoch"):
         # A fresh Inductor cache for each run: Inductor's on-disk cache does not tell ATEN_CPU_CAPABILITY apart
         # (PyTorch 2.15: kernels cached by a native run crashed a later run under ATEN_CPU_CAPABILITY=avx2 with a
         # segmentation fault), and a cold cache makes every run's warm-up compile the same way. (Inductor keeps its
         # precompiled headers in /tmp/torchinductor_USER whatever this says, keyed by the compiler's flags.)
         inductor_cache = tempfile.TemporaryDirectory(prefix="peers-inductor-", ignore_cleanup_errors=True)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache.name
-    if args.peer in ("pytorch-eager", "pytorch-compile"):
-        result = run_pytorch(args, compiled=args.peer == "pytorch-compile")
+    if args.peer in ("pytorch-eager", "pytorch-compile", "pytorch-eager-bf16", "pytorch-compile-bf16"):
+        result = run_pytorch(args, compiled=args.peer.startswith("pytorch-compile"),
+                             bf16=args.peer in BF16_PEERS)
     elif args.peer == "pytorch-epoch":
         result = run_pytorch_epoch(args)
-    elif args.peer in ("tensorflow", "tensorflow-xla"):
-        result = run_tensorflow(args, xla=args.peer == "tensorflow-xla")
+    elif args.peer in ("tensorflow", "tensorflow-xla", "tensorflow-bf16"):
+        result = run_tensorflow(args, xla=args.peer == "tensorflow-xla", bf16=args.peer == "tensorflow-bf16")
     else:
         with tempfile.TemporaryDirectory() as work:
             path = os.path.join(work, "notebook.onnx")
             notebook_onnx(path, args.seed)
+            quantized = None
+            if args.peer in INT8_PEERS:
+                quantized = quantize_onnx(path, os.path.join(work, "notebook.int8.onnx"), args.seed)
+                path = os.path.join(work, "notebook.int8.onnx")
             if args.peer.startswith("onnxruntime"):
-                result = run_onnxruntime(args, path, concurrent=args.peer == "onnxruntime-concurrent")
+                result = run_onnxruntime(args, path, concurrent=args.peer == "onnxruntime-concurrent",
+                                         quantized=quantized)
             else:
-                result = run_openvino(args, path, "LATENCY" if args.peer == "openvino-latency" else "THROUGHPUT")
+                result = run_openvino(args, path, "LATENCY" if args.peer.endswith("-latency") else "THROUGHPUT",
+                                      quantized=quantized)
     result["versions"]["numpy"] = np.__version__
     shim = cpuid_cap()
     if shim and shim[0]:
