@@ -25,6 +25,8 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <iterator>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -376,6 +378,95 @@ TEST_CASE("the int8 GEMM: exact integer sums of u8 x s8, mapped per column, on e
   }
 }
 
+TEST_CASE("int8_quantize: round half to even, clamped to bytes, as the scalar formula, on every vector tail") {
+  using namespace loom::detail;
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> real(-400, 400);
+  for (const int zp : {0, 1, 85, 128, 255}) {
+    for (const Index n : {1, 7, 8, 15, 16, 17, 31, 33, 100}) {
+      std::vector<float> x(static_cast<std::size_t>(n));
+      for (auto& v : x) v = real(rng);
+      // Ties both ways, the clamp's edges, huge values and NaN among them.
+      const float special[] = {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, 127.5f, -float(zp) - 0.5f, 255.5f - float(zp),
+                               3e9f, -3e9f, std::numeric_limits<float>::quiet_NaN()};
+      for (std::size_t i = 0; i < x.size() && i < std::size(special); ++i) x[(i * 7) % x.size()] = special[i];
+      std::vector<std::uint8_t> q(x.size() + 1, 0xAB);
+      int8_quantize(x.data(), n, 0.5f, zp, q.data());
+      CAPTURE(zp);
+      CAPTURE(n);
+      for (Index i = 0; i < n; ++i) {
+        const double v = double(x[static_cast<std::size_t>(i)]) * 0.5;
+        double r = std::isnan(v) ? 0 : std::nearbyint(v) + zp;  // the current (default) mode: half to even
+        r = std::min(std::max(r, 0.0), 255.0);
+        CAPTURE(x[static_cast<std::size_t>(i)]);
+        REQUIRE(int(q[static_cast<std::size_t>(i)]) == int(r));
+      }
+      CHECK(q.back() == 0xAB);  // nothing written past n
+    }
+  }
+}
+
+TEST_CASE("QuantizedConv2D: exactly the integer sums of its byte windows, on strides, dilations and padding") {
+  using namespace loom;
+  if (!detail::int8_supported()) return;  // (the refusal: the next test case)
+  Rng rng(11), data(12);
+  int cases = 0;
+  for (const Padding padding : {Padding::Valid, Padding::Same}) {
+    for (const Size2 strides : {Size2{1, 1}, Size2{2, 1}, Size2{1, 2}}) {
+      for (const Size2 dilation : {Size2{1, 1}, Size2{1, 2}, Size2{2, 1}}) {
+        if ((strides[0] > 1 || strides[1] > 1) && (dilation[0] > 1 || dilation[1] > 1)) continue;  // as Keras
+        const Index c = 5 + 3 * (cases++ % 3), f = 9;
+        const detail::Int8Input in{0.02f, 40};
+        QuantizedConv2D<float> q(f, {3, 3}, strides, padding, dilation, Activation::None, in, false);
+        q.build(Shape{9, 11, c}, rng);
+        const auto p = q.parameters();
+        Tensor<float>& kernel = *p[0].value;
+        Tensor<float>& kscale = *p[1].value;
+        Tensor<float>& bias = *p[2].value;
+        for (float& v : kernel) v = static_cast<float>(data.below(255)) - 127;
+        for (float& v : kscale) v = static_cast<float>(1e-3 * (1 + data.uniform()));
+        for (float& v : bias) v = static_cast<float>(data.uniform() - 0.5);
+        Tensor<float> x(Shape{3, 9, 11, c});
+        for (float& v : x) v = static_cast<float>(data.uniform() * 4 - 1);
+        const Tensor<float>& y = q.forward(x, Mode::Inference);
+        const Index ho = y.dim(1), wo = y.dim(2);
+        // Keras's "same": the total padding max((out - 1) * stride + (k - 1) * dilation + 1 - in, 0), half on top.
+        const auto pad = [&](Index out, Index s, Index d, Index size) {
+          return padding == Padding::Same ? std::max<Index>((out - 1) * s + 2 * d + 1 - size, 0) / 2 : 0;
+        };
+        const Index pt = pad(ho, strides[0], dilation[0], 9), pl = pad(wo, strides[1], dilation[1], 11);
+        CAPTURE(cases);
+        double worst = 0;
+        for (Index n = 0; n < 3; ++n) {
+          for (Index oh = 0; oh < ho; ++oh) {
+            for (Index ow = 0; ow < wo; ++ow) {
+              for (Index j = 0; j < f; ++j) {
+                long long sum = 0;
+                for (Index a = 0; a < 3; ++a) {
+                  for (Index b = 0; b < 3; ++b) {
+                    const Index ih = oh * strides[0] - pt + a * dilation[0], iw = ow * strides[1] - pl + b * dilation[1];
+                    for (Index k = 0; k < c; ++k) {
+                      long long u = 40;  // padding: the zero point
+                      if (ih >= 0 && ih < 9 && iw >= 0 && iw < 11) {
+                        const double v = std::nearbyint(double(x(n, ih, iw, k)) / 0.02f) + 40;
+                        u = static_cast<long long>(std::min(std::max(v, 0.0), 255.0));
+                      }
+                      sum += (u - 40) * static_cast<long long>(kernel(a, b, k, j));
+                    }
+                  }
+                }
+                const double want = double(sum) * 0.02f * kscale[j] + bias[j];
+                worst = std::max(worst, std::abs(want - double(y(n, oh, ow, j))) / (1 + std::abs(want)));
+              }
+            }
+          }
+        }
+        CHECK(worst < 1e-5);
+      }
+    }
+  }
+}
+
 TEST_CASE("int8 layers against their float layers: within the quantization's error, padding at the zero point") {
   using namespace loom;
   if (!detail::int8_supported()) {
@@ -410,13 +501,15 @@ TEST_CASE("int8 layers against their float layers: within the quantization's err
   }
 }
 
-TEST_CASE("quantize: a trained model in int8, BatchNormalization folded, saved and loaded, predicting as the float one") {
+TEST_CASE("quantize: a trained model in int8, BatchNormalization folded (past Dropout), pooled in the product, saved and "
+          "loaded, predicting as the float one") {
   using namespace loom;
   using namespace loom::testing;
   if (!detail::int8_supported()) return;  // (the refusal: the test case above)
   Sequential<float> m(7);
   m.add(Conv2D<float>(Conv2DOptions(8, {3, 3}).activation(Activation::ReLU)), Shape{8, 8, 1});  // 1 channel: float
   m.add(Conv2D<float>(Conv2DOptions(16, {3, 3}).padding(Padding::Same).activation(Activation::ReLU)));
+  m.add(Dropout<float>(0.3));  // as the notebook's conv2: the BatchNormalization after it folds all the same
   m.add(BatchNormalization<float>());
   m.add(MaxPool2D<float>());
   m.add(Flatten<float>());
@@ -430,9 +523,19 @@ TEST_CASE("quantize: a trained model in int8, BatchNormalization folded, saved a
   Sequential<float> q = quantize(m, x);
   std::vector<std::string> types;
   for (const auto& l : q.layers()) types.push_back(l->type());
-  CHECK(types == std::vector<std::string>{"Conv2D", "QuantizedConv2D", "MaxPooling2D", "Flatten", "QuantizedDense",
-                                          "Dropout", "QuantizedDense"});
+  CHECK(types == std::vector<std::string>{"Conv2D", "QuantizedConv2D", "Dropout", "MaxPooling2D", "Flatten",
+                                          "QuantizedDense", "Dropout", "QuantizedDense"});
   const Tensor<float> pf = m.predict(x), pq = q.predict(x);
+  // predict fuses (the pooling in QuantizedConv2D's product, Conv2D's too): the layers one by one, unfused,
+  // give the same bits.
+  {
+    const auto& qc = dynamic_cast<const QuantizedConv2D<float>&>(*q.layers()[1]);
+    const auto& pool = dynamic_cast<const MaxPool2D<float>&>(*q.layers()[3]);
+    CHECK(qc.can_pool(pool));
+    const Tensor<float>* out = &x;
+    for (const auto& l : q.layers()) out = &l->forward(*out, Mode::Inference);
+    CHECK(policy_same_bits(*out, pq));
+  }
   CHECK(policy_relative_error(pq, pf) < 3e-2);
   Index agree = 0;
   for (Index i = 0; i < x.dim(0); ++i) {

@@ -26,12 +26,18 @@
 /// (AVX2); `detail::int8_supported()` says whether this build and CPU can
 /// run it.
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "sgemm.hpp"
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #if defined(LOOM_OWN_SGEMM) && defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define LOOM_INT8_GEMM 1
@@ -122,8 +128,11 @@ struct Isa {
   static F relu(F a) { return _mm512_max_ps(_mm512_setzero_ps(), a); }
   static void store(float* p, F v, Mask m) { _mm512_mask_storeu_ps(p, m, v); }
 };
-/// Tiles: MR rows x NV vectors, as sgemm's AVX-512 shapes.
-inline constexpr sgemm::TileShape kTiles[] = {{14, 2, 0.95}, {8, 2, 0.95}, {5, 5, 0.90}, {4, 5, 0.80}, {16, 1, 0.70}};
+/// Tiles: MR rows x NV vectors, as sgemm's AVX-512 shapes, and 7 x 2 for
+/// a convolution's row of 7 outputs read in place (conv3's), which 8 x 2
+/// would finish through the edge copy.
+inline constexpr sgemm::TileShape kTiles[] = {{14, 2, 0.95}, {8, 2, 0.95}, {7, 2, 0.90}, {5, 5, 0.90},
+                                              {4, 5, 0.80},  {16, 1, 0.70}};
 #else
 /// 8 int32 lanes to a vector, 16 vector registers (AVX_VNNI).
 struct Isa {
@@ -151,11 +160,12 @@ struct Isa {
 inline constexpr sgemm::TileShape kTiles[] = {{6, 2, 0.95}, {5, 2, 0.90}, {12, 1, 0.87}, {8, 1, 0.83}};
 #endif
 
-/// The MR x NR tile of C from `quads` depth quads: A's rows at a + i * lda
-/// (one 32-bit quad per step), B's quad q at b + q * 4 NR.
+/// The MR x NR tile of C from `segments` runs of `quads` depth quads each:
+/// A's row i at a + i * lda, its run s at s * segment_stride from there (one
+/// 32-bit quad per step); B's quads one after another, 4 NR bytes each.
 template <int MR, int NV>
-void micro_kernel(Index quads, const std::uint8_t* a, Index lda, const std::int8_t* __restrict b, float* c, Index ldc,
-                  int m, int n, const Int8Epilogue& epi) {
+void micro_kernel(Index segments, Index quads, Index segment_stride, const std::uint8_t* a, Index lda,
+                  const std::int8_t* __restrict b, float* c, Index ldc, int m, int n, const Int8Epilogue& epi) {
   using I = typename Isa::I;
   using F = typename Isa::F;
   constexpr int W = Isa::W, NR = NV * W;
@@ -165,15 +175,17 @@ void micro_kernel(Index quads, const std::uint8_t* a, Index lda, const std::int8
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[i][v] = Isa::zero();
   }
-  for (Index q = 0; q < quads; ++q, b += 4 * NR) {
-    I bv[NV];
+  for (Index s = 0; s < segments; ++s, a += segment_stride) {
+    for (Index q = 0; q < quads; ++q, b += 4 * NR) {
+      I bv[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = Isa::load(b + 4 * v * W);
+      for (int v = 0; v < NV; ++v) bv[v] = Isa::load(b + 4 * v * W);
 #pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i) {
-      const I ai = Isa::broadcast(a + i * lda + 4 * q);
+      for (int i = 0; i < MR; ++i) {
+        const I ai = Isa::broadcast(a + i * lda + 4 * q);
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[i][v] = Isa::dot(acc[i][v], ai, bv[v]);
+        for (int v = 0; v < NV; ++v) acc[i][v] = Isa::dot(acc[i][v], ai, bv[v]);
+      }
     }
   }
   typename Isa::Mask mask[NV];
@@ -237,14 +249,86 @@ inline Int8PackedB int8_pack_b(const std::int8_t* b, Index ldb, Index k, Index n
 /// a multiple of 4 (the padding's values do not count: B's are zero).
 inline Index int8_row_bytes(Index k) { return (k + 3) / 4 * 4; }
 
-/// C[m x n] (row stride ldc) = the epilogue of A * B: A's m rows of
-/// int8_row_bytes(b.k) unsigned bytes at a + i * lda; B packed by int8_pack_b.
-/// Rows of a last, partial tile past m are not read: they are copied to
-/// `edge` (at least 16 rows of lda bytes) with zeros below.
-inline void int8_gemm(Index m, const std::uint8_t* a, Index lda, const Int8PackedB& b, float* c, Index ldc,
+/// Quantizes n floats of x into unsigned bytes:
+/// q = clamp(nearbyint(x * inv_scale) + zero_point, 0, 255), rounding half to
+/// even (the default rounding mode). Vectorized where the build targets
+/// AVX-512 or AVX2, with the same results as the scalar loop (NaN gives 0).
+inline void int8_quantize(const float* x, Index n, float inv_scale, int zero_point, std::uint8_t* q) {
+  Index i = 0;
+  const float lo = static_cast<float>(-zero_point), hi = static_cast<float>(255 - zero_point);
+#if defined(__AVX512F__)
+  {
+    const __m512 vinv = _mm512_set1_ps(inv_scale), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+    const __m512i vzp = _mm512_set1_epi32(zero_point);
+    for (; i + 16 <= n; i += 16) {
+      __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v = _mm512_min_ps(_mm512_max_ps(v, vlo), vhi);  // rounded, then clamped: the bytes' range
+      const __m512i u = _mm512_add_epi32(_mm512_cvtps_epi32(v), vzp);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(u));
+    }
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (i < n) {  // the last 1-15 values under a mask (a pixel's 75 channels: 4 vectors, the last masked)
+      const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+      __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vinv),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v = _mm512_min_ps(_mm512_max_ps(v, vlo), vhi);
+      _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(v), vzp)));
+      i = n;
+    }
+#endif
+  }
+#elif defined(__AVX2__)
+  {
+    const __m256 vinv = _mm256_set1_ps(inv_scale), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    const __m256i vzp = _mm256_set1_epi32(zero_point);
+    // The low byte of each 32-bit value, gathered to the front of its 128-bit lane.
+    const __m256i low_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                                               0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    for (; i + 8 <= n; i += 8) {
+      __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv),
+                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v = _mm256_min_ps(_mm256_max_ps(v, vlo), vhi);
+      const __m256i b = _mm256_shuffle_epi8(_mm256_add_epi32(_mm256_cvtps_epi32(v), vzp), low_bytes);
+      const __m128i both = _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), both);
+    }
+  }
+#endif
+  for (; i < n; ++i) {
+    const float r = std::min(hi, std::max(lo, std::nearbyint(x[i] * inv_scale)));  // NaN: lo, as the vectors
+    q[i] = static_cast<std::uint8_t>(static_cast<int>(r) + zero_point);
+  }
+}
+
+/// Where int8_gemm reads A: row i at a + i * lda, made of `segments` runs
+/// of `segment_bytes` bytes (a multiple of 4), run s at s * segment_stride
+/// from the row's start. One run is a plain row-major A; several read a
+/// convolution's windows in place from a padded image (a run per row of
+/// the window, segment_stride an image row apart), with no im2col.
+struct Int8Rows {
+  const std::uint8_t* a = nullptr;
+  Index lda = 0;
+  Index segments = 1, segment_bytes = 0, segment_stride = 0;
+
+  /// A row-major A of rows `lda` bytes apart, each depth k.
+  static Int8Rows row_major(const std::uint8_t* a, Index lda, Index k) { return {a, lda, 1, int8_row_bytes(k), 0}; }
+};
+
+/// C[m x n] (row stride ldc) = the epilogue of A * B: A's m rows as `rows`
+/// says (their depth, segments times segment_bytes, at least b.k rounded up
+/// to 4); B packed by int8_pack_b. Rows of a last, partial tile past m are
+/// not read: they are copied to `edge` (at least 16 rows of the depth) with
+/// zeros below.
+inline void int8_gemm(Index m, const Int8Rows& rows, const Int8PackedB& b, float* c, Index ldc,
                       const Int8Epilogue& epilogue, std::vector<std::uint8_t>& edge) {
 #ifdef LOOM_INT8_GEMM
-  const Index quads = (b.k + 3) / 4;
+  const Index quads = (b.k + 3) / 4, depth = rows.segments * rows.segment_bytes;
+  if (rows.segment_bytes % 4 != 0 || depth < 4 * quads) {
+    throw ConfigError(detail::str("int8_gemm: rows of ", rows.segments, " runs of ", rows.segment_bytes,
+                                  " bytes do not hold a depth of ", b.k, " in quads"));
+  }
+  const Index lda = rows.lda, segment_quads = rows.segment_bytes / 4;
   // The tile of B's sliver width that pads m rows least.
   int best = -1;
   double best_cost = 0;
@@ -266,26 +350,38 @@ inline void int8_gemm(Index m, const std::uint8_t* a, Index lda, const Int8Packe
         const int nr = static_cast<int>(std::min<Index>(NR, b.n - jr));
         const Int8Epilogue epi = epilogue.from_column(jr);
         for (Index ir = 0; ir < mc; ir += MR) {
-          const std::uint8_t* as = a + (ic + ir) * lda;
+          const std::uint8_t* as = rows.a + (ic + ir) * lda;
           const int mr = static_cast<int>(std::min<Index>(MR, mc - ir));
           float* cs = c + (ic + ir) * ldc + jr;
           if (mr == MR) {
-            int8::micro_kernel<MR, NV>(quads, as, lda, bs, cs, ldc, MR, nr, epi);
-          } else {
-            const std::size_t need = static_cast<std::size_t>(MR * lda);
+            int8::micro_kernel<MR, NV>(rows.segments, segment_quads, rows.segment_stride, as, lda, bs, cs, ldc, MR,
+                                       nr, epi);
+          } else {  // the last rows, gathered into whole rows of the depth, zeros below them
+            const std::size_t need = static_cast<std::size_t>(MR * depth);
             if (edge.size() < need) edge.resize(need);
-            std::memcpy(edge.data(), as, static_cast<std::size_t>(mr * lda));
-            std::memset(edge.data() + mr * lda, 0, need - static_cast<std::size_t>(mr * lda));
-            int8::micro_kernel<MR, NV>(quads, edge.data(), lda, bs, cs, ldc, mr, nr, epi);
+            for (int i = 0; i < mr; ++i) {
+              for (Index s = 0; s < rows.segments; ++s) {
+                std::memcpy(edge.data() + i * depth + s * rows.segment_bytes, as + i * lda + s * rows.segment_stride,
+                            static_cast<std::size_t>(rows.segment_bytes));
+              }
+            }
+            std::memset(edge.data() + mr * depth, 0, need - static_cast<std::size_t>(mr * depth));
+            int8::micro_kernel<MR, NV>(1, depth / 4, 0, edge.data(), depth, bs, cs, ldc, mr, nr, epi);
           }
         }
       }
     }
   });
 #else
-  (void)m, (void)a, (void)lda, (void)b, (void)c, (void)ldc, (void)epilogue, (void)edge;
+  (void)m, (void)rows, (void)b, (void)c, (void)ldc, (void)epilogue, (void)edge;
   throw ConfigError("int8 products cannot run here: " + int8_unsupported_reason());
 #endif
+}
+
+/// int8_gemm of a row-major A: m rows of int8_row_bytes(b.k) bytes, lda apart.
+inline void int8_gemm(Index m, const std::uint8_t* a, Index lda, const Int8PackedB& b, float* c, Index ldc,
+                      const Int8Epilogue& epilogue, std::vector<std::uint8_t>& edge) {
+  int8_gemm(m, Int8Rows::row_major(a, lda, b.k), b, c, ldc, epilogue, edge);
 }
 
 }  // namespace loom::detail

@@ -12,7 +12,10 @@
 ///   without softmax takes, in this order, the layers after it that are
 ///   identity_in_inference, one BatchNormalization (applied in its
 ///   epilogue) and a MaxPool2D it can pool (Conv2D::can_pool), stepping
-///   over identities between them; the model skips the layers taken.
+///   over identities between them; the model skips the layers taken. A
+///   QuantizedConv2D (whose BatchNormalization loom::quantize folded in
+///   already) takes identities and then a MaxPool2D it can pool
+///   (QuantizedConv2D::can_pool).
 /// - Training (TrainingFusion, around each step): a BatchNormalization on
 ///   images takes the MaxPool2D right after it when its windows tile the
 ///   image; then each Conv2D ending in a ReLU, not itself taken, leaves its
@@ -35,6 +38,7 @@
 #include "conv2d.hpp"
 #include "layer.hpp"
 #include "max_pool2d.hpp"
+#include "quantized.hpp"
 
 namespace loom {
 namespace fusion {
@@ -58,6 +62,18 @@ using LayerArg = typename NotDeduced<Layer<T>>::type;
 /// can pool, after which it takes nothing more.
 template <class T>
 bool absorb_next_in_inference(Layer<T>& layer, LayerArg<T>* next) {
+  if (auto* q = dynamic_cast<QuantizedConv2D<T>*>(&layer)) {  // identities, then a MaxPool2D it can pool
+    if (!next) {
+      q->absorb_pool(nullptr);
+      return false;
+    }
+    if (q->pooled()) return false;
+    if (next->fusion_traits().identity_in_inference) return true;
+    auto* pool = dynamic_cast<MaxPool2D<T>*>(next);
+    if (!pool || !q->can_pool(*pool)) return false;
+    q->absorb_pool(pool);
+    return true;
+  }
   auto* conv = dynamic_cast<Conv2D<T>*>(&layer);
   if (!conv) return false;
   if (!next) {

@@ -32,8 +32,10 @@
 #include "../kernels/activation.hpp"
 #include "../kernels/im2col.hpp"
 #include "../kernels/int8_gemm.hpp"
+#include "../kernels/pool.hpp"
 #include "../parallel.hpp"
 #include "layer.hpp"
+#include "max_pool2d.hpp"
 
 namespace loom {
 
@@ -46,11 +48,7 @@ struct Int8Input {
 
   /// Quantizes n values of x into q.
   void quantize(const float* x, Index n, std::uint8_t* q) const {
-    const float inv = 1.0f / scale, zp = zero_point;
-    for (Index i = 0; i < n; ++i) {
-      const float r = std::min(std::max(std::nearbyint(x[i] * inv) + zp, 0.0f), 255.0f);
-      q[i] = static_cast<std::uint8_t>(r);
-    }
+    int8_quantize(x, n, 1.0f / scale, static_cast<int>(zero_point), q);
   }
 };
 
@@ -162,17 +160,27 @@ class QuantizedLayer : public Layer<T> {
   /// 1 that comparison read every weight for one image's work).
   void seal_parameters() override { sealed_ = true; }
 
-  /// The packed weights and the epilogue for products of about m rows.
-  const detail::Int8Weights& weights(Index m) {
+  /// The packed weights and the epilogue for products of about m rows. The
+  /// depth's rows come in groups of `group` (a convolution's channels at one
+  /// cell of the window), each padded with zero rows to `group_padded` (0:
+  /// no padding).
+  const detail::Int8Weights& weights(Index m, Index group = 0, Index group_padded = 0) {
     if (sealed_ && !packed_.source.empty()) return packed_;
     if constexpr (std::is_same_v<T, float>) {
       if (!packed_.made_from({{kernel_.data(), kernel_.size()},
                               {kernel_scale_.data(), kernel_scale_.size()},
                               {bias_.data(), bias_.size()}})) {
         const Index cols = kernel_scale_.size(), rows = kernel_.size() / cols;
-        std::vector<std::int8_t> q(static_cast<std::size_t>(rows * cols));
-        for (Index i = 0; i < rows * cols; ++i) q[static_cast<std::size_t>(i)] = static_cast<std::int8_t>(kernel_[i]);
-        packed_.packed = detail::int8_pack_b(q.data(), cols, rows, cols, m);
+        if (group <= 0) group = group_padded = rows;
+        const Index padded_rows = rows / group * group_padded;
+        std::vector<std::int8_t> q(static_cast<std::size_t>(padded_rows * cols), 0);
+        for (Index r = 0; r < rows; ++r) {
+          const Index to = r / group * group_padded + r % group;
+          for (Index j = 0; j < cols; ++j) {
+            q[static_cast<std::size_t>(to * cols + j)] = static_cast<std::int8_t>(kernel_[r * cols + j]);
+          }
+        }
+        packed_.packed = detail::int8_pack_b(q.data(), cols, padded_rows, cols, m);
         packed_.scale.resize(static_cast<std::size_t>(cols));
         packed_.shift.resize(static_cast<std::size_t>(cols));
         for (Index j = 0; j < cols; ++j) {
@@ -223,9 +231,19 @@ class QuantizedLayer : public Layer<T> {
   bool sealed_ = false;
 };
 
-/// A Conv2D in int8 (no groups): the input quantized, its windows laid out
-/// as rows of bytes (im2col, the padding at the zero point), one int8
-/// product per tile of images on each thread.
+/// A Conv2D in int8 (no groups). Each image is quantized into a padded
+/// image of bytes (the padding at the zero point, the channels padded to a
+/// multiple of 4), and each row of outputs is one int8 product that reads
+/// its windows in place: a window's rows are runs of kw * channels bytes of
+/// that image (kernels/int8_gemm.hpp's Int8Rows). Where a window's cells
+/// are not adjacent (a column dilation), or where padding the channels
+/// would add more than a quarter to the depth (fewer than 8 channels), the
+/// windows are laid out as rows of bytes first (im2col), a tile of images
+/// at a time.
+///
+/// In inference the fusion planner (layers/fusion.hpp) may give it the
+/// MaxPool2D after it (absorb_pool): it then pools each band of output rows
+/// as it is made, and the unpooled output is never stored.
 template <class T>
 class QuantizedConv2D : public QuantizedLayer<T> {
  public:
@@ -245,6 +263,22 @@ class QuantizedConv2D : public QuantizedLayer<T> {
   }
   std::string type() const override { return class_name; }
   std::string base_name() const override { return "quantized_conv2d"; }
+
+  /// Whether the forward can pool its output for `pool` (see absorb_pool):
+  /// windows that tile the output, the windows read in place, the
+  /// activation in the epilogue.
+  bool can_pool(const MaxPool2D<T>& pool) const {
+    const detail::Window2D& p = pool.window();
+    return pool.windows_tile() && p.h == geo_.ho && p.w == geo_.wo && p.c == filters_ && in_place() &&
+           (this->activation_ == Activation::None || this->activation_ == Activation::ReLU);
+  }
+  /// Pools the output of the next Mode::Inference forwards for `pool`
+  /// (which must satisfy can_pool); nullptr ends it.
+  void absorb_pool(const MaxPool2D<T>* pool) {
+    pooled_ = pool;
+    this->set_fused_next(pool);
+  }
+  const MaxPool2D<T>* pooled() const { return pooled_; }
   Config config() const override {
     return this->common_config(Config()
                                    .set("filters", filters_)
@@ -267,13 +301,87 @@ class QuantizedConv2D : public QuantizedLayer<T> {
     this->refuse_training(mode);
     if constexpr (std::is_same_v<T, float>) {
       geo_.n = x.dim(0);
+      const detail::Window2D* pool = pooled_ ? &pooled_->window() : nullptr;
+      y_.resize_for_overwrite(Shape{geo_.n, pool ? pool->ho : geo_.ho, pool ? pool->wo : geo_.wo, filters_});
+      if (in_place()) {
+        forward_in_place(x);
+      } else {
+        forward_im2col(x);
+      }
+    }
+    return y_;
+  }
+
+ private:
+  /// Whether the windows are read in place: their cells adjacent along a
+  /// row (no column dilation), and the channels' padding to a multiple of 4
+  /// adding at most a quarter to the depth (3 channels padded to 4 would
+  /// add a third: laid out, the depth is padded once, not per cell).
+  bool in_place() const {
+    const Index cells = geo_.kh * geo_.kw;
+    return geo_.dw == 1 && 4 * cells * detail::int8_row_bytes(geo_.c) <= 5 * detail::int8_row_bytes(cells * geo_.c);
+  }
+
+  /// The windows read in place from each padded image, a product per row of outputs.
+  void forward_in_place(const Tensor<float>& x) {
+    const Index c = geo_.c, cp = detail::int8_row_bytes(c), f = filters_;
+    const Index hp = std::max(geo_.pad_top + geo_.h, (geo_.ho - 1) * geo_.sh + (geo_.kh - 1) * geo_.dh + 1);
+    const Index wp = std::max(geo_.pad_left + geo_.w, (geo_.wo - 1) * geo_.sw + geo_.kw);
+    const Index image = geo_.h * geo_.w * c, per_image = geo_.ho * geo_.wo;
+    const detail::Int8Weights& w = this->weights(geo_.wo, c, cp);
+    const detail::Int8Epilogue epi = this->epilogue(w);
+    const int threads = detail::threads_for(geo_.n);
+    if (ws_.size() < static_cast<std::size_t>(threads)) ws_.resize(static_cast<std::size_t>(threads));
+    const auto zp = static_cast<std::uint8_t>(this->in_.zero_point);
+    detail::parallel(threads, [&](int t, int nt) {
+      Workspace& s = ws_[static_cast<std::size_t>(t)];
+      // The border (and the channels' padding) at the zero point once: each image overwrites the inside.
+      if (s.image.size() != static_cast<std::size_t>(hp * wp * cp)) s.image.assign(static_cast<std::size_t>(hp * wp * cp), zp);
+      const detail::Range mine = detail::split(geo_.n, t, nt);
+      for (Index n = mine.begin; n < mine.end; ++n) {
+        const float* xi = x.data() + n * image;
+        std::uint8_t* inside = s.image.data() + (geo_.pad_top * wp + geo_.pad_left) * cp;
+        for (Index ih = 0; ih < geo_.h; ++ih) {
+          if (c == cp) {  // a row of the image is a run of bytes
+            this->in_.quantize(xi + ih * geo_.w * c, geo_.w * c, inside + ih * wp * cp);
+            continue;
+          }
+          for (Index iw = 0; iw < geo_.w; ++iw) {
+            this->in_.quantize(xi + (ih * geo_.w + iw) * c, c, inside + (ih * wp + iw) * cp);
+          }
+        }
+        detail::Int8Rows rows{nullptr, geo_.sw * cp, geo_.kh, geo_.kw * cp, geo_.dh * wp * cp};
+        const auto output_row = [&](Index oh, float* out) {
+          rows.a = s.image.data() + oh * geo_.sh * wp * cp;
+          detail::int8_gemm(geo_.wo, rows, w.packed, out, f, epi, s.edge);
+        };
+        if (pooled_) {  // each band of rows a pooled row covers, made in the workspace and pooled into y
+          const detail::Window2D& pool = pooled_->window();
+          s.band.resize(static_cast<std::size_t>(pool.kh * geo_.wo * f));
+          float* y = y_.data() + n * pool.ho * pool.wo * f;
+          for (Index ph = 0; ph < pool.ho; ++ph) {
+            const detail::Range band = detail::pool_rows(pool, ph);
+            for (Index oh = band.begin; oh < band.end; ++oh) output_row(oh, s.band.data() + (oh - band.begin) * geo_.wo * f);
+            detail::pool_row(s.band.data(), band.size(), pool, y + ph * pool.wo * f);
+          }
+          continue;
+        }
+        float* y = y_.data() + n * per_image * f;
+        for (Index oh = 0; oh < geo_.ho; ++oh) output_row(oh, y + oh * geo_.wo * f);
+        this->activate_rest(y, per_image, f);
+      }
+    });
+  }
+
+  /// The windows laid out as rows of bytes, a tile of images at a time.
+  void forward_im2col(const Tensor<float>& x) {
+    {
       const Index k = geo_.patch(), lda = detail::int8_row_bytes(k), per_image = geo_.ho * geo_.wo;
       const Index image = geo_.h * geo_.w * geo_.c;
       // Images per tile: their byte rows within 256 KiB (at least one).
       const Index tile = std::max<Index>(1, (Index(256) << 10) / std::max<Index>(1, per_image * lda));
       const detail::Int8Weights& w = this->weights(tile * per_image);
       const detail::Int8Epilogue epi = this->epilogue(w);
-      y_.resize_for_overwrite(Shape{geo_.n, geo_.ho, geo_.wo, filters_});
       const int threads = detail::threads_for(geo_.n);
       if (ws_.size() < static_cast<std::size_t>(threads)) ws_.resize(static_cast<std::size_t>(threads));
       const auto zp = static_cast<std::uint8_t>(this->in_.zero_point);
@@ -294,18 +402,28 @@ class QuantizedConv2D : public QuantizedLayer<T> {
         }
       });
     }
-    return y_;
   }
 
- private:
   /// One image's windows as rows of bytes (lda apart), padding at the zero point.
   void windows(const std::uint8_t* img, std::uint8_t zp, std::uint8_t* col, Index lda) const {
     const Index c = geo_.c;
     for (Index oh = 0; oh < geo_.ho; ++oh) {
       for (Index ow = 0; ow < geo_.wo; ++ow, col += lda) {
         std::uint8_t* d = col;
+        const Index iw0 = ow * geo_.sw - geo_.pad_left;
+        const bool whole_rows = geo_.dw == 1 && iw0 >= 0 && iw0 + geo_.kw <= geo_.w;
         for (Index i = 0; i < geo_.kh; ++i) {
           const Index ih = oh * geo_.sh - geo_.pad_top + i * geo_.dh;
+          if (ih < 0 || ih >= geo_.h) {
+            std::memset(d, zp, static_cast<std::size_t>(geo_.kw * c));
+            d += geo_.kw * c;
+            continue;
+          }
+          if (whole_rows) {  // the window's row is kw * c bytes in a row of the image
+            std::memcpy(d, img + (ih * geo_.w + iw0) * c, static_cast<std::size_t>(geo_.kw * c));
+            d += geo_.kw * c;
+            continue;
+          }
           for (Index j = 0; j < geo_.kw; ++j, d += c) {
             const Index iw = ow * geo_.sw - geo_.pad_left + j * geo_.dw;
             if (ih < 0 || ih >= geo_.h || iw < 0 || iw >= geo_.w) {
@@ -321,6 +439,7 @@ class QuantizedConv2D : public QuantizedLayer<T> {
 
   struct Workspace {
     std::vector<std::uint8_t> image, col, edge;
+    std::vector<float> band;  ///< output rows a pooled row covers (absorb_pool)
   };
   Index filters_;
   Size2 kernel_size_, strides_, dilation_;
@@ -328,6 +447,7 @@ class QuantizedConv2D : public QuantizedLayer<T> {
   detail::Window2D geo_;
   Tensor<T> y_;
   std::vector<Workspace> ws_;
+  const MaxPool2D<T>* pooled_ = nullptr;
 };
 
 /// A Dense in int8: the input rows quantized, one int8 product per block of

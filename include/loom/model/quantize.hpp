@@ -10,9 +10,10 @@
 ///   weights in int8 with one symmetric scale per output channel, the input
 ///   in uint8 with a scale and zero point from the range it took on the
 ///   calibration images (its minimum and maximum, widened to hold 0);
-/// - a BatchNormalization right after such a layer (with a ReLU or no
-///   activation) is folded into it: its inference affine runs in the
-///   product's epilogue, after the activation;
+/// - a BatchNormalization after such a layer (with a ReLU or no
+///   activation), right after it or past layers that do nothing in
+///   inference (Dropout), is folded into it: its inference affine runs in
+///   the product's epilogue, after the activation;
 /// - every other layer is copied as it is, in float: pooling, Flatten, and
 ///   the convolutions with fewer than 8 input channels (the first layer of
 ///   an image model: a product 9 deep, which int8 does not speed up);
@@ -79,10 +80,13 @@ Sequential<T> quantize(Sequential<T>& model, const Tensor<T>& calibration) {
       }
       return dynamic_cast<const Dense<T>*>(layers[i].get()) != nullptr;
     };
-    const auto folds_next = [&](std::size_t i) {
+    // The BatchNormalization folded into layer i, if any: the first layer after it past identities.
+    const auto folded_into = [&](std::size_t i) -> std::size_t {
       const Activation a = layers[i]->activation();
-      return i + 1 < layers.size() && dynamic_cast<const BatchNormalization<T>*>(layers[i + 1].get()) != nullptr &&
-             (a == Activation::None || a == Activation::ReLU) && layers[i + 1]->input_shape().rank() >= 1;
+      if (!quantizable(i) || (a != Activation::None && a != Activation::ReLU)) return 0;
+      std::size_t j = i + 1;
+      while (j < layers.size() && layers[j]->fusion_traits().identity_in_inference) ++j;
+      return j < layers.size() && dynamic_cast<const BatchNormalization<T>*>(layers[j].get()) != nullptr ? j : 0;
     };
     // The range each quantized layer's input takes on the calibration images, in inference.
     std::vector<double> lo(layers.size(), std::numeric_limits<double>::infinity());
@@ -105,10 +109,15 @@ Sequential<T> quantize(Sequential<T>& model, const Tensor<T>& calibration) {
     }
     Sequential<T> out(model.seed(), model.name());
     std::vector<std::pair<Layer<T>*, std::size_t>> made;  // each new layer and the layer it copies (or quantizes)
+    std::vector<std::size_t> folded(layers.size(), 0);      // the BatchNormalization folded into each layer
+    std::vector<bool> in_epilogue(layers.size(), false);
     for (std::size_t i = 0; i < layers.size(); ++i) {
       Layer<T>& l = *layers[i];
+      if (in_epilogue[i]) continue;
       std::unique_ptr<Layer<T>> q;
-      const bool fold = quantizable(i) && folds_next(i);
+      folded[i] = folded_into(i);
+      const bool fold = folded[i] != 0;
+      if (fold) in_epilogue[folded[i]] = true;
       const detail::Int8Input in = detail::int8_input_for(lo[i], hi[i]);
       if (quantizable(i)) {
         if (const auto* c = dynamic_cast<const Conv2D<T>*>(&l)) {
@@ -128,7 +137,6 @@ Sequential<T> quantize(Sequential<T>& model, const Tensor<T>& calibration) {
       Layer<T>* raw = q.get();
       out.add(std::move(q), i == 0 ? std::optional<Shape>(model.input_shape()) : std::nullopt);
       made.emplace_back(raw, i);
-      if (fold) ++i;  // the BatchNormalization is in the epilogue
     }
     for (auto& [copy, i] : made) {
       Layer<T>& l = *layers[i];
@@ -142,7 +150,7 @@ Sequential<T> quantize(Sequential<T>& model, const Tensor<T>& calibration) {
       const Tensor<T>* bias = params.size() > 1 ? params[1].value : nullptr;
       std::vector<T> scale, shift;
       if (q->has_affine()) {
-        const auto& bn = dynamic_cast<const BatchNormalization<T>&>(*layers[i + 1]);
+        const auto& bn = dynamic_cast<const BatchNormalization<T>&>(*layers[folded[i]]);
         const Index cols = bn.output_shape().back();
         scale.resize(static_cast<std::size_t>(cols));
         shift.resize(static_cast<std::size_t>(cols));
