@@ -232,14 +232,14 @@ class QuantizedLayer : public Layer<T> {
 };
 
 /// A Conv2D in int8 (no groups). Each image is quantized into a padded
-/// image of bytes (the padding at the zero point, the channels padded to a
-/// multiple of 4), and each row of outputs is one int8 product that reads
-/// its windows in place: a window's rows are runs of kw * channels bytes of
-/// that image (kernels/int8_gemm.hpp's Int8Rows). Where a window's cells
-/// are not adjacent (a column dilation), or where padding the channels
-/// would add more than a quarter to the depth (fewer than 8 channels), the
-/// windows are laid out as rows of bytes first (im2col), a tile of images
-/// at a time.
+/// image of bytes (the padding at the zero point), and each row of outputs
+/// is one int8 product that reads its windows in place: a window's rows are
+/// runs of kw * channels bytes of that image, rounded up to a multiple of 4
+/// (kernels/int8_gemm.hpp's Int8Rows; the weights of the rounding are
+/// zero). Where a window's cells are not adjacent (a column dilation), or
+/// where the rounding would add more than a quarter to the depth (a 1x1
+/// kernel on a few channels), the windows are laid out as rows of bytes
+/// first (im2col), a tile of images at a time.
 ///
 /// In inference the fusion planner (layers/fusion.hpp) may give it the
 /// MaxPool2D after it (absorb_pool): it then pools each band of output rows
@@ -313,46 +313,48 @@ class QuantizedConv2D : public QuantizedLayer<T> {
   }
 
  private:
-  /// Whether the windows are read in place: their cells adjacent along a
-  /// row (no column dilation), and the channels' padding to a multiple of 4
-  /// adding at most a quarter to the depth (3 channels padded to 4 would
-  /// add a third: laid out, the depth is padded once, not per cell).
+  /// The bytes of one row of a window read in place: its kw cells' channels
+  /// (adjacent in the image), rounded up to the 4 of a quad. The bytes past
+  /// the window that the rounding reads meet zero weights.
+  Index run_bytes() const { return detail::int8_row_bytes(geo_.kw * geo_.c); }
+
+  /// Whether the windows are read in place: a window's cells adjacent along
+  /// a row (no column dilation), and the rounding of its rows to quads
+  /// adding at most a quarter to the depth (a 1x1 kernel on 2 channels
+  /// would double it; laid out, the depth is rounded once, not per row).
   bool in_place() const {
-    const Index cells = geo_.kh * geo_.kw;
-    return geo_.dw == 1 && 4 * cells * detail::int8_row_bytes(geo_.c) <= 5 * detail::int8_row_bytes(cells * geo_.c);
+    return geo_.dw == 1 && 4 * geo_.kh * run_bytes() <= 5 * detail::int8_row_bytes(geo_.patch());
   }
 
   /// The windows read in place from each padded image, a product per row of outputs.
   void forward_in_place(const Tensor<float>& x) {
-    const Index c = geo_.c, cp = detail::int8_row_bytes(c), f = filters_;
+    const Index c = geo_.c, f = filters_, run = run_bytes();
     const Index hp = std::max(geo_.pad_top + geo_.h, (geo_.ho - 1) * geo_.sh + (geo_.kh - 1) * geo_.dh + 1);
     const Index wp = std::max(geo_.pad_left + geo_.w, (geo_.wo - 1) * geo_.sw + geo_.kw);
     const Index image = geo_.h * geo_.w * c, per_image = geo_.ho * geo_.wo;
-    const detail::Int8Weights& w = this->weights(geo_.wo, c, cp);
+    // The padded image, and the 3 bytes a last window's rounded run may read past it.
+    const auto padded = static_cast<std::size_t>(hp * wp * c + 3);
+    const detail::Int8Weights& w = this->weights(geo_.wo, geo_.kw * c, run);
     const detail::Int8Epilogue epi = this->epilogue(w);
     const int threads = detail::threads_for(geo_.n);
     if (ws_.size() < static_cast<std::size_t>(threads)) ws_.resize(static_cast<std::size_t>(threads));
     const auto zp = static_cast<std::uint8_t>(this->in_.zero_point);
     detail::parallel(threads, [&](int t, int nt) {
       Workspace& s = ws_[static_cast<std::size_t>(t)];
-      // The border (and the channels' padding) at the zero point once: each image overwrites the inside.
-      if (s.image.size() != static_cast<std::size_t>(hp * wp * cp)) s.image.assign(static_cast<std::size_t>(hp * wp * cp), zp);
+      // The border at the zero point once: each image overwrites the inside.
+      if (s.image.size() != padded) s.image.assign(padded, zp);
       const detail::Range mine = detail::split(geo_.n, t, nt);
       for (Index n = mine.begin; n < mine.end; ++n) {
         const float* xi = x.data() + n * image;
-        std::uint8_t* inside = s.image.data() + (geo_.pad_top * wp + geo_.pad_left) * cp;
-        for (Index ih = 0; ih < geo_.h; ++ih) {
-          if (c == cp) {  // a row of the image is a run of bytes
-            this->in_.quantize(xi + ih * geo_.w * c, geo_.w * c, inside + ih * wp * cp);
-            continue;
-          }
-          for (Index iw = 0; iw < geo_.w; ++iw) {
-            this->in_.quantize(xi + (ih * geo_.w + iw) * c, c, inside + (ih * wp + iw) * cp);
-          }
+        std::uint8_t* inside = s.image.data() + (geo_.pad_top * wp + geo_.pad_left) * c;
+        if (wp == geo_.w) {  // no padding left or right: the image is one run of bytes
+          this->in_.quantize(xi, image, inside);
+        } else {
+          for (Index ih = 0; ih < geo_.h; ++ih) this->in_.quantize(xi + ih * geo_.w * c, geo_.w * c, inside + ih * wp * c);
         }
-        detail::Int8Rows rows{nullptr, geo_.sw * cp, geo_.kh, geo_.kw * cp, geo_.dh * wp * cp};
+        detail::Int8Rows rows{nullptr, geo_.sw * c, geo_.kh, run, geo_.dh * wp * c};
         const auto output_row = [&](Index oh, float* out) {
-          rows.a = s.image.data() + oh * geo_.sh * wp * cp;
+          rows.a = s.image.data() + oh * geo_.sh * wp * c;
           detail::int8_gemm(geo_.wo, rows, w.packed, out, f, epi, s.edge);
         };
         if (pooled_) {  // each band of rows a pooled row covers, made in the workspace and pooled into y

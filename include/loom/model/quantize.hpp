@@ -5,8 +5,9 @@
 ///
 /// It returns a new model (the trained one is left as it is) in which
 ///
-/// - each Conv2D with 8 or more input channels and one group, and each
-///   Dense, becomes a QuantizedConv2D or QuantizedDense (layers/quantized.hpp):
+/// - each Conv2D with one group (the first layer of an image model too:
+///   its windows read in place from the image's bytes, it beats the float
+///   direct kernel), and each Dense, becomes a QuantizedConv2D or QuantizedDense (layers/quantized.hpp):
 ///   weights in int8 with one symmetric scale per output channel, the input
 ///   in uint8 with a scale and zero point from the range it took on the
 ///   calibration images (its minimum and maximum, widened to hold 0);
@@ -14,10 +15,9 @@
 ///   activation), right after it or past layers that do nothing in
 ///   inference (Dropout), is folded into it: its inference affine runs in
 ///   the product's epilogue, after the activation;
-/// - every other layer is copied as it is, in float: pooling, Flatten, and
-///   the convolutions with fewer than 8 input channels (the first layer of
-///   an image model: a product 9 deep, which int8 does not speed up);
-///   Dropout and the augmentation layers do nothing in inference.
+/// - every other layer is copied as it is, in float: pooling, Flatten,
+///   grouped convolutions; Dropout and the augmentation layers do nothing
+///   in inference.
 ///
 /// The result is a Sequential for inference (predict, evaluate, a Predictor;
 /// fit refuses its int8 layers), saved and loaded like any loom model. It is
@@ -76,7 +76,7 @@ Sequential<T> quantize(Sequential<T>& model, const Tensor<T>& calibration) {
     // Which layers become int8, and whether the BatchNormalization after each is folded in.
     const auto quantizable = [&](std::size_t i) {
       if (const auto* c = dynamic_cast<const Conv2D<T>*>(layers[i].get())) {
-        return c->input_shape()[2] >= 8 && c->options().groups() == 1;
+        return c->options().groups() == 1;
       }
       return dynamic_cast<const Dense<T>*>(layers[i].get()) != nullptr;
     };
