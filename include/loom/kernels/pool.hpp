@@ -76,9 +76,12 @@ inline bool max_of_four(const T* __restrict a, const T* __restrict b, const T* _
 }
 
 #if defined(__AVX512F__)
-/// max_of_four for float with AVX-512: the same maxima and NaN test, the
-/// last 1-15 channels under a mask rather than in a scalar loop (a pixel of
-/// the notebook's 75, 50 or 25 channels ends in 11, 2 or 9 of them).
+/// max_of_four for float with AVX-512: the same maxima, the last 1-15
+/// channels under a mask rather than in a scalar loop (a pixel of the
+/// notebook's 75, 50 or 25 channels ends in 11, 2 or 9 of them). It tests
+/// the four for NaN directly (two unordered comparisons) rather than their
+/// sum: it returns true for a NaN only, not for infinities of both signs,
+/// which the maxima take right.
 inline bool max_of_four(const float* __restrict a, const float* __restrict b, const float* __restrict c,
                         const float* __restrict d, Index n, float* __restrict out) {
   __mmask16 unordered = 0;
@@ -89,8 +92,7 @@ inline bool max_of_four(const float* __restrict a, const float* __restrict b, co
     // _mm512_max_ps(x, y) is x > y ? x : y, as the scalar loop's comparisons.
     const __m512 m = _mm512_max_ps(vd, _mm512_max_ps(vc, _mm512_max_ps(vb, va)));
     _mm512_mask_storeu_ps(out + i, k, m);
-    const __m512 sum = _mm512_add_ps(_mm512_add_ps(va, vb), _mm512_add_ps(vc, vd));
-    unordered |= _mm512_cmp_ps_mask(sum, sum, _CMP_UNORD_Q);
+    unordered |= _mm512_cmp_ps_mask(va, vb, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(vc, vd, _CMP_UNORD_Q);
   }
   return unordered != 0;
 }
