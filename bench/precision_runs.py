@@ -77,6 +77,8 @@ def parse_args():
         p.error(f"--peers: unknown run(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(known)}")
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         p.error(f"--json: no directory for {args.json}")
+    if "loom" in args.peers and not os.access(args.notebook_speed, os.X_OK):
+        p.error(f"--notebook-speed: {args.notebook_speed} is not an executable (build the notebook_speed target)")
     return args
 
 
@@ -98,7 +100,11 @@ def run(name, command, env, log):
     last line)."""
     print(f"\n== {name}: {' '.join(command)}", flush=True)
     log.append(" ".join(command))
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except OSError as e:
+        print(f"== {name} could not start: {e.strerror}", flush=True)
+        return None, 127, f"could not start: {e.strerror}"
     lines = []
     for line in proc.stdout:
         if not line.startswith("{"):

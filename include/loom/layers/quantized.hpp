@@ -336,10 +336,8 @@ class QuantizedConv2D : public QuantizedLayer<T> {
     const auto padded = static_cast<std::size_t>(hp * wp * c + 3);
     const detail::Int8Weights& w = this->weights(geo_.wo, geo_.kw * c, run);
     const detail::Int8Epilogue epi = this->epilogue(w);
-    const int threads = detail::threads_for(geo_.n);
-    if (ws_.size() < static_cast<std::size_t>(threads)) ws_.resize(static_cast<std::size_t>(threads));
     const auto zp = static_cast<std::uint8_t>(this->in_.zero_point);
-    detail::parallel(threads, [&](int t, int nt) {
+    detail::parallel(workspaces(), [&](int t, int nt) {
       Workspace& s = ws_[static_cast<std::size_t>(t)];
       // The border at the zero point once: each image overwrites the inside.
       if (s.image.size() != padded) s.image.assign(padded, zp);
@@ -375,35 +373,38 @@ class QuantizedConv2D : public QuantizedLayer<T> {
     });
   }
 
+  /// The threads a forward over geo_.n images runs on, each with a workspace.
+  int workspaces() {
+    const int threads = detail::threads_for(geo_.n);
+    if (ws_.size() < static_cast<std::size_t>(threads)) ws_.resize(static_cast<std::size_t>(threads));
+    return threads;
+  }
+
   /// The windows laid out as rows of bytes, a tile of images at a time.
   void forward_im2col(const Tensor<float>& x) {
-    {
-      const Index k = geo_.patch(), lda = detail::int8_row_bytes(k), per_image = geo_.ho * geo_.wo;
-      const Index image = geo_.h * geo_.w * geo_.c;
-      // Images per tile: their byte rows within 256 KiB (at least one).
-      const Index tile = std::max<Index>(1, (Index(256) << 10) / std::max<Index>(1, per_image * lda));
-      const detail::Int8Weights& w = this->weights(tile * per_image);
-      const detail::Int8Epilogue epi = this->epilogue(w);
-      const int threads = detail::threads_for(geo_.n);
-      if (ws_.size() < static_cast<std::size_t>(threads)) ws_.resize(static_cast<std::size_t>(threads));
-      const auto zp = static_cast<std::uint8_t>(this->in_.zero_point);
-      detail::parallel(threads, [&](int t, int nt) {
-        Workspace& s = ws_[static_cast<std::size_t>(t)];
-        s.image.resize(static_cast<std::size_t>(image));
-        s.col.resize(static_cast<std::size_t>(tile * per_image * lda));
-        const detail::Range mine = detail::split(geo_.n, t, nt);
-        for (Index n0 = mine.begin; n0 < mine.end; n0 += tile) {
-          const Index n1 = std::min(n0 + tile, mine.end);
-          for (Index n = n0; n < n1; ++n) {
-            this->in_.quantize(x.data() + n * image, image, s.image.data());
-            windows(s.image.data(), zp, s.col.data() + (n - n0) * per_image * lda, lda);
-          }
-          float* y = y_.data() + n0 * per_image * filters_;
-          detail::int8_gemm((n1 - n0) * per_image, s.col.data(), lda, w.packed, y, filters_, epi, s.edge);
-          this->activate_rest(y, (n1 - n0) * per_image, filters_);
+    const Index k = geo_.patch(), lda = detail::int8_row_bytes(k), per_image = geo_.ho * geo_.wo;
+    const Index image = geo_.h * geo_.w * geo_.c;
+    // Images per tile: their byte rows within 256 KiB (at least one).
+    const Index tile = std::max<Index>(1, (Index(256) << 10) / std::max<Index>(1, per_image * lda));
+    const detail::Int8Weights& w = this->weights(tile * per_image);
+    const detail::Int8Epilogue epi = this->epilogue(w);
+    const auto zp = static_cast<std::uint8_t>(this->in_.zero_point);
+    detail::parallel(workspaces(), [&](int t, int nt) {
+      Workspace& s = ws_[static_cast<std::size_t>(t)];
+      s.image.resize(static_cast<std::size_t>(image));
+      s.col.resize(static_cast<std::size_t>(tile * per_image * lda));
+      const detail::Range mine = detail::split(geo_.n, t, nt);
+      for (Index n0 = mine.begin; n0 < mine.end; n0 += tile) {
+        const Index n1 = std::min(n0 + tile, mine.end);
+        for (Index n = n0; n < n1; ++n) {
+          this->in_.quantize(x.data() + n * image, image, s.image.data());
+          windows(s.image.data(), zp, s.col.data() + (n - n0) * per_image * lda, lda);
         }
-      });
-    }
+        float* y = y_.data() + n0 * per_image * filters_;
+        detail::int8_gemm((n1 - n0) * per_image, s.col.data(), lda, w.packed, y, filters_, epi, s.edge);
+        this->activate_rest(y, (n1 - n0) * per_image, filters_);
+      }
+    });
   }
 
   /// One image's windows as rows of bytes (lda apart), padding at the zero point.
