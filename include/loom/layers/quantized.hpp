@@ -274,10 +274,7 @@ class QuantizedConv2D : public QuantizedLayer<T> {
   }
   /// Pools the output of the next Mode::Inference forwards for `pool`
   /// (which must satisfy can_pool); nullptr ends it.
-  void absorb_pool(const MaxPool2D<T>* pool) {
-    pooled_ = pool;
-    this->set_fused_next(pool);
-  }
+  void absorb_pool(const MaxPool2D<T>* pool) { pooled_ = pool; }
   const MaxPool2D<T>* pooled() const { return pooled_; }
   Config config() const override {
     return this->common_config(Config()
