@@ -310,9 +310,13 @@ struct Int8Rows {
   const std::uint8_t* a = nullptr;
   Index lda = 0;
   Index segments = 1, segment_bytes = 0, segment_stride = 0;
+  /// Rows past the m of a product that may be read (their sums are
+  /// dropped): a last, partial tile then reads them in place instead of
+  /// being copied to `edge`.
+  Index readable_past = 0;
 
   /// A row-major A of rows `lda` bytes apart, each depth k.
-  static Int8Rows row_major(const std::uint8_t* a, Index lda, Index k) { return {a, lda, 1, int8_row_bytes(k), 0}; }
+  static Int8Rows row_major(const std::uint8_t* a, Index lda, Index k) { return {a, lda, 1, int8_row_bytes(k), 0, 0}; }
 };
 
 /// C[m x n] (row stride ldc) = the epilogue of A * B: A's m rows as `rows`
@@ -353,8 +357,8 @@ inline void int8_gemm(Index m, const Int8Rows& rows, const Int8PackedB& b, float
           const std::uint8_t* as = rows.a + (ic + ir) * lda;
           const int mr = static_cast<int>(std::min<Index>(MR, mc - ir));
           float* cs = c + (ic + ir) * ldc + jr;
-          if (mr == MR) {
-            int8::micro_kernel<MR, NV>(rows.segments, segment_quads, rows.segment_stride, as, lda, bs, cs, ldc, MR,
+          if (mr == MR || MR - mr <= rows.readable_past) {
+            int8::micro_kernel<MR, NV>(rows.segments, segment_quads, rows.segment_stride, as, lda, bs, cs, ldc, mr,
                                        nr, epi);
           } else {  // the last rows, gathered into whole rows of the depth, zeros below them
             const std::size_t need = static_cast<std::size_t>(MR * depth);

@@ -329,8 +329,10 @@ class QuantizedConv2D : public QuantizedLayer<T> {
     const Index hp = std::max(geo_.pad_top + geo_.h, (geo_.ho - 1) * geo_.sh + (geo_.kh - 1) * geo_.dh + 1);
     const Index wp = std::max(geo_.pad_left + geo_.w, (geo_.wo - 1) * geo_.sw + geo_.kw);
     const Index image = geo_.h * geo_.w * c, per_image = geo_.ho * geo_.wo;
-    // The padded image, and the 3 bytes a last window's rounded run may read past it.
-    const auto padded = static_cast<std::size_t>(hp * wp * c + 3);
+    // The padded image; then what a last row's partial tile reads in place past it (up to 16 rows
+    // of windows, whose sums are dropped), and the 3 bytes a rounded run may read past a window.
+    constexpr Index kRowsPast = 16;
+    const auto padded = static_cast<std::size_t>(hp * wp * c + kRowsPast * geo_.sw * c + 3);
     const detail::Int8Weights& w = this->weights(geo_.wo, geo_.kw * c, run);
     const detail::Int8Epilogue epi = this->epilogue(w);
     const auto zp = static_cast<std::uint8_t>(this->in_.zero_point);
@@ -347,7 +349,7 @@ class QuantizedConv2D : public QuantizedLayer<T> {
         } else {
           for (Index ih = 0; ih < geo_.h; ++ih) this->in_.quantize(xi + ih * geo_.w * c, geo_.w * c, inside + ih * wp * c);
         }
-        detail::Int8Rows rows{nullptr, geo_.sw * c, geo_.kh, run, geo_.dh * wp * c};
+        detail::Int8Rows rows{nullptr, geo_.sw * c, geo_.kh, run, geo_.dh * wp * c, kRowsPast};
         const auto output_row = [&](Index oh, float* out) {
           rows.a = s.image.data() + oh * geo_.sh * wp * c;
           detail::int8_gemm(geo_.wo, rows, w.packed, out, f, epi, s.edge);
